@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchpipe.config import check_config, load_config, load_target
+from benchpipe.errors import ConfigError
+
+
+def write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_are_filled_in(tmp_path, repo_root):
+    config = load_config(write(tmp_path, {"submission": {"submitter": "acme"}}), repo_root)
+    assert config["benchmarks"] == ["digits"]
+    assert config["targets"] == ["local-cpu"]
+    assert config["submission"]["division"] == "closed"
+    assert config["training"] == {"runs": None, "seed": 2026}
+    assert config["inference"]["min_duration_ms"] == 10000
+
+
+def test_shipped_config_is_valid(repo_root):
+    config = load_config(repo_root / "config" / "config.yaml", repo_root)
+    assert config["submission"]["submitter"]
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"benchmarks": ["digits"]}, "submission"),
+        ({"submission": {}}, "submission.submitter"),
+        ({"submission": {"submitter": "a"}, "training": {"runs": "five"}}, "training.runs"),
+        ({"submission": {"submitter": "a"}, "training": {"runs": 2}}, "training.runs"),
+        ({"submission": {"submitter": "a", "division": "mixed"}}, "submission.division"),
+        ({"submission": {"submitter": "a"}, "benchmarks": ["nope"]}, "benchmarks[0]"),
+        ({"submission": {"submitter": "a"}, "targets": ["local-cpu", "moon"]}, "targets[1]"),
+        ({"submission": {"submitter": "a"}, "colour": "red"}, "<top level>"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path, repo_root, data, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data), repo_root)
+    assert f"'{key}'" in str(err.value)
+
+
+def test_unknown_target_lists_available(tmp_path, repo_root):
+    config = {"benchmarks": ["digits"], "targets": ["moon"], "targets_dir": "config/targets"}
+    with pytest.raises(ConfigError, match="available: .*local-cpu"):
+        check_config(config, repo_root)
+
+
+def test_target_file_checked(tmp_path):
+    bad = tmp_path / "gpu-box.yaml"
+    bad.write_text(yaml.safe_dump({"name": "gpu-box", "runtime": "local", "devices": {"kind": "cpu", "count": "1"}}))
+    with pytest.raises(ConfigError, match=r"gpu-box.yaml: key 'devices.count'"):
+        load_target(bad)
+    bad.write_text(yaml.safe_dump({"name": "other", "runtime": "local", "devices": {"kind": "cpu", "count": 1}}))
+    with pytest.raises(ConfigError, match="key 'name' is 'other'"):
+        load_target(bad)
+
+
+def test_local_cpu_target(repo_root):
+    target = load_target(repo_root / "config" / "targets" / "local-cpu.yaml")
+    assert (target.name, target.runtime, target.device_kind) == ("local-cpu", "local", "cpu")

@@ -1,0 +1,20 @@
+"""Benchmark plug-ins: one module each, registered by name."""
+
+from __future__ import annotations
+
+import importlib
+
+from benchpipe.benchmarks.base import Benchmark
+from benchpipe.errors import ConfigError
+
+_MODULES = {"digits": "benchpipe.benchmarks.digits"}
+
+
+def names() -> list[str]:
+    return sorted(_MODULES)
+
+
+def get(name: str) -> Benchmark:
+    if name not in _MODULES:
+        raise ConfigError(f"unknown benchmark '{name}' (known: {', '.join(names())})")
+    return importlib.import_module(_MODULES[name]).BENCHMARK

@@ -1,0 +1,95 @@
+"""Loading and checking the workflow config and the hardware target files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchpipe import benchmarks
+from benchpipe.errors import ConfigError, ValidationError
+from benchpipe.schemas import validate
+
+
+@dataclass(frozen=True)
+class Target:
+    """A hardware target: how jobs run there and what the user says about the system."""
+
+    name: str
+    runtime: str
+    device_kind: str
+    device_count: int
+    system: dict[str, str] = field(default_factory=dict)
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def load_target(path: Path) -> Target:
+    data = read_yaml(path)
+    try:
+        validate(data, "target.schema.json", what=str(path), fill_defaults=True)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+    if data["name"] != path.stem:
+        raise ConfigError(f"{path}: key 'name' is '{data['name']}' but the file is named '{path.stem}'")
+    return Target(
+        name=data["name"],
+        runtime=data["runtime"],
+        device_kind=data["devices"]["kind"],
+        device_count=data["devices"]["count"],
+        system=dict(data.get("system", {})),
+    )
+
+
+def check_config(config: dict[str, Any], base_dir: Path) -> None:
+    """What the schema cannot say: that named benchmarks and targets exist.
+
+    Called by the Snakefile after snakemake.utils.validate, so that a bad config fails
+    before any job runs.
+    """
+    known = benchmarks.names()
+    for i, name in enumerate(config["benchmarks"]):
+        if name not in known:
+            raise ConfigError(
+                f"config key 'benchmarks[{i}]': unknown benchmark '{name}' (known: {', '.join(known)})"
+            )
+    targets_dir = base_dir / config["targets_dir"]
+    for i, name in enumerate(config["targets"]):
+        path = targets_dir / f"{name}.yaml"
+        if not path.is_file():
+            available = sorted(p.stem for p in targets_dir.glob("*.yaml"))
+            raise ConfigError(
+                f"config key 'targets[{i}]': unknown target '{name}': no file {path} "
+                f"(available: {', '.join(available) or 'none'})"
+            )
+        load_target(path)
+
+
+def explain_invalid_config(config: dict[str, Any]) -> str:
+    """One line naming the key that makes ``config`` invalid against the config schema."""
+    try:
+        validate(config, "config.schema.json", what="config")
+    except ValidationError as exc:
+        return str(exc)
+    return "config does not match schemas/config.schema.json"
+
+
+def load_config(path: Path, base_dir: Path | None = None) -> dict[str, Any]:
+    """Read, validate (filling defaults) and check a config file, as the Snakefile does."""
+    config = read_yaml(path) or {}
+    try:
+        validate(config, "config.schema.json", what=str(path), fill_defaults=True)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+    check_config(config, base_dir or Path.cwd())
+    return config
