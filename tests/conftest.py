@@ -1,0 +1,52 @@
+"""Shared fixtures: the prepared digits dataset and one trained run, built once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN_DIR = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def cli_env() -> dict[str, str]:
+    """Environment in which `benchpipe` and `snakemake` are this interpreter's."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+@pytest.fixture(scope="session")
+def digits_data(tmp_path_factory) -> Path:
+    from benchpipe import benchmarks
+    from benchpipe.datasets.prepare import prepare
+
+    out = tmp_path_factory.mktemp("data") / "digits"
+    prepare(benchmarks.get("digits"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, digits_data) -> Path:
+    """One successful digits run: runs/local-cpu/digits/train/run_0 with mllog.txt and model/."""
+    from benchpipe import benchmarks
+    from benchpipe.train.harness import Submission, train_run
+
+    runs = tmp_path_factory.mktemp("runs")
+    out = runs / "local-cpu" / "digits" / "train" / "run_0"
+    outcome = train_run(
+        benchmarks.get("digits"), digits_data, out, seed=7,
+        submission=Submission("benchpipe", "local-cpu", "closed", "research"), threads=2,
+    )
+    assert outcome.status == "success", outcome
+    return out

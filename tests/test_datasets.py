@@ -1,0 +1,72 @@
+import gzip
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from benchpipe import benchmarks
+from benchpipe.benchmarks.digits import preprocess
+from benchpipe.datasets.prepare import load_split, prepare, read_manifest
+from benchpipe.errors import DatasetError
+
+
+def test_digits_split_is_fixed_and_complete(digits_data):
+    train = load_split(digits_data, "train")
+    evaluation = load_split(digits_data, "eval")
+    assert len(train.labels) + len(evaluation.labels) == 1797
+    assert len(evaluation.labels) == 360
+    assert set(train.ids).isdisjoint(evaluation.ids)
+    assert (evaluation.ids % 5 == 0).all()
+    assert train.features.shape[1:] == (8, 8, 1) and train.features.dtype == np.float32
+    assert 0.0 <= train.features.min() and train.features.max() <= 1.0
+    assert set(np.unique(train.labels)) == set(range(10))
+
+
+def test_manifest_records_source_and_shard_hashes(digits_data):
+    manifest = read_manifest(digits_data)
+    source = manifest["sources"][0]
+    assert source["sha256"] == benchmarks.get("digits").sources[0].sha256
+    assert (digits_data / source["path"]).is_file()
+    assert sum(s["rows"] for s in manifest["shards"]) == 1797
+    assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
+
+
+def test_preprocessing_is_deterministic(digits_data, tmp_path):
+    again = tmp_path / "digits"
+    prepare(benchmarks.get("digits"), again)
+    assert read_manifest(again) == read_manifest(digits_data)
+
+
+def test_tampered_shard_is_refused(digits_data, tmp_path):
+    copy = tmp_path / "digits"
+    shutil.copytree(digits_data, copy)
+    shard = copy / read_manifest(copy)["shards"][0]["path"]
+    shard.write_bytes(shard.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(DatasetError, match=r"train-00000.parquet: sha256 .* does not match"):
+        load_split(copy, "train")
+
+
+def test_bad_csv_line_is_named(tmp_path):
+    (tmp_path / "digits.csv.gz").write_bytes(gzip.compress(b"0,1,2\n"))
+    with pytest.raises(DatasetError, match=r"digits.csv.gz: line 1: expected 65 values, found 3"):
+        preprocess(tmp_path)
+
+
+def test_failed_prepare_leaves_nothing(tmp_path, monkeypatch):
+    bench = benchmarks.get("digits")
+
+    def broken(raw_dir):
+        raise DatasetError("boom")
+
+    import dataclasses
+
+    out = tmp_path / "digits"
+    with pytest.raises(DatasetError, match="boom"):
+        prepare(dataclasses.replace(bench, preprocess=broken), out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_manifest_says_what_to_run(tmp_path):
+    with pytest.raises(DatasetError, match="run `benchpipe datasets` first"):
+        read_manifest(tmp_path)

@@ -1,0 +1,320 @@
+"""fetch_source against a real local HTTP server with injectable faults."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from benchpipe.datasets.fetch import fetch_source
+from benchpipe.hashing import sha256_file
+from benchpipe.datasets.source import Source
+from benchpipe.errors import DatasetError
+
+PAYLOAD = os.urandom(8 * 1024 + 123)
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+FAST = {"backoff": 0.0, "timeout": 5.0}
+
+
+@dataclass
+class ServerState:
+    """What the handler does for each request, and what it saw.
+
+    ``actions[i]`` is the fault for request i (0-based); requests past the list get
+    ``default``. Actions: "ok", "503", "404", "416", "truncate", "stall".
+    """
+
+    data: bytes = PAYLOAD
+    actions: list[str] = field(default_factory=list)
+    default: str = "ok"
+    honor_range: bool = True
+    range_headers: list[str | None] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def requests(self) -> int:
+        return len(self.range_headers)
+
+    def record(self, range_header: str | None) -> str:
+        with self.lock:
+            index = len(self.range_headers)
+            self.range_headers.append(range_header)
+        return self.actions[index] if index < len(self.actions) else self.default
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = 5  # bounds every read on the server side
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        state = self.server.state
+        range_header = self.headers.get("Range")
+        action = state.record(range_header)
+        if action in ("503", "404", "416"):
+            self._send_status(int(action))
+            return
+        start = self._range_start(range_header) if state.honor_range else None
+        body = state.data[start or 0 :]
+        self.send_response(206 if start is not None else 200)
+        if start is not None:
+            self.send_header("Content-Range", f"bytes {start}-{len(state.data) - 1}/{len(state.data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if action == "truncate":
+            # Full Content-Length announced, half sent, then the connection closes.
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        if action == "stall":
+            self.wfile.write(body[:10])
+            self.wfile.flush()
+            time.sleep(0.5)  # longer than the client's timeout in the stall test
+            return
+        self.wfile.write(body)
+
+    def _send_status(self, code: int) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    @staticmethod
+    def _range_start(header: str | None) -> int | None:
+        match = re.fullmatch(r"bytes=(\d+)-", header or "")
+        return int(match.group(1)) if match else None
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, state: ServerState) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.state = state
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that timed out and hung up is expected in the stall test
+
+
+@dataclass
+class Served:
+    state: ServerState
+    url: str
+
+    def source(self, name: str = "data.bin", sha256: str = PAYLOAD_SHA) -> Source:
+        return Source(name=name, url=self.url, sha256=sha256)
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    state = ServerState()
+    server = _Server(state)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield Served(state, f"http://{host}:{port}/data.bin")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _assert_only(dest: Path, *names: str) -> None:
+    assert sorted(p.name for p in dest.iterdir()) == sorted(names)
+
+
+def test_download_then_cache_hit(served: Served, tmp_path: Path) -> None:
+    path = fetch_source(served.source(), tmp_path, **FAST)
+    assert path == tmp_path / "data.bin"
+    assert path.read_bytes() == PAYLOAD
+    assert served.state.range_headers == [None]
+
+    again = fetch_source(served.source(), tmp_path, **FAST)
+    assert again == path
+    assert served.state.requests == 1
+    _assert_only(tmp_path, "data.bin")
+
+
+def test_dest_dir_is_created(served: Served, tmp_path: Path) -> None:
+    path = fetch_source(served.source(), tmp_path / "a" / "b", **FAST)
+    assert sha256_file(path) == PAYLOAD_SHA
+
+
+def test_503_then_success(served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    served.state.actions = ["503", "503"]
+    with caplog.at_level(logging.WARNING, logger="benchpipe.datasets"):
+        path = fetch_source(served.source(), tmp_path, retries=3, **FAST)
+    assert path.read_bytes() == PAYLOAD
+    assert served.state.requests == 3
+    assert sum("503" in r.getMessage() for r in caplog.records) == 2
+    _assert_only(tmp_path, "data.bin")
+
+
+def test_truncated_body_resumes_with_range(served: Served, tmp_path: Path) -> None:
+    served.state.actions = ["truncate"]
+    path = fetch_source(served.source(), tmp_path, **FAST)
+    assert path.read_bytes() == PAYLOAD
+    assert served.state.range_headers == [None, f"bytes={len(PAYLOAD) // 2}-"]
+    _assert_only(tmp_path, "data.bin")
+
+
+def test_server_ignoring_range_restarts_from_zero(served: Served, tmp_path: Path) -> None:
+    served.state.actions = ["truncate"]
+    served.state.honor_range = False
+    path = fetch_source(served.source(), tmp_path, **FAST)
+    assert path.read_bytes() == PAYLOAD
+    assert served.state.requests == 2
+    assert served.state.range_headers[1] is not None  # a resume was tried, answered with 200
+    _assert_only(tmp_path, "data.bin")
+
+
+def test_truncated_twice_resumes_twice(served: Served, tmp_path: Path) -> None:
+    served.state.actions = ["truncate", "truncate"]
+    path = fetch_source(served.source(), tmp_path, **FAST)
+    assert path.read_bytes() == PAYLOAD
+    half = len(PAYLOAD) // 2
+    assert served.state.range_headers == [
+        None, f"bytes={half}-", f"bytes={half + (len(PAYLOAD) - half) // 2}-"
+    ]
+
+
+def test_416_on_resume_restarts_from_zero(served: Served, tmp_path: Path) -> None:
+    served.state.actions = ["truncate", "416"]
+    path = fetch_source(served.source(), tmp_path, **FAST)
+    assert path.read_bytes() == PAYLOAD
+    assert served.state.range_headers[2] is None
+
+
+def test_timeout_is_retried(served: Served, tmp_path: Path) -> None:
+    served.state.actions = ["stall"]
+    path = fetch_source(served.source(), tmp_path, backoff=0.0, timeout=0.1)
+    assert path.read_bytes() == PAYLOAD
+    assert served.state.requests == 2
+
+
+def test_404_is_final(served: Served, tmp_path: Path) -> None:
+    served.state.default = "404"
+    with pytest.raises(DatasetError) as caught:
+        fetch_source(served.source(), tmp_path, retries=3, **FAST)
+    assert "404" in str(caught.value)
+    assert served.url in str(caught.value)
+    assert served.state.requests == 1
+    _assert_only(tmp_path)
+
+
+def test_wrong_sha256_leaves_nothing(served: Served, tmp_path: Path) -> None:
+    wrong = "0" * 64
+    with pytest.raises(DatasetError) as caught:
+        fetch_source(served.source(sha256=wrong), tmp_path, **FAST)
+    message = str(caught.value)
+    assert wrong in message and PAYLOAD_SHA in message
+    assert "data.bin" in message and served.url in message
+    _assert_only(tmp_path)
+
+
+def test_retries_exhausted(served: Served, tmp_path: Path) -> None:
+    served.state.default = "503"
+    with pytest.raises(DatasetError, match="3 attempts"):
+        fetch_source(served.source(), tmp_path, retries=3, **FAST)
+    assert served.state.requests == 3
+    _assert_only(tmp_path)
+
+
+def test_partial_removed_when_retries_exhausted_mid_body(served: Served, tmp_path: Path) -> None:
+    served.state.default = "truncate"
+    with pytest.raises(DatasetError, match="truncated"):
+        fetch_source(served.source(), tmp_path, retries=2, **FAST)
+    assert served.state.requests == 2
+    _assert_only(tmp_path)
+
+
+def test_connection_refused_is_retried_then_fails(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = Source("data.bin", f"http://127.0.0.1:{port}/data.bin", PAYLOAD_SHA)
+    with pytest.raises(DatasetError, match="2 attempts"):
+        fetch_source(source, tmp_path, retries=2, **FAST)
+    _assert_only(tmp_path)
+
+
+def test_wrong_existing_file_is_replaced(served: Served, tmp_path: Path) -> None:
+    (tmp_path / "data.bin").write_bytes(b"stale or corrupt")
+    path = fetch_source(served.source(), tmp_path, **FAST)
+    assert path.read_bytes() == PAYLOAD
+    assert served.state.requests == 1
+    _assert_only(tmp_path, "data.bin")
+
+
+def test_wrong_existing_file_is_removed_even_if_refetch_fails(served: Served, tmp_path: Path) -> None:
+    (tmp_path / "data.bin").write_bytes(b"stale or corrupt")
+    served.state.default = "404"
+    with pytest.raises(DatasetError):
+        fetch_source(served.source(), tmp_path, **FAST)
+    _assert_only(tmp_path)
+
+
+DIGITS_URL = "package://sklearn.datasets/data/digits.csv.gz"
+
+
+def _digits_sha256() -> str:
+    data = importlib.resources.files("sklearn.datasets").joinpath("data/digits.csv.gz").read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_package_source_is_copied_and_cached(tmp_path: Path) -> None:
+    source = Source("digits.csv.gz", DIGITS_URL, _digits_sha256())
+    path = fetch_source(source, tmp_path)
+    assert sha256_file(path) == source.sha256
+    mtime = path.stat().st_mtime_ns
+    assert fetch_source(source, tmp_path) == path
+    assert path.stat().st_mtime_ns == mtime
+    _assert_only(tmp_path, "digits.csv.gz")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "package://sklearn.datasets/data/no_such_file.csv",
+        "package://benchpipe_no_such_package/data/x.csv",
+        "package://sklearn.datasets/",
+        "package://sklearn.datasets/../base.py",
+    ],
+)
+def test_bad_package_url(url: str, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError) as caught:
+        fetch_source(Source("x.csv", url, "0" * 64), tmp_path)
+    assert url in str(caught.value)
+    _assert_only(tmp_path)
+
+
+def test_package_sha256_mismatch(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="sha256 mismatch"):
+        fetch_source(Source("digits.csv.gz", DIGITS_URL, "0" * 64), tmp_path)
+    _assert_only(tmp_path)
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/hostname", "data.bin"])
+def test_unsupported_scheme(url: str, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="unsupported URL scheme"):
+        fetch_source(Source("x", url, PAYLOAD_SHA), tmp_path)
+    _assert_only(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "sub/x", "../x"])
+def test_name_must_be_a_plain_file_name(name: str, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="plain file name"):
+        fetch_source(Source(name, "package://sklearn.datasets/data/digits.csv.gz", "0" * 64), tmp_path)

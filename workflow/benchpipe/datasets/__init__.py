@@ -1,0 +1,1 @@
+"""Dataset sources: fetch (download, cache, verify) and prepare (deterministic shards)."""

@@ -1,0 +1,125 @@
+"""Deterministic preprocessing into Parquet shards, and reading them back verified.
+
+Layout of a prepared dataset directory::
+
+    raw/<source files>             exactly as fetched, sha256-verified
+    shards/<split>-<k>.parquet     preprocessed samples in a fixed order
+    manifest.json                  sources and shards with their sha256
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchpipe.atomic import atomic_dir
+from benchpipe.benchmarks.base import Benchmark, Split
+from benchpipe.datasets.fetch import fetch_source
+from benchpipe.errors import DatasetError
+from benchpipe.hashing import sha256_file
+
+SHARD_ROWS = 512
+MANIFEST = "manifest.json"
+SPLITS = ("train", "eval")
+
+
+def shard_schema(sample_size: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.int32(), nullable=False),
+            pa.field("label", pa.int32(), nullable=False),
+            pa.field("features", pa.list_(pa.float32(), sample_size), nullable=False),
+        ]
+    )
+
+
+def _write_shards(split_name: str, split: Split, shards_dir: Path) -> list[dict[str, Any]]:
+    sample_size = int(np.prod(split.features.shape[1:]))
+    flat = split.features.reshape(len(split.features), sample_size).astype(np.float32)
+    schema = shard_schema(sample_size)
+    entries = []
+    for k, start in enumerate(range(0, len(flat), SHARD_ROWS)):
+        stop = min(start + SHARD_ROWS, len(flat))
+        table = pa.table(
+            {
+                "id": pa.array(split.ids[start:stop], pa.int32()),
+                "label": pa.array(split.labels[start:stop], pa.int32()),
+                "features": pa.FixedSizeListArray.from_arrays(
+                    pa.array(flat[start:stop].ravel(), pa.float32()), sample_size
+                ),
+            },
+            schema=schema,
+        )
+        path = shards_dir / f"{split_name}-{k:05d}.parquet"
+        pq.write_table(table, path, compression="zstd")
+        entries.append({"path": f"shards/{path.name}", "split": split_name, "rows": stop - start})
+    return entries
+
+
+def prepare(benchmark: Benchmark, out_dir: Path) -> dict[str, Any]:
+    """Fetch and verify the sources, preprocess, write shards and manifest atomically."""
+    with atomic_dir(out_dir) as tmp:
+        raw_dir = tmp / "raw"
+        raw_dir.mkdir()
+        for source in benchmark.sources:
+            fetch_source(source, raw_dir)
+        train, evaluation = benchmark.preprocess(raw_dir)
+        shards_dir = tmp / "shards"
+        shards_dir.mkdir()
+        shards = []
+        for name, split in zip(SPLITS, (train, evaluation)):
+            shards += _write_shards(name, split, shards_dir)
+        for entry in shards:
+            entry["sha256"] = sha256_file(tmp / entry["path"])
+        manifest = {
+            "benchmark": benchmark.name,
+            "sources": [
+                {"name": s.name, "url": s.url, "path": f"raw/{s.name}", "sha256": s.sha256}
+                for s in benchmark.sources
+            ],
+            "sample_shape": list(train.features.shape[1:]),
+            "shards": shards,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{path}: missing: run `benchpipe datasets` first") from exc
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON: {exc}") from exc
+
+
+def load_split(data_dir: Path, split: str) -> Split:
+    """Read one split back, checking every shard against the manifest first."""
+    manifest = read_manifest(data_dir)
+    shape = tuple(manifest["sample_shape"])
+    tables = []
+    for entry in manifest["shards"]:
+        if entry["split"] != split:
+            continue
+        path = data_dir / entry["path"]
+        if not path.is_file():
+            raise DatasetError(f"{path}: shard listed in {data_dir / MANIFEST} is missing")
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise DatasetError(f"{path}: sha256 {actual} does not match the manifest's {entry['sha256']}")
+        tables.append(pq.read_table(path))
+    if not tables:
+        raise DatasetError(f"{data_dir / MANIFEST}: no shards for split '{split}'")
+    table = pa.concat_tables(tables)
+    features = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return Split(
+        features=features.astype(np.float32).reshape((table.num_rows, *shape)),
+        labels=table.column("label").to_numpy().astype(np.int32),
+        ids=table.column("id").to_numpy().astype(np.int32),
+    )
