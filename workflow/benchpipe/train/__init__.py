@@ -1,0 +1,1 @@
+"""Training: the harness (loop, evaluation, stopping), MLLOG logging and olympic scoring."""
