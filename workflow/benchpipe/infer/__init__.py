@@ -1,0 +1,1 @@
+"""Inference through the official LoadGen: QSL, SUT, settings and the accuracy script."""

@@ -1,0 +1,68 @@
+"""LoadGen detail logs (``:::MLLOG {json}`` per event) and the accuracy script's output."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchpipe.errors import ParseError
+
+PREFIX = ":::MLLOG "
+DETAIL_LOG = "mlperf_log_detail.txt"
+_ACCURACY = re.compile(r"^accuracy=([0-9.]+)%")
+
+
+@dataclass(frozen=True)
+class DetailLog:
+    values: dict[str, Any]  # last value logged for each key
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def require(self, key: str, path: Path) -> Any:
+        if key not in self.values:
+            raise ParseError(f"{path}: key '{key}' missing")
+        return self.values[key]
+
+
+def parse_detail_log(path: Path) -> DetailLog:
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParseError(f"{path}: cannot read: {exc}") from exc
+    for n, line in enumerate(lines, start=1):
+        if not line.startswith(PREFIX):
+            continue
+        try:
+            record = json.loads(line[len(PREFIX):])
+            key, value, meta = record["key"], record.get("value"), record.get("metadata") or {}
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ParseError(f"{path}: line {n}: malformed LoadGen record: {exc}") from exc
+        values[key] = value
+        if meta.get("is_error"):
+            errors.append(f"line {n}: {key}: {value}")
+        elif meta.get("is_warning"):
+            warnings.append(f"line {n}: {key}: {value}")
+    if not values:
+        raise ParseError(f"{path}: no LoadGen records")
+    return DetailLog(values, errors, warnings)
+
+
+def parse_accuracy_txt(path: Path) -> float:
+    """Top-1 as a fraction, from the first line the accuracy script wrote."""
+    try:
+        first = path.read_text().splitlines()[0]
+    except (OSError, IndexError) as exc:
+        raise ParseError(f"{path}: cannot read accuracy result: {exc}") from exc
+    match = _ACCURACY.match(first)
+    if not match:
+        raise ParseError(f"{path}: line 1: expected 'accuracy=<percent>%', found {first!r}")
+    return float(match.group(1)) / 100.0
