@@ -1,0 +1,150 @@
+"""The Parquet tables built from raw logs, with explicit schemas.
+
+    training_events.parquet  every MLLOG record of every run
+    runs.parquet             one row per training run (TrainingRun)
+    scores.parquet           one row per (target, benchmark): the olympic score
+    inference.parquet        one row per LoadGen test (scenario x mode)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchpipe import benchmarks, layout
+from benchpipe.atomic import atomic_dir
+from benchpipe.hashing import sha256_file
+from benchpipe.infer.loadgen_run import ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS
+from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_accuracy_txt, parse_detail_log
+from benchpipe.results.mllog_parser import MLLOG_FILE, parse_mllog, summarize_run
+from benchpipe.train.scoring import olympic_score
+
+EVENTS_SCHEMA = pa.schema([
+    ("target", pa.string()), ("benchmark", pa.string()), ("run", pa.int32()),
+    ("line", pa.int32()), ("time_ms", pa.int64()), ("event_type", pa.string()),
+    ("key", pa.string()), ("value_json", pa.string()), ("metadata_json", pa.string()),
+])
+RUNS_SCHEMA = pa.schema([
+    ("target", pa.string()), ("benchmark", pa.string()), ("run", pa.int32()),
+    ("division", pa.string()), ("seed", pa.int64()), ("status", pa.string()),
+    ("run_start_ms", pa.int64()), ("run_stop_ms", pa.int64()),
+    ("time_to_train_min", pa.float64()), ("epochs", pa.int32()),
+    ("best_eval_accuracy", pa.float64()), ("quality_target", pa.float64()),
+    ("log_sha256", pa.string()),
+])
+SCORES_SCHEMA = pa.schema([
+    ("target", pa.string()), ("benchmark", pa.string()), ("runs", pa.int32()),
+    ("successful_runs", pa.int32()), ("olympic_mean_min", pa.float64()), ("reason", pa.string()),
+])
+INFERENCE_SCHEMA = pa.schema([
+    ("target", pa.string()), ("benchmark", pa.string()), ("scenario", pa.string()),
+    ("mode", pa.string()), ("result_validity", pa.string()), ("invalid_reason", pa.string()),
+    ("samples_per_second", pa.float64()), ("latency_p50_ns", pa.int64()),
+    ("latency_p90_ns", pa.int64()), ("latency_p99_ns", pa.int64()),
+    ("early_stopping_latency_ns", pa.int64()), ("query_count", pa.int64()),
+    ("min_duration_ms", pa.int64()), ("errors", pa.int32()), ("warnings", pa.int32()),
+    ("accuracy", pa.float64()), ("accuracy_target", pa.float64()),
+    ("official_round_valid", pa.bool_()), ("loadgen_version", pa.string()),
+    ("log_sha256", pa.string()),
+])
+TABLES = {
+    "training_events.parquet": EVENTS_SCHEMA,
+    "runs.parquet": RUNS_SCHEMA,
+    "scores.parquet": SCORES_SCHEMA,
+    "inference.parquet": INFERENCE_SCHEMA,
+}
+
+
+def training_rows(target: str, benchmark: str, index: int, run_dir: Path) -> tuple[list[dict], dict]:
+    path = run_dir / MLLOG_FILE
+    events = parse_mllog(path)
+    run = summarize_run(events, path)
+    event_rows = [
+        {"target": target, "benchmark": benchmark, "run": index, "line": e.line,
+         "time_ms": e.time_ms, "event_type": e.event_type, "key": e.key,
+         "value_json": json.dumps(e.value), "metadata_json": json.dumps(e.metadata, sort_keys=True)}
+        for e in events
+    ]
+    run_row = {
+        "target": target, "benchmark": benchmark, "run": index, "division": run.division,
+        "seed": run.seed, "status": run.status, "run_start_ms": run.run_start_ms,
+        "run_stop_ms": run.run_stop_ms, "time_to_train_min": run.time_to_train_min,
+        "epochs": run.epochs, "best_eval_accuracy": run.best_eval_accuracy,
+        "quality_target": benchmarks.get(benchmark).quality_target, "log_sha256": sha256_file(path),
+    }
+    return event_rows, run_row
+
+
+def score_rows(run_rows: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in run_rows:
+        groups.setdefault((row["target"], row["benchmark"]), []).append(row)
+    scores = []
+    for (target, benchmark), group in sorted(groups.items()):
+        score = olympic_score([r["time_to_train_min"] for r in group])
+        scores.append({
+            "target": target, "benchmark": benchmark, "runs": score.runs,
+            "successful_runs": score.successful_runs, "olympic_mean_min": score.olympic_mean_minutes,
+            "reason": score.reason,
+        })
+    return scores
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def inference_row(target: str, benchmark: str, scenario: str, mode: str, test_dir: Path) -> dict:
+    path = test_dir / DETAIL_LOG
+    detail = parse_detail_log(path)
+    min_duration = int(detail.require("effective_min_duration_ms", path))
+    accuracy = parse_accuracy_txt(test_dir / ACCURACY_TXT) if mode == "accuracy" else None
+    validity = detail.get("result_validity") if mode == "performance" else None
+    return {
+        "target": target, "benchmark": benchmark, "scenario": scenario, "mode": mode,
+        "result_validity": validity,
+        "invalid_reason": detail.get("result_invalid_reason") or None,
+        "samples_per_second": detail.get("result_samples_per_second", detail.get("result_qps_with_loadgen_overhead")),
+        "latency_p50_ns": _int(detail.get("result_50.00_percentile_latency_ns")),
+        "latency_p90_ns": _int(detail.get("result_90.00_percentile_latency_ns")),
+        "latency_p99_ns": _int(detail.get("result_99.00_percentile_latency_ns")),
+        "early_stopping_latency_ns": _int(detail.get("early_stopping_latency_ss")),
+        "query_count": _int(detail.get("result_query_count")),
+        "min_duration_ms": min_duration,
+        "errors": len(detail.errors), "warnings": len(detail.warnings),
+        "accuracy": accuracy,
+        "accuracy_target": benchmarks.get(benchmark).inference.accuracy_target if mode == "accuracy" else None,
+        # Valid for an official round needs the full duration; benchpipe's own checks come on top.
+        "official_round_valid": min_duration >= OFFICIAL_MIN_DURATION_MS and validity == "VALID",
+        "loadgen_version": str(detail.require("loadgen_version", path)),
+        "log_sha256": sha256_file(path),
+    }
+
+
+def build_tables(runs: Path, run_dirs: list[Path], test_dirs: list[Path]) -> dict[str, pa.Table]:
+    """Tables from exactly the given run and test directories (not whatever else lies in runs/)."""
+    rows: dict[str, list[dict]] = {name: [] for name in TABLES}
+    for run_dir in sorted(run_dirs, key=lambda p: layout.identify_run(runs, p)):
+        events, run_row = training_rows(*layout.identify_run(runs, run_dir), run_dir)
+        rows["training_events.parquet"] += events
+        rows["runs.parquet"].append(run_row)
+    rows["scores.parquet"] = score_rows(rows["runs.parquet"])
+    for test_dir in sorted(test_dirs, key=lambda p: layout.identify_test(runs, p)):
+        rows["inference.parquet"].append(inference_row(*layout.identify_test(runs, test_dir), test_dir))
+    return {name: pa.Table.from_pylist(rows[name], schema=schema) for name, schema in TABLES.items()}
+
+
+def write_tables(runs: Path, out: Path, run_dirs: list[Path], test_dirs: list[Path]) -> dict[str, int]:
+    tables = build_tables(runs, run_dirs, test_dirs)
+    with atomic_dir(out) as tmp:
+        for name, table in tables.items():
+            pq.write_table(table, tmp / name, compression="zstd")
+    return {name: t.num_rows for name, t in tables.items()}
+
+
+def read_table(tables_dir: Path, name: str) -> list[dict]:
+    return pq.read_table(tables_dir / name, schema=TABLES[name]).to_pylist()
