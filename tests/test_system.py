@@ -1,0 +1,30 @@
+import json
+
+import pytest
+
+from benchpipe.config import Target
+from benchpipe.errors import ValidationError
+from benchpipe.schemas import load_schema
+from benchpipe.system import describe_system, write_description
+
+TARGET = Target("local-cpu", "local", "cpu", 1, {"cooling": "liquid", "host_storage_type": "NVMe"})
+
+
+def test_detected_and_user_fields_merge(tmp_path):
+    desc = describe_system(TARGET, submitter="acme", division="open", status="onprem")
+    assert set(desc) == set(load_schema("system_desc.schema.json")["required"])
+    assert all(isinstance(v, str) and v for v in desc.values())
+    assert desc["cooling"] == "liquid" and desc["host_storage_type"] == "NVMe"  # user wins
+    assert desc["submitter"] == "acme" and desc["division"] == "open"
+    assert int(desc["host_processor_vcpu_count"]) >= 1
+    assert desc["framework"].startswith("TensorFlow 2.")
+    assert desc["accelerators_per_node"] == "0"
+    out = tmp_path / "system.json"
+    write_description(desc, out)
+    assert json.loads(out.read_text()) == desc
+
+
+def test_user_field_must_be_nonempty():
+    bad = Target("local-cpu", "local", "cpu", 1, {"cooling": ""})
+    with pytest.raises(ValidationError, match="key 'cooling'"):
+        describe_system(bad, submitter="acme", division="open", status="onprem")

@@ -1,0 +1,1 @@
+"""Packaging: checks, the training and inference tree layouts, and the manifest."""

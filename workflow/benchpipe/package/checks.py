@@ -1,0 +1,79 @@
+"""Everything checked before a tree is written: schemas, the official compliance checker,
+LoadGen validity and accuracy, and that tables agree with the raw logs they came from."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchpipe.errors import ValidationError
+from benchpipe.hashing import sha256_file
+from benchpipe.schemas import validate
+
+TRAINING_RULESET = "4.0.0"
+ROW_SCHEMAS = {
+    "runs.parquet": "training_run.schema.json",
+    "scores.parquet": "score.schema.json",
+    "inference.parquet": "inference_result.schema.json",
+}
+
+
+@dataclass(frozen=True)
+class ComplianceResult:
+    log: Path
+    passed: bool
+    output: str
+
+
+def validate_rows(table_name: str, rows: list[dict]) -> None:
+    schema = ROW_SCHEMAS[table_name]
+    for i, row in enumerate(rows):
+        validate(row, schema, what=f"{table_name} row {i}")
+
+
+def check_log_hash(what: str, log: Path, expected: str) -> None:
+    actual = sha256_file(log)
+    if actual != expected:
+        raise ValidationError(
+            f"{log}: sha256 {actual} differs from the {expected} recorded in {what}: "
+            "the tables are stale, re-run the parse stage"
+        )
+
+
+def run_compliance_checker(log: Path, rules: Path, output_log: Path) -> ComplianceResult:
+    """The official checker with our rules; it exits 1 on failure."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlperf_logging.compliance_checker", str(log.resolve()),
+         "--usage", "training", "--ruleset", TRAINING_RULESET,
+         # The checker joins --config onto its own package directory: only an absolute
+         # path reaches our rules.
+         "--config", str(rules.resolve()), "--log_output", str(output_log.resolve())],
+        capture_output=True, text=True, cwd=output_log.parent,
+    )
+    return ComplianceResult(log, proc.returncode == 0, proc.stdout + proc.stderr)
+
+
+def check_score(row: dict) -> None:
+    if row["olympic_mean_min"] is None:
+        raise ValidationError(
+            f"scores.parquet: {row['benchmark']} on {row['target']} has no result: {row['reason']}"
+        )
+
+
+def check_inference(row: dict, expected_min_duration_ms: int) -> None:
+    where = f"inference.parquet: {row['benchmark']} on {row['target']}, {row['scenario']} {row['mode']}"
+    if row["errors"]:
+        raise ValidationError(f"{where}: LoadGen logged {row['errors']} error(s)")
+    if row["min_duration_ms"] != expected_min_duration_ms:
+        raise ValidationError(
+            f"{where}: ran with min_duration {row['min_duration_ms']} ms, the config asks for "
+            f"{expected_min_duration_ms} ms: re-run the infer stage"
+        )
+    if row["mode"] == "performance" and row["result_validity"] != "VALID":
+        raise ValidationError(f"{where}: result INVALID: {row['invalid_reason']}")
+    if row["mode"] == "accuracy" and row["accuracy"] < row["accuracy_target"]:
+        raise ValidationError(
+            f"{where}: accuracy {row['accuracy']:.4f} below the target {row['accuracy_target']:.4f}"
+        )

@@ -1,0 +1,235 @@
+"""The submission tree: MLPerf training and inference layouts, benchpipe's tables, a manifest.
+
+    <out>/training/<org>/{systems,benchmarks,results}/...
+    <out>/inference/<division>/<org>/{systems,src,results}/...
+    <out>/benchpipe/{config.json, checks.json, tables/, compliance/, raw/}
+    <out>/manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchpipe import benchmarks, layout
+from benchpipe.atomic import atomic_dir
+from benchpipe.errors import ValidationError
+from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS, USER_CONF
+from benchpipe.package import checks
+from benchpipe.package.manifest import verify_manifest, write_manifest
+from benchpipe.paths import PACKAGE_DIR
+from benchpipe.results.mllog_parser import MLLOG_FILE
+from benchpipe.results.tables import TABLES, read_table
+from benchpipe.schemas import validate
+
+TRAINING_STATUS = {
+    "onprem": "Available on-premise",
+    "cloud": "Available cloud",
+    "preview": "Preview",
+    "research": "Research, Development, or Internal (RDI)",
+}
+INFERENCE_STATUS = {"onprem": "available", "cloud": "available", "preview": "preview", "research": "rdi"}
+INFERENCE_ONLY = ("system_type", "host_network_card_count", "system_type_detail")
+ACCURACY_LOG_LIMIT = 10 * 1024  # official trees keep at most 10 KiB of the accuracy log
+LOADGEN_LOGS = ("mlperf_log_detail.txt", "mlperf_log_summary.txt")
+
+
+@dataclass(frozen=True)
+class PackageRequest:
+    settings: dict[str, Any]  # the validated workflow config
+    runs_dir: Path
+    tables_dir: Path
+    out: Path
+
+
+def _dump(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def _copy_code(dst: Path) -> None:
+    shutil.copytree(PACKAGE_DIR, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def load_inputs(request: PackageRequest) -> dict[str, list[dict]]:
+    """Read and validate every table row, and check each against the log it came from."""
+    rows = {name: read_table(request.tables_dir, name) for name in TABLES}
+    for name in checks.ROW_SCHEMAS:
+        checks.validate_rows(name, rows[name])
+    for row in rows["runs.parquet"]:
+        log = layout.train_dir(request.runs_dir, row["target"], row["benchmark"]) / f"run_{row['run']}" / MLLOG_FILE
+        checks.check_log_hash("runs.parquet", log, row["log_sha256"])
+    for row in rows["inference.parquet"]:
+        log = _test_dir(request.runs_dir, row) / "mlperf_log_detail.txt"
+        checks.check_log_hash("inference.parquet", log, row["log_sha256"])
+    return rows
+
+
+def _test_dir(runs: Path, row: dict) -> Path:
+    return layout.infer_dir(runs, row["target"], row["benchmark"]) / row["scenario"] / row["mode"]
+
+
+def _check_coverage(settings: dict, rows: dict[str, list[dict]]) -> None:
+    """Every configured (target, benchmark, scenario, mode) is in the tables, and nothing else."""
+    expected = {
+        (t, b, s, m)
+        for t in settings["targets"] for b in settings["benchmarks"]
+        for s in settings["inference"]["scenarios"] for m in ("performance", "accuracy")
+    }
+    found = {(r["target"], r["benchmark"], r["scenario"], r["mode"]) for r in rows["inference.parquet"]}
+    if missing := sorted(expected - found):
+        raise ValidationError(f"inference.parquet: no result for {', '.join(' '.join(m) for m in missing)}")
+    scored = {(r["target"], r["benchmark"]) for r in rows["scores.parquet"]}
+    if missing_scores := sorted({(t, b) for t, b, _, _ in expected} - scored):
+        raise ValidationError(f"scores.parquet: no score for {', '.join(' '.join(m) for m in missing_scores)}")
+
+
+def _system_descriptions(request: PackageRequest) -> dict[str, dict[str, str]]:
+    systems = {}
+    for target in request.settings["targets"]:
+        path = layout.system_file(request.runs_dir, target)
+        try:
+            description = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValidationError(f"{path}: cannot read system description: {exc}") from exc
+        validate(description, "system_desc.schema.json", what=str(path))
+        submission = request.settings["submission"]
+        for key, want in (("submitter", submission["submitter"]), ("division", submission["division"])):
+            if description[key] != want:
+                raise ValidationError(f"{path}: key '{key}' is '{description[key]}', the config says '{want}'")
+        systems[target] = description
+    return systems
+
+
+def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[dict]:
+    org = request.settings["submission"]["submitter"]
+    org_dir = root / "training" / org
+    compliance = []
+    for target, description in systems.items():
+        training_desc = {k: v for k, v in description.items() if k not in INFERENCE_ONLY}
+        training_desc["status"] = TRAINING_STATUS[description["status"]]
+        _dump(org_dir / "systems" / f"{target}.json", training_desc)
+    for name in request.settings["benchmarks"]:
+        bench = benchmarks.get(name)
+        impl = org_dir / "benchmarks" / name / "implementations" / "benchpipe"
+        if not impl.exists():
+            _copy_code(impl / "benchpipe")
+            (impl / "README.md").write_text(
+                f"# {name}: benchpipe implementation\n\nThe `benchpipe` package as it ran. Each result_<i>.txt "
+                f"comes from `benchpipe train --benchmark {name} --seed <seed> ...` (see run_and_time.sh).\n"
+            )
+            (impl / "run_and_time.sh").write_text(
+                "#!/usr/bin/env bash\n# One training run: benchpipe train --benchmark "
+                f"{name} --data DATA --seed SEED --org ORG --platform SYSTEM --division DIV --status STATUS --out OUT\n"
+                'set -euo pipefail\nexec benchpipe train --benchmark ' + name + ' "$@"\n'
+            )
+        for row in (r for r in rows["runs.parquet"] if r["benchmark"] == name):
+            target = row["target"]
+            src = layout.train_dir(request.runs_dir, target, name) / f"run_{row['run']}" / MLLOG_FILE
+            dst = org_dir / "results" / target / name / f"result_{row['run']}.txt"
+            _copy(src, dst)
+            report = root / "benchpipe" / "compliance" / target / name / f"result_{row['run']}.log"
+            report.parent.mkdir(parents=True, exist_ok=True)
+            compliance.append(checks.run_compliance_checker(dst, bench.rules_file, report))
+        _copy(bench.rules_file, root / "benchpipe" / "compliance" / bench.rules_file.name)
+    failed = [c for c in compliance if not c.passed]
+    if failed:
+        first = failed[0]
+        raise ValidationError(
+            f"{len(failed)} training log(s) fail the compliance checker; first: "
+            f"{first.log.name} ({first.log.parent}): {first.output.strip().splitlines()[-3:]}"
+        )
+    return [{"log": str(c.log.relative_to(root)), "passed": c.passed} for c in compliance]
+
+
+def _measurements(bench_name: str, scenario: str) -> dict[str, Any]:
+    return {
+        "input_data_types": "fp32",
+        "retraining": "no",
+        "starting_weights_filename": f"{bench_name} SavedModel from the first successful training run",
+        "weight_data_types": "fp32",
+        "weight_transformations": "none",
+        "scenario": scenario,
+    }
+
+
+def _write_inference(root: Path, request: PackageRequest, systems, rows) -> None:
+    submission = request.settings["submission"]
+    org_dir = root / "inference" / submission["division"] / submission["submitter"]
+    for target, description in systems.items():
+        inference_desc = dict(description, status=INFERENCE_STATUS[description["status"]])
+        _dump(org_dir / "systems" / f"{target}.json", inference_desc)
+    for name in request.settings["benchmarks"]:
+        src = org_dir / "src" / name
+        if not src.exists():
+            _copy_code(src / "benchpipe")
+    for row in rows["inference.parquet"]:
+        test_dir = _test_dir(request.runs_dir, row)
+        scenario_dir = org_dir / "results" / row["target"] / row["benchmark"] / row["scenario"]
+        if row["mode"] == "performance":
+            for log in LOADGEN_LOGS:
+                _copy(test_dir / log, scenario_dir / "performance" / "run_1" / log)
+            _copy(test_dir / USER_CONF, scenario_dir / USER_CONF)
+            _dump(scenario_dir / "measurements.json", _measurements(row["benchmark"], row["scenario"]))
+            (scenario_dir / "README.md").write_text(_scenario_readme(row))
+        else:
+            acc = scenario_dir / "accuracy"
+            for log in (*LOADGEN_LOGS, ACCURACY_TXT):
+                _copy(test_dir / log, acc / log)
+            full = test_dir / ACCURACY_LOG
+            (acc / ACCURACY_LOG).write_bytes(full.read_bytes()[:ACCURACY_LOG_LIMIT])
+            # The full log stays in the tree: accuracy.txt's hash line is checked against it.
+            _copy(full, root / "benchpipe" / "raw" / row["target"] / row["benchmark"] / row["scenario"] / ACCURACY_LOG)
+
+
+def _scenario_readme(row: dict) -> str:
+    official = row["min_duration_ms"] >= OFFICIAL_MIN_DURATION_MS
+    note = "" if official else (
+        f"\n**Not valid for an official round**: min_duration was {row['min_duration_ms']} ms "
+        f"(official rounds need {OFFICIAL_MIN_DURATION_MS} ms).\n"
+    )
+    return (
+        f"# {row['benchmark']} {row['scenario']} on {row['target']}\n\n"
+        f"Run with `benchpipe infer --benchmark {row['benchmark']} --scenario {row['scenario']} "
+        f"--mode performance|accuracy ...` under mlcommons-loadgen {row['loadgen_version']}.\n{note}"
+    )
+
+
+def package(request: PackageRequest) -> dict[str, Any]:
+    """Check everything first; only then write the tree, atomically, with its manifest."""
+    settings = request.settings
+    validate(settings, "config.schema.json", what="package settings", fill_defaults=True)
+    rows = load_inputs(request)
+    _check_coverage(settings, rows)
+    for row in rows["scores.parquet"]:
+        checks.check_score(row)
+    for row in rows["inference.parquet"]:
+        checks.check_inference(row, settings["inference"]["min_duration_ms"])
+    systems = _system_descriptions(request)
+    with atomic_dir(request.out) as tmp:
+        compliance = _write_training(tmp, request, systems, rows)
+        _write_inference(tmp, request, systems, rows)
+        for name in TABLES:
+            _copy(request.tables_dir / name, tmp / "benchpipe" / "tables" / name)
+        _dump(tmp / "benchpipe" / "config.json", settings)
+        _dump(tmp / "benchpipe" / "checks.json", {
+            "training_compliance": compliance,
+            "training_ruleset": checks.TRAINING_RULESET,
+            "scores": rows["scores.parquet"],
+            "inference": [
+                {k: r[k] for k in ("target", "benchmark", "scenario", "mode", "result_validity",
+                                   "accuracy", "official_round_valid")}
+                for r in rows["inference.parquet"]
+            ],
+        })
+        manifest = write_manifest(tmp)
+        verify_manifest(tmp)
+    return manifest
