@@ -1,0 +1,34 @@
+# benchpipe: `snakemake --cores all submit` runs every stage of an MLPerf-style submission.
+# Data flow, one rule file per stage:
+#   datasets -> train -> infer -> parse -> package   (workflow/rules/<stage>.smk)
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# Fails before any job runs, naming the offending key; defaults are filled in.
+try:
+    validate(config, "schemas/config.schema.json")
+except WorkflowError:
+    # snakemake's message quotes the whole schema; say which key is wrong in one line.
+    from benchpipe.config import explain_invalid_config
+
+    raise WorkflowError(f"invalid config: {explain_invalid_config(config)}") from None
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/parse.smk"
+include: "workflow/rules/package.smk"
+
+
+rule submit:
+    default_target: True
+    input:
+        f"{SUBMISSION_TREE}/manifest.json",

@@ -1,0 +1,133 @@
+"""The Snakemake workflow itself: config errors before any job, the DAG, lint, and a full run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from benchpipe.package.manifest import verify_manifest
+
+STAGES = {"datasets", "train", "infer", "parse", "describe_system", "package", "submit"}
+
+
+def snakemake(repo_root: Path, workdir: Path, env, *args: str, timeout: int = 900):
+    return subprocess.run(
+        ["snakemake", "-s", str(repo_root / "Snakefile"), "--directory", str(workdir), *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def write_config(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_dry_run_lists_every_stage(repo_root, tmp_path, cli_env):
+    proc = snakemake(repo_root, tmp_path, cli_env, "-n", "submit",
+                     "--configfile", str(repo_root / "config" / "config.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    for stage in STAGES:
+        assert f"rule {stage}:" in out or f"\n{stage} " in out, stage
+    assert "train                  5" in out  # digits' five runs
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"benchmarks": ["digits"]}, "key 'submission'"),
+        ({"submission": {"division": "open"}}, "key 'submission.submitter'"),
+        ({"submission": {"submitter": "a"}, "training": {"runs": "many"}}, "key 'training.runs'"),
+        ({"submission": {"submitter": "a"}, "benchmarks": ["imagenet-huge"]}, "benchmarks[0]"),
+        ({"submission": {"submitter": "a"}, "targets": ["mars"]}, "targets[0]"),
+    ],
+)
+def test_invalid_config_fails_before_any_job(repo_root, tmp_path, cli_env, data, expected):
+    config = write_config(tmp_path, data)
+    proc = snakemake(repo_root, tmp_path, cli_env, "--cores", "1", "submit", "--configfile", str(config))
+    assert proc.returncode != 0
+    assert expected in proc.stderr + proc.stdout
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+def test_lint_is_clean(repo_root, tmp_path, cli_env):
+    proc = snakemake(repo_root, tmp_path, cli_env, "--lint", "--configfile", str(repo_root / "config" / "config.yaml"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
+    config = repo_root / ".test" / "config" / "config.yaml"
+    proc = snakemake(repo_root, tmp_path, cli_env, "--cores", "2", "submit", "--configfile", str(config))
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    tree = tmp_path / "submissions" / "ci"
+
+    # Every file accounted for, and the auditor's command agrees.
+    assert verify_manifest(tree) > 20
+    verify = subprocess.run(["benchpipe", "verify", str(tree)], env=cli_env, capture_output=True, text=True)
+    assert verify.returncode == 0 and "match manifest.json" in verify.stdout
+
+    # Training layout: system, 3 results that passed the official checker with our rules.
+    org = tree / "training" / "benchpipe-ci"
+    system = json.loads((org / "systems" / "local-cpu.json").read_text())
+    assert system["status"] == "Research, Development, or Internal (RDI)"
+    assert all(isinstance(v, str) for v in system.values()) and "system_type" not in system
+    results = sorted(p.name for p in (org / "results" / "local-cpu" / "digits").iterdir())
+    assert results == ["result_0.txt", "result_1.txt", "result_2.txt"]
+    checks = json.loads((tree / "benchpipe" / "checks.json").read_text())
+    assert len(checks["training_compliance"]) == 3 and all(c["passed"] for c in checks["training_compliance"])
+    assert (org / "benchmarks" / "digits" / "implementations" / "benchpipe" / "benchpipe" / "cli.py").is_file()
+
+    # Inference layout, labelled as not valid for an official round.
+    inf = tree / "inference" / "closed" / "benchpipe-ci"
+    assert json.loads((inf / "systems" / "local-cpu.json").read_text())["status"] == "rdi"
+    for scenario in ("Offline", "SingleStream"):
+        sdir = inf / "results" / "local-cpu" / "digits" / scenario
+        for rel in ("performance/run_1/mlperf_log_detail.txt", "performance/run_1/mlperf_log_summary.txt",
+                    "accuracy/mlperf_log_detail.txt", "accuracy/accuracy.txt", "accuracy/mlperf_log_accuracy.json",
+                    "measurements.json", "user.conf", "README.md"):
+            assert (sdir / rel).is_file(), rel
+        assert (sdir / "accuracy" / "mlperf_log_accuracy.json").stat().st_size <= 10 * 1024
+        assert "Not valid for an official round" in (sdir / "README.md").read_text()
+
+    # Parquet tables with their explicit schemas.
+    tables = tree / "benchpipe" / "tables"
+    runs = pq.read_table(tables / "runs.parquet").to_pylist()
+    assert [r["run"] for r in runs] == [0, 1, 2]
+    assert [r["seed"] for r in runs] == [11, 12, 13]
+    assert all(r["status"] == "success" and r["time_to_train_min"] > 0 for r in runs)
+    scores = pq.read_table(tables / "scores.parquet").to_pylist()
+    assert len(scores) == 1 and scores[0]["olympic_mean_min"] > 0
+    inference = pq.read_table(tables / "inference.parquet").to_pylist()
+    assert {(r["scenario"], r["mode"]) for r in inference} == {
+        (s, m) for s in ("Offline", "SingleStream") for m in ("performance", "accuracy")}
+    assert all(r["result_validity"] == "VALID" for r in inference if r["mode"] == "performance")
+    assert not any(r["official_round_valid"] for r in inference)
+    events = pq.read_table(tables / "training_events.parquet")
+    assert events.schema.field("time_ms").type == "int64" and events.num_rows > 3 * 30
+
+    # A second run has nothing to do.
+    again = snakemake(repo_root, tmp_path, cli_env, "-n", "submit", "--configfile", str(config))
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Packaging refuses what it cannot verify, and leaves the verified tree untouched.
+    shutil.copy(tmp_path / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt", tmp_path / "keep.txt")
+    with open(tmp_path / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt", "a") as f:
+        f.write("tampered\n")
+    settings = json.loads((tree / "benchpipe" / "config.json").read_text())
+    bad = subprocess.run(
+        ["benchpipe", "package", "--settings", json.dumps(settings), "--runs", str(tmp_path / "runs"),
+         "--tables", str(tmp_path / "tables"), "--out", str(tree)],
+        env=cli_env, capture_output=True, text=True,
+    )
+    assert bad.returncode == 1
+    assert "mllog.txt: sha256" in bad.stderr and "re-run the parse stage" in bad.stderr
+    assert verify_manifest(tree) > 20

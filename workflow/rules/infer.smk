@@ -1,0 +1,21 @@
+# Stage 3: one LoadGen test per job, hence per process (LoadGen allows one test per process),
+# serving the model of the first training run that reached the target.
+
+
+rule infer:
+    input:
+        data="data/{benchmark}",
+        runs=train_runs,
+    output:
+        directory("runs/{target}/{benchmark}/infer/{scenario}/{mode}"),
+    params:
+        min_duration_ms=config["inference"]["min_duration_ms"],
+    threads: workflow.cores
+    conda:
+        CONDA_ENV
+    log:
+        "logs/infer/{target}/{benchmark}/{scenario}/{mode}.log",
+    shell:
+        "benchpipe infer --benchmark {wildcards.benchmark} --data {input.data}"
+        " --train-runs {input.runs} --scenario {wildcards.scenario} --mode {wildcards.mode}"
+        " --min-duration-ms {params.min_duration_ms} --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,16 @@
+# Stage 4: raw MLLOG and LoadGen logs into Parquet tables with explicit schemas.
+
+
+rule parse:
+    input:
+        train=ALL_TRAIN_RUNS,
+        tests=ALL_TESTS,
+    output:
+        directory("tables"),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/parse.log",
+    shell:
+        "benchpipe parse --runs runs --train-runs {input.train} --tests {input.tests}"
+        " --out {output} > {log} 2>&1"

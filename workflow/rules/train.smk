@@ -1,0 +1,24 @@
+# Stage 2: seeded training runs, one job each. A run takes every core: time to train is
+# the measurement, and two runs side by side would slow each other down.
+
+
+rule train:
+    input:
+        data="data/{benchmark}",
+    output:
+        directory("runs/{target}/{benchmark}/train/run_{run}"),
+    params:
+        seed=run_seed,
+        org=SUBMISSION["submitter"],
+        division=SUBMISSION["division"],
+        status=SUBMISSION["status"],
+    threads: workflow.cores
+    conda:
+        CONDA_ENV
+    log:
+        "logs/train/{target}/{benchmark}/run_{run}.log",
+    shell:
+        "benchpipe train --benchmark {wildcards.benchmark} --data {input.data}"
+        " --seed {params.seed} --org {params.org:q} --platform {wildcards.target}"
+        " --division {params.division} --status {params.status}"
+        " --threads {threads} --out {output} > {log} 2>&1"
