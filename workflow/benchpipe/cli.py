@@ -1,0 +1,184 @@
+"""The benchpipe command line: one sub-command per stage.
+
+Snakemake rules call these, so the same command runs locally, in a container, on a
+cluster node, or for an auditor. Every error ends as one line on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from benchpipe.errors import BenchpipeError
+
+log = logging.getLogger("benchpipe")
+
+
+def _cmd_datasets(args: argparse.Namespace) -> None:
+    from benchpipe import benchmarks
+    from benchpipe.datasets.prepare import prepare
+
+    manifest = prepare(benchmarks.get(args.benchmark), args.out)
+    rows = {s: sum(e["rows"] for e in manifest["shards"] if e["split"] == s) for s in ("train", "eval")}
+    log.info("prepared %s: %d train, %d eval samples in %s", args.benchmark, rows["train"], rows["eval"], args.out)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from benchpipe import benchmarks
+    from benchpipe.train.harness import Submission, train_run
+
+    outcome = train_run(
+        benchmarks.get(args.benchmark),
+        args.data,
+        args.out,
+        seed=args.seed,
+        submission=Submission(args.org, args.platform, args.division, args.status),
+        threads=args.threads,
+        max_epochs=args.max_epochs,
+    )
+    log.info(
+        "run %s: %s after %d epochs, best top-1 %.4f, %.1f s",
+        args.out, outcome.status, outcome.epochs, outcome.best_accuracy, outcome.time_to_train_s,
+    )
+
+
+def _cmd_infer(args: argparse.Namespace) -> None:
+    from benchpipe import benchmarks
+    from benchpipe.infer.loadgen_run import LoadGenTest, run_test
+    from benchpipe.results.mllog_parser import select_model
+
+    _limit_threads(args.threads)
+    model_dir = select_model(args.train_runs)
+    spec = LoadGenTest(args.scenario, args.mode, args.min_duration_ms)
+    run_test(benchmarks.get(args.benchmark), args.data, model_dir, spec, args.out)
+    log.info("%s %s with %s: logs in %s", args.scenario, args.mode, model_dir, args.out)
+
+
+def _cmd_system(args: argparse.Namespace) -> None:
+    from benchpipe.config import load_target
+    from benchpipe.system import describe_system, write_description
+
+    target = load_target(args.target_file)
+    description = describe_system(target, submitter=args.submitter, division=args.division, status=args.status)
+    write_description(description, args.out)
+    log.info("system description of %s in %s", target.name, args.out)
+
+
+def _cmd_parse(args: argparse.Namespace) -> None:
+    from benchpipe.results.tables import write_tables
+
+    written = write_tables(args.runs, args.out, args.train_runs, args.tests)
+    for name, rows in written.items():
+        log.info("%s: %d rows", args.out / name, rows)
+
+
+def _cmd_package(args: argparse.Namespace) -> None:
+    from benchpipe.package.tree import PackageRequest, package
+
+    request = PackageRequest(
+        settings=json.loads(args.settings), runs_dir=args.runs, tables_dir=args.tables, out=args.out
+    )
+    manifest = package(request)
+    log.info("submission tree %s: %d files, manifest verified", args.out, len(manifest["files"]))
+
+
+def _cmd_verify(args: argparse.Namespace) -> None:
+    from benchpipe.package.manifest import verify_manifest
+
+    count = verify_manifest(args.tree)
+    print(f"{args.tree}: {count} files match manifest.json")
+
+
+def _limit_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="benchpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("datasets", help="fetch, verify and preprocess a benchmark's dataset")
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--out", type=Path, required=True, help="dataset directory to create")
+    p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("train", help="one seeded, MLLOG-logged training run")
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--data", type=Path, required=True, help="prepared dataset directory")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--org", required=True, help="submitting organization")
+    p.add_argument("--platform", required=True, help="system (target) name")
+    p.add_argument("--division", choices=["closed", "open"], required=True)
+    p.add_argument("--status", choices=["onprem", "cloud", "preview", "research"], required=True)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--max-epochs", type=int, default=None, help="override the benchmark's epoch limit")
+    p.add_argument("--out", type=Path, required=True, help="run directory to create")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("infer", help="one LoadGen test (scenario x mode)")
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--train-runs", type=Path, nargs="+", required=True,
+                   help="training run directories; the first successful one is served")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--mode", required=True)
+    p.add_argument("--min-duration-ms", type=int, required=True)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser("system", help="detect and write a target's system description")
+    p.add_argument("--target-file", type=Path, required=True)
+    p.add_argument("--submitter", required=True)
+    p.add_argument("--division", choices=["closed", "open"], required=True)
+    p.add_argument("--status", choices=["onprem", "cloud", "preview", "research"], required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_system)
+
+    p = sub.add_parser("parse", help="training and LoadGen logs into Parquet tables")
+    p.add_argument("--runs", type=Path, required=True, help="runs directory (runs/<target>/<benchmark>/...)")
+    p.add_argument("--train-runs", type=Path, nargs="+", required=True, help="training run directories")
+    p.add_argument("--tests", type=Path, nargs="*", default=[], help="LoadGen test directories")
+    p.add_argument("--out", type=Path, required=True, help="tables directory to create")
+    p.set_defaults(func=_cmd_parse)
+
+    p = sub.add_parser("package", help="validate everything, then write the submission tree")
+    p.add_argument("--settings", required=True, help="the validated workflow config, as JSON")
+    p.add_argument("--runs", type=Path, required=True)
+    p.add_argument("--tables", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_package)
+
+    p = sub.add_parser("verify", help="check a submission tree against its manifest.json")
+    p.add_argument("tree", type=Path)
+    p.set_defaults(func=_cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        args.func(args)
+    except BenchpipeError as exc:
+        print(f"benchpipe {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"benchpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
