@@ -27,6 +27,10 @@ def _cpuinfo() -> dict[str, str]:
     return fields
 
 
+def cpu_model() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
 def _memory_gb() -> str:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -61,7 +65,7 @@ def detect() -> dict[str, str]:
     return {
         "number_of_nodes": "1",
         "host_processors_per_node": "1",
-        "host_processor_model_name": cpu.get("model name", platform.processor() or platform.machine()),
+        "host_processor_model_name": cpu_model(),
         "host_processor_core_count": cores,
         "host_processor_vcpu_count": str(vcpus),
         "host_processor_frequency": f"{float(mhz):.0f} MHz" if mhz else UNKNOWN,

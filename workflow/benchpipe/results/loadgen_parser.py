@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchpipe.errors import ParseError
+from benchpipe.results.records import read_records
 
-PREFIX = ":::MLLOG "
 DETAIL_LOG = "mlperf_log_detail.txt"
 _ACCURACY = re.compile(r"^accuracy=([0-9.]+)%")
 
@@ -34,18 +33,11 @@ def parse_detail_log(path: Path) -> DetailLog:
     values: dict[str, Any] = {}
     errors: list[str] = []
     warnings: list[str] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParseError(f"{path}: cannot read: {exc}") from exc
-    for n, line in enumerate(lines, start=1):
-        if not line.startswith(PREFIX):
-            continue
+    for n, record in read_records(path, "LoadGen"):
         try:
-            record = json.loads(line[len(PREFIX):])
             key, value, meta = record["key"], record.get("value"), record.get("metadata") or {}
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ParseError(f"{path}: line {n}: malformed LoadGen record: {exc}") from exc
+        except KeyError as exc:
+            raise ParseError(f"{path}: line {n}: malformed LoadGen record: no {exc}") from exc
         values[key] = value
         if meta.get("is_error"):
             errors.append(f"line {n}: {key}: {value}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchpipe.errors import ParseError, TrainingError
+from benchpipe.results.records import read_records
 
-PREFIX = ":::MLLOG "
 MLLOG_FILE = "mllog.txt"
 MODEL_DIR = "model"
 
@@ -49,21 +48,14 @@ class TrainingRun:
 
 def parse_mllog(path: Path) -> list[Event]:
     events = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParseError(f"{path}: cannot read: {exc}") from exc
-    for n, line in enumerate(lines, start=1):
-        if not line.startswith(PREFIX):
-            continue  # other output interleaved with the log is allowed
+    for n, record in read_records(path, "MLLOG"):
         try:
-            record = json.loads(line[len(PREFIX):])
             events.append(
                 Event(n, int(record["time_ms"]), str(record["event_type"]), str(record["key"]),
                       record.get("value"), dict(record.get("metadata") or {}))
             )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ParseError(f"{path}: line {n}: malformed MLLOG record: {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ParseError(f"{path}: line {n}: malformed MLLOG record: {exc!r}") from exc
     if not events:
         raise ParseError(f"{path}: no MLLOG records")
     return events
