@@ -111,6 +111,8 @@ def _verify(source: Source, partial: _Partial, expected: str) -> None:
 
 def _move_into_place(path: Path, target: Path) -> None:
     try:
+        # mkstemp creates 0600; a dataset is for every user and container that reads it.
+        os.chmod(path, 0o644)
         os.replace(path, target)
     except OSError as exc:
         raise DatasetError(f"cannot move verified download to {target}: {exc}") from exc
