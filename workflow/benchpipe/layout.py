@@ -13,6 +13,8 @@ from pathlib import Path
 from benchpipe.errors import ParseError
 
 _RUN = re.compile(r"^run_(\d+)$")
+MLLOG_FILE = "mllog.txt"
+MODEL_DIR = "model"
 
 
 def system_file(runs: Path, target: str) -> Path:
@@ -25,6 +27,14 @@ def train_dir(runs: Path, target: str, benchmark: str) -> Path:
 
 def infer_dir(runs: Path, target: str, benchmark: str) -> Path:
     return runs / target / benchmark / "infer"
+
+
+def run_dir(runs: Path, target: str, benchmark: str, index: int) -> Path:
+    return train_dir(runs, target, benchmark) / f"run_{index}"
+
+
+def test_dir(runs: Path, target: str, benchmark: str, scenario: str, mode: str) -> Path:
+    return infer_dir(runs, target, benchmark) / scenario / mode
 
 
 def identify_run(runs: Path, run_dir: Path) -> tuple[str, str, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -58,7 +58,7 @@ class InferenceTask:
 
     accuracy_target: float  # top-1 the inference accuracy run must reach
     offline_batch_size: int
-    offline_expected_qps: float
+    offline_expected_qps: float  # accuracy runs only; performance runs calibrate their own
     single_stream_expected_latency_ns: int
     performance_sample_count: int
 
@@ -75,5 +75,3 @@ class Benchmark:
     num_runs: int
     inference: InferenceTask
     rules_file: Path  # compliance-checker rules for the MLLOG training logs
-    input_shape: tuple[int, ...] = field(default=())
-    num_classes: int = 0

@@ -94,6 +94,4 @@ BENCHMARK = Benchmark(
         performance_sample_count=360,
     ),
     rules_file=Path(__file__).with_name("digits.rules.yaml"),
-    input_shape=(8, 8, 1),
-    num_classes=10,
 )

@@ -34,7 +34,10 @@ def validate_rows(table_name: str, rows: list[dict]) -> None:
 
 
 def check_log_hash(what: str, log: Path, expected: str) -> None:
-    actual = sha256_file(log)
+    try:
+        actual = sha256_file(log)
+    except OSError as exc:
+        raise ValidationError(f"{log}: recorded in {what} but cannot be read: {exc.strerror}") from exc
     if actual != expected:
         raise ValidationError(
             f"{log}: sha256 {actual} differs from the {expected} recorded in {what}: "

@@ -21,7 +21,8 @@ from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, OFFICIAL_MIN
 from benchpipe.package import checks
 from benchpipe.package.manifest import verify_manifest, write_manifest
 from benchpipe.paths import PACKAGE_DIR
-from benchpipe.results.mllog_parser import MLLOG_FILE
+from benchpipe.layout import MLLOG_FILE
+from benchpipe.results.loadgen_parser import DETAIL_LOG
 from benchpipe.results.tables import TABLES, read_table
 from benchpipe.schemas import validate
 
@@ -34,7 +35,7 @@ TRAINING_STATUS = {
 INFERENCE_STATUS = {"onprem": "available", "cloud": "available", "preview": "preview", "research": "rdi"}
 INFERENCE_ONLY = ("system_type", "host_network_card_count", "system_type_detail")
 ACCURACY_LOG_LIMIT = 10 * 1024  # official trees keep at most 10 KiB of the accuracy log
-LOADGEN_LOGS = ("mlperf_log_detail.txt", "mlperf_log_summary.txt")
+LOADGEN_LOGS = (DETAIL_LOG, "mlperf_log_summary.txt")
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,16 @@ def load_inputs(request: PackageRequest) -> dict[str, list[dict]]:
     for name in checks.ROW_SCHEMAS:
         checks.validate_rows(name, rows[name])
     for row in rows["runs.parquet"]:
-        log = layout.train_dir(request.runs_dir, row["target"], row["benchmark"]) / f"run_{row['run']}" / MLLOG_FILE
+        log = layout.run_dir(request.runs_dir, row["target"], row["benchmark"], row["run"]) / MLLOG_FILE
         checks.check_log_hash("runs.parquet", log, row["log_sha256"])
     for row in rows["inference.parquet"]:
-        log = _test_dir(request.runs_dir, row) / "mlperf_log_detail.txt"
+        log = _test_dir(request.runs_dir, row) / DETAIL_LOG
         checks.check_log_hash("inference.parquet", log, row["log_sha256"])
     return rows
 
 
 def _test_dir(runs: Path, row: dict) -> Path:
-    return layout.infer_dir(runs, row["target"], row["benchmark"]) / row["scenario"] / row["mode"]
+    return layout.test_dir(runs, row["target"], row["benchmark"], row["scenario"], row["mode"])
 
 
 def _check_coverage(settings: dict, rows: dict[str, list[dict]]) -> None:
@@ -133,7 +134,7 @@ def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[
             )
         for row in (r for r in rows["runs.parquet"] if r["benchmark"] == name):
             target = row["target"]
-            src = layout.train_dir(request.runs_dir, target, name) / f"run_{row['run']}" / MLLOG_FILE
+            src = layout.run_dir(request.runs_dir, target, name, row["run"]) / MLLOG_FILE
             dst = org_dir / "results" / target / name / f"result_{row['run']}.txt"
             _copy(src, dst)
             report = root / "benchpipe" / "compliance" / target / name / f"result_{row['run']}.log"

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from benchpipe.errors import ParseError, TrainingError
+from benchpipe.layout import MLLOG_FILE, MODEL_DIR
 from benchpipe.results.records import read_records
 
-MLLOG_FILE = "mllog.txt"
-MODEL_DIR = "model"
 
 
 @dataclass(frozen=True)

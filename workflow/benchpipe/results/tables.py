@@ -17,10 +17,12 @@ import pyarrow.parquet as pq
 
 from benchpipe import benchmarks, layout
 from benchpipe.atomic import atomic_dir
+from benchpipe.errors import ParseError
 from benchpipe.hashing import sha256_file
 from benchpipe.infer.loadgen_run import ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS
 from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_accuracy_txt, parse_detail_log
-from benchpipe.results.mllog_parser import MLLOG_FILE, parse_mllog, summarize_run
+from benchpipe.layout import MLLOG_FILE
+from benchpipe.results.mllog_parser import parse_mllog, summarize_run
 from benchpipe.train.scoring import olympic_score
 
 EVENTS_SCHEMA = pa.schema([
@@ -147,4 +149,12 @@ def write_tables(runs: Path, out: Path, run_dirs: list[Path], test_dirs: list[Pa
 
 
 def read_table(tables_dir: Path, name: str) -> list[dict]:
-    return pq.read_table(tables_dir / name, schema=TABLES[name]).to_pylist()
+    path = tables_dir / name
+    if not path.is_file():
+        raise ParseError(f"{path}: missing: run `benchpipe parse` first")
+    try:
+        return pq.read_table(path, schema=TABLES[name]).to_pylist()
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read table: {exc}") from exc
+    except pa.ArrowException as exc:
+        raise ParseError(f"{path}: not a {name} table: {exc}") from exc

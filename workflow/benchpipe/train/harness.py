@@ -9,11 +9,10 @@ from pathlib import Path
 from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark, Split
 from benchpipe.datasets.prepare import load_split, read_manifest
+from benchpipe.layout import MLLOG_FILE, MODEL_DIR
 from benchpipe.paths import REPO_ROOT
 from benchpipe.train.mllog import RunLog
 
-MLLOG_FILE = "mllog.txt"
-MODEL_DIR = "model"
 
 
 @dataclass(frozen=True)
