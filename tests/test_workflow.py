@@ -131,3 +131,24 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     assert bad.returncode == 1
     assert "mllog.txt: sha256" in bad.stderr and "re-run the parse stage" in bad.stderr
     assert verify_manifest(tree) > 20
+
+    # A log that parses but breaks the rules: the official checker stops the packaging.
+    log = tmp_path / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt"
+    log.write_text("".join(l for l in (tmp_path / "keep.txt").read_text().splitlines(True) if '"key": "cache_clear"' not in l))
+    runs = tmp_path / "runs" / "local-cpu" / "digits"
+    reparse = subprocess.run(
+        ["benchpipe", "parse", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables2"),
+         "--train-runs", *[str(runs / "train" / f"run_{i}") for i in range(3)],
+         "--tests", *[str(p) for p in sorted((runs / "infer").glob("*/*"))]],
+        env=cli_env, capture_output=True, text=True,
+    )
+    assert reparse.returncode == 0, reparse.stderr
+    bad = subprocess.run(
+        ["benchpipe", "package", "--settings", json.dumps(settings), "--runs", str(tmp_path / "runs"),
+         "--tables", str(tmp_path / "tables2"), "--out", str(tree)],
+        env=cli_env, capture_output=True, text=True,
+    )
+    assert bad.returncode == 1
+    assert "1 training log(s) fail the compliance checker" in bad.stderr and "'cache_clear'" in bad.stderr
+    assert verify_manifest(tree) > 20
+    assert not list(tree.parent.glob(".ci.partial-*"))

@@ -26,6 +26,12 @@ class ComplianceResult:
     passed: bool
     output: str
 
+    def problems(self) -> str:
+        """The checker's error lines, joined: what a user must fix."""
+        lines = [l.strip() for l in self.output.splitlines()]
+        errors = [l for l in lines if l.startswith(("ERROR", "WARNING")) and l != "ERROR - FAILED"]
+        return "; ".join(errors) or (lines[-1] if lines else "no output")
+
 
 def validate_rows(table_name: str, rows: list[dict]) -> None:
     schema = ROW_SCHEMAS[table_name]
@@ -45,15 +51,22 @@ def check_log_hash(what: str, log: Path, expected: str) -> None:
         )
 
 
-def run_compliance_checker(log: Path, rules: Path, output_log: Path) -> ComplianceResult:
-    """The official checker with our rules; it exits 1 on failure."""
+def run_compliance_checker(
+    log: Path, rules: Path, output_log: Path, cwd: Path | None = None
+) -> ComplianceResult:
+    """The official checker with our rules; it exits 1 on failure.
+
+    ``log`` and ``output_log`` may be relative to ``cwd``, so that the checker's report
+    names the log as it lies in a submission tree.
+    """
+    base = cwd or Path.cwd()
     proc = subprocess.run(
-        [sys.executable, "-m", "mlperf_logging.compliance_checker", str(log.resolve()),
+        [sys.executable, "-m", "mlperf_logging.compliance_checker", str(log),
          "--usage", "training", "--ruleset", TRAINING_RULESET,
          # The checker joins --config onto its own package directory: only an absolute
          # path reaches our rules.
-         "--config", str(rules.resolve()), "--log_output", str(output_log.resolve())],
-        capture_output=True, text=True, cwd=output_log.parent,
+         "--config", str(rules.resolve()), "--log_output", str((base / output_log).resolve())],
+        capture_output=True, text=True, cwd=base,
     )
     return ComplianceResult(log, proc.returncode == 0, proc.stdout + proc.stderr)
 

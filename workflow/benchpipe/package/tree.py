@@ -137,18 +137,20 @@ def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[
             src = layout.run_dir(request.runs_dir, target, name, row["run"]) / MLLOG_FILE
             dst = org_dir / "results" / target / name / f"result_{row['run']}.txt"
             _copy(src, dst)
-            report = root / "benchpipe" / "compliance" / target / name / f"result_{row['run']}.log"
-            report.parent.mkdir(parents=True, exist_ok=True)
-            compliance.append(checks.run_compliance_checker(dst, bench.rules_file, report))
+            report = Path("benchpipe", "compliance", target, name, f"result_{row['run']}.log")
+            (root / report).parent.mkdir(parents=True, exist_ok=True)
+            compliance.append(
+                checks.run_compliance_checker(dst.relative_to(root), bench.rules_file, report, cwd=root)
+            )
         _copy(bench.rules_file, root / "benchpipe" / "compliance" / bench.rules_file.name)
     failed = [c for c in compliance if not c.passed]
     if failed:
         first = failed[0]
         raise ValidationError(
-            f"{len(failed)} training log(s) fail the compliance checker; first: "
-            f"{first.log.name} ({first.log.parent}): {first.output.strip().splitlines()[-3:]}"
+            f"{len(failed)} training log(s) fail the compliance checker; first: {first.log}: "
+            f"{first.problems()}"
         )
-    return [{"log": str(c.log.relative_to(root)), "passed": c.passed} for c in compliance]
+    return [{"log": str(c.log), "passed": c.passed} for c in compliance]
 
 
 def _measurements(bench_name: str, scenario: str) -> dict[str, Any]:
