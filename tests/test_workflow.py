@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -152,3 +153,16 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     assert "1 training log(s) fail the compliance checker" in bad.stderr and "'cache_clear'" in bad.stderr
     assert verify_manifest(tree) > 20
     assert not list(tree.parent.glob(".ci.partial-*"))
+
+
+def test_missing_benchpipe_command_is_reported_before_any_job(repo_root, tmp_path, cli_env):
+    env = dict(cli_env, PATH="/usr/bin:/bin")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-s", str(repo_root / "Snakefile"),
+         "--directory", str(tmp_path), "--cores", "1", "submit",
+         "--configfile", str(repo_root / "config" / "config.yaml")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "`benchpipe` command is not on PATH" in proc.stderr
+    assert not (tmp_path / "data").exists()

@@ -1,5 +1,6 @@
 # Shared by every stage: the config, checked, and the paths derived from it.
 import json
+import shutil
 from pathlib import Path
 
 from benchpipe import benchmarks as bp_benchmarks
@@ -10,6 +11,13 @@ try:
     check_config(config, Path(workflow.basedir))
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
+
+# Every rule runs the `benchpipe` command line: say so now rather than in each job's log.
+if shutil.which("benchpipe") is None:
+    raise WorkflowError(
+        "the `benchpipe` command is not on PATH: activate the environment "
+        "(`. .venv/bin/activate`) or run `make submit`"
+    )
 
 SUBMISSION = config["submission"]
 BENCHMARKS = config["benchmarks"]
