@@ -28,3 +28,20 @@ def test_user_field_must_be_nonempty():
     bad = Target("local-cpu", "local", "cpu", 1, {"cooling": ""})
     with pytest.raises(ValidationError, match="key 'cooling'"):
         describe_system(bad, submitter="acme", division="open", status="onprem")
+
+
+def test_official_system_desc_checker_verdict(tmp_path):
+    from benchpipe.package.checks import run_system_desc_checker
+    from benchpipe.package.tree import INFERENCE_ONLY, TRAINING_STATUS
+
+    desc = describe_system(TARGET, submitter="acme", division="closed", status="research")
+    training = {k: v for k, v in desc.items() if k not in INFERENCE_ONLY}
+    training["status"] = TRAINING_STATUS[desc["status"]]
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(training))
+    assert run_system_desc_checker(good, tmp_path / "good.log").passed
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(dict(training, status="research")))  # the MLLOG word, not the checker's
+    result = run_system_desc_checker(bad, tmp_path / "bad.log")
+    assert not result.passed
+    assert "Field status contains a non valid value" in result.problems()

@@ -83,7 +83,11 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     results = sorted(p.name for p in (org / "results" / "local-cpu" / "digits").iterdir())
     assert results == ["result_0.txt", "result_1.txt", "result_2.txt"]
     checks = json.loads((tree / "benchpipe" / "checks.json").read_text())
-    assert len(checks["training_compliance"]) == 3 and all(c["passed"] for c in checks["training_compliance"])
+    checked = {c["log"]: c["passed"] for c in checks["training_compliance"]}
+    assert checked == {
+        "training/benchpipe-ci/systems/local-cpu.json": True,
+        **{f"training/benchpipe-ci/results/local-cpu/digits/result_{i}.txt": True for i in range(3)},
+    }
     assert (org / "benchmarks" / "digits" / "implementations" / "benchpipe" / "benchpipe" / "cli.py").is_file()
 
     # Inference layout, labelled as not valid for an official round.
@@ -150,7 +154,7 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
         env=cli_env, capture_output=True, text=True,
     )
     assert bad.returncode == 1
-    assert "1 training log(s) fail the compliance checker" in bad.stderr and "'cache_clear'" in bad.stderr
+    assert "1 training file(s) fail the official checkers" in bad.stderr and "'cache_clear'" in bad.stderr
     assert verify_manifest(tree) > 20
     assert not list(tree.parent.glob(".ci.partial-*"))
 

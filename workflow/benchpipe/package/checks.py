@@ -71,6 +71,19 @@ def run_compliance_checker(
     return ComplianceResult(log, proc.returncode == 0, proc.stdout + proc.stderr)
 
 
+def run_system_desc_checker(system_json: Path, output_log: Path, cwd: Path | None = None) -> ComplianceResult:
+    """The official system-description checker; it exits 0 even on failure, so read its verdict."""
+    base = cwd or Path.cwd()
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlperf_logging.system_desc_checker", str(system_json),
+         "training", TRAINING_RULESET, "--log_output", str((base / output_log).resolve())],
+        capture_output=True, text=True, cwd=base,
+    )
+    output = proc.stdout + proc.stderr
+    passed = proc.returncode == 0 and "System description checker passed" in output
+    return ComplianceResult(system_json, passed, output)
+
+
 def check_score(row: dict) -> None:
     if row["olympic_mean_min"] is None:
         raise ValidationError(

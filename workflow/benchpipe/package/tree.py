@@ -117,7 +117,11 @@ def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[
     for target, description in systems.items():
         training_desc = {k: v for k, v in description.items() if k not in INFERENCE_ONLY}
         training_desc["status"] = TRAINING_STATUS[description["status"]]
-        _dump(org_dir / "systems" / f"{target}.json", training_desc)
+        system_json = org_dir / "systems" / f"{target}.json"
+        _dump(system_json, training_desc)
+        report = Path("benchpipe", "compliance", "systems", f"{target}.log")
+        (root / report).parent.mkdir(parents=True, exist_ok=True)
+        compliance.append(checks.run_system_desc_checker(system_json.relative_to(root), report, cwd=root))
     for name in request.settings["benchmarks"]:
         bench = benchmarks.get(name)
         impl = org_dir / "benchmarks" / name / "implementations" / "benchpipe"
@@ -147,7 +151,7 @@ def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[
     if failed:
         first = failed[0]
         raise ValidationError(
-            f"{len(failed)} training log(s) fail the compliance checker; first: {first.log}: "
+            f"{len(failed)} training file(s) fail the official checkers; first: {first.log}: "
             f"{first.problems()}"
         )
     return [{"log": str(c.log), "passed": c.passed} for c in compliance]
