@@ -12,7 +12,7 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
 
-# Every rule runs the `benchpipe` command line: say so now rather than in each job's log.
+# All jobs run the `benchpipe` command line, so a missing one is reported here, not per job.
 if shutil.which("benchpipe") is None:
     raise WorkflowError(
         "the `benchpipe` command is not on PATH: activate the environment "
