@@ -101,7 +101,9 @@ def check_inference(row: dict, expected_min_duration_ms: int) -> None:
             f"{expected_min_duration_ms} ms: re-run the infer stage"
         )
     if row["mode"] == "performance" and row["result_validity"] != "VALID":
-        raise ValidationError(f"{where}: result INVALID: {row['invalid_reason']}")
+        raise ValidationError(
+            f"{where}: result INVALID: {row['invalid_reason']} (re-run it: snakemake --cores all --forcerun infer submit)"
+        )
     if row["mode"] == "accuracy" and row["accuracy"] < row["accuracy_target"]:
         raise ValidationError(
             f"{where}: accuracy {row['accuracy']:.4f} below the target {row['accuracy_target']:.4f}"
