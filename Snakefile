@@ -31,4 +31,4 @@ include: "workflow/rules/package.smk"
 rule submit:
     default_target: True
     input:
-        f"{SUBMISSION_TREE}/manifest.json",
+        f"{SUBMISSION_TREE}.verified",

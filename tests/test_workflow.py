@@ -118,6 +118,9 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     events = pq.read_table(tables / "training_events.parquet")
     assert events.schema.field("time_ms").type == "int64" and events.num_rows > 3 * 30
 
+    receipt = (tmp_path / "submissions" / "ci.verified").read_text()
+    assert f"{verify_manifest(tree)} files match manifest.json" in receipt
+
     # A second run has nothing to do.
     again = snakemake(repo_root, tmp_path, cli_env, "-n", "submit", "--configfile", str(config))
     assert again.returncode == 0
@@ -157,6 +160,15 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     assert "1 training file(s) fail the official checkers" in bad.stderr and "'cache_clear'" in bad.stderr
     assert verify_manifest(tree) > 20
     assert not list(tree.parent.glob(".ci.partial-*"))
+
+    # The same failure through Snakemake, which deletes a job's outputs before re-running
+    # it: the verified tree survives, only the receipt goes.
+    forced = snakemake(repo_root, tmp_path, cli_env, "--cores", "1", "--forcerun", "parse", "submit",
+                       "--configfile", str(config))
+    assert forced.returncode != 0
+    assert "fail the official checkers" in (tmp_path / "logs" / "package.log").read_text()
+    assert verify_manifest(tree) > 20
+    assert not (tmp_path / "submissions" / "ci.verified").exists()
 
 
 def test_missing_benchpipe_command_is_reported_before_any_job(repo_root, tmp_path, cli_env):

@@ -26,16 +26,17 @@ rule package:
         train=ALL_TRAIN_RUNS,
         tests=ALL_TESTS,
     output:
-        # The manifest, not the directory: it is written last, so a tree without one is
-        # never complete, and Snakemake adds no marker file inside the tree.
-        f"{SUBMISSION_TREE}/manifest.json",
+        # A receipt beside the tree, not a file in it: Snakemake deletes a job's outputs
+        # before re-running it, and a failed re-run must leave the verified tree whole.
+        # `benchpipe package` replaces the tree only once everything checks out.
+        f"{SUBMISSION_TREE}.verified",
     params:
         settings=json.dumps(config, sort_keys=True),
-        tree=lambda wildcards, output: Path(output[0]).parent,
+        tree=lambda wildcards, output: output[0].removesuffix(".verified"),
     conda:
         CONDA_ENV
     log:
         "logs/package.log",
     shell:
         "benchpipe package --settings {params.settings:q} --runs runs --tables {input.tables}"
-        " --out {params.tree} > {log} 2>&1"
+        " --out {params.tree} > {log} 2>&1 && benchpipe verify {params.tree} > {output} 2>> {log}"
