@@ -130,12 +130,16 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     shutil.copy(tmp_path / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt", tmp_path / "keep.txt")
     with open(tmp_path / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt", "a") as f:
         f.write("tampered\n")
-    settings = json.loads((tree / "benchpipe" / "config.json").read_text())
-    bad = subprocess.run(
-        ["benchpipe", "package", "--settings", json.dumps(settings), "--runs", str(tmp_path / "runs"),
-         "--tables", str(tmp_path / "tables"), "--out", str(tree)],
-        env=cli_env, capture_output=True, text=True,
-    )
+    settings = (tree / "benchpipe" / "config.json").read_text()
+
+    def package(tables: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["benchpipe", "package", "--settings", settings, "--runs", str(tmp_path / "runs"),
+             "--tables", str(tmp_path / tables), "--out", str(tree)],
+            env=cli_env, capture_output=True, text=True,
+        )
+
+    bad = package("tables")
     assert bad.returncode == 1
     assert "mllog.txt: sha256" in bad.stderr and "re-run the parse stage" in bad.stderr
     assert verify_manifest(tree) > 20
@@ -151,11 +155,7 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
         env=cli_env, capture_output=True, text=True,
     )
     assert reparse.returncode == 0, reparse.stderr
-    bad = subprocess.run(
-        ["benchpipe", "package", "--settings", json.dumps(settings), "--runs", str(tmp_path / "runs"),
-         "--tables", str(tmp_path / "tables2"), "--out", str(tree)],
-        env=cli_env, capture_output=True, text=True,
-    )
+    bad = package("tables2")
     assert bad.returncode == 1
     assert "1 training file(s) fail the official checkers" in bad.stderr and "'cache_clear'" in bad.stderr
     assert verify_manifest(tree) > 20
