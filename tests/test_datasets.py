@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import json
 import shutil
@@ -53,20 +54,32 @@ def test_bad_csv_line_is_named(tmp_path):
         preprocess(tmp_path)
 
 
-def test_failed_prepare_leaves_nothing(tmp_path, monkeypatch):
+def test_failed_prepare_leaves_nothing(tmp_path):
     bench = benchmarks.get("digits")
 
     def broken(raw_dir):
         raise DatasetError("boom")
 
-    import dataclasses
-
     out = tmp_path / "digits"
     with pytest.raises(DatasetError, match="boom"):
-        prepare(dataclasses.replace(bench, preprocess=broken), out)
-    assert list(tmp_path.iterdir()) == []
+        prepare(dataclasses.replace(bench, preprocess=broken), out, cache_dir=tmp_path / "cache")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
 def test_missing_manifest_says_what_to_run(tmp_path):
     with pytest.raises(DatasetError, match="run `benchpipe datasets` first"):
         read_manifest(tmp_path)
+
+
+def test_verified_download_is_kept_for_a_rerun(tmp_path):
+    bench = benchmarks.get("digits")
+    out = tmp_path / "data" / "digits"
+    prepare(bench, out)
+    cached = tmp_path / "data" / ".downloads" / "digits" / "digits.csv.gz"
+    assert cached.is_file()
+    shutil.rmtree(out)  # what Snakemake does before re-running the job
+    # The source is now unreachable; the verified copy in the cache is used instead.
+    source = dataclasses.replace(bench.sources[0], url="http://127.0.0.1:9/digits.csv.gz")
+    again = prepare(dataclasses.replace(bench, sources=(source,)), out)
+    assert again["shards"] == read_manifest(out)["shards"]
+    assert (out / "raw" / "digits.csv.gz").read_bytes() == cached.read_bytes()

@@ -10,6 +10,7 @@ Layout of a prepared dataset directory::
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,19 @@ def _write_shards(split_name: str, split: Split, shards_dir: Path) -> list[dict[
     return entries
 
 
-def prepare(benchmark: Benchmark, out_dir: Path) -> dict[str, Any]:
-    """Fetch and verify the sources, preprocess, write shards and manifest atomically."""
+def prepare(benchmark: Benchmark, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Fetch and verify the sources, preprocess, write shards and manifest atomically.
+
+    Sources are fetched into ``cache_dir`` (default: ``.downloads/<benchmark>`` beside
+    ``out_dir``) and copied from there: Snakemake deletes a job's output before re-running
+    it, and a re-run must not have to download again what was already verified.
+    """
+    cache = cache_dir or out_dir.parent / ".downloads" / benchmark.name
     with atomic_dir(out_dir) as tmp:
         raw_dir = tmp / "raw"
         raw_dir.mkdir()
         for source in benchmark.sources:
-            fetch_source(source, raw_dir)
+            shutil.copyfile(fetch_source(source, cache), raw_dir / source.name)
         train, evaluation = benchmark.preprocess(raw_dir)
         shards_dir = tmp / "shards"
         shards_dir.mkdir()
