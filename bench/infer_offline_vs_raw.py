@@ -39,15 +39,14 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from benchpipe.system import cpu_model
+from benchwork import BENCHMARK, prepared_data, work_dir
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-BENCHMARK = "digits"
 SAMPLE_SHAPE = (8, 8, 1)
 
 
@@ -155,16 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from benchpipe import benchmarks
-    from benchpipe.datasets.prepare import load_split, prepare
+    from benchpipe.datasets.prepare import load_split
     from benchpipe.infer.sut import SavedModelPredictor
 
     benchmark = benchmarks.get(BENCHMARK)
     batch_size = benchmark.inference.offline_batch_size
-    work = Path(tempfile.mkdtemp(prefix="bench-infer-"))
-    try:
-        data_dir = args.data.resolve() if args.data else work / "data" / BENCHMARK
-        if args.data is None:
-            prepare(benchmark, data_dir)
+    with work_dir("bench-infer-", args.keep) as work:
+        data_dir = prepared_data(args.data, work)
         if args.model is not None:
             run_dir, model_dir = resolve_model(args.model)
         else:
@@ -231,13 +227,6 @@ def main(argv: list[str] | None = None) -> int:
         if any(v != "VALID" for v in validity):
             print(f"Note: LoadGen result validity per repeat: {', '.join(validity)} "
                   f"(min duration below the official {600_000} ms is expected to be flagged).")
-    finally:
-        if args.keep:
-            print(f"work directory kept: {work}")
-        else:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

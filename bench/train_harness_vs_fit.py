@@ -38,13 +38,12 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from benchpipe.system import cpu_model
+from benchwork import BENCHMARK, prepared_data, work_dir
 
-BENCHMARK = "digits"
 RESULT_PREFIX = "BENCH_RESULT "
 
 
@@ -152,14 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
 
     t0 = time.perf_counter()
-    from benchpipe import benchmarks
-    from benchpipe.datasets.prepare import prepare
 
-    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    try:
-        data_dir = args.data.resolve() if args.data else work / "data" / BENCHMARK
-        if args.data is None:
-            prepare(benchmarks.get(BENCHMARK), data_dir)
+    with work_dir("bench-train-", args.keep) as work:
+        data_dir = prepared_data(args.data, work)
         harness, plain = [], []
         for rep in range(args.repeats):
             seed = args.first_seed + rep
@@ -204,13 +198,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| Ratio `train_run` wall / plain (of medians) | {m_wall / m_fit:.3f} | "
               f"{', '.join(f'{r:.3f}' for r in r_wall)} |")
         print()
-    finally:
-        if args.keep:
-            print(f"work directory kept: {work}")
-        else:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
