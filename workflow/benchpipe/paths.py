@@ -1,7 +1,10 @@
-"""Where the project's own files live, wherever benchpipe is invoked from."""
+"""Where benchpipe's own files live: inside the package, so that an installed wheel (in a
+container image, on a cluster node, for an auditor) needs no checkout beside it."""
 
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parents[1]
-SCHEMAS_DIR = REPO_ROOT / "schemas"
+SCHEMAS_DIR = PACKAGE_DIR / "jsonschemas"
+# MLLOG metadata names source files relative to this folder (benchpipe/train/harness.py),
+# the same in a checkout and in site-packages.
+SOURCE_ROOT = PACKAGE_DIR.parent

@@ -10,7 +10,7 @@ from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark, Split
 from benchpipe.datasets.prepare import load_split, read_manifest
 from benchpipe.layout import MLLOG_FILE, MODEL_DIR
-from benchpipe.paths import REPO_ROOT
+from benchpipe.paths import SOURCE_ROOT
 from benchpipe.train.mllog import RunLog
 
 
@@ -119,7 +119,7 @@ def train_run(
     hp = benchmark.hyperparameters
     epochs_limit = max_epochs or hp.max_epochs
     with atomic_dir(out_dir) as tmp:
-        log = RunLog(tmp / MLLOG_FILE, root_dir=REPO_ROOT)
+        log = RunLog(tmp / MLLOG_FILE, root_dir=SOURCE_ROOT)
         try:
             outcome, model = _logged_run(
                 benchmark, data_dir, log, seed=seed, submission=submission,
