@@ -1,6 +1,6 @@
 # benchpipe: `snakemake --cores all submit` runs every stage of an MLPerf-style submission.
 # Data flow, one rule file per stage:
-#   datasets -> train -> infer -> parse -> package   (workflow/rules/<stage>.smk)
+#   images, datasets -> train -> infer -> parse -> package   (workflow/rules/<stage>.smk)
 
 from snakemake.utils import min_version, validate
 
@@ -21,6 +21,7 @@ except WorkflowError:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/images.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"

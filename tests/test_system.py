@@ -7,7 +7,7 @@ from benchpipe.errors import ValidationError
 from benchpipe.schemas import load_schema
 from benchpipe.system import describe_system, write_description
 
-TARGET = Target("local-cpu", "local", "cpu", 1, {"cooling": "liquid", "host_storage_type": "NVMe"})
+TARGET = Target("local-cpu", "local", "cpu", 1, system={"cooling": "liquid", "host_storage_type": "NVMe"})
 
 
 def test_detected_and_user_fields_merge(tmp_path):
@@ -25,7 +25,7 @@ def test_detected_and_user_fields_merge(tmp_path):
 
 
 def test_user_field_must_be_nonempty():
-    bad = Target("local-cpu", "local", "cpu", 1, {"cooling": ""})
+    bad = Target("local-cpu", "local", "cpu", 1, system={"cooling": ""})
     with pytest.raises(ValidationError, match="key 'cooling'"):
         describe_system(bad, submitter="acme", division="open", status="onprem")
 

@@ -93,6 +93,35 @@ def _cmd_verify(args: argparse.Namespace) -> None:
     print(f"{args.tree}: {count} files match manifest.json")
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from benchpipe.config import load_target
+    from benchpipe.runtime.launch import launch
+
+    command = args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command
+    return launch(load_target(args.target_file), command, args.input, args.output, args.images)
+
+
+def _cmd_image_wheelhouse(args: argparse.Namespace) -> None:
+    from benchpipe.runtime.images import fill_wheelhouse
+
+    wheels = fill_wheelhouse(args.lock, args.out)
+    log.info("%s: %d wheels, each matching a hash of %s", args.out, len(wheels), args.lock)
+
+
+def _cmd_image_build(args: argparse.Namespace) -> None:
+    from benchpipe.runtime.images import build_image
+
+    record = build_image(args.engine, args.recipe.name, args.recipe, args.wheelhouse, args.project, args.base, args.out)
+    log.info("%s image %s: %s (%d wheels), record %s", args.engine, record.tag, record.image_id, len(record.wheels), args.out)
+
+
+def _cmd_image_sif(args: argparse.Namespace) -> None:
+    from benchpipe.runtime.images import convert_to_sif
+
+    record = convert_to_sif(args.docker_record, args.out)
+    log.info("apptainer image %s (%s), record %s", record.sif, record.sif_sha256, args.out)
+
+
 def _limit_threads(threads: int) -> None:
     import tensorflow as tf
 
@@ -157,6 +186,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_package)
 
+    p = sub.add_parser(
+        "run", help="run one benchpipe command through a target's runtime (local, docker, podman, apptainer)",
+        description="Run CMD where the target says: on the host, or in its container image with the "
+        "inputs mounted read-only, only the output's folder writable, no network, and the host's "
+        "environment filtered through the target's allow-list.",
+    )
+    p.add_argument("--target-file", type=Path, required=True)
+    p.add_argument("--images", type=Path, default=Path("images"), help="folder of image records (images/<engine>/<image>.json)")
+    p.add_argument("--input", type=Path, action="append", default=[], help="a path the command reads (repeat)")
+    p.add_argument("--output", type=Path, required=True, help="the one path the command writes")
+    p.add_argument("job_command", nargs=argparse.REMAINDER, metavar="-- CMD", help="the command to run")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("image", help="container images: wheelhouse, build, apptainer SIF")
+    image = p.add_subparsers(dest="image_command", required=True)
+    q = image.add_parser("wheelhouse", help="download the wheels of a hash lock, checked against it")
+    q.add_argument("--lock", type=Path, required=True)
+    q.add_argument("--out", type=Path, required=True)
+    q.set_defaults(func=_cmd_image_wheelhouse)
+    q = image.add_parser("build", help="build containers/<image>/ with the network off and record it")
+    q.add_argument("--engine", choices=["docker", "podman"], required=True)
+    q.add_argument("--recipe", type=Path, required=True, help="containers/<image>/ (Dockerfile, requirements.lock)")
+    q.add_argument("--wheelhouse", type=Path, required=True)
+    q.add_argument("--project", type=Path, required=True, help="benchpipe's source (pyproject.toml), built as a wheel")
+    q.add_argument("--base", required=True, help="base image reference, e.g. benchpipe/debian:bookworm")
+    q.add_argument("--out", type=Path, required=True, help="image record to write")
+    q.set_defaults(func=_cmd_image_build)
+    q = image.add_parser("sif", help="convert a docker image to an apptainer SIF")
+    q.add_argument("--docker-record", type=Path, required=True)
+    q.add_argument("--out", type=Path, required=True)
+    q.set_defaults(func=_cmd_image_sif)
+
     p = sub.add_parser("verify", help="check a submission tree against its manifest.json")
     p.add_argument("tree", type=Path)
     p.set_defaults(func=_cmd_verify)
@@ -172,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
-        args.func(args)
+        code = args.func(args)
     except BenchpipeError as exc:
         print(f"benchpipe {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"benchpipe {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

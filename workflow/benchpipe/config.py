@@ -14,6 +14,15 @@ from benchpipe.schemas import validate
 
 
 @dataclass(frozen=True)
+class Resources:
+    """Limits of one container job; None means the engine's default (no limit)."""
+
+    cpus: float | None = None
+    memory: str | None = None
+    shm_size: str = "1g"
+
+
+@dataclass(frozen=True)
 class Target:
     """A hardware target: how jobs run there and what the user says about the system."""
 
@@ -21,7 +30,20 @@ class Target:
     runtime: str
     device_kind: str
     device_count: int
+    image: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    env_allowlist: tuple[str, ...] = ()
+    oci_runtime: str | None = None
+    ulimits: dict[str, str] = field(default_factory=dict)
     system: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def containerized(self) -> bool:
+        return self.runtime != "local"
+
+    @property
+    def gpus(self) -> int:
+        return self.device_count if self.device_kind == "gpu" else 0
 
 
 def read_yaml(path: Path) -> Any:
@@ -47,7 +69,12 @@ def load_target(path: Path) -> Target:
         runtime=data["runtime"],
         device_kind=data["devices"]["kind"],
         device_count=data["devices"]["count"],
-        system=dict(data.get("system", {})),
+        image=data.get("image"),
+        resources=Resources(**data["resources"]),
+        env_allowlist=tuple(data["env_allowlist"]),
+        oci_runtime=data["oci_runtime"],
+        ulimits=dict(data["ulimits"]),
+        system=dict(data["system"]),
     )
 
 

@@ -31,3 +31,7 @@ class ValidationError(BenchpipeError):
 
 class ManifestError(BenchpipeError):
     """A submission tree does not match its manifest."""
+
+
+class RuntimeSetupError(BenchpipeError):
+    """A target's runtime cannot run a job: engine, image or mounts are missing or wrong."""

@@ -8,6 +8,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from benchpipe import provenance
 from benchpipe.atomic import atomic_file
 from benchpipe.config import Target
 from benchpipe.schemas import validate
@@ -56,6 +57,12 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _tensorflow_version() -> str:
+    # CPU images carry tensorflow-cpu, CUDA images tensorflow: the same module either way.
+    cpu = _version("tensorflow-cpu")
+    return _version("tensorflow") if cpu == "not installed" else cpu
+
+
 def detect() -> dict[str, str]:
     """What this machine says about itself; every value a string, as the checkers need."""
     cpu = _cpuinfo()
@@ -72,7 +79,7 @@ def detect() -> dict[str, str]:
         "host_processor_caches": cpu.get("cache size", UNKNOWN),
         "host_memory_capacity": _memory_gb(),
         "operating_system": _os_name(),
-        "framework": f"TensorFlow {_version('tensorflow-cpu')}, Keras {_version('keras')}",
+        "framework": f"TensorFlow {_tensorflow_version()}, Keras {_version('keras')}",
         "other_software_stack": (
             f"Python {platform.python_version()}, mlcommons-loadgen {_version('mlcommons-loadgen')}, "
             f"mlperf-logging {_version('mlperf-logging')}, benchpipe {_version('benchpipe')}"
@@ -113,6 +120,8 @@ def describe_system(target: Target, *, submitter: str, division: str, status: st
     description = {**defaults(target), **detect(), **target.system}
     # Who submits and in which division come from the config, never from the target file.
     description.update({"submitter": submitter, "division": division, "status": status})
+    # Which runtime and image produced the results stays in the notes, whatever the user wrote.
+    description["sw_notes"] += f"; {provenance.summary(provenance.collect())}"
     validate(description, SCHEMA, what=f"system description of target {target.name}")
     return dict(sorted(description.items()))
 

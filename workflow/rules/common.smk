@@ -4,8 +4,8 @@ import shutil
 from pathlib import Path
 
 from benchpipe import benchmarks as bp_benchmarks
-from benchpipe.config import check_config
-from benchpipe.errors import ConfigError
+from benchpipe.config import check_config, load_target
+from benchpipe.errors import ConfigError, RuntimeSetupError
 
 try:
     check_config(config, Path(workflow.basedir))
@@ -18,6 +18,21 @@ if shutil.which("benchpipe") is None:
         "the `benchpipe` command is not on PATH: activate the environment "
         "(`. .venv/bin/activate`) or run `make submit`"
     )
+
+def targets_dir():
+    base = Path(config["targets_dir"])
+    return base if base.is_absolute() else Path(workflow.basedir) / base
+
+
+TARGET_SPECS = {name: load_target(targets_dir() / f"{name}.yaml") for name in config["targets"]}
+
+# A missing engine or base image stops the workflow here, before any job, in one line.
+try:
+    from benchpipe.runtime.launch import preflight
+
+    preflight(list(TARGET_SPECS.values()), config["containers"]["base_image"], Path("images"))
+except RuntimeSetupError as exc:
+    raise WorkflowError(str(exc)) from None
 
 SUBMISSION = config["submission"]
 BENCHMARKS = config["benchmarks"]
@@ -35,6 +50,8 @@ wildcard_constraints:
     run=r"\d+",
     scenario="|".join(SCENARIOS),
     mode="|".join(MODES),
+    engine="docker|podman",
+    image="[a-z0-9][a-z0-9._-]*",
 
 
 def num_runs(benchmark):
@@ -46,10 +63,33 @@ def run_seed(wildcards):
 
 
 def target_file(wildcards):
-    base = Path(config["targets_dir"])
-    if not base.is_absolute():
-        base = Path(workflow.basedir) / base
-    return str(base / f"{wildcards.target}.yaml")
+    return str(targets_dir() / f"{wildcards.target}.yaml")
+
+
+def recipe_path(image, name=""):
+    return str(Path(workflow.basedir, "containers", image, name))
+
+
+def image_record_of(target):
+    spec = TARGET_SPECS[target]
+    return [f"images/{spec.runtime}/{spec.image}.json"] if spec.containerized else []
+
+
+def image_record(wildcards):
+    """The record of the image this target's jobs run in; none for local targets."""
+    return image_record_of(wildcards.target)
+
+
+# Every image is built before any measured job starts, so that a failed build stops the
+# workflow before a run; ancient(): another target's rebuilt image reruns nothing here.
+ALL_IMAGE_RECORDS = sorted({r for t in TARGETS for r in image_record_of(t)})
+IMAGES_FIRST = ancient(ALL_IMAGE_RECORDS)
+# benchpipe goes into each image as a wheel built from these files.
+PACKAGE_SOURCES = sorted(
+    str(p)
+    for p in Path(workflow.basedir, "workflow", "benchpipe").rglob("*")
+    if p.suffix in {".py", ".json", ".yaml"} and "__pycache__" not in p.parts
+)
 
 
 def train_runs_of(target, benchmark):

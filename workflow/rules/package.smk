@@ -3,7 +3,9 @@
 
 rule describe_system:
     input:
-        target_file,
+        target=target_file,
+        image=image_record,
+        images_first=IMAGES_FIRST,
     output:
         "runs/{target}/system.json",
     params:
@@ -15,7 +17,8 @@ rule describe_system:
     log:
         "logs/system/{target}.log",
     shell:
-        "benchpipe system --target-file {input} --submitter {params.submitter:q}"
+        "benchpipe run --target-file {input.target} --input {input.target} --output {output} --"
+        " benchpipe system --target-file {input.target} --submitter {params.submitter:q}"
         " --division {params.division} --status {params.status} --out {output} > {log} 2>&1"
 
 

@@ -5,6 +5,9 @@
 rule train:
     input:
         data="data/{benchmark}",
+        target=target_file,
+        image=image_record,
+        images_first=IMAGES_FIRST,
     output:
         directory("runs/{target}/{benchmark}/train/run_{run}"),
     params:
@@ -18,7 +21,8 @@ rule train:
     log:
         "logs/train/{target}/{benchmark}/run_{run}.log",
     shell:
-        "benchpipe train --benchmark {wildcards.benchmark} --data {input.data}"
+        "benchpipe run --target-file {input.target} --input {input.data} --output {output} --"
+        " benchpipe train --benchmark {wildcards.benchmark} --data {input.data}"
         " --seed {params.seed} --org {params.org:q} --platform {wildcards.target}"
         " --division {params.division} --status {params.status}"
         " --threads {threads} --out {output} > {log} 2>&1"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchpipe import provenance
 from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark
 from benchpipe.datasets.prepare import load_split
@@ -131,6 +132,7 @@ def run_test(
             lg.DestroySUT(sut_handle)
         if spec.mode == "accuracy":
             write_accuracy(tmp, evaluation.labels)
+        provenance.write(tmp)
 
 
 def accuracy_from_log(path: Path, labels: np.ndarray) -> tuple[float, int]:

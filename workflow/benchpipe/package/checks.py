@@ -108,3 +108,26 @@ def check_inference(row: dict, expected_min_duration_ms: int) -> None:
         raise ValidationError(
             f"{where}: accuracy {row['accuracy']:.4f} below the target {row['accuracy_target']:.4f}"
         )
+
+
+PROVENANCE_KEYS = ("runtime", "runtime_version", "image_id", "image_digest", "lock_sha256", "packages_sha256")
+
+
+def check_provenance(rows: list[dict]) -> dict[str, dict]:
+    """All results of one target come from one software stack: one runtime, one image.
+
+    A mix means some results are stale (made before the image or environment changed);
+    packaging them together would claim one system produced them. Returns, per target,
+    the stack they share.
+    """
+    stacks: dict[str, dict] = {}
+    for row in rows:
+        stack = {k: row[k] for k in PROVENANCE_KEYS}
+        first = stacks.setdefault(row["target"], stack)
+        if stack != first:
+            differ = ", ".join(f"{k} {first[k]} vs {stack[k]}" for k in PROVENANCE_KEYS if first[k] != stack[k])
+            raise ValidationError(
+                f"provenance.parquet: results of target {row['target']} come from different software "
+                f"({row['benchmark']} {row['job']}: {differ}): re-run the stale jobs"
+            )
+    return stacks

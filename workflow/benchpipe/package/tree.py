@@ -220,6 +220,7 @@ def package(request: PackageRequest) -> dict[str, Any]:
         checks.check_score(row)
     for row in rows["inference.parquet"]:
         checks.check_inference(row, settings["inference"]["min_duration_ms"])
+    stacks = checks.check_provenance(rows["provenance.parquet"])
     systems = _system_descriptions(request)
     with atomic_dir(request.out) as tmp:
         compliance = _write_training(tmp, request, systems, rows)
@@ -230,6 +231,7 @@ def package(request: PackageRequest) -> dict[str, Any]:
         _dump(tmp / "benchpipe" / "checks.json", {
             "training_compliance": compliance,
             "training_ruleset": checks.TRAINING_RULESET,
+            "software": stacks,
             "scores": rows["scores.parquet"],
             "inference": [
                 {k: r[k] for k in ("target", "benchmark", "scenario", "mode", "result_validity",

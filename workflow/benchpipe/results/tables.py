@@ -4,6 +4,7 @@
     runs.parquet             one row per training run (TrainingRun)
     scores.parquet           one row per (target, benchmark): the olympic score
     inference.parquet        one row per LoadGen test (scenario x mode)
+    provenance.parquet       one row per training run and LoadGen test: runtime, image, hashes
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchpipe import benchmarks, layout
+from benchpipe import benchmarks, layout, provenance
 from benchpipe.atomic import atomic_dir
 from benchpipe.errors import ParseError
 from benchpipe.hashing import sha256_file
@@ -53,11 +54,16 @@ INFERENCE_SCHEMA = pa.schema([
     ("official_round_valid", pa.bool_()), ("loadgen_version", pa.string()),
     ("log_sha256", pa.string()),
 ])
+PROVENANCE_SCHEMA = pa.schema(
+    [("target", pa.string()), ("benchmark", pa.string()), ("job", pa.string())]
+    + [("wheels_json", pa.string()) if f == "wheels" else (f, pa.string()) for f in provenance.FIELDS]
+)
 TABLES = {
     "training_events.parquet": EVENTS_SCHEMA,
     "runs.parquet": RUNS_SCHEMA,
     "scores.parquet": SCORES_SCHEMA,
     "inference.parquet": INFERENCE_SCHEMA,
+    "provenance.parquet": PROVENANCE_SCHEMA,
 }
 
 
@@ -127,16 +133,32 @@ def inference_row(target: str, benchmark: str, scenario: str, mode: str, test_di
     }
 
 
+def provenance_row(target: str, benchmark: str, job: str, job_dir: Path) -> dict:
+    fields = provenance.read(job_dir)
+    row = {"target": target, "benchmark": benchmark, "job": job}
+    for key in provenance.FIELDS:
+        value = fields[key]
+        if key == "wheels":
+            row["wheels_json"] = None if value is None else json.dumps(value, sort_keys=True)
+        else:
+            row[key] = None if value is None else str(value)
+    return row
+
+
 def build_tables(runs: Path, run_dirs: list[Path], test_dirs: list[Path]) -> dict[str, pa.Table]:
     """Tables from exactly the given run and test directories (not whatever else lies in runs/)."""
     rows: dict[str, list[dict]] = {name: [] for name in TABLES}
     for run_dir in sorted(run_dirs, key=lambda p: layout.identify_run(runs, p)):
-        events, run_row = training_rows(*layout.identify_run(runs, run_dir), run_dir)
+        target, benchmark, index = layout.identify_run(runs, run_dir)
+        events, run_row = training_rows(target, benchmark, index, run_dir)
         rows["training_events.parquet"] += events
         rows["runs.parquet"].append(run_row)
+        rows["provenance.parquet"].append(provenance_row(target, benchmark, f"train/run_{index}", run_dir))
     rows["scores.parquet"] = score_rows(rows["runs.parquet"])
     for test_dir in sorted(test_dirs, key=lambda p: layout.identify_test(runs, p)):
-        rows["inference.parquet"].append(inference_row(*layout.identify_test(runs, test_dir), test_dir))
+        target, benchmark, scenario, mode = layout.identify_test(runs, test_dir)
+        rows["inference.parquet"].append(inference_row(target, benchmark, scenario, mode, test_dir))
+        rows["provenance.parquet"].append(provenance_row(target, benchmark, f"infer/{scenario}/{mode}", test_dir))
     return {name: pa.Table.from_pylist(rows[name], schema=schema) for name, schema in TABLES.items()}
 
 

@@ -10,6 +10,7 @@ from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark, Split
 from benchpipe.datasets.prepare import load_split, read_manifest
 from benchpipe.layout import MLLOG_FILE, MODEL_DIR
+from benchpipe import provenance
 from benchpipe.paths import SOURCE_ROOT
 from benchpipe.train.mllog import RunLog
 
@@ -128,6 +129,7 @@ def train_run(
         finally:
             log.close()
         model.export(str(tmp / MODEL_DIR), format="tf_saved_model", verbose=False)
+        provenance.write(tmp)
     return outcome
 
 

@@ -1,0 +1,125 @@
+"""Which software produced a result: recorded by every training run and LoadGen test.
+
+Two halves meet in `provenance.json`. `benchpipe run` knows the runtime, its version, the
+image record and the host's GPU driver, and hands them to the job in one environment
+variable; the job adds what only it can see (its Python, TensorFlow and the CUDA that
+TensorFlow was built with) and writes the file into its output before that output exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchpipe.runtime.job import PROVENANCE_ENV
+
+PROVENANCE_FILE = "provenance.json"
+# Keys of provenance.json, in the provenance table's column order (wheels become JSON text).
+FIELDS = (
+    "runtime", "runtime_version", "image", "image_tag", "image_id", "image_digest", "base_image",
+    "base_image_id", "lock_sha256", "wheels", "sif_sha256", "host_driver_version", "host_cuda_version",
+    "python_version", "tensorflow_version", "tensorflow_cuda_build", "packages_sha256",
+)
+
+
+def host_gpu() -> dict[str, str | None]:
+    """The NVIDIA driver and the CUDA version it supports, where the host has them."""
+    driver = cuda = None
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text()
+        if match := re.search(r"Kernel Module\s+(\S+)", text):
+            driver = match.group(1)
+    except OSError:
+        pass
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+            if match := re.search(r"CUDA Version:\s*([\d.]+)", out):
+                cuda = match.group(1)
+            if driver is None and (match := re.search(r"Driver Version:\s*([\d.]+)", out)):
+                driver = match.group(1)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return {"host_driver_version": driver, "host_cuda_version": cuda}
+
+
+def runtime_fields(runtime: str, runtime_version: str, record: Any | None) -> dict[str, Any]:
+    """The host side's half: handed to the job through the environment."""
+    fields: dict[str, Any] = {"runtime": runtime, "runtime_version": runtime_version, **host_gpu()}
+    if record is not None:
+        fields.update({
+            "image": record.image, "image_tag": record.tag, "image_id": record.image_id,
+            "image_digest": record.digest, "base_image": record.base_image,
+            "base_image_id": record.base_image_id, "lock_sha256": record.lock_sha256,
+            "wheels": record.wheels, "sif_sha256": record.sif_sha256,
+        })
+    return fields
+
+
+def _packages_sha256() -> str:
+    """One hash over every installed distribution and version: the environment, as a whole."""
+    pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]})
+    return hashlib.sha256("\n".join(pins).encode()).hexdigest()
+
+
+def _tensorflow() -> dict[str, str | None]:
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return {"tensorflow_version": None, "tensorflow_cuda_build": None}
+    build = tf.sysconfig.get_build_info()
+    return {"tensorflow_version": tf.__version__, "tensorflow_cuda_build": build.get("cuda_version") or None}
+
+
+def collect() -> dict[str, Any]:
+    """This job's provenance: what `benchpipe run` handed over, plus what the job sees."""
+    handed = os.environ.get(PROVENANCE_ENV)
+    if handed:
+        fields = json.loads(handed)
+    else:
+        # Started without `benchpipe run`: on the host, as the local runtime would.
+        from benchpipe.runtime.base import LocalRuntime
+
+        fields = runtime_fields("local", LocalRuntime().version(), None)
+    fields.update(python_version=platform.python_version(), packages_sha256=_packages_sha256(), **_tensorflow())
+    return {key: fields.get(key) for key in FIELDS}
+
+
+def write(directory: Path) -> dict[str, Any]:
+    record = collect()
+    (directory / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def read(directory: Path) -> dict[str, Any]:
+    from benchpipe.errors import ParseError
+
+    path = directory / PROVENANCE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ParseError(f"{path}: missing: the job that wrote {directory} recorded no provenance") from exc
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"{path}: not JSON: {exc}") from exc
+    if missing := [k for k in FIELDS if k not in data]:
+        raise ParseError(f"{path}: missing key(s) {', '.join(missing)}")
+    return data
+
+
+def summary(fields: dict[str, Any]) -> str:
+    """One line for a system description's sw_notes."""
+    text = f"runtime {fields['runtime']} {fields['runtime_version']}"
+    if fields.get("image_id"):
+        text += (f"; image {fields['image']} {fields['image_id']} (digest {fields['image_digest']}), "
+                 f"base {fields['base_image']} {fields['base_image_id']}, lock sha256 {fields['lock_sha256']}")
+    if fields.get("host_driver_version"):
+        text += f"; NVIDIA driver {fields['host_driver_version']}, CUDA {fields['host_cuda_version']}"
+    return text

@@ -1,0 +1,67 @@
+"""`benchpipe run`: one job through its target's runtime, and the check that runs before any job."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from benchpipe import provenance
+from benchpipe.config import Target
+from benchpipe.errors import RuntimeSetupError
+from benchpipe.runtime import for_engine, for_target
+from benchpipe.runtime.base import ContainerRuntime, ImageRef
+from benchpipe.runtime.images import ImageRecord
+from benchpipe.runtime.job import CONTAINER_HOME, PROVENANCE_ENV, Job, allowed_env
+
+
+def image_record_path(images: Path, target: Target) -> Path:
+    return images / target.runtime / f"{target.image}.json"
+
+
+def launch(target: Target, command: list[str], inputs: list[Path], output: Path, images: Path) -> int:
+    runtime = for_target(target)
+    try:
+        runtime.check()
+        record = ImageRecord.read(image_record_path(images, target)) if target.containerized else None
+        env: dict[str, str] = {}
+        image = None
+        if record is not None:
+            image = ImageRef(record.image_id, Path(record.sif) if record.sif else None)
+            if isinstance(runtime, ContainerRuntime) and runtime.image_id(image.sif and str(image.sif) or record.image_id) is None:
+                raise RuntimeSetupError(f"{runtime.name} no longer has image {record.image_id} ({record.tag}): rebuild it")
+            env = {**allowed_env(dict(os.environ), target.env_allowlist), "HOME": CONTAINER_HOME, "PYTHONUNBUFFERED": "1"}
+        env[PROVENANCE_ENV] = json.dumps(provenance.runtime_fields(runtime.name, runtime.version(), record))
+        job = Job.create(command, inputs, output, env)
+    except RuntimeSetupError as exc:
+        raise RuntimeSetupError(f"target {target.name}: {exc}") from exc
+    return runtime.run(target, job, image)
+
+
+def preflight(targets: list[Target], base_image: str, images: Path) -> None:
+    """Before any job: each container target's engine answers and has the base image.
+
+    A record whose image the engine no longer has is removed, so that the image rule
+    builds it again and the runs that used it rerun.
+    """
+    for target in targets:
+        if not target.containerized:
+            continue
+        try:
+            if target.runtime == "apptainer":
+                for_engine("apptainer").check()
+                builder = for_engine("docker")  # the SIF is converted from the docker image
+            else:
+                builder = for_engine(target.runtime, target)
+            builder.check()
+            if builder.image_id(base_image) is None:
+                raise RuntimeSetupError(
+                    f"{builder.name} has no base image {base_image}: build it with `containers/base/build.sh {builder.name}`"
+                )
+        except RuntimeSetupError as exc:
+            raise RuntimeSetupError(f"target {target.name} (runtime {target.runtime}): {exc}") from exc
+        record_path = image_record_path(images, target)
+        if record_path.is_file() and target.runtime != "apptainer":
+            record = ImageRecord.read(record_path)
+            if builder.image_id(record.image_id) is None:
+                record_path.unlink()
