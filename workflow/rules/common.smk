@@ -34,6 +34,12 @@ try:
 except RuntimeSetupError as exc:
     raise WorkflowError(str(exc)) from None
 
+if workflow.is_main_process:
+    from benchpipe.resume import hold_workflow_lock
+
+    # Held until this process ends; see benchpipe/resume.py.
+    WORKFLOW_LOCK = hold_workflow_lock(Path(".snakemake"))
+
 SUBMISSION = config["submission"]
 BENCHMARKS = config["benchmarks"]
 TARGETS = config["targets"]
