@@ -96,7 +96,7 @@ def test_docker_options(job):
         opts = container_options(target, job, staging.mounts(), "sha256:abc")
     assert opts["image"] == "sha256:abc" and opts["network_mode"] == "none"
     assert opts["user"] == "1234:5678" and opts["read_only"] is True
-    assert opts["auto_remove"] and opts["stdin_open"] and opts["stdin_once"]
+    assert opts["auto_remove"] and opts["stdin_open"] and not opts.get("detach")
     assert opts["environment"] == {"TF_CPP_MIN_LOG_LEVEL": "2"}
     assert opts["mem_limit"] == "8g" and opts["shm_size"] == "1g" and "nano_cpus" not in opts
     binds = {(m["Source"], m["Target"], m["ReadOnly"]) for m in opts["mounts"]}

@@ -56,8 +56,8 @@ def container_options(target: Target, job: Job, mounts: list[Mount], image_id: s
             for name, limit in sorted(target.ulimits.items())
         ],
         # The guard's lifeline: stdin stays open while `benchpipe run` lives (see guard.py).
+        # Not detached, the SDK also sets StdinOnce: the engine closes stdin when we go.
         "stdin_open": True,
-        "stdin_once": True,
         "auto_remove": True,
         "labels": {LABEL: target.name},
     }

@@ -1,0 +1,94 @@
+"""The reduced suite on docker-cpu beside local-cpu: killed mid-run, resumed with the same
+command, and a tree in which both targets pass the same checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from benchpipe.package.manifest import verify_manifest
+from engines import require_engine, running_containers
+
+pytestmark = pytest.mark.slow
+CANARY = "benchpipe-canary-93120"
+
+
+def _snakemake(repo_root: Path, workdir: Path, config: Path, *extra: str) -> list[str]:
+    return ["snakemake", "-s", str(repo_root / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+            "submit", "--configfile", str(config), *extra]
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_containers_end_to_end(repo_root, tmp_path, cli_env):
+    require_engine("docker")
+    config = repo_root / ".test" / "config" / "config-containers.yaml"
+    env = dict(cli_env, BENCHPIPE_CANARY=CANARY)
+
+    # Killed while a training container runs: no container survives the workflow.
+    first = subprocess.Popen(_snakemake(repo_root, tmp_path, config), env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 900
+    while not running_containers("docker", "docker-cpu"):
+        assert first.poll() is None, "the workflow ended before any docker-cpu job started"
+        assert time.monotonic() < deadline, "no docker-cpu job started within 15 minutes"
+        time.sleep(1)
+    time.sleep(3)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    deadline = time.monotonic() + 60
+    while running_containers("docker", "docker-cpu") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert running_containers("docker", "docker-cpu") == []
+
+    # The same command again finishes the work.
+    again = subprocess.run(_snakemake(repo_root, tmp_path, config), env=env, capture_output=True, text=True,
+                           timeout=1800)
+    assert again.returncode == 0, again.stderr[-5000:]
+    tree = tmp_path / "submissions" / "ci-containers"
+    assert verify_manifest(tree) > 40
+
+    # Both targets: the same structure and the same official checks passed.
+    org = tree / "training" / "benchpipe-ci"
+    for layout_root in (org / "results", tree / "inference" / "closed" / "benchpipe-ci" / "results"):
+        assert _files(layout_root / "local-cpu") == _files(layout_root / "docker-cpu")
+    checks = json.loads((tree / "benchpipe" / "checks.json").read_text())
+    checked = {c["log"]: c["passed"] for c in checks["training_compliance"]}
+    for target in ("local-cpu", "docker-cpu"):
+        assert checked[f"training/benchpipe-ci/systems/{target}.json"]
+        assert all(checked[f"training/benchpipe-ci/results/{target}/digits/result_{i}.txt"] for i in range(3))
+
+    # Provenance: every docker-cpu result names the image it came from, the same one.
+    record = json.loads((tmp_path / "images" / "docker" / "tensorflow-cpu.json").read_text())
+    rows = pq.read_table(tree / "benchpipe" / "tables" / "provenance.parquet").to_pylist()
+    docker_rows = [r for r in rows if r["target"] == "docker-cpu"]
+    assert len(docker_rows) == 3 + 4
+    assert {(r["runtime"], r["image_id"], r["image_digest"], r["lock_sha256"]) for r in docker_rows} == {
+        ("docker", record["image_id"], record["digest"], record["lock_sha256"])}
+    assert json.loads(docker_rows[0]["wheels_json"]) == record["wheels"]
+    assert {r["runtime"] for r in rows if r["target"] == "local-cpu"} == {"local"}
+    assert checks["software"]["docker-cpu"]["image_id"] == record["image_id"]
+    system = json.loads((org / "systems" / "docker-cpu.json").read_text())
+    assert record["image_id"] in system["sw_notes"] and "runtime docker" in system["sw_notes"]
+
+    # A host variable outside the allow-list reaches neither the logs nor the tree.
+    for folder in (tmp_path / "logs", tree, tmp_path / "runs"):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert CANARY.encode() not in path.read_bytes(), path
+
+    # Nothing left to do, and nothing root-owned or staged left behind.
+    dry = subprocess.run(_snakemake(repo_root, tmp_path, config, "-n"), env=env, capture_output=True, text=True)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    assert not list((tmp_path / "runs").rglob(".*.staging-*"))
+    owners = {p.stat().st_uid for p in (tmp_path / "runs" / "docker-cpu").rglob("*")}
+    assert owners == {os.getuid()}
