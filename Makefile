@@ -5,8 +5,13 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 # Rules call the `benchpipe` command line, so the venv must come first on PATH.
 RUN := PATH="$(BIN):$$PATH"
+# The lock tool, pinned: it resolves for the images' platform, not only this machine's.
+UV := uv==0.13.9
+LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--custom-compile-command "make lock" --quiet
+BASE_IMAGE := benchpipe/debian:bookworm
 
-.PHONY: venv submit dry-run test lint lock clean
+.PHONY: venv submit submit-docker base-image dry-run test lint lock clean
 
 venv: $(STAMP)
 
@@ -14,12 +19,20 @@ $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 submit: venv
 	$(RUN) snakemake --cores all submit
+
+# The same suite in the tensorflow-cpu image through Docker (dockerd must be running).
+submit-docker: venv base-image
+	$(RUN) snakemake --cores all submit --configfile config/docker.yaml
+
+# The base image every image builds on, made from Debian's packages (no registry needed).
+base-image:
+	@docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || containers/base/build.sh docker
 
 dry-run: venv
 	$(RUN) snakemake -n submit
@@ -30,10 +43,13 @@ test: venv
 lint: venv
 	$(RUN) snakemake --lint
 
-# Re-pin after changing pyproject.toml's dependencies.
+# Re-pin after changing pyproject.toml's dependencies. Existing pins are kept where they
+# still fit; each image's lock is constrained by the host's, so versions agree everywhere.
 lock: venv
-	{ echo "# Exact versions for .venv (make venv). Regenerate with: make lock"; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^benchpipe'; } > requirements.lock
+	$(BIN)/python -m pip install --quiet "$(UV)"
+	$(BIN)/uv pip compile pyproject.toml --extra cpu --extra workflow --extra test $(LOCK_FLAGS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra cpu -c requirements.lock $(LOCK_FLAGS) -o containers/tensorflow-cpu/requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra cuda -c requirements.lock $(LOCK_FLAGS) -o containers/tensorflow-cuda/requirements.lock
 
 clean:
-	rm -rf data runs tables logs .snakemake
+	rm -rf data runs tables logs images wheelhouse .snakemake

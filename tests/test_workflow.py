@@ -182,3 +182,19 @@ def test_missing_benchpipe_command_is_reported_before_any_job(repo_root, tmp_pat
     assert proc.returncode != 0
     assert "`benchpipe` command is not on PATH" in proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "target, env_extra, expected",
+    [
+        ("docker-cpu", {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "the Docker engine is not reachable"),
+        ("apptainer-cuda", {}, "apptainer is not installed"),
+    ],
+)
+def test_missing_engine_stops_the_workflow_before_any_job(repo_root, tmp_path, cli_env, target, env_extra, expected):
+    config = write_config(tmp_path, {"submission": {"submitter": "a"}, "targets": [target]})
+    proc = snakemake(repo_root, tmp_path, dict(cli_env, **env_extra), "--cores", "1", "submit",
+                     "--configfile", str(config))
+    assert proc.returncode != 0
+    assert f"target {target} (runtime " in proc.stderr and expected in proc.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()

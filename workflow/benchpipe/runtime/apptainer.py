@@ -11,7 +11,7 @@ from pathlib import Path
 from benchpipe.config import Target
 from benchpipe.errors import RuntimeSetupError
 from benchpipe.runtime.base import ContainerRuntime, ImageRef, run_quiet
-from benchpipe.runtime.job import Job, Mount, OutputStaging
+from benchpipe.runtime.job import Job, Mount
 
 EXE = "apptainer"
 

@@ -28,8 +28,11 @@ def launch(target: Target, command: list[str], inputs: list[Path], output: Path,
         image = None
         if record is not None:
             image = ImageRef(record.image_id, Path(record.sif) if record.sif else None)
-            if isinstance(runtime, ContainerRuntime) and runtime.image_id(image.sif and str(image.sif) or record.image_id) is None:
-                raise RuntimeSetupError(f"{runtime.name} no longer has image {record.image_id} ({record.tag}): rebuild it")
+            reference = record.sif or record.image_id
+            if isinstance(runtime, ContainerRuntime) and runtime.image_id(reference) is None:
+                raise RuntimeSetupError(
+                    f"{runtime.name} no longer has image {reference} ({record.tag}): run the workflow again to rebuild it"
+                )
             env = {**allowed_env(dict(os.environ), target.env_allowlist), "HOME": CONTAINER_HOME, "PYTHONUNBUFFERED": "1"}
         env[PROVENANCE_ENV] = json.dumps(provenance.runtime_fields(runtime.name, runtime.version(), record))
         job = Job.create(command, inputs, output, env)
