@@ -90,5 +90,27 @@ def test_containers_end_to_end(repo_root, tmp_path, cli_env):
     dry = subprocess.run(_snakemake(repo_root, tmp_path, config, "-n"), env=env, capture_output=True, text=True)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
     assert not list((tmp_path / "runs").rglob(".*.staging-*"))
+
+    # A rebuilt image reruns exactly the jobs that ran in it: docker-cpu's, not local-cpu's.
+    rebuilt = subprocess.run(_snakemake(repo_root, tmp_path, config, "-n", "--forcerun", "image"),
+                             env=env, capture_output=True, text=True)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    planned = rebuilt.stdout
+    assert "output: runs/docker-cpu/digits/train/run_0" in planned
+    assert "output: runs/docker-cpu/digits/infer/Offline/performance" in planned
+    assert "output: runs/local-cpu" not in planned
     owners = {p.stat().st_uid for p in (tmp_path / "runs" / "docker-cpu").rglob("*")}
     assert owners == {os.getuid()}
+
+
+def test_missing_base_image_stops_the_workflow_before_any_job(repo_root, tmp_path, cli_env):
+    require_engine("docker")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "submission: {submitter: a}\ntargets: [docker-cpu]\ncontainers: {base_image: 'benchpipe/missing:none'}\n"
+    )
+    proc = subprocess.run(_snakemake(repo_root, tmp_path, config), env=cli_env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert ("target docker-cpu (runtime docker): docker has no base image benchpipe/missing:none: "
+            "build it with `containers/base/build.sh docker`") in proc.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "wheelhouse").exists()
