@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,7 +44,6 @@ class ImageRecord:
     sif: str | None = None
     sif_sha256: str | None = None
     engine_version: str = ""
-    notes: dict[str, str] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         with atomic_file(path) as f:
@@ -176,7 +175,9 @@ def build_image(
         )
     lock = recipe / "requirements.lock"
     wheels = verify_wheelhouse(lock, wheelhouse)
-    with tempfile.TemporaryDirectory(prefix=f"benchpipe-{image}-", dir=out.parent if out.parent.exists() else None) as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the record, on the wheelhouse's filesystem as a rule, so wheels are hard-linked.
+    with tempfile.TemporaryDirectory(prefix=f".build-{image}-", dir=out.parent) as tmp:
         context = Path(tmp)
         shutil.copyfile(recipe / "Dockerfile", context / "Dockerfile")
         shutil.copyfile(lock, context / "requirements.lock")
@@ -194,7 +195,6 @@ def build_image(
         base_image=base_image, base_image_id=base_id, lock_sha256=lock_sha,
         wheels=dict(sorted(wheels.items())), built_at=_now(), engine_version=runtime.version(),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     record.write(out)
     return record
 

@@ -44,8 +44,8 @@ def launch(target: Target, command: list[str], inputs: list[Path], output: Path,
 def preflight(targets: list[Target], base_image: str, images: Path) -> None:
     """Before any job: each container target's engine answers and has the base image.
 
-    A record whose image the engine no longer has is removed, so that the image rule
-    builds it again and the runs that used it rerun.
+    A record that does not read, or whose image the engine no longer has, is removed, so
+    that the image rule builds it again and the runs that used it rerun.
     """
     for target in targets:
         if not target.containerized:
@@ -64,7 +64,13 @@ def preflight(targets: list[Target], base_image: str, images: Path) -> None:
         except RuntimeSetupError as exc:
             raise RuntimeSetupError(f"target {target.name} (runtime {target.runtime}): {exc}") from exc
         record_path = image_record_path(images, target)
-        if record_path.is_file() and target.runtime != "apptainer":
-            record = ImageRecord.read(record_path)
-            if builder.image_id(record.image_id) is None:
-                record_path.unlink()
+        if record_path.is_file() and target.runtime != "apptainer" and not _record_usable(record_path, builder):
+            record_path.unlink()
+
+
+def _record_usable(path: Path, runtime: ContainerRuntime) -> bool:
+    """The record reads (an older benchpipe may have written another shape) and its image exists."""
+    try:
+        return runtime.image_id(ImageRecord.read(path).image_id) is not None
+    except RuntimeSetupError:
+        return False
