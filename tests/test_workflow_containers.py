@@ -114,3 +114,25 @@ def test_missing_base_image_stops_the_workflow_before_any_job(repo_root, tmp_pat
     assert ("target docker-cpu (runtime docker): docker has no base image benchpipe/missing:none: "
             "build it with `containers/base/build.sh docker`") in proc.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "wheelhouse").exists()
+
+
+GONE = {  # a well-formed record of an image the engine does not have
+    "engine": "docker", "image": "tensorflow-cpu", "tag": "benchpipe/tensorflow-cpu:gone", "image_id": "sha256:" + "0" * 64,
+    "digest": "sha256:" + "0" * 64, "base_image": "benchpipe/debian:bookworm", "base_image_id": "sha256:1",
+    "lock_sha256": "2", "wheels": {}, "built_at": "2026-01-01T00:00:00Z",
+}
+
+
+@pytest.mark.parametrize("record", ["{}", json.dumps(GONE)], ids=["unreadable", "image-gone"])
+def test_unusable_image_record_is_rebuilt_not_fatal(repo_root, tmp_path, cli_env, record):
+    """A record that does not read, or names an image the engine no longer has."""
+    require_engine("docker")
+    config = tmp_path / "config.yaml"
+    config.write_text("submission: {submitter: a}\ntargets: [docker-cpu]\n")
+    path = tmp_path / "images" / "docker" / "tensorflow-cpu.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(record)
+    proc = subprocess.run(_snakemake(repo_root, tmp_path, config, "-n"), env=cli_env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "output: images/docker/tensorflow-cpu.json" in proc.stdout
+    assert not path.exists()
