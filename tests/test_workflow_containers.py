@@ -136,3 +136,29 @@ def test_unusable_image_record_is_rebuilt_not_fatal(repo_root, tmp_path, cli_env
     assert proc.returncode == 0, proc.stderr
     assert "output: images/docker/tensorflow-cpu.json" in proc.stdout
     assert not path.exists()
+
+
+def test_failed_image_build_stops_the_workflow_before_any_run(repo_root, tmp_path, cli_env):
+    """Even the local target's runs wait for every image: a broken build leaves no run behind."""
+    require_engine("docker")
+    # A base image without Python: the image's `python3 -m venv` step fails.
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "hostname").write_text("broken\n")
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tmp_path / "rootfs.tar"), "."], check=True)
+    subprocess.run(["docker", "import", str(tmp_path / "rootfs.tar"), "benchpipe/broken:test"], check=True,
+                   capture_output=True)
+    try:
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "submission: {submitter: a}\ntargets: [local-cpu, docker-cpu]\n"
+            "containers: {base_image: 'benchpipe/broken:test'}\n"
+        )
+        proc = subprocess.run(_snakemake(repo_root, tmp_path, config), env=cli_env, capture_output=True, text=True,
+                              timeout=900)
+    finally:
+        subprocess.run(["docker", "rmi", "--force", "benchpipe/broken:test"], capture_output=True)
+    assert proc.returncode != 0
+    assert "docker build of benchpipe/tensorflow-cpu" in (tmp_path / "logs" / "images" / "docker-tensorflow-cpu.log").read_text()
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "images" / "docker" / "tensorflow-cpu.json").exists()
