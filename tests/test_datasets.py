@@ -82,3 +82,29 @@ def test_verified_download_is_kept_for_a_rerun(tmp_path):
     again = prepare(dataclasses.replace(bench, sources=(source,)), out)
     assert again["shards"] == read_manifest(out)["shards"]
     assert (out / "raw" / "digits.csv.gz").read_bytes() == cached.read_bytes()
+
+
+def test_archive_source_is_verified_then_unpacked(tmp_path):
+    import hashlib
+    import io
+    import tarfile
+
+    bench = benchmarks.get("digits")
+    prepare(bench, tmp_path / "seed" / "digits")
+    payload = (tmp_path / "seed" / "digits" / "raw" / "digits.csv.gz").read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("digits.csv.gz")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "digits.tar.gz").write_bytes(buffer.getvalue())
+    source = dataclasses.replace(bench.sources[0], name="digits.tar.gz", url="http://127.0.0.1:9/digits.tar.gz",
+                                 sha256=hashlib.sha256(buffer.getvalue()).hexdigest())
+    archived = dataclasses.replace(bench, sources=(source,), preprocess=lambda raw: preprocess(raw / "digits"))
+    manifest = prepare(archived, tmp_path / "digits", cache_dir=cache)
+    assert manifest["sources"][0]["unpacked"] == "raw/digits"
+    assert (tmp_path / "digits" / "raw" / "digits" / "digits.csv.gz").read_bytes() == payload
+    # The same bytes, archived: the same shards.
+    assert manifest["shards"] == read_manifest(tmp_path / "seed" / "digits")["shards"]

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark, Split
+from benchpipe.datasets.archive import extract_archive, is_archive, unpacked_name
 from benchpipe.datasets.fetch import fetch_source
 from benchpipe.errors import DatasetError
 from benchpipe.hashing import sha256_file
@@ -75,6 +76,9 @@ def prepare(benchmark: Benchmark, out_dir: Path, cache_dir: Path | None = None) 
         raw_dir.mkdir()
         for source in benchmark.sources:
             shutil.copyfile(fetch_source(source, cache), raw_dir / source.name)
+            if is_archive(source.name):
+                # Verified first (fetch_source), unpacked second: only checked bytes are trusted.
+                extract_archive(raw_dir / source.name, raw_dir / unpacked_name(source.name))
         train, evaluation = benchmark.preprocess(raw_dir)
         shards_dir = tmp / "shards"
         shards_dir.mkdir()
@@ -86,7 +90,8 @@ def prepare(benchmark: Benchmark, out_dir: Path, cache_dir: Path | None = None) 
         manifest = {
             "benchmark": benchmark.name,
             "sources": [
-                {"name": s.name, "url": s.url, "path": f"raw/{s.name}", "sha256": s.sha256}
+                {"name": s.name, "url": s.url, "path": f"raw/{s.name}", "sha256": s.sha256,
+                 **({"unpacked": f"raw/{unpacked_name(s.name)}"} if is_archive(s.name) else {})}
                 for s in benchmark.sources
             ],
             "sample_shape": list(train.features.shape[1:]),
