@@ -117,8 +117,7 @@ class Served:
         return Source(name=name, url=self.url, sha256=sha256)
 
 
-@pytest.fixture
-def served() -> Iterator[Served]:
+def _serve() -> Iterator[Served]:
     state = ServerState()
     server = _Server(state)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -130,6 +129,17 @@ def served() -> Iterator[Served]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    yield from _serve()
+
+
+@pytest.fixture
+def mirror() -> Iterator[Served]:
+    """A second server: the same file at another address."""
+    yield from _serve()
 
 
 def _assert_only(dest: Path, *names: str) -> None:
@@ -318,3 +328,34 @@ def test_unsupported_scheme(url: str, tmp_path: Path) -> None:
 def test_name_must_be_a_plain_file_name(name: str, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="plain file name"):
         fetch_source(Source(name, "package://sklearn.datasets/data/digits.csv.gz", "0" * 64), tmp_path)
+
+
+def test_wrong_bytes_on_first_mirror_then_good_on_second(served: Served, mirror: Served, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    served.state.data = b"not the file" * 100
+    source = Source("data.bin", served.url, PAYLOAD_SHA, mirrors=(mirror.url,))
+    with caplog.at_level(logging.WARNING, logger="benchpipe.datasets"):
+        path = fetch_source(source, tmp_path, **FAST)
+    assert path.read_bytes() == PAYLOAD
+    assert served.state.requests == 1 and mirror.state.range_headers == [None]  # no resume across servers
+    assert any(served.url in r.message and "trying the next mirror" in r.message for r in caplog.records)
+    _assert_only(tmp_path, "data.bin")
+
+
+def test_dead_first_mirror_is_skipped(served: Served, mirror: Served, tmp_path: Path) -> None:
+    served.state.default = "404"
+    source = Source("data.bin", served.url, PAYLOAD_SHA, mirrors=(mirror.url,))
+    assert fetch_source(source, tmp_path, **FAST).read_bytes() == PAYLOAD
+
+
+def test_every_mirror_failing_names_each(served: Served, mirror: Served, tmp_path: Path) -> None:
+    served.state.default = "404"
+    mirror.state.data = b"other bytes"
+    source = Source("data.bin", served.url, PAYLOAD_SHA, mirrors=(mirror.url,))
+    with pytest.raises(DatasetError) as caught:
+        fetch_source(source, tmp_path, **FAST)
+    message = str(caught.value)
+    assert "all 2 mirrors failed" in message
+    assert f"{served.url}: HTTP 404" in message
+    assert f"from {mirror.url}: sha256 mismatch" in message and PAYLOAD_SHA in message
+    _assert_only(tmp_path)

@@ -69,17 +69,31 @@ def fetch_source(
         logger.warning("%s: %s has the wrong sha256; fetching again", source.name, target)
         target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = _Partial.create(target)
-    try:
-        _fill(source.url, partial, retries=retries, timeout=timeout, backoff=backoff)
-        _verify(source, partial, expected)
-        _move_into_place(partial.path, target)
-    except BaseException:
-        # BaseException too: Ctrl-C in the middle of a download must not leave litter.
-        partial.path.unlink(missing_ok=True)
-        raise
-    logger.info("%s: fetched %d bytes to %s", source.name, partial.size, target)
-    return target
+    failures: list[DatasetError] = []
+    for url in source.urls:
+        # A fresh partial per mirror: bytes from one server never seed a resume on another.
+        partial = _Partial.create(target)
+        try:
+            _fill(url, partial, retries=retries, timeout=timeout, backoff=backoff)
+            _verify(source, url, partial, expected)
+            _move_into_place(partial.path, target)
+        except DatasetError as exc:
+            partial.path.unlink(missing_ok=True)
+            failures.append(exc)
+            if url != source.urls[-1]:
+                logger.warning("%s: %s; trying the next mirror", source.name, exc)
+            continue
+        except BaseException:
+            # BaseException too: Ctrl-C in the middle of a download must not leave litter.
+            partial.path.unlink(missing_ok=True)
+            raise
+        logger.info("%s: fetched %d bytes from %s to %s", source.name, partial.size, url, target)
+        return target
+    if len(failures) == 1:
+        raise failures[0]
+    raise DatasetError(
+        f"source {source.name!r}: all {len(failures)} mirrors failed: " + "; ".join(map(str, failures))
+    )
 
 
 def _target_path(source: Source, dest_dir: Path) -> Path:
@@ -100,11 +114,11 @@ def _fill(url: str, partial: _Partial, *, retries: int, timeout: float, backoff:
         raise DatasetError(f"{url}: unsupported URL scheme {scheme!r} (use http, https or package)")
 
 
-def _verify(source: Source, partial: _Partial, expected: str) -> None:
+def _verify(source: Source, url: str, partial: _Partial, expected: str) -> None:
     actual = partial.hexdigest()
     if actual != expected:
         raise DatasetError(
-            f"source {source.name!r} from {source.url}: sha256 mismatch: "
+            f"source {source.name!r} from {url}: sha256 mismatch: "
             f"expected {expected}, got {actual}"
         )
 
