@@ -70,14 +70,16 @@ def test_missing_manifest_says_what_to_run(tmp_path):
         read_manifest(tmp_path)
 
 
-def test_verified_download_is_kept_for_a_rerun(tmp_path):
+def test_verified_download_is_kept_for_a_rerun(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
     bench = benchmarks.get("digits")
     out = tmp_path / "data" / "digits"
     prepare(bench, out)
-    cached = tmp_path / "data" / ".downloads" / "digits" / "digits.csv.gz"
+    cached = tmp_path / "home-cache" / "benchpipe" / "sha256" / bench.sources[0].sha256
     assert cached.is_file()
     shutil.rmtree(out)  # what Snakemake does before re-running the job
-    # The source is now unreachable; the verified copy in the cache is used instead.
+    # The source is now unreachable; the verified copy in the cache is used instead, by
+    # this benchmark or any other that names the same bytes, under any name.
     source = dataclasses.replace(bench.sources[0], url="http://127.0.0.1:9/digits.csv.gz")
     again = prepare(dataclasses.replace(bench, sources=(source,)), out)
     assert again["shards"] == read_manifest(out)["shards"]
@@ -98,10 +100,11 @@ def test_archive_source_is_verified_then_unpacked(tmp_path):
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
     cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "digits.tar.gz").write_bytes(buffer.getvalue())
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    (cache / "sha256").mkdir(parents=True)
+    (cache / "sha256" / digest).write_bytes(buffer.getvalue())
     source = dataclasses.replace(bench.sources[0], name="digits.tar.gz", url="http://127.0.0.1:9/digits.tar.gz",
-                                 sha256=hashlib.sha256(buffer.getvalue()).hexdigest())
+                                 sha256=digest)
     archived = dataclasses.replace(bench, sources=(source,), preprocess=lambda raw: preprocess(raw / "digits"))
     manifest = prepare(archived, tmp_path / "digits", cache_dir=cache)
     assert manifest["sources"][0]["unpacked"] == "raw/digits"

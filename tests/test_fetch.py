@@ -359,3 +359,26 @@ def test_every_mirror_failing_names_each(served: Served, mirror: Served, tmp_pat
     assert f"{served.url}: HTTP 404" in message
     assert f"from {mirror.url}: sha256 mismatch" in message and PAYLOAD_SHA in message
     _assert_only(tmp_path)
+
+
+def test_cache_is_content_addressed_and_shared_by_concurrent_fetches(served: Served, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchpipe.datasets.fetch import cached_source
+
+    # Two benchmarks naming the same bytes differently, fetched at the same moment.
+    sources = [Source("a.bin", served.url, PAYLOAD_SHA), Source("b.bin", served.url, PAYLOAD_SHA.upper())]
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda s: cached_source(s, tmp_path, **FAST), sources))
+    assert paths == [tmp_path / "sha256" / PAYLOAD_SHA] * 2
+    assert paths[0].read_bytes() == PAYLOAD
+    _assert_only(tmp_path / "sha256", PAYLOAD_SHA)  # one copy, no partial left behind
+    served.state.default = "404"  # a third asker downloads nothing
+    assert cached_source(Source("c.bin", served.url, PAYLOAD_SHA), tmp_path, **FAST) == paths[0]
+
+
+def test_cache_refuses_a_malformed_sha256(tmp_path: Path) -> None:
+    from benchpipe.datasets.fetch import cached_source
+
+    with pytest.raises(DatasetError, match="'x.bin': sha256 '../../etc' is not 64 hex digits"):
+        cached_source(Source("x.bin", "http://127.0.0.1:9/x", "../../etc"), tmp_path)

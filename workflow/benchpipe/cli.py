@@ -22,7 +22,7 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
     from benchpipe import benchmarks
     from benchpipe.datasets.prepare import prepare
 
-    manifest = prepare(benchmarks.get(args.benchmark), args.out)
+    manifest = prepare(benchmarks.get(args.benchmark), args.out, cache_dir=args.cache_dir)
     rows = {s: sum(e["rows"] for e in manifest["shards"] if e["split"] == s) for s in ("train", "eval")}
     log.info("prepared %s: %d train, %d eval samples in %s", args.benchmark, rows["train"], rows["eval"], args.out)
 
@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="fetch, verify and preprocess a benchmark's dataset")
     p.add_argument("--benchmark", required=True)
     p.add_argument("--out", type=Path, required=True, help="dataset directory to create")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="content-addressed download cache (default: $XDG_CACHE_HOME/benchpipe or ~/.cache/benchpipe)")
     p.set_defaults(func=_cmd_datasets)
 
     p = sub.add_parser("train", help="one seeded, MLLOG-logged training run")

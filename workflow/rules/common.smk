@@ -1,5 +1,6 @@
 # Shared by every stage: the config, checked, and the paths derived from it.
 import json
+import shlex
 import shutil
 from pathlib import Path
 

@@ -46,11 +46,12 @@ def fetch_source(
     source: Source,
     dest_dir: Path,
     *,
+    dest_name: str | None = None,
     retries: int = 3,
     timeout: float = 30.0,
     backoff: float = 0.5,
 ) -> Path:
-    """Place ``source`` at ``dest_dir/source.name``, verified, and return that path.
+    """Place ``source`` at ``dest_dir/source.name`` (or ``dest_name``), verified; return that path.
 
     ``retries`` is the total number of HTTP attempts (at least 1); the n-th retry waits
     ``backoff * 2**(n-1)`` seconds. ``timeout`` bounds each blocking socket operation,
@@ -59,7 +60,7 @@ def fetch_source(
     """
     if retries < 1:
         raise DatasetError(f"source {source.name!r}: retries must be at least 1, got {retries}")
-    target = _target_path(source, Path(dest_dir))
+    target = _target_path(dest_name or source.name, Path(dest_dir))
     expected = source.sha256.strip().lower()
     if target.is_file():
         if sha256_file(target) == expected:
@@ -96,8 +97,7 @@ def fetch_source(
     )
 
 
-def _target_path(source: Source, dest_dir: Path) -> Path:
-    name = source.name
+def _target_path(name: str, dest_dir: Path) -> Path:
     # A name with separators or dots would write outside dest_dir or onto it.
     if name in ("", ".", "..") or Path(name).name != name:
         raise DatasetError(f"source name {name!r} is not a plain file name")
@@ -300,3 +300,22 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def cached_source(source: Source, cache_dir: Path, **fetch_options) -> Path:
+    """The verified file of ``source`` in the content-addressed cache, fetched if missing.
+
+    ``<cache_dir>/sha256/<hash>``: one copy per content, whichever benchmark, checkout or
+    user asks. Two processes fetching it at once each write their own partial file and
+    move it into place whole, so the cache ends with one verified copy and nothing torn.
+    """
+    digest = source.sha256.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise DatasetError(f"source {source.name!r}: sha256 {source.sha256!r} is not 64 hex digits")
+    return fetch_source(source, cache_dir / "sha256", dest_name=digest, **fetch_options)
+
+
+def default_cache_dir() -> Path:
+    """The user's cache (XDG): shared by every checkout and work directory of this user."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "benchpipe"

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark, Split
 from benchpipe.datasets.archive import extract_archive, is_archive, unpacked_name
-from benchpipe.datasets.fetch import fetch_source
+from benchpipe.datasets.fetch import cached_source, default_cache_dir
 from benchpipe.errors import DatasetError
 from benchpipe.hashing import sha256_file
 
@@ -66,16 +66,17 @@ def _write_shards(split_name: str, split: Split, shards_dir: Path) -> list[dict[
 def prepare(benchmark: Benchmark, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
     """Fetch and verify the sources, preprocess, write shards and manifest atomically.
 
-    Sources are fetched into ``cache_dir`` (default: ``.downloads/<benchmark>`` beside
-    ``out_dir``) and copied from there: Snakemake deletes a job's output before re-running
-    it, and a re-run must not have to download again what was already verified.
+    Sources are fetched into the content-addressed cache ``cache_dir`` (default: the
+    user's, see default_cache_dir) and copied from there: Snakemake deletes a job's output
+    before re-running it, and neither a re-run nor another checkout may have to download
+    again what was already verified.
     """
-    cache = cache_dir or out_dir.parent / ".downloads" / benchmark.name
+    cache = cache_dir or default_cache_dir()
     with atomic_dir(out_dir) as tmp:
         raw_dir = tmp / "raw"
         raw_dir.mkdir()
         for source in benchmark.sources:
-            shutil.copyfile(fetch_source(source, cache), raw_dir / source.name)
+            shutil.copyfile(cached_source(source, cache), raw_dir / source.name)
             if is_archive(source.name):
                 # Verified first (fetch_source), unpacked second: only checked bytes are trusted.
                 extract_archive(raw_dir / source.name, raw_dir / unpacked_name(source.name))
