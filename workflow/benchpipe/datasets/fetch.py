@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from benchpipe.errors import DatasetError
 from benchpipe.hashing import sha256_file
 
+from .progress import DownloadProgress
 from .source import Source
 
 logger = logging.getLogger("benchpipe.datasets")
@@ -181,7 +182,7 @@ class _Partial:
         self.size += len(chunk)
 
 
-def _stream_into(stream: _Readable, partial: _Partial) -> int:
+def _stream_into(stream: _Readable, partial: _Partial, progress: DownloadProgress | None = None) -> int:
     """Append everything ``stream`` yields to ``partial``; return the number of bytes.
 
     Read errors propagate unchanged (the caller decides whether they are transient);
@@ -193,8 +194,12 @@ def _stream_into(stream: _Readable, partial: _Partial) -> int:
         while chunk := stream.read(_CHUNK):
             partial.append(out, chunk)
             received += len(chunk)
+            if progress is not None:
+                progress.advance(len(chunk))
     finally:
         out.close()
+        if progress is not None:
+            progress.close()
     return received
 
 
@@ -283,7 +288,8 @@ def _receive(url: str, response: http.client.HTTPResponse, partial: _Partial) ->
         logger.info("%s: server ignored Range (HTTP %d); restarting from zero", url, response.status)
         partial.restart()
     expected = _content_length(response)
-    received = _stream_into(response, partial)
+    total = None if expected is None else partial.size + expected
+    received = _stream_into(response, partial, DownloadProgress(url.rsplit("/", 1)[-1] or url, total, partial.size))
     # http.client returns b"" at an early EOF instead of raising, so check the length here.
     if expected is not None and received < expected:
         raise _RetryableError(f"truncated body: {received} of {expected} bytes")
