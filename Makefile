@@ -9,6 +9,9 @@ RUN := PATH="$(BIN):$$PATH"
 UV := uv==0.13.9
 LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--custom-compile-command "make lock" --quiet
+# Images install from wheels only (no compiler in them), so their locks must not need an sdist
+# (the host's may: snakemake's connection-pool has none).
+IMAGE_LOCK_FLAGS := $(LOCK_FLAGS) --only-binary :all: -c requirements.lock
 BASE_IMAGE := benchpipe/debian:bookworm
 
 .PHONY: venv submit submit-docker base-image dry-run test lint lock clean
@@ -48,8 +51,8 @@ lint: venv
 lock: venv
 	$(BIN)/python -m pip install --quiet "$(UV)"
 	$(BIN)/uv pip compile pyproject.toml --extra cpu --extra workflow --extra test $(LOCK_FLAGS) -o requirements.lock
-	$(BIN)/uv pip compile pyproject.toml --extra cpu -c requirements.lock $(LOCK_FLAGS) -o containers/tensorflow-cpu/requirements.lock
-	$(BIN)/uv pip compile pyproject.toml --extra cuda -c requirements.lock $(LOCK_FLAGS) -o containers/tensorflow-cuda/requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra cpu $(IMAGE_LOCK_FLAGS) -o containers/tensorflow-cpu/requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra cuda $(IMAGE_LOCK_FLAGS) -o containers/tensorflow-cuda/requirements.lock
 
 clean:
 	rm -rf data runs tables logs images wheelhouse .snakemake
