@@ -207,11 +207,12 @@ def convert_to_sif(docker_record: Path, out: Path) -> ImageRecord:
     docker, apptainer = for_engine("docker"), for_engine("apptainer")
     apptainer.check()
     sif = out.with_suffix(".sif")
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         archive = Path(tmp) / "image.tar"
         docker.save(source.image_id, archive)
         apptainer.convert(archive, sif)
-    sif_sha = f"sha256:{sha256_file(sif)}"
+    _, sif_sha = apptainer.inspect(str(sif))  # a SIF's digest is its file's sha256
     record = ImageRecord(
         **{**asdict(source), "engine": "apptainer", "sif": str(sif), "sif_sha256": sif_sha,
            "built_at": _now(), "engine_version": apptainer.version()},
