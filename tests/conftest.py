@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from http_server import Served, serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent
@@ -50,3 +52,15 @@ def trained_run(tmp_path_factory, digits_data) -> Path:
     )
     assert outcome.status == "success", outcome
     return out
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    """A fault-injecting HTTP server on 127.0.0.1 (see http_server.py)."""
+    yield from serve()
+
+
+@pytest.fixture
+def mirror() -> Iterator[Served]:
+    """A second server: the same file at another address."""
+    yield from serve()

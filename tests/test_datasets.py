@@ -66,7 +66,7 @@ def test_failed_prepare_leaves_nothing(tmp_path):
 
 
 def test_missing_manifest_says_what_to_run(tmp_path):
-    with pytest.raises(DatasetError, match="run `benchpipe datasets` first"):
+    with pytest.raises(DatasetError, match="run `benchpipe datasets prepare` first"):
         read_manifest(tmp_path)
 
 

@@ -7,6 +7,7 @@ cluster node, or for an auditor. Every error ends as one line on stderr and exit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -18,11 +19,21 @@ from benchpipe.errors import BenchpipeError
 log = logging.getLogger("benchpipe")
 
 
-def _cmd_datasets(args: argparse.Namespace) -> None:
+def _cmd_datasets_prepare(args: argparse.Namespace) -> None:
     from benchpipe import benchmarks
     from benchpipe.datasets.prepare import prepare
+    from benchpipe.datasets.source import override_sources
 
-    manifest = prepare(benchmarks.get(args.benchmark), args.out, cache_dir=args.cache_dir)
+    benchmark = benchmarks.get(args.benchmark)
+    if args.sources_json:
+        try:
+            overrides = json.loads(args.sources_json)
+        except json.JSONDecodeError as exc:
+            raise BenchpipeError(f"--sources-json: not valid JSON: {exc}") from exc
+        benchmark = dataclasses.replace(
+            benchmark, sources=override_sources(benchmark.name, benchmark.sources, overrides)
+        )
+    manifest = prepare(benchmark, args.out, cache_dir=args.cache_dir, offline=args.offline)
     rows = {s: sum(e["rows"] for e in manifest["shards"] if e["split"] == s) for s in ("train", "eval")}
     log.info("prepared %s: %d train, %d eval samples in %s", args.benchmark, rows["train"], rows["eval"], args.out)
 
@@ -134,12 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("datasets", help="fetch, verify and preprocess a benchmark's dataset")
-    p.add_argument("--benchmark", required=True)
-    p.add_argument("--out", type=Path, required=True, help="dataset directory to create")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help="content-addressed download cache (default: $XDG_CACHE_HOME/benchpipe or ~/.cache/benchpipe)")
-    p.set_defaults(func=_cmd_datasets)
+    p = sub.add_parser("datasets", help="fetch, verify and preprocess datasets; bundle them for air-gapped use")
+    datasets = p.add_subparsers(dest="datasets_command", required=True)
+    cache_help = "content-addressed download cache (default: $XDG_CACHE_HOME/benchpipe or ~/.cache/benchpipe)"
+    q = datasets.add_parser("prepare", help="fetch a benchmark's sources into the cache, verify, preprocess")
+    q.add_argument("--benchmark", required=True)
+    q.add_argument("--out", type=Path, required=True, help="dataset directory to create")
+    q.add_argument("--cache-dir", type=Path, default=None, help=cache_help)
+    q.add_argument("--offline", action="store_true", help="use only the cache; never download")
+    q.add_argument("--sources-json", default=None,
+                   help="per source name: {urls, sha256?, size?} replacing the declared places (datasets.sources)")
+    q.set_defaults(func=_cmd_datasets_prepare)
+    # (further `datasets` sub-commands are added below this line)
 
     p = sub.add_parser("train", help="one seeded, MLLOG-logged training run")
     p.add_argument("--benchmark", required=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from benchpipe import benchmarks as bp_benchmarks
 from benchpipe.config import check_config, load_target
-from benchpipe.errors import ConfigError, RuntimeSetupError
+from benchpipe.errors import ConfigError, DatasetError, RuntimeSetupError
 
 try:
     check_config(config, Path(workflow.basedir))
@@ -33,6 +33,35 @@ try:
 
     preflight(list(TARGET_SPECS.values()), config["containers"]["base_image"], Path("images"))
 except RuntimeSetupError as exc:
+    raise WorkflowError(str(exc)) from None
+
+
+def benchmark_sources():
+    """Each benchmark's sources, with datasets.sources applied (a bad name fails here)."""
+    from benchpipe.datasets.source import override_sources
+
+    overrides = config["datasets"]["sources"]
+    unknown = sorted(set(overrides) - set(config["benchmarks"]))
+    if unknown:
+        raise ConfigError(f"datasets.sources: {', '.join(unknown)} is not in benchmarks")
+    return {
+        name: override_sources(name, bp_benchmarks.get(name).sources, overrides.get(name, {}))
+        for name in config["benchmarks"]
+    }
+
+
+# Air-gapped: every source a datasets job will need must be in the cache before any job runs.
+try:
+    from benchpipe.datasets.fetch import default_cache_dir
+    from benchpipe.datasets.offline import require_cached
+
+    SOURCES = benchmark_sources()
+    if config["datasets"]["offline"]:
+        require_cached(
+            {b: s for b, s in SOURCES.items() if not Path(f"data/{b}/manifest.json").is_file()},
+            Path(config["datasets"]["cache_dir"] or default_cache_dir()),
+        )
+except (ConfigError, DatasetError) as exc:
     raise WorkflowError(str(exc)) from None
 
 if workflow.is_main_process:
@@ -115,3 +144,16 @@ ALL_TESTS = expand(
     scenario=SCENARIOS,
     mode=MODES,
 )
+
+
+def datasets_options(wildcards):
+    settings = config["datasets"]
+    options = []
+    if settings["cache_dir"]:
+        options += ["--cache-dir", settings["cache_dir"]]
+    if settings["offline"]:
+        options.append("--offline")
+    overrides = settings["sources"].get(wildcards.benchmark)
+    if overrides:
+        options += ["--sources-json", json.dumps(overrides, sort_keys=True)]
+    return shlex.join(options)

@@ -22,6 +22,7 @@ from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark, Split
 from benchpipe.datasets.archive import extract_archive, is_archive, unpacked_name
 from benchpipe.datasets.fetch import cached_source, default_cache_dir
+from benchpipe.datasets.offline import require_cached
 from benchpipe.errors import DatasetError
 from benchpipe.hashing import sha256_file
 
@@ -63,15 +64,20 @@ def _write_shards(split_name: str, split: Split, shards_dir: Path) -> list[dict[
     return entries
 
 
-def prepare(benchmark: Benchmark, out_dir: Path, cache_dir: Path | None = None) -> dict[str, Any]:
+def prepare(
+    benchmark: Benchmark, out_dir: Path, cache_dir: Path | None = None, *, offline: bool = False
+) -> dict[str, Any]:
     """Fetch and verify the sources, preprocess, write shards and manifest atomically.
 
     Sources are fetched into the content-addressed cache ``cache_dir`` (default: the
     user's, see default_cache_dir) and copied from there: Snakemake deletes a job's output
     before re-running it, and neither a re-run nor another checkout may have to download
-    again what was already verified.
+    again what was already verified. ``offline``: use the cache only, and fail before
+    writing anything if a source is not in it.
     """
     cache = cache_dir or default_cache_dir()
+    if offline:
+        require_cached({benchmark.name: benchmark.sources}, cache)
     with atomic_dir(out_dir) as tmp:
         raw_dir = tmp / "raw"
         raw_dir.mkdir()
@@ -107,7 +113,7 @@ def read_manifest(data_dir: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: missing: run `benchpipe datasets` first") from exc
+        raise DatasetError(f"{path}: missing: run `benchpipe datasets prepare` first") from exc
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON: {exc}") from exc
 

@@ -1,0 +1,46 @@
+"""Air-gapped use: every source must already be in the cache, and nothing is downloaded."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from benchpipe.errors import DatasetError
+
+from .source import Source
+
+
+def cache_entry(source: Source, cache_dir: Path) -> Path:
+    """Where the verified bytes of ``source`` live in the content-addressed cache."""
+    return Path(cache_dir) / "sha256" / source.sha256.strip().lower()
+
+
+def missing_from_cache(
+    sources_by_benchmark: Mapping[str, Sequence[Source]], cache_dir: Path
+) -> dict[str, list[Source]]:
+    """Per benchmark, the sources with no cache entry (entries are only ever moved in verified)."""
+    missing = {}
+    for benchmark, sources in sources_by_benchmark.items():
+        absent = [s for s in sources if not cache_entry(s, cache_dir).is_file()]
+        if absent:
+            missing[benchmark] = absent
+    return missing
+
+
+def require_cached(sources_by_benchmark: Mapping[str, Sequence[Source]], cache_dir: Path) -> None:
+    """Raise one DatasetError naming every missing file, its sha256, and how to bundle it."""
+    missing = missing_from_cache(sources_by_benchmark, cache_dir)
+    if not missing:
+        return
+    files = "; ".join(
+        f"{benchmark}/{s.name} (sha256 {s.sha256})" for benchmark, sources in missing.items() for s in sources
+    )
+    command = (
+        f"benchpipe datasets bundle --benchmarks {' '.join(sorted(missing))} --out datasets.tar"
+    )
+    raise DatasetError(
+        f"datasets.offline is set and the cache {cache_dir} lacks {files}; on a connected machine run "
+        f"`{command}`, copy datasets.tar here and run "
+        f"`benchpipe datasets import datasets.tar --cache-dir {shlex.quote(str(cache_dir))}`"
+    )
