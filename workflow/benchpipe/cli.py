@@ -38,6 +38,25 @@ def _cmd_datasets_prepare(args: argparse.Namespace) -> None:
     log.info("prepared %s: %d train, %d eval samples in %s", args.benchmark, rows["train"], rows["eval"], args.out)
 
 
+def _cmd_datasets_bundle(args: argparse.Namespace) -> None:
+    from benchpipe.datasets.bundle import benchmark_sources, bundle, parse_sources_json
+
+    overrides = parse_sources_json(args.sources_json) if args.sources_json else {}
+    entries = bundle(benchmark_sources(args.benchmarks, overrides), args.out, cache_dir=args.cache_dir)
+    sizes = {e.sha256: e.size for e in entries}
+    print(f"{args.out}: {len(entries)} sources of {' '.join(args.benchmarks)} in {len(sizes)} files, "
+          f"{sum(sizes.values())} bytes")
+
+
+def _cmd_datasets_import(args: argparse.Namespace) -> None:
+    from benchpipe.datasets.bundle import import_bundle
+    from benchpipe.datasets.fetch import default_cache_dir
+
+    report = import_bundle(args.bundle, cache_dir=args.cache_dir)
+    cache = args.cache_dir or default_cache_dir()
+    print(f"{args.bundle}: {len(report.added)} added to {cache}, {len(report.present)} already there")
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from benchpipe import benchmarks
     from benchpipe.train.harness import Submission, train_run
@@ -91,7 +110,8 @@ def _cmd_package(args: argparse.Namespace) -> None:
     from benchpipe.package.tree import PackageRequest, package
 
     request = PackageRequest(
-        settings=json.loads(args.settings), runs_dir=args.runs, tables_dir=args.tables, out=args.out
+        settings=json.loads(args.settings), runs_dir=args.runs, tables_dir=args.tables, out=args.out,
+        datasets_dir=args.datasets,
     )
     manifest = package(request)
     log.info("submission tree %s: %d files, manifest verified", args.out, len(manifest["files"]))
@@ -157,6 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per source name: {urls, sha256?, size?} replacing the declared places (datasets.sources)")
     q.set_defaults(func=_cmd_datasets_prepare)
     # (further `datasets` sub-commands are added below this line)
+    q = datasets.add_parser("bundle", help="pack benchmarks' verified sources into one tar for an air-gapped machine")
+    q.add_argument("--benchmarks", nargs="+", required=True)
+    q.add_argument("--out", type=Path, required=True, help="bundle to write (a tar)")
+    q.add_argument("--cache-dir", type=Path, default=None, help=cache_help + "; missing sources are fetched into it")
+    q.add_argument("--sources-json", default=None,
+                   help="per benchmark, per source name: {urls, sha256?, size?} (datasets.sources)")
+    q.set_defaults(func=_cmd_datasets_bundle)
+    q = datasets.add_parser("import", help="verify a bundle and add its files to the cache, all or nothing")
+    q.add_argument("bundle", type=Path, help="tar written by `benchpipe datasets bundle`")
+    q.add_argument("--cache-dir", type=Path, default=None, help=cache_help)
+    q.set_defaults(func=_cmd_datasets_import)
 
     p = sub.add_parser("train", help="one seeded, MLLOG-logged training run")
     p.add_argument("--benchmark", required=True)
@@ -202,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", required=True, help="the validated workflow config, as JSON")
     p.add_argument("--runs", type=Path, required=True)
     p.add_argument("--tables", type=Path, required=True)
+    p.add_argument("--datasets", type=Path, default=Path("data"),
+                   help="prepared datasets (<dir>/<benchmark>/manifest.json); each goes into the tree")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_package)
 
