@@ -52,3 +52,37 @@ def test_benchmark_without_score_is_refused():
     with pytest.raises(ValidationError, match="digits on t has no result: 2 of 5 runs"):
         check_score({"target": "t", "benchmark": "digits", "olympic_mean_min": None,
                      "reason": "2 of 5 runs did not reach the target"})
+
+
+def _dataset(tmp_path, manifest):
+    import json
+
+    data = tmp_path / "digits"
+    data.mkdir()
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    return data
+
+
+def test_dataset_check_records_the_manifest_the_results_came_from(tmp_path):
+    from benchpipe.hashing import sha256_file
+    from benchpipe.package.checks import check_dataset
+
+    data = _dataset(tmp_path, {"sources": [{"name": "a.gz", "sha256": "ab" * 32}], "shards": [{}, {}],
+                               "subset": {"val_images": 6}})
+    digest = sha256_file(data / "manifest.json")
+    rows = [{"benchmark": "digits", "target": "t", "job": "train/run_0", "dataset_manifest_sha256": digest},
+            {"benchmark": "other", "target": "t", "job": "train/run_0", "dataset_manifest_sha256": "x"}]
+    assert check_dataset("digits", data, rows) == {
+        "manifest_sha256": digest, "sources": {"a.gz": "ab" * 32}, "shards": 2, "subset": {"val_images": 6},
+    }
+
+
+def test_dataset_check_refuses_results_from_other_data(tmp_path):
+    from benchpipe.package.checks import check_dataset
+
+    data = _dataset(tmp_path, {"sources": [], "shards": []})
+    rows = [{"benchmark": "digits", "target": "t", "job": "infer/Offline/accuracy", "dataset_manifest_sha256": "f" * 64}]
+    with pytest.raises(ValidationError, match="infer/Offline/accuracy.*re-run the stale jobs"):
+        check_dataset("digits", data, rows)
+    with pytest.raises(ValidationError, match="missing.json|cannot read the dataset manifest"):
+        check_dataset("digits", tmp_path / "missing", rows)

@@ -90,6 +90,16 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     }
     assert (org / "benchmarks" / "digits" / "implementations" / "benchpipe" / "benchpipe" / "cli.py").is_file()
 
+    # The dataset's manifest (sha256 of every source and shard) travels into the tree, and
+    # every training run and LoadGen test names it as the data it read.
+    from benchpipe.hashing import sha256_file
+
+    data_manifest = sha256_file(tmp_path / "data" / "digits" / "manifest.json")
+    assert sha256_file(tree / "benchpipe" / "datasets" / "digits" / "manifest.json") == data_manifest
+    assert checks["datasets"]["digits"]["manifest_sha256"] == data_manifest
+    provenance = pq.read_table(tree / "benchpipe" / "tables" / "provenance.parquet").to_pylist()
+    assert len(provenance) == 3 + 4 and {r["dataset_manifest_sha256"] for r in provenance} == {data_manifest}
+
     # Inference layout, labelled as not valid for an official round.
     inf = tree / "inference" / "closed" / "benchpipe-ci"
     assert json.loads((inf / "systems" / "local-cpu.json").read_text())["status"] == "rdi"

@@ -27,6 +27,7 @@ FIELDS = (
     "runtime", "runtime_version", "image", "image_tag", "image_id", "image_digest", "base_image",
     "base_image_id", "lock_sha256", "wheels", "sif_sha256", "host_driver_version", "host_cuda_version",
     "python_version", "tensorflow_version", "tensorflow_cuda_build", "packages_sha256",
+    "dataset_manifest_sha256",
 )
 
 
@@ -79,8 +80,12 @@ def _tensorflow() -> dict[str, str | None]:
     return {"tensorflow_version": tf.__version__, "tensorflow_cuda_build": build.get("cuda_version") or None}
 
 
-def collect() -> dict[str, Any]:
-    """This job's provenance: what `benchpipe run` handed over, plus what the job sees."""
+def collect(dataset_dir: Path | None = None) -> dict[str, Any]:
+    """This job's provenance: what `benchpipe run` handed over, plus what the job sees.
+
+    ``dataset_dir``: the prepared dataset the job read; its manifest lists the sha256 of
+    every source and shard, so the manifest's own hash names the exact bytes used.
+    """
     handed = os.environ.get(PROVENANCE_ENV)
     if handed:
         fields = json.loads(handed)
@@ -90,11 +95,16 @@ def collect() -> dict[str, Any]:
 
         fields = runtime_fields("local", LocalRuntime().version(), None)
     fields.update(python_version=platform.python_version(), packages_sha256=_packages_sha256(), **_tensorflow())
+    if dataset_dir is not None:
+        from benchpipe.datasets.prepare import MANIFEST
+        from benchpipe.hashing import sha256_file
+
+        fields["dataset_manifest_sha256"] = sha256_file(Path(dataset_dir) / MANIFEST)
     return {key: fields.get(key) for key in FIELDS}
 
 
-def write(directory: Path) -> dict[str, Any]:
-    record = collect()
+def write(directory: Path, dataset_dir: Path | None = None) -> dict[str, Any]:
+    record = collect(dataset_dir)
     (directory / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
 

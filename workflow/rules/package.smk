@@ -25,6 +25,7 @@ rule describe_system:
 rule package:
     input:
         tables="tables",
+        datasets=expand("data/{benchmark}", benchmark=BENCHMARKS),
         systems=expand("runs/{target}/system.json", target=TARGETS),
         train=ALL_TRAIN_RUNS,
         tests=ALL_TESTS,
@@ -41,5 +42,5 @@ rule package:
     log:
         "logs/package.log",
     shell:
-        "benchpipe package --settings {params.settings:q} --runs runs --tables {input.tables}"
+        "benchpipe package --settings {params.settings:q} --runs runs --tables {input.tables} --datasets data"
         " --out {params.tree} > {log} 2>&1 && benchpipe verify {params.tree} > {output} 2>> {log}"

@@ -132,7 +132,7 @@ def run_test(
             lg.DestroySUT(sut_handle)
         if spec.mode == "accuracy":
             write_accuracy(tmp, evaluation.labels)
-        provenance.write(tmp)
+        provenance.write(tmp, data_dir)
 
 
 def accuracy_from_log(path: Path, labels: np.ndarray) -> tuple[float, int]:

@@ -3,10 +3,12 @@ LoadGen validity and accuracy, and that tables agree with the raw logs they came
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchpipe.errors import ValidationError
 from benchpipe.hashing import sha256_file
@@ -131,3 +133,34 @@ def check_provenance(rows: list[dict]) -> dict[str, dict]:
                 f"({row['benchmark']} {row['job']}: {differ}): re-run the stale jobs"
             )
     return stacks
+
+
+def check_dataset(benchmark: str, data_dir: Path, provenance_rows: list[dict]) -> dict[str, Any]:
+    """Every result of ``benchmark`` was made from the dataset in ``data_dir``, byte for byte.
+
+    Each job recorded the sha256 of the dataset manifest it read; the manifest lists the
+    sha256 of every source and shard. Returns what checks.json says of the dataset.
+    """
+    from benchpipe.datasets.prepare import MANIFEST
+
+    path = data_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"{path}: cannot read the dataset manifest: {exc}") from exc
+    digest = sha256_file(path)
+    stale = [r for r in provenance_rows if r["benchmark"] == benchmark and r["dataset_manifest_sha256"] != digest]
+    if stale:
+        first = stale[0]
+        raise ValidationError(
+            f"provenance.parquet: {len(stale)} {benchmark} result(s) were made from another dataset "
+            f"(first: {first['target']} {first['job']}, dataset manifest sha256 "
+            f"{first['dataset_manifest_sha256']}, {path} has {digest}): re-run the stale jobs"
+        )
+    return {
+        "manifest_sha256": digest,
+        "sources": {s["name"]: s["sha256"] for s in manifest.get("sources", [])},
+        "shards": len(manifest.get("shards", [])),
+        "subset": manifest.get("subset"),
+    }
+

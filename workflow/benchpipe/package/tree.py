@@ -16,6 +16,7 @@ from typing import Any
 
 from benchpipe import benchmarks, layout
 from benchpipe.atomic import atomic_dir
+from benchpipe.datasets.prepare import MANIFEST as DATASET_MANIFEST
 from benchpipe.errors import ValidationError
 from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS, USER_CONF
 from benchpipe.package import checks
@@ -44,6 +45,7 @@ class PackageRequest:
     runs_dir: Path
     tables_dir: Path
     out: Path
+    datasets_dir: Path = Path("data")
 
 
 def _dump(path: Path, data: Any) -> None:
@@ -221,17 +223,25 @@ def package(request: PackageRequest) -> dict[str, Any]:
     for row in rows["inference.parquet"]:
         checks.check_inference(row, settings["inference"]["min_duration_ms"])
     stacks = checks.check_provenance(rows["provenance.parquet"])
+    datasets = {
+        name: checks.check_dataset(name, request.datasets_dir / name, rows["provenance.parquet"])
+        for name in settings["benchmarks"]
+    }
     systems = _system_descriptions(request)
     with atomic_dir(request.out) as tmp:
         compliance = _write_training(tmp, request, systems, rows)
         _write_inference(tmp, request, systems, rows)
         for name in TABLES:
             _copy(request.tables_dir / name, tmp / "benchpipe" / "tables" / name)
+        for name in settings["benchmarks"]:
+            # The dataset's manifest: the sha256 of every source and shard the results were made from.
+            _copy(request.datasets_dir / name / DATASET_MANIFEST, tmp / "benchpipe" / "datasets" / name / DATASET_MANIFEST)
         _dump(tmp / "benchpipe" / "config.json", settings)
         _dump(tmp / "benchpipe" / "checks.json", {
             "training_compliance": compliance,
             "training_ruleset": checks.TRAINING_RULESET,
             "software": stacks,
+            "datasets": datasets,
             "scores": rows["scores.parquet"],
             "inference": [
                 {k: r[k] for k in ("target", "benchmark", "scenario", "mode", "result_validity",

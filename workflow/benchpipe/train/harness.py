@@ -129,7 +129,7 @@ def train_run(
         finally:
             log.close()
         model.export(str(tmp / MODEL_DIR), format="tf_saved_model", verbose=False)
-        provenance.write(tmp)
+        provenance.write(tmp, data_dir)
     return outcome
 
 
