@@ -417,3 +417,17 @@ def test_offline_workflow_runs_after_importing_a_bundle(repo_root, tmp_path, cli
     assert served.state.requests == 0
     assert (data / "manifest.json").is_file()
     assert (data / "raw" / "digits.csv.gz").read_bytes() == (offline_cache / "sha256" / DIGITS.sha256).read_bytes()
+
+
+def test_offline_hint_carries_the_configured_sources(tmp_path: Path) -> None:
+    from benchpipe.datasets.offline import require_cached
+    from benchpipe.datasets.source import Source
+
+    source = Source(name="mnist.npz", url="http://127.0.0.1:9/mnist.npz", sha256="ab" * 32)
+    overrides = {"mnist": {"mnist.npz": {"urls": ["http://127.0.0.1:9/mnist.npz"], "sha256": "ab" * 32}},
+                 "digits": {}}
+    with pytest.raises(DatasetError) as caught:
+        require_cached({"mnist": [source]}, tmp_path, overrides)
+    message = str(caught.value)
+    assert "mnist/mnist.npz (sha256 " + "ab" * 32 in message
+    assert "--benchmarks mnist --out datasets.tar --sources-json '{\"mnist\": {\"mnist.npz\"" in message

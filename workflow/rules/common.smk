@@ -60,6 +60,7 @@ try:
         require_cached(
             {b: s for b, s in SOURCES.items() if not Path(f"data/{b}/manifest.json").is_file()},
             Path(config["datasets"]["cache_dir"] or default_cache_dir()),
+            config["datasets"]["sources"],
         )
 except (ConfigError, DatasetError) as exc:
     raise WorkflowError(str(exc)) from None

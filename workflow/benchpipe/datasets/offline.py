@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from benchpipe.errors import DatasetError
 
@@ -28,17 +30,26 @@ def missing_from_cache(
     return missing
 
 
-def require_cached(sources_by_benchmark: Mapping[str, Sequence[Source]], cache_dir: Path) -> None:
-    """Raise one DatasetError naming every missing file, its sha256, and how to bundle it."""
+def require_cached(
+    sources_by_benchmark: Mapping[str, Sequence[Source]],
+    cache_dir: Path,
+    overrides: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise one DatasetError naming every missing file, its sha256, and how to bundle it.
+
+    ``overrides`` (datasets.sources, per benchmark) go into the suggested bundle command,
+    since without them a connected machine would fetch the declared bytes, not these.
+    """
     missing = missing_from_cache(sources_by_benchmark, cache_dir)
     if not missing:
         return
     files = "; ".join(
         f"{benchmark}/{s.name} (sha256 {s.sha256})" for benchmark, sources in missing.items() for s in sources
     )
-    command = (
-        f"benchpipe datasets bundle --benchmarks {' '.join(sorted(missing))} --out datasets.tar"
-    )
+    command = f"benchpipe datasets bundle --benchmarks {' '.join(sorted(missing))} --out datasets.tar"
+    relevant = {b: o for b, o in (overrides or {}).items() if b in missing and o}
+    if relevant:
+        command += f" --sources-json {shlex.quote(json.dumps(relevant, sort_keys=True))}"
     raise DatasetError(
         f"datasets.offline is set and the cache {cache_dir} lacks {files}; on a connected machine run "
         f"`{command}`, copy datasets.tar here and run "
