@@ -7,7 +7,7 @@ import importlib
 from benchpipe.benchmarks.base import Benchmark
 from benchpipe.errors import ConfigError
 
-_MODULES = {"digits": "benchpipe.benchmarks.digits"}
+_MODULES = {"digits": "benchpipe.benchmarks.digits", "mnist": "benchpipe.benchmarks.mnist"}
 
 
 def names() -> list[str]:

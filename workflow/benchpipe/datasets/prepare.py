@@ -10,6 +10,7 @@ Layout of a prepared dataset directory::
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,17 @@ def prepare(
         raw_dir = tmp / "raw"
         raw_dir.mkdir()
         for source in benchmark.sources:
-            shutil.copyfile(cached_source(source, cache), raw_dir / source.name)
+            shutil.copyfile(cached_source(source, cache, offline=offline), raw_dir / source.name)
             if is_archive(source.name):
                 # Verified first (fetch_source), unpacked second: only checked bytes are trusted.
                 extract_archive(raw_dir / source.name, raw_dir / unpacked_name(source.name))
-        train, evaluation = benchmark.preprocess(raw_dir)
+        try:
+            train, evaluation = benchmark.preprocess(raw_dir)
+        except DatasetError as exc:
+            # The temporary directory is gone once this fails: name the file as the user knows it.
+            raise DatasetError(
+                f"{benchmark.name}: " + str(exc).replace(f"{tmp}{os.sep}", "") + f" (dataset for {out_dir})"
+            ) from exc
         shards_dir = tmp / "shards"
         shards_dir.mkdir()
         shards = []
