@@ -38,6 +38,26 @@ def _cmd_datasets_prepare(args: argparse.Namespace) -> None:
     log.info("prepared %s: %d train, %d eval samples in %s", args.benchmark, rows["train"], rows["eval"], args.out)
 
 
+def _cmd_datasets_imagenet(args: argparse.Namespace) -> None:
+    from benchpipe.datasets.imagenet import Subset, check_layout
+    from benchpipe.datasets.tfrecord import convert
+
+    for option in ("train_per_class", "val_images", "synsets", "workers"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise BenchpipeError(f"--{option.replace('_', '-')}: must be at least 1, got {value}")
+    subset = None
+    if args.train_per_class is not None or args.val_images is not None:
+        subset = Subset(args.train_per_class, args.val_images)
+    files = check_layout(args.train_dir, args.val_dir, args.val_map, bounding_boxes=args.bounding_boxes,
+                         subset=subset, num_synsets=args.synsets)
+    log.info("imagenet: train %s, val %s, labels %s", args.train_dir.resolve(), args.val_dir.resolve(),
+             args.val_map.resolve())
+    manifest = convert(files, args.out, workers=args.workers)
+    log.info("imagenet%s: %d train, %d val images in %d shards, %s", " subset" if subset else "",
+             len(files.train), len(files.val), len(manifest["shards"]), args.out)
+
+
 def _cmd_datasets_bundle(args: argparse.Namespace) -> None:
     from benchpipe.datasets.bundle import benchmark_sources, bundle, parse_sources_json
 
@@ -177,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per source name: {urls, sha256?, size?} replacing the declared places (datasets.sources)")
     q.set_defaults(func=_cmd_datasets_prepare)
     # (further `datasets` sub-commands are added below this line)
+    q = datasets.add_parser("imagenet", help="check your ImageNet copy, write TFRecord shards and val arrays")
+    q.add_argument("--train-dir", type=Path, required=True, help="train/<synset>/*.JPEG")
+    q.add_argument("--val-dir", type=Path, required=True, help="the flat val/ directory")
+    q.add_argument("--val-map", type=Path, required=True, help="MLPerf's val_map.txt")
+    q.add_argument("--bounding-boxes", type=Path, default=None, help="LOC_train_solution.csv (optional)")
+    q.add_argument("--train-per-class", type=int, default=None, help="subset: first N train images per synset")
+    q.add_argument("--val-images", type=int, default=None, help="subset: first N val images")
+    q.add_argument("--synsets", type=int, default=1000, help="expected synset count (small test trees only)")
+    q.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
+    q.add_argument("--out", type=Path, required=True, help="dataset directory to create")
+    q.set_defaults(func=_cmd_datasets_imagenet)
     q = datasets.add_parser("bundle", help="pack benchmarks' verified sources into one tar for an air-gapped machine")
     q.add_argument("--benchmarks", nargs="+", required=True)
     q.add_argument("--out", type=Path, required=True, help="bundle to write (a tar)")

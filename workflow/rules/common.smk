@@ -158,3 +158,14 @@ def datasets_options(wildcards):
     if overrides:
         options += ["--sources-json", json.dumps(overrides, sort_keys=True)]
     return shlex.join(options)
+
+
+def imagenet_options(wildcards):
+    """`benchpipe datasets imagenet` options from datasets.imagenet (the user's licensed copy)."""
+    settings = config["datasets"]["imagenet"]
+    options = ["--train-dir", settings["train_dir"], "--val-dir", settings["val_dir"], "--val-map", settings["val_map"]]
+    if settings.get("bounding_boxes"):
+        options += ["--bounding-boxes", settings["bounding_boxes"]]
+    for key, value in (settings.get("subset") or {}).items():
+        options += [f"--{key.replace('_', '-')}", str(value)]
+    return shlex.join(options)

@@ -12,3 +12,24 @@ rule datasets:
         "logs/datasets/{benchmark}.log",
     shell:
         "benchpipe datasets prepare --benchmark {wildcards.benchmark} --out {output} {params.options} > {log} 2>&1"
+
+
+# ImageNet comes from the user's licensed copy (datasets.imagenet), never from a download,
+# so the rule exists only when that key is set; data/imagenet is then its output, not `datasets`'.
+if config["datasets"]["imagenet"]:
+
+    ruleorder: imagenet > datasets
+
+    rule imagenet:
+        output:
+            directory("data/imagenet"),
+        params:
+            options=imagenet_options,
+        threads: config["datasets"]["workers"] or workflow.cores
+        conda:
+            CONDA_ENV
+        log:
+            "logs/datasets/imagenet.log",
+        shell:
+            "benchpipe datasets imagenet {params.options} --workers {threads}"
+            " --out {output} > {log} 2>&1"
