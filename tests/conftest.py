@@ -14,6 +14,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent
 
 
+THREADS = 2  # TensorFlow's thread counts for every in-process test
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # TensorFlow fixes its thread counts when it first runs an op, whichever test that is;
+    # pinning them first lets training tests (threads=THREADS) run after any other TF use.
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
@@ -48,7 +60,7 @@ def trained_run(tmp_path_factory, digits_data) -> Path:
     out = runs / "local-cpu" / "digits" / "train" / "run_0"
     outcome = train_run(
         benchmarks.get("digits"), digits_data, out, seed=7,
-        submission=Submission("benchpipe", "local-cpu", "closed", "research"), threads=2,
+        submission=Submission("benchpipe", "local-cpu", "closed", "research"), threads=THREADS,
     )
     assert outcome.status == "success", outcome
     return out

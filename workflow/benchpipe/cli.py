@@ -53,6 +53,10 @@ def _cmd_datasets_imagenet(args: argparse.Namespace) -> None:
                          subset=subset, num_synsets=args.synsets)
     log.info("imagenet: train %s, val %s, labels %s", args.train_dir.resolve(), args.val_dir.resolve(),
              args.val_map.resolve())
+    if args.workers == 1:
+        from benchpipe.datasets.tfrecord import init_worker
+
+        init_worker()  # one thread, like each worker of a pool: 1 vs N workers compares like with like
     manifest = convert(files, args.out, workers=args.workers)
     log.info("imagenet%s: %d train, %d val images in %d shards, %s", " subset" if subset else "",
              len(files.train), len(files.val), len(manifest["shards"]), args.out)

@@ -249,7 +249,8 @@ def run_tasks(tasks: list[ShardTask], workers: int) -> list[ShardResult]:
     # Val shards first: they also write arrays, and the longest tasks should not come last.
     ordered = sorted(tasks, key=lambda t: (t.split != "val", t.index))
     if workers == 1 or len(tasks) == 1:
-        init_worker()
+        # The caller's process keeps its TensorFlow settings (they are fixed once TensorFlow
+        # starts); the command line pins one thread itself, as a worker has.
         results = [write_shard(task) for task in ordered]
     else:
         context = multiprocessing.get_context("spawn")
