@@ -15,6 +15,7 @@ from benchpipe.datasets.source import Source
 
 PAYLOAD = os.urandom(8 * 1024 + 123)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+GROWTH = b" and a few more bytes"
 
 
 @dataclass
@@ -22,7 +23,9 @@ class ServerState:
     """What the handler does for each request, and what it saw.
 
     ``actions[i]`` is the fault for request i (0-based); requests past the list get
-    ``default``. Actions: "ok", "503", "404", "416", "truncate", "stall".
+    ``default``. Actions: "ok", "503", "404", "416", "truncate", "stall", "grown" (the
+    file has grown by GROWTH since the last request), "no-length" (no Content-Length:
+    the body ends when the connection closes).
     """
 
     data: bytes = PAYLOAD
@@ -54,12 +57,16 @@ class _Handler(BaseHTTPRequestHandler):
         if action in ("503", "404", "416"):
             self._send_status(int(action))
             return
+        data = state.data + GROWTH if action == "grown" else state.data
         start = self._range_start(range_header) if state.honor_range else None
-        body = state.data[start or 0 :]
+        body = data[start or 0 :]
         self.send_response(206 if start is not None else 200)
         if start is not None:
-            self.send_header("Content-Range", f"bytes {start}-{len(state.data) - 1}/{len(state.data)}")
-        self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        if action == "no-length":
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if action == "truncate":
             # Full Content-Length announced, half sent, then the connection closes.
