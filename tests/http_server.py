@@ -25,13 +25,16 @@ class ServerState:
     ``actions[i]`` is the fault for request i (0-based); requests past the list get
     ``default``. Actions: "ok", "503", "404", "416", "truncate", "stall", "grown" (the
     file has grown by GROWTH since the last request), "no-length" (no Content-Length:
-    the body ends when the connection closes).
+    the body ends when the connection closes), "slow" (the body in ``slow_piece``-byte
+    pieces, ``slow_delay`` seconds apart: steady, never stalled past a read timeout).
     """
 
     data: bytes = PAYLOAD
     actions: list[str] = field(default_factory=list)
     default: str = "ok"
     honor_range: bool = True
+    slow_piece: int = 1024
+    slow_delay: float = 0.005
     range_headers: list[str | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,6 +80,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[:10])
             self.wfile.flush()
             time.sleep(0.5)  # longer than the client's timeout in the stall test
+            return
+        if action == "slow":
+            for offset in range(0, len(body), state.slow_piece):
+                self.wfile.write(body[offset : offset + state.slow_piece])
+                self.wfile.flush()
+                time.sleep(state.slow_delay)
             return
         self.wfile.write(body)
 

@@ -111,3 +111,67 @@ def test_archive_source_is_verified_then_unpacked(tmp_path):
     assert (tmp_path / "digits" / "raw" / "digits" / "digits.csv.gz").read_bytes() == payload
     # The same bytes, archived: the same shards.
     assert manifest["shards"] == read_manifest(tmp_path / "seed" / "digits")["shards"]
+
+
+def _digits_bytes() -> bytes:
+    import importlib.resources
+
+    return importlib.resources.files("sklearn.datasets").joinpath("data/digits.csv.gz").read_bytes()
+
+
+def _tree_hashes(root):
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_killed_at_random_points_then_rerun_gives_the_clean_result(served, tmp_path, cli_env):
+    """SIGKILL mid-download or mid-preprocessing; the same command then finishes the job."""
+    import json
+    import os
+    import random
+    import signal
+    import subprocess
+    import time
+
+    from benchpipe.hashing import sha256_file
+
+    data = _digits_bytes()
+    served.state.data = data
+    served.state.default = "slow"  # about 0.6 s of download, after 0.5 s of start-up
+    served.state.slow_piece, served.state.slow_delay = 2048, 0.02
+    sources = json.dumps({"digits.csv.gz": {"urls": [served.url]}})
+
+    def prepare_cmd(out, cache):
+        return ["benchpipe", "datasets", "prepare", "--benchmark", "digits", "--out", str(out),
+                "--cache-dir", str(cache), "--sources-json", sources]
+
+    clean = tmp_path / "clean"
+    subprocess.run(prepare_cmd(clean / "digits", clean / "cache"), env=cli_env, check=True, capture_output=True)
+    expected = _tree_hashes(clean / "digits")
+
+    out, cache = tmp_path / "work" / "digits", tmp_path / "work" / "cache"
+    rng = random.Random(2026)
+    # Start-up, download, preprocessing: each attempt starts over, so early kills keep
+    # landing in the download until one gets past it.
+    for delay in [rng.uniform(0.3, 1.0) for _ in range(3)] + [rng.uniform(1.0, 1.6)]:
+        proc = subprocess.Popen(prepare_cmd(out, cache), env=cli_env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # Whatever survived a kill is complete and verified, or absent.
+        if out.exists():
+            assert _tree_hashes(out) == expected
+        for entry in (cache / "sha256").glob("[0-9a-f]*"):
+            assert sha256_file(entry) == entry.name
+    subprocess.run(prepare_cmd(out, cache), env=cli_env, check=True, capture_output=True)
+    assert _tree_hashes(out) == expected
+
+    # A second checkout with the same cache downloads nothing.
+    requests = served.state.requests
+    subprocess.run(prepare_cmd(tmp_path / "checkout2" / "digits", cache), env=cli_env, check=True,
+                   capture_output=True)
+    assert served.state.requests == requests
+    assert _tree_hashes(tmp_path / "checkout2" / "digits") == expected

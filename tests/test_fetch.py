@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,17 @@ def test_timeout_is_retried(served: Served, tmp_path: Path) -> None:
     path = fetch_source(served.source(), tmp_path, backoff=0.0, timeout=0.1)
     assert path.read_bytes() == PAYLOAD
     assert served.state.requests == 2
+
+
+def test_slow_server_is_waited_for_not_retried(served: Served, tmp_path: Path) -> None:
+    # Each piece arrives well within the timeout, though the whole body takes longer than it.
+    served.state.default = "slow"
+    served.state.slow_piece, served.state.slow_delay = 512, 0.02
+    started = time.monotonic()
+    path = fetch_source(served.source(), tmp_path, backoff=0.0, timeout=0.1)
+    assert time.monotonic() - started > 0.1
+    assert path.read_bytes() == PAYLOAD
+    assert served.state.requests == 1
 
 
 def test_404_is_final(served: Served, tmp_path: Path) -> None:

@@ -70,6 +70,7 @@ BENCHMARK = Benchmark(
             name=RAW_FILE,
             url="package://sklearn.datasets/data/digits.csv.gz",
             sha256="09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
+            size=57_523,
         ),
     ),
     preprocess=preprocess,
