@@ -23,7 +23,7 @@ class ServerState:
     """What the handler does for each request, and what it saw.
 
     ``actions[i]`` is the fault for request i (0-based); requests past the list get
-    ``default``. Actions: "ok", "503", "404", "416", "truncate", "stall", "grown" (the
+    ``default``. Actions: "ok", "500", "503", "404", "416", "truncate", "stall", "grown" (the
     file has grown by GROWTH since the last request), "no-length" (no Content-Length:
     the body ends when the connection closes), "slow" (the body in ``slow_piece``-byte
     pieces, ``slow_delay`` seconds apart: steady, never stalled past a read timeout).
@@ -57,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         range_header = self.headers.get("Range")
         action = state.record(range_header)
-        if action in ("503", "404", "416"):
+        if action in ("500", "503", "404", "416"):
             self._send_status(int(action))
             return
         data = state.data + GROWTH if action == "grown" else state.data

@@ -44,13 +44,15 @@ def test_dest_dir_is_created(served: Served, tmp_path: Path) -> None:
     assert sha256_file(path) == PAYLOAD_SHA
 
 
-def test_503_then_success(served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    served.state.actions = ["503", "503"]
+@pytest.mark.parametrize("status", ["500", "503"])
+def test_server_error_then_success(status: str, served: Served, tmp_path: Path,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    served.state.actions = [status, status]
     with caplog.at_level(logging.WARNING, logger="benchpipe.datasets"):
         path = fetch_source(served.source(), tmp_path, retries=3, **FAST)
     assert path.read_bytes() == PAYLOAD
     assert served.state.requests == 3
-    assert sum("503" in r.getMessage() for r in caplog.records) == 2
+    assert sum(f"HTTP {status}" in r.getMessage() for r in caplog.records) == 2
     _assert_only(tmp_path, "data.bin")
 
 
@@ -238,6 +240,16 @@ def test_dead_first_mirror_is_skipped(served: Served, mirror: Served, tmp_path: 
     served.state.default = "404"
     source = Source("data.bin", served.url, PAYLOAD_SHA, mirrors=(mirror.url,))
     assert fetch_source(source, tmp_path, **FAST).read_bytes() == PAYLOAD
+
+
+def test_404_on_every_mirror_names_each(served: Served, mirror: Served, tmp_path: Path) -> None:
+    served.state.default = mirror.state.default = "404"
+    source = Source("data.bin", served.url, PAYLOAD_SHA, mirrors=(mirror.url,))
+    with pytest.raises(DatasetError, match="all 2 mirrors failed") as caught:
+        fetch_source(source, tmp_path, **FAST)
+    assert f"{served.url}: HTTP 404" in str(caught.value) and f"{mirror.url}: HTTP 404" in str(caught.value)
+    assert (served.state.requests, mirror.state.requests) == (1, 1)  # a 404 is final: no retries
+    _assert_only(tmp_path)
 
 
 def test_every_mirror_failing_names_each(served: Served, mirror: Served, tmp_path: Path) -> None:
