@@ -145,7 +145,7 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     def package(tables: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["benchpipe", "package", "--settings", settings, "--runs", str(tmp_path / "runs"),
-             "--tables", str(tmp_path / tables), "--out", str(tree)],
+             "--tables", str(tmp_path / tables), "--datasets", str(tmp_path / "data"), "--out", str(tree)],
             env=cli_env, capture_output=True, text=True,
         )
 

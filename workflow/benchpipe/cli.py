@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", required=True, help="the validated workflow config, as JSON")
     p.add_argument("--runs", type=Path, required=True)
     p.add_argument("--tables", type=Path, required=True)
-    p.add_argument("--datasets", type=Path, default=Path("data"),
+    p.add_argument("--datasets", type=Path, required=True,
                    help="prepared datasets (<dir>/<benchmark>/manifest.json); each goes into the tree")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_package)

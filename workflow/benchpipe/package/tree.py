@@ -45,7 +45,7 @@ class PackageRequest:
     runs_dir: Path
     tables_dir: Path
     out: Path
-    datasets_dir: Path = Path("data")
+    datasets_dir: Path
 
 
 def _dump(path: Path, data: Any) -> None:
