@@ -18,56 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from benchpipe.datasets.imagenet import Subset, check_layout
 from benchpipe.datasets.tfrecord import CROP, MEAN_RGB, convert, shard_count
 from benchpipe.errors import DatasetError
-
-SYNSETS = ["n01440764", "n01443537", "n01484850"]
-TRAIN_PER_CLASS = 5  # the subset takes 4: the fifth must stay out
-VAL_IMAGES = 7  # the subset takes 6
-SUBSET = Subset(train_per_class=4, val_images=6)
-# (height, width) of val images in name order: the first two halve exactly to the short side 256.
-VAL_SIZES = [(512, 640), (640, 512), (60, 80), (80, 60), (64, 64), (50, 90), (70, 70)]
-BOXES = {
-    "n01440764_1": [(4, 2, 30, 20)],
-    "n01443537_2": [(0, 0, 100, 100), (10, 5, 20, 15)],  # the first is clipped to the image
-    "n01443537_5": [(1, 1, 2, 2)],  # outside the subset
-}
-
-
-def _jpeg(seed: int, height: int, width: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    ramp = np.add.outer(np.arange(height), np.arange(width))[..., None] * rng.uniform(0.2, 1.0, 3)
-    pixels = np.clip(ramp + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
-    return tf.io.encode_jpeg(pixels, quality=90).numpy()
-
-
-def make_tree(root: Path) -> dict[str, Path]:
-    train, val = root / "train", root / "val"
-    for label, synset in enumerate(SYNSETS):
-        (train / synset).mkdir(parents=True)
-        for n in range(1, TRAIN_PER_CLASS + 1):
-            data = _jpeg(100 * label + n, 40 + 4 * n, 60 - 3 * n)
-            (train / synset / f"{synset}_{n}.JPEG").write_bytes(data)
-    val.mkdir()
-    lines = []
-    for n, (height, width) in enumerate(VAL_SIZES, start=1):
-        name = f"ILSVRC2012_val_{n:08d}.JPEG"
-        (val / name).write_bytes(_jpeg(1000 + n, height, width))
-        lines.append(f"{name} {n % len(SYNSETS)}\n")
-    (root / "val_map.txt").write_text("".join(lines))
-    rows = []
-    for image, boxes in BOXES.items():
-        synset = image.split("_")[0]
-        rows.append(f"{image}," + " ".join(f"{synset} {x0} {y0} {x1} {y1}" for x0, y0, x1, y1 in boxes) + "\n")
-    (root / "boxes.csv").write_text("ImageId,PredictionString\n" + "".join(rows))
-    return {"train_dir": train, "val_dir": val, "val_map": root / "val_map.txt", "bounding_boxes": root / "boxes.csv"}
-
-
-def layout(tree: dict[str, Path], **overrides):
-    options = {"subset": SUBSET, "num_synsets": len(SYNSETS), **overrides}
-    return check_layout(tree["train_dir"], tree["val_dir"], tree["val_map"],
-                        bounding_boxes=tree["bounding_boxes"], **options)
+from imagenet_tree import SYNSETS, jpeg, layout, make_tree
 
 
 def file_hashes(root: Path) -> dict[str, str]:
@@ -123,7 +76,7 @@ def test_missing_val_file_is_named(tree):
 
 
 def test_val_file_not_in_val_map_is_named(tree):
-    (tree["val_dir"] / "ILSVRC2012_val_00000099.JPEG").write_bytes(_jpeg(5, 20, 20))
+    (tree["val_dir"] / "ILSVRC2012_val_00000099.JPEG").write_bytes(jpeg(5, 20, 20))
     with pytest.raises(DatasetError, match=r"not listed in .*val_map.txt \(1\): .*ILSVRC2012_val_00000099\.JPEG"):
         layout(tree)
 
