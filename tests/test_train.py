@@ -11,9 +11,10 @@ import time
 import pytest
 
 from benchpipe import benchmarks
+from benchpipe.errors import TrainingError
 from benchpipe.package.checks import run_compliance_checker
 from benchpipe.results.mllog_parser import parse_mllog, read_run, select_model
-from benchpipe.train.harness import Submission, train_run
+from benchpipe.train.harness import Block, Submission, eval_blocks, train_run
 
 DIGITS = benchmarks.get("digits")
 SUBMISSION = Submission("benchpipe", "local-cpu", "closed", "research")
@@ -37,6 +38,19 @@ def test_successful_run_logs_every_required_key(trained_run):
     assert run.time_to_train_min > 0
     assert (trained_run / "model" / "saved_model.pb").is_file()
     assert select_model([trained_run]) == trained_run / "model"
+
+
+def test_init_ends_before_the_data_are_read_and_the_seed_is_logged_once(trained_run):
+    events = parse_mllog(trained_run / "mllog.txt")
+    keys = [e.key for e in events]
+    order = ["cache_clear", "init_start", "seed", "init_stop", "run_start", "train_samples", "block_start", "run_stop"]
+    assert [keys.index(k) for k in order] == sorted(keys.index(k) for k in order)
+    assert keys.count("run_start") == keys.count("init_stop") == keys.count("seed") == 1
+    # digits evaluates after every epoch: one block, one epoch and one evaluation each.
+    blocks = [(e.metadata["first_epoch_num"], e.metadata["epoch_count"]) for e in events if e.key == "block_start"]
+    evals = [e.metadata["epoch_num"] for e in events if e.key == "eval_accuracy"]
+    epochs = [e.metadata["epoch_num"] for e in events if e.key == "epoch_stop"]
+    assert blocks == [(n, 1) for n in evals] and epochs == evals == list(range(1, len(evals) + 1))
 
 
 def test_successful_run_passes_official_checker(trained_run, tmp_path):
@@ -99,3 +113,108 @@ def test_killed_run_leaves_nothing_complete(digits_data, tmp_path, cli_env):
     proc.wait()
     assert not out.exists()
     assert partial_log is not None and partial_log.parent.name.startswith(".")
+
+
+def _eval_accuracies(run_dir):
+    return [(e.metadata["epoch_num"], e.value) for e in parse_mllog(run_dir / "mllog.txt") if e.key == "eval_accuracy"]
+
+
+def test_warm_up_does_not_change_the_results(trained_run, digits_data, tmp_path):
+    # The fixture's run warmed up; this one, with the same seed, traces inside its timed part.
+    out = tmp_path / "cold"
+    outcome = train_run(DIGITS, digits_data, out, seed=7, submission=SUBMISSION, threads=2, warm_up=False)
+    assert outcome.status == "success"
+    assert _eval_accuracies(out) == _eval_accuracies(trained_run)
+
+
+def test_the_seed_alone_decides_the_eval_accuracies(digits_data, tmp_path):
+    unreachable = dataclasses.replace(DIGITS, quality_target=1.01)
+    runs = {}
+    for name, seed in [("a", 11), ("b", 11), ("c", 12)]:
+        train_run(unreachable, digits_data, tmp_path / name, seed=seed, submission=SUBMISSION, threads=2, max_epochs=2)
+        runs[name] = _eval_accuracies(tmp_path / name)
+    assert [n for n, _ in runs["a"]] == [1, 2]
+    assert runs["a"] == runs["b"]
+    assert [a for _, a in runs["a"]] != [c for _, c in runs["c"]]
+
+
+def test_warm_up_traces_both_steps_and_leaves_the_state_alone(digits_data):
+    from benchpipe.datasets.prepare import load_split
+    from benchpipe.train.harness import DataShape, compile_model, configure_tensorflow, top1, warm_up_steps
+
+    configure_tensorflow(seed=5, threads=2)
+    shape = DataShape.from_manifest(digits_data)
+    batch = DIGITS.hyperparameters.global_batch_size
+    model = compile_model(DIGITS, -(-shape.train_rows // batch))
+    traces = {"train": 0, "predict": 0}
+
+    def counted(name, step):
+        def traced(data):
+            traces[name] += 1  # Python runs here only while TensorFlow traces the step
+            return step(data)
+        return traced
+
+    model.train_step = counted("train", model.train_step)
+    model.predict_step = counted("predict", model.predict_step)
+    model.optimizer.build(model.trainable_variables)
+    state = [*model.variables, *model.optimizer.variables]
+    before = [v.numpy().copy() for v in state]
+
+    warm_up_steps(model, batch, shape)
+    assert traces["train"] >= 1 and traces["predict"] >= 1
+    assert all((v.numpy() == b).all() for v, b in zip(state, before))
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+    # The real batches, shuffled, with a short last one, and the real eval split: no new trace.
+    after_warm_up = dict(traces)
+    train = load_split(digits_data, "train")
+    assert len(train.labels) % batch != 0
+    model.fit(train.features, train.labels, batch_size=batch, epochs=1, shuffle=True, verbose=0)
+    top1(model, load_split(digits_data, "eval"))
+    assert traces == after_warm_up
+    assert int(model.optimizer.iterations.numpy()) == shape.train_rows // batch + 1
+
+
+def test_eval_cadence_sets_blocks_and_evaluations(digits_data, tmp_path):
+    every_other = dataclasses.replace(DIGITS, quality_target=1.01, eval_every_epochs=2, eval_offset=1)
+    out = tmp_path / "run_0"
+    # Evaluations after epochs 1 and 3: the limit of 2 epochs is rounded up to the next one.
+    outcome = train_run(every_other, digits_data, out, seed=4, submission=SUBMISSION, threads=2, max_epochs=2)
+    assert outcome.status == "aborted" and outcome.epochs == 3
+    events = parse_mllog(out / "mllog.txt")
+    assert [(e.metadata["first_epoch_num"], e.metadata["epoch_count"]) for e in events if e.key == "block_start"] \
+        == [(1, 1), (2, 2)]
+    assert [e.metadata["first_epoch_num"] for e in events if e.key == "block_stop"] == [1, 2]
+    assert [e.metadata["epoch_num"] for e in events if e.key == "eval_accuracy"] == [1, 3]
+    assert [e.metadata["epoch_num"] for e in events if e.key == "epoch_start"] == [1, 2, 3]
+    assert read_run(out).epochs == 3
+    result = run_compliance_checker(out / "mllog.txt", DIGITS.rules_file, tmp_path / "cc.log")
+    assert result.passed, result.output
+    # The same log under ResNet's name passes the official closed ResNet rules of 4.0.0.
+    resnet_log = tmp_path / "resnet.txt"
+    resnet_log.write_text((out / "mllog.txt").read_text().replace('"value": "digits"', '"value": "resnet"'))
+    official = subprocess.run(
+        [sys.executable, "-m", "mlperf_logging.compliance_checker", str(resnet_log), "--usage", "training",
+         "--ruleset", "4.0.0", "--log_output", str(tmp_path / "resnet.log")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert official.returncode == 0 and "closed_resnet.yaml" in official.stdout + official.stderr, official.stderr
+
+
+def test_eval_blocks_follow_the_reference_resnet_cadence():
+    resnet_like = dataclasses.replace(DIGITS, eval_every_epochs=4, eval_offset=2)
+    blocks = eval_blocks(resnet_like, 41)
+    # The reference: first evaluation after epoch eval_offset_epochs, then every 4, and
+    # train_epochs = 2 + ceil((41 - 2) / 4) * 4 = 42.
+    assert blocks[:2] == [Block(1, 2), Block(3, 4)] and blocks[-1] == Block(39, 4) and blocks[-1].last_epoch == 42
+    assert [b.last_epoch for b in eval_blocks(dataclasses.replace(resnet_like, eval_offset=0), 41)][-2:] == [40, 44]
+    assert [b.last_epoch for b in eval_blocks(DIGITS, 3)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("every, offset, limit", [(0, 0, 5), (4, 4, 5), (4, -1, 5), (1, 0, 0)])
+def test_an_impossible_cadence_is_refused_before_anything_is_written(digits_data, tmp_path, every, offset, limit):
+    wrong = dataclasses.replace(DIGITS, eval_every_epochs=every, eval_offset=offset)
+    out = tmp_path / "run_0"
+    with pytest.raises(TrainingError, match="digits: .*epoch"):
+        train_run(wrong, digits_data, out, seed=1, submission=SUBMISSION, threads=2, max_epochs=limit)
+    assert not out.exists()

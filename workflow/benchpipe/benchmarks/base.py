@@ -75,3 +75,8 @@ class Benchmark:
     num_runs: int
     inference: InferenceTask
     rules_file: Path  # compliance-checker rules for the MLLOG training logs
+    # Evaluate after every eval_every_epochs-th epoch, the first time after epoch eval_offset
+    # (0: after epoch eval_every_epochs), as the reference ResNet's epochs_between_evals and
+    # eval_offset_epochs; 0 <= eval_offset < eval_every_epochs.
+    eval_every_epochs: int = 1
+    eval_offset: int = 0

@@ -1,19 +1,25 @@
-"""One seeded training run: MLLOG-logged, evaluated every epoch, stopped at the quality target."""
+"""One seeded training run: MLLOG-logged, evaluated at the benchmark's cadence, stopped at the quality target."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchpipe import provenance
 from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark, Split
-from benchpipe.datasets.prepare import load_split, read_manifest
+from benchpipe.datasets.prepare import MANIFEST, load_split, read_manifest
+from benchpipe.errors import TrainingError
 from benchpipe.layout import MLLOG_FILE, MODEL_DIR
-from benchpipe import provenance
 from benchpipe.paths import SOURCE_ROOT
 from benchpipe.train.mllog import RunLog
 
+# An evaluation runs in batches of at most this many samples: it bounds the memory of one
+# forward pass, and of the warm-up's zeros, whatever the size of the eval split.
+EVAL_BATCH_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,37 @@ class TrainingOutcome:
     time_to_train_s: float
 
 
+@dataclass(frozen=True)
+class Block:
+    """The epochs trained between two evaluations: one MLLOG block, numbered from 1 as epoch_num is."""
+
+    first_epoch: int
+    epoch_count: int
+
+    @property
+    def last_epoch(self) -> int:
+        return self.first_epoch + self.epoch_count - 1
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What init may know of the data without reading it: the manifest's row counts and sample shape."""
+
+    train_rows: int
+    eval_rows: int
+    sample_shape: tuple[int, ...]
+
+    @classmethod
+    def from_manifest(cls, data_dir: Path) -> DataShape:
+        manifest = read_manifest(data_dir)
+        rows = {"train": 0, "eval": 0}
+        for shard in manifest["shards"]:
+            rows[shard["split"]] = rows.get(shard["split"], 0) + int(shard["rows"])
+        if not rows["train"] or not rows["eval"]:
+            raise TrainingError(f"{data_dir / MANIFEST}: {rows['train']} train and {rows['eval']} eval rows: need both")
+        return cls(rows["train"], rows["eval"], tuple(int(n) for n in manifest["sample_shape"]))
+
+
 def configure_tensorflow(seed: int, threads: int) -> None:
     import keras
     import tensorflow as tf
@@ -44,11 +81,43 @@ def configure_tensorflow(seed: int, threads: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def eval_blocks(benchmark: Benchmark, epochs_limit: int) -> list[Block]:
+    """The blocks of a run of at most ``epochs_limit`` epochs; each ends with an evaluation.
+
+    Evaluations follow the benchmark's cadence: after epoch ``eval_offset`` (when not 0),
+    then every ``eval_every_epochs`` epochs. The limit is rounded up to an evaluation
+    epoch, as the reference ResNet rounds its train_epochs: an epoch never followed by an
+    evaluation could not count, and a run may reach its target only at an evaluation of
+    the cadence.
+    """
+    every, offset = benchmark.eval_every_epochs, benchmark.eval_offset
+    if every < 1 or not 0 <= offset < every:
+        raise TrainingError(
+            f"{benchmark.name}: evaluation every {every} epochs with offset {offset}: "
+            "need eval_every_epochs >= 1 and 0 <= eval_offset < eval_every_epochs"
+        )
+    if epochs_limit < 1:
+        raise TrainingError(f"{benchmark.name}: epoch limit {epochs_limit}: need at least 1")
+    blocks = [Block(1, offset or every)]
+    while blocks[-1].last_epoch < epochs_limit:
+        blocks.append(Block(blocks[-1].last_epoch + 1, every))
+    return blocks
+
+
+def eval_batch_sizes(rows: int) -> list[int]:
+    """The distinct batch sizes top1 gives the model for an eval split of ``rows`` samples."""
+    full, rest = divmod(rows, EVAL_BATCH_ROWS)
+    return ([EVAL_BATCH_ROWS] if full else []) + ([rest] if rest else [])
+
+
 def top1(model, split: Split) -> float:
     import numpy as np
 
-    logits = model.predict_on_batch(split.features)
-    return float(np.mean(np.argmax(logits, axis=1) == split.labels))
+    correct = 0
+    for start in range(0, len(split.labels), EVAL_BATCH_ROWS):
+        logits = model.predict_on_batch(split.features[start:start + EVAL_BATCH_ROWS])
+        correct += int(np.sum(np.argmax(logits, axis=1) == split.labels[start:start + EVAL_BATCH_ROWS]))
+    return correct / len(split.labels)
 
 
 def compile_model(benchmark: Benchmark, steps_per_epoch: int):
@@ -72,11 +141,61 @@ def compile_model(benchmark: Benchmark, steps_per_epoch: int):
     return model
 
 
-def _epoch_logger(log: RunLog, eval_split: Split, target: float):
+@contextmanager
+def state_kept(model) -> Iterator[None]:
+    """Put back, after the block, every variable of ``model`` and of its optimizer.
+
+    That is weights, batch-norm statistics, random-seed states, momenta and the step
+    counter that drives the learning-rate schedule: what follows starts from exactly the
+    state the block found.
+    """
+    optimizer = model.optimizer
+    if not optimizer.built:
+        # Its variables must exist now to be saved; the first training step would build
+        # the same ones, at their initial values.
+        optimizer.build(model.trainable_variables)
+    variables = [*model.variables, *optimizer.variables]
+    saved = [v.numpy() for v in variables]
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+        model.reset_metrics()
+
+
+def warm_up_steps(model, batch_size: int, data: DataShape) -> None:
+    """Run the training and the evaluation step once each on zeros, leaving the model as it was.
+
+    Each step's first call traces and compiles its tf.function; here, inside init as the
+    rules allow, the timed epochs no longer pay for it. The zeros have the dtypes load_split
+    returns and the shapes of the real batches, full and short last ones alike, so that no
+    real batch traces again or meets a shape for the first time.
+    """
+    import numpy as np
+
+    rows = min(data.train_rows, batch_size + data.train_rows % batch_size)
+    with state_kept(model):
+        model.fit(
+            np.zeros((rows, *data.sample_shape), np.float32),
+            np.zeros((rows,), np.int32),
+            batch_size=batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
+        for size in eval_batch_sizes(data.eval_rows):
+            model.predict_on_batch(np.zeros((size, *data.sample_shape), np.float32))
+
+
+def _run_logger(log: RunLog, eval_split: Split, target: float, blocks: list[Block]):
     import keras
 
-    class EpochLogger(keras.callbacks.Callback):
-        """Logs each epoch as a block, evaluates after it and stops at the quality target."""
+    starting = {b.first_epoch: b for b in blocks}
+    ending = {b.last_epoch: b for b in blocks}
+
+    class RunLogger(keras.callbacks.Callback):
+        """Logs blocks and epochs, evaluates at the end of each block and stops at the quality target."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -85,21 +204,28 @@ def _epoch_logger(log: RunLog, eval_split: Split, target: float):
             self.reached = False
 
         def on_epoch_begin(self, epoch, logs=None):
-            log.start("block_start", metadata={"first_epoch_num": epoch + 1, "epoch_count": 1})
+            n = epoch + 1
+            if n in starting:
+                log.start("block_start", metadata={"first_epoch_num": n, "epoch_count": starting[n].epoch_count})
+            log.start("epoch_start", metadata={"epoch_num": n})
 
         def on_epoch_end(self, epoch, logs=None):
             n = epoch + 1
-            log.end("block_stop", metadata={"first_epoch_num": n})
+            log.end("epoch_stop", metadata={"epoch_num": n})
+            self.epochs = n
+            if n not in ending:
+                return
+            log.end("block_stop", metadata={"first_epoch_num": ending[n].first_epoch})
             log.start("eval_start", metadata={"epoch_num": n})
             accuracy = top1(self.model, eval_split)
             log.event("eval_accuracy", accuracy, metadata={"epoch_num": n})
             log.end("eval_stop", metadata={"epoch_num": n})
-            self.epochs, self.best = n, max(self.best, accuracy)
+            self.best = max(self.best, accuracy)
             if accuracy >= target:
                 self.reached = True
                 self.model.stop_training = True
 
-    return EpochLogger()
+    return RunLogger()
 
 
 def train_run(
@@ -111,20 +237,24 @@ def train_run(
     submission: Submission,
     threads: int = 1,
     max_epochs: int | None = None,
+    warm_up: bool = True,
 ) -> TrainingOutcome:
     """Run one training run into ``out_dir`` (mllog.txt and the exported SavedModel).
 
-    A run that does not reach the target by its epoch limit is logged with status
-    aborted: it is an outcome, not an error. Errors leave no ``out_dir`` behind.
+    The run trains at most ``max_epochs`` (default: the benchmark's), rounded up to an
+    evaluation epoch (eval_blocks). A run that does not reach the target by then is logged
+    with status aborted: it is an outcome, not an error. Errors leave no ``out_dir``
+    behind. ``warm_up=False`` skips warm_up_steps: the logged results are the same, the
+    timed run pays for tracing.
     """
     hp = benchmark.hyperparameters
-    epochs_limit = max_epochs or hp.max_epochs
+    blocks = eval_blocks(benchmark, hp.max_epochs if max_epochs is None else max_epochs)
     with atomic_dir(out_dir) as tmp:
         log = RunLog(tmp / MLLOG_FILE, root_dir=SOURCE_ROOT)
         try:
             outcome, model = _logged_run(
                 benchmark, data_dir, log, seed=seed, submission=submission,
-                threads=threads, epochs_limit=epochs_limit,
+                threads=threads, blocks=blocks, warm_up=warm_up,
             )
         finally:
             log.close()
@@ -141,8 +271,11 @@ def _logged_run(
     seed: int,
     submission: Submission,
     threads: int,
-    epochs_limit: int,
+    blocks: list[Block],
+    warm_up: bool,
 ):
+    import keras
+
     hp = benchmark.hyperparameters
     log.event("cache_clear", True)
     log.event("submission_org", submission.org)
@@ -153,14 +286,18 @@ def _logged_run(
     log.start("init_start")
     configure_tensorflow(seed, threads)
     log.event("seed", seed)
-    # The schedule needs steps_per_epoch before the data are read (reading is timed, after
-    # run_start): the manifest records the row counts.
-    manifest = read_manifest(data_dir)
-    train_rows = sum(s["rows"] for s in manifest["shards"] if s["split"] == "train")
-    steps_per_epoch = -(-train_rows // hp.global_batch_size)
+    # Init may not read the data (reading is timed, after run_start); the schedule and the
+    # warm-up need only the manifest's row counts and sample shape.
+    shape = DataShape.from_manifest(data_dir)
+    steps_per_epoch = -(-shape.train_rows // hp.global_batch_size)
     model = compile_model(benchmark, steps_per_epoch)
     for key, value in hp.mllog_items(steps_per_epoch).items():
         log.event(key, value)
+    if warm_up:
+        warm_up_steps(model, hp.global_batch_size, shape)
+    # The timed run draws its random numbers (the shuffling) from the seed itself, whatever
+    # init drew before it.
+    keras.utils.set_random_seed(seed)
     log.end("init_stop")
 
     log.start("run_start")
@@ -169,12 +306,12 @@ def _logged_run(
     evaluation = load_split(data_dir, "eval")
     log.event("train_samples", len(train.labels))
     log.event("eval_samples", len(evaluation.labels))
-    callback = _epoch_logger(log, evaluation, benchmark.quality_target)
+    callback = _run_logger(log, evaluation, benchmark.quality_target, blocks)
     model.fit(
         train.features,
         train.labels,
         batch_size=hp.global_batch_size,
-        epochs=epochs_limit,
+        epochs=blocks[-1].last_epoch,
         shuffle=True,
         verbose=0,
         callbacks=[callback],
