@@ -86,3 +86,11 @@ def test_dataset_check_refuses_results_from_other_data(tmp_path):
         check_dataset("digits", data, rows)
     with pytest.raises(ValidationError, match="missing.json|cannot read the dataset manifest"):
         check_dataset("digits", tmp_path / "missing", rows)
+
+
+def test_only_the_rules_benchmarks_go_where_the_official_tools_look(tmp_path):
+    from benchpipe.package.tree import training_org_dir
+
+    assert training_org_dir(tmp_path, "acme", "resnet") == tmp_path / "training" / "acme"
+    for ours in ("digits", "mnist"):
+        assert training_org_dir(tmp_path, "acme", ours) == tmp_path / "benchpipe" / "training" / "acme"

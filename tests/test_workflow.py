@@ -75,8 +75,10 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     verify = subprocess.run(["benchpipe", "verify", str(tree)], env=cli_env, capture_output=True, text=True)
     assert verify.returncode == 0 and "match manifest.json" in verify.stdout
 
-    # Training layout: system, 3 results that passed the official checker with our rules.
-    org = tree / "training" / "benchpipe-ci"
+    # Training layout: system, 3 results that passed the official checker with our rules, in
+    # benchpipe's own section: the official tools read training/ and know only their benchmarks.
+    assert not (tree / "training").exists()
+    org = tree / "benchpipe" / "training" / "benchpipe-ci"
     system = json.loads((org / "systems" / "local-cpu.json").read_text())
     assert system["status"] == "Research, Development, or Internal (RDI)"
     assert all(isinstance(v, str) for v in system.values()) and "system_type" not in system
@@ -85,8 +87,8 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     checks = json.loads((tree / "benchpipe" / "checks.json").read_text())
     checked = {c["log"]: c["passed"] for c in checks["training_compliance"]}
     assert checked == {
-        "training/benchpipe-ci/systems/local-cpu.json": True,
-        **{f"training/benchpipe-ci/results/local-cpu/digits/result_{i}.txt": True for i in range(3)},
+        "benchpipe/training/benchpipe-ci/systems/local-cpu.json": True,
+        **{f"benchpipe/training/benchpipe-ci/results/local-cpu/digits/result_{i}.txt": True for i in range(3)},
     }
     assert (org / "benchmarks" / "digits" / "implementations" / "benchpipe" / "benchpipe" / "cli.py").is_file()
 

@@ -58,14 +58,15 @@ def test_containers_end_to_end(repo_root, tmp_path, cli_env):
     assert verify_manifest(tree) > 40
 
     # Both targets: the same structure and the same official checks passed.
-    org = tree / "training" / "benchpipe-ci"
+    org = tree / "benchpipe" / "training" / "benchpipe-ci"
     for layout_root in (org / "results", tree / "inference" / "closed" / "benchpipe-ci" / "results"):
         assert _files(layout_root / "local-cpu") == _files(layout_root / "docker-cpu")
     checks = json.loads((tree / "benchpipe" / "checks.json").read_text())
     checked = {c["log"]: c["passed"] for c in checks["training_compliance"]}
     for target in ("local-cpu", "docker-cpu"):
-        assert checked[f"training/benchpipe-ci/systems/{target}.json"]
-        assert all(checked[f"training/benchpipe-ci/results/{target}/digits/result_{i}.txt"] for i in range(3))
+        assert checked[f"benchpipe/training/benchpipe-ci/systems/{target}.json"]
+        assert all(checked[f"benchpipe/training/benchpipe-ci/results/{target}/digits/result_{i}.txt"]
+                   for i in range(3))
 
     # Provenance: every docker-cpu result names the image it came from, the same one.
     record = json.loads((tmp_path / "images" / "docker" / "tensorflow-cpu.json").read_text())

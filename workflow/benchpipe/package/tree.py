@@ -19,7 +19,7 @@ from benchpipe.atomic import atomic_dir
 from benchpipe.datasets.prepare import MANIFEST as DATASET_MANIFEST
 from benchpipe.errors import ValidationError
 from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS, USER_CONF
-from benchpipe.package import checks
+from benchpipe.package import checks, official
 from benchpipe.package.manifest import verify_manifest, write_manifest
 from benchpipe.paths import PACKAGE_DIR
 from benchpipe.layout import MLLOG_FILE
@@ -112,20 +112,40 @@ def _system_descriptions(request: PackageRequest) -> dict[str, dict[str, str]]:
     return systems
 
 
-def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[dict]:
-    org = request.settings["submission"]["submitter"]
-    org_dir = root / "training" / org
-    compliance = []
+def training_org_dir(root: Path, org: str, benchmark: str) -> Path:
+    """Where a benchmark's training results go: the official tools read ``training/<org>/``.
+
+    They know only the rules' benchmarks (the package checker skips others, the result
+    summarizer crashes on them), so benchpipe's own benchmarks go to
+    ``benchpipe/training/<org>/``, in the same layout, checked by benchpipe's rules.
+    """
+    base = root / "training" if official.is_official(benchmark) else root / "benchpipe" / "training"
+    return base / org
+
+
+def _write_training_systems(root: Path, org_dir: Path, systems) -> list[checks.ComplianceResult]:
+    results = []
     for target, description in systems.items():
         training_desc = {k: v for k, v in description.items() if k not in INFERENCE_ONLY}
         training_desc["status"] = TRAINING_STATUS[description["status"]]
         system_json = org_dir / "systems" / f"{target}.json"
         _dump(system_json, training_desc)
-        report = Path("benchpipe", "compliance", "systems", f"{target}.log")
+        section = ("official",) if org_dir.parent == root / "training" else ()
+        report = Path("benchpipe", "compliance", *section, "systems", f"{target}.log")
         (root / report).parent.mkdir(parents=True, exist_ok=True)
-        compliance.append(checks.run_system_desc_checker(system_json.relative_to(root), report, cwd=root))
+        results.append(checks.run_system_desc_checker(system_json.relative_to(root), report, cwd=root))
+    return results
+
+
+def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[dict]:
+    org = request.settings["submission"]["submitter"]
+    compliance = []
+    org_dirs = {training_org_dir(root, org, name) for name in request.settings["benchmarks"]}
+    for org_dir in sorted(org_dirs):
+        compliance += _write_training_systems(root, org_dir, systems)
     for name in request.settings["benchmarks"]:
         bench = benchmarks.get(name)
+        org_dir = training_org_dir(root, org, name)
         impl = org_dir / "benchmarks" / name / "implementations" / "benchpipe"
         if not impl.exists():
             _copy_code(impl / "benchpipe")
