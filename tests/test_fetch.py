@@ -503,3 +503,17 @@ def test_offline_with_a_wrong_entry_removes_it(served: Served, tmp_path: Path) -
     assert hashlib.sha256(b"not the declared bytes").hexdigest() in message
     assert served.state.requests == 0
     _assert_only(entry.parent)
+
+
+def test_partials_abandoned_by_killed_downloads_are_removed(served: Served, tmp_path: Path) -> None:
+    old = tmp_path / ".data.bin.k1ll3d.partial"
+    young = tmp_path / ".data.bin.l1v3.partial"  # perhaps another process's download, in progress
+    other = tmp_path / ".other.bin.k1ll3d.partial"
+    for leftover in (old, young, other):
+        leftover.write_bytes(b"half")
+    a_day_ago = time.time() - fetch.ABANDONED_AFTER_S - 60
+    os.utime(old, (a_day_ago, a_day_ago))
+    os.utime(other, (a_day_ago, a_day_ago))
+    fetch_source(served.source(), tmp_path, **FAST)
+    assert not old.exists()
+    assert young.exists() and other.exists()

@@ -8,6 +8,7 @@ finished one, and two processes fetching the same source cannot see each other's
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import importlib.resources
@@ -80,6 +81,7 @@ def fetch_source(
         logger.warning("%s: %s has the wrong sha256; fetching again", source.name, target)
         target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_partials(target)
     failures: list[DatasetError] = []
     for url in source.urls:
         # A fresh partial per mirror: bytes from one server never seed a resume on another.
@@ -105,6 +107,23 @@ def fetch_source(
     raise DatasetError(
         f"source {source.name!r}: all {len(failures)} mirrors failed: " + "; ".join(map(str, failures))
     )
+
+
+# A partial file untouched this long belongs to a download that was killed (a live one
+# writes every few seconds at worst); younger ones may be another process's, on a shared cache.
+ABANDONED_AFTER_S = 24 * 3600
+
+
+def _remove_abandoned_partials(target: Path) -> None:
+    """Delete partial files of ``target`` that killed downloads left behind."""
+    cutoff = time.time() - ABANDONED_AFTER_S
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+                logger.info("removed %s, left by a download that did not finish", leftover)
+        except OSError:
+            pass  # gone already (another process cleaned it), or not ours to remove
 
 
 def _target_path(name: str, dest_dir: Path) -> Path:
