@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from benchwork import work_dir
-from preprocess_workers import SIZES, photo_like
+from preprocess_workers import make_tree
 
 from benchpipe.system import cpu_model
 
@@ -53,32 +53,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0: TensorFlow's)")
     p.add_argument("--keep", action="store_true")
     return p.parse_args()
-
-
-def make_tree(root: Path, synsets: int, per_class: int) -> int:
-    """Train images in ImageNet's layout, and the 2 val images a conversion needs at least."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    total_bytes = 0
-
-    def write(path: Path) -> None:
-        nonlocal total_bytes
-        height, width = SIZES[int(rng.integers(len(SIZES)))]
-        data = tf.io.encode_jpeg(photo_like(rng, height, width), quality=90).numpy()
-        path.write_bytes(data)
-        total_bytes += len(data)
-
-    names = [f"n{10000000 + k:08d}" for k in range(synsets)]
-    for synset in names:
-        (root / "train" / synset).mkdir(parents=True)
-        for n in range(per_class):
-            write(root / "train" / synset / f"{synset}_{n}.JPEG")
-    (root / "val").mkdir()
-    for n in (1, 2):
-        write(root / "val" / f"ILSVRC2012_val_{n:08d}.JPEG")
-    (root / "val_map.txt").write_text("".join(f"ILSVRC2012_val_{n:08d}.JPEG {n % synsets}\n" for n in (1, 2)))
-    return total_bytes
 
 
 def build_model(kind: str, image_size: int, classes: int):
@@ -122,7 +96,7 @@ def main() -> int:
 
     script_start = time.perf_counter()
     with work_dir("bench-input-pipeline-", args.keep) as work:
-        total_bytes = make_tree(work / "src", args.synsets, args.per_class)
+        total_bytes = make_tree(work / "src", args.synsets, args.per_class, val=2)  # the fewest a conversion takes
         files = check_layout(work / "src" / "train", work / "src" / "val", work / "src" / "val_map.txt",
                              num_synsets=args.synsets, subset=Subset(args.per_class, 2))
         data = work / "imagenet"
