@@ -23,6 +23,14 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class TrainingDevices:
+    """How training uses the target's devices: a tf.distribute strategy and a precision."""
+
+    distribution: str = "default"
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
 class Target:
     """A hardware target: how jobs run there and what the user says about the system."""
 
@@ -36,6 +44,7 @@ class Target:
     oci_runtime: str | None = None
     ulimits: dict[str, str] = field(default_factory=dict)
     system: dict[str, str] = field(default_factory=dict)
+    training: TrainingDevices = field(default_factory=TrainingDevices)
 
     @property
     def containerized(self) -> bool:
@@ -75,6 +84,7 @@ def load_target(path: Path) -> Target:
         oci_runtime=data["oci_runtime"],
         ulimits=dict(data["ulimits"]),
         system=dict(data["system"]),
+        training=TrainingDevices(**data["training"]),
     )
 
 
