@@ -41,6 +41,13 @@ def benchmark_sources():
     from benchpipe.datasets.source import override_sources
 
     overrides = config["datasets"]["sources"]
+    manual = [name for name in config["benchmarks"] if not bp_benchmarks.get(name).sources]
+    if manual:
+        raise ConfigError(
+            f"benchmarks: {', '.join(manual)} trains on data/imagenet (datasets.imagenet), which the "
+            "training, inference and packaging rules do not read yet; run it by hand with "
+            "`benchpipe train --benchmark resnet --data data/imagenet ...`"
+        )
     unknown = sorted(set(overrides) - set(config["benchmarks"]))
     if unknown:
         raise ConfigError(f"datasets.sources: {', '.join(unknown)} is not in benchmarks")

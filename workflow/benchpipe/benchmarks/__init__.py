@@ -7,7 +7,11 @@ import importlib
 from benchpipe.benchmarks.base import Benchmark
 from benchpipe.errors import ConfigError
 
-_MODULES = {"digits": "benchpipe.benchmarks.digits", "mnist": "benchpipe.benchmarks.mnist"}
+_MODULES = {
+    "digits": "benchpipe.benchmarks.digits",
+    "mnist": "benchpipe.benchmarks.mnist",
+    "resnet": "benchpipe.benchmarks.resnet",
+}
 
 
 def names() -> list[str]:

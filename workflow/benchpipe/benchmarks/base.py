@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from benchpipe.datasets.source import Source
 
 if TYPE_CHECKING:  # TensorFlow is imported only by the stages that need it.
     import keras
+    import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,43 @@ class InferenceTask:
     performance_sample_count: int
 
 
+class TrainerHooks(Protocol):
+    """A benchmark's own training pieces, for data that the in-memory Split path cannot hold.
+
+    The harness calls ``sizes``, ``steps_per_epoch``, ``element_spec``, ``build_model``,
+    ``build_optimizer``, ``loss`` and ``mllog_items`` inside init, where the data may not be
+    read: they may look at the dataset's manifest only. ``train_dataset`` and
+    ``eval_dataset`` read the data and are called after run_start.
+    """
+
+    def sizes(self, data_dir: Path) -> tuple[int, int]:
+        """(train samples, eval samples), from the manifest."""
+
+    def steps_per_epoch(self, train_samples: int) -> int:
+        """Training steps the harness counts as one epoch."""
+
+    def element_spec(self) -> tuple["tf.TensorSpec", "tf.TensorSpec"]:
+        """(images, labels) of one training batch, with its static batch dimension."""
+
+    def train_dataset(self, data_dir: Path, seed: int, epochs: int) -> "tf.data.Dataset":
+        """Batches for ``epochs`` epochs in one stream: at least ``epochs * steps_per_epoch`` of them."""
+
+    def eval_dataset(self, data_dir: Path) -> "tf.data.Dataset":
+        """Batches of every eval sample once; the last one may be short."""
+
+    def build_model(self, data_dir: Path) -> "keras.Model":
+        """The untrained model, shaped by the manifest (e.g. its class count)."""
+
+    def build_optimizer(self, steps_per_epoch: int) -> "keras.optimizers.Optimizer":
+        ...
+
+    def loss(self) -> "keras.losses.Loss":
+        ...
+
+    def mllog_items(self, steps_per_epoch: int) -> dict[str, Any]:
+        """The hyperparameter events of the run."""
+
+
 @dataclass(frozen=True)
 class Benchmark:
     name: str
@@ -70,13 +108,18 @@ class Benchmark:
     # raw_dir -> (train split, eval split); must be deterministic.
     preprocess: Callable[[Path], tuple[Split, Split]]
     build_model: Callable[[], "keras.Model"]
-    hyperparameters: Hyperparameters
+    hyperparameters: Hyperparameters  # or, with ``trainer``, whatever it takes
     quality_target: float  # eval top-1 a training run must reach
     num_runs: int
     inference: InferenceTask
-    rules_file: Path  # compliance-checker rules for the MLLOG training logs
+    # Compliance-checker rules for the MLLOG training logs: a benchmark's own, or the
+    # official ruleset's entry file for a benchmark the official rules know.
+    rules_file: Path
     # Evaluate after every eval_every_epochs-th epoch, the first time after epoch eval_offset
     # (0: after epoch eval_every_epochs), as the reference ResNet's epochs_between_evals and
     # eval_offset_epochs; 0 <= eval_offset < eval_every_epochs.
     eval_every_epochs: int = 1
     eval_offset: int = 0
+    # Built from ``hyperparameters`` by the harness, so that a test's dataclasses.replace of
+    # them reaches every piece. None: train on the in-memory Split of ``preprocess``.
+    trainer: Callable[[Any], TrainerHooks] | None = None

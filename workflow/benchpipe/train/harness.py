@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchpipe import provenance
 from benchpipe.atomic import atomic_dir
-from benchpipe.benchmarks.base import Benchmark, Split
+from benchpipe.benchmarks.base import Benchmark, Split, TrainerHooks
 from benchpipe.datasets.prepare import MANIFEST, load_split, read_manifest
 from benchpipe.errors import TrainingError
 from benchpipe.layout import MLLOG_FILE, MODEL_DIR
@@ -120,6 +120,39 @@ def top1(model, split: Split) -> float:
     return correct / len(split.labels)
 
 
+def dataset_top1(hooks: TrainerHooks, model) -> Callable[[Iterable], float]:
+    """Top-1 over every batch of an eval dataset, through one step traced once.
+
+    The step takes any batch size (the last eval batch is short), so a single trace,
+    made by warm_up_dataset_steps inside init, serves every evaluation.
+    """
+    import tensorflow as tf
+
+    images, _ = hooks.element_spec()
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, *images.shape[1:]], images.dtype),
+            tf.TensorSpec([None], tf.int32),
+        ],
+        jit_compile=False,
+    )
+    def correct(batch_images, labels):
+        predicted = tf.argmax(model(batch_images, training=False), axis=-1, output_type=tf.int32)
+        return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int64))
+
+    def evaluate(batches: Iterable) -> float:
+        hits, seen = 0, 0
+        for batch_images, labels in batches:
+            hits += int(correct(batch_images, tf.cast(labels, tf.int32)))
+            seen += int(labels.shape[0])
+        if not seen:
+            raise TrainingError(f"{model.name}: the eval dataset yielded no samples")
+        return hits / seen
+
+    return evaluate
+
+
 def compile_model(benchmark: Benchmark, steps_per_epoch: int):
     import keras
 
@@ -188,7 +221,22 @@ def warm_up_steps(model, batch_size: int, data: DataShape) -> None:
             model.predict_on_batch(np.zeros((size, *data.sample_shape), np.float32))
 
 
-def _run_logger(log: RunLog, eval_split: Split, target: float, blocks: list[Block]):
+def warm_up_dataset_steps(model, hooks: TrainerHooks, evaluate: Callable[[Iterable], float]) -> None:
+    """warm_up_steps for a benchmark with trainer hooks: zeros of the hooks' element spec.
+
+    The training batches have a static shape (the spec's), so one zeros batch traces the
+    step every real batch takes; the eval step takes any batch size.
+    """
+    import tensorflow as tf
+
+    images, labels = hooks.element_spec()
+    zeros = (tf.zeros(images.shape, images.dtype), tf.zeros(labels.shape, labels.dtype))
+    with state_kept(model):
+        model.fit(tf.data.Dataset.from_tensors(zeros), epochs=1, shuffle=False, verbose=0)
+        evaluate([zeros])
+
+
+def _run_logger(log: RunLog, evaluate: Callable[[], float], target: float, blocks: list[Block]):
     import keras
 
     starting = {b.first_epoch: b for b in blocks}
@@ -217,7 +265,7 @@ def _run_logger(log: RunLog, eval_split: Split, target: float, blocks: list[Bloc
                 return
             log.end("block_stop", metadata={"first_epoch_num": ending[n].first_epoch})
             log.start("eval_start", metadata={"epoch_num": n})
-            accuracy = top1(self.model, eval_split)
+            accuracy = evaluate()
             log.event("eval_accuracy", accuracy, metadata={"epoch_num": n})
             log.end("eval_stop", metadata={"epoch_num": n})
             self.best = max(self.best, accuracy)
@@ -286,6 +334,9 @@ def _logged_run(
     log.start("init_start")
     configure_tensorflow(seed, threads)
     log.event("seed", seed)
+    if benchmark.trainer is not None:
+        return _dataset_run(benchmark, benchmark.trainer(hp), data_dir, log, seed=seed, blocks=blocks,
+                            warm_up=warm_up)
     # Init may not read the data (reading is timed, after run_start); the schedule and the
     # warm-up need only the manifest's row counts and sample shape.
     shape = DataShape.from_manifest(data_dir)
@@ -306,7 +357,7 @@ def _logged_run(
     evaluation = load_split(data_dir, "eval")
     log.event("train_samples", len(train.labels))
     log.event("eval_samples", len(evaluation.labels))
-    callback = _run_logger(log, evaluation, benchmark.quality_target, blocks)
+    callback = _run_logger(log, lambda: top1(model, evaluation), benchmark.quality_target, blocks)
     model.fit(
         train.features,
         train.labels,
@@ -316,6 +367,61 @@ def _logged_run(
         verbose=0,
         callbacks=[callback],
     )
+    status = "success" if callback.reached else "aborted"
+    log.end("run_stop", metadata={"status": status})
+    elapsed = time.monotonic() - started
+    return TrainingOutcome(status, callback.epochs, callback.best, elapsed), model
+
+
+def _dataset_run(
+    benchmark: Benchmark,
+    hooks: TrainerHooks,
+    data_dir: Path,
+    log: RunLog,
+    *,
+    seed: int,
+    blocks: list[Block],
+    warm_up: bool,
+):
+    """The rest of _logged_run for a benchmark with trainer hooks: tf.data in, not a Split."""
+    import keras
+
+    # Init: the manifest only (sizes, class count); the shards are read after run_start.
+    train_samples, eval_samples = hooks.sizes(data_dir)
+    steps_per_epoch = hooks.steps_per_epoch(train_samples)
+    if steps_per_epoch < 1:
+        raise TrainingError(
+            f"{benchmark.name}: {train_samples} train samples in {data_dir} make no training step "
+            f"with global_batch_size {benchmark.hyperparameters.global_batch_size}"
+        )
+    model = hooks.build_model(data_dir)
+    model.compile(optimizer=hooks.build_optimizer(steps_per_epoch), loss=hooks.loss(), jit_compile=False)
+    for key, value in hooks.mllog_items(steps_per_epoch).items():
+        log.event(key, value)
+    evaluate = dataset_top1(hooks, model)
+    if warm_up:
+        warm_up_dataset_steps(model, hooks, evaluate)
+    keras.utils.set_random_seed(seed)
+    log.end("init_stop")
+
+    log.start("run_start")
+    started = time.monotonic()
+    log.event("train_samples", train_samples)
+    log.event("eval_samples", eval_samples)
+    epochs = blocks[-1].last_epoch
+    # One stream over all epochs, as the reference joins its epochs before batching; fit
+    # keeps one iterator across epochs when steps_per_epoch is given.
+    train = hooks.train_dataset(data_dir, seed, epochs)
+    evaluation = hooks.eval_dataset(data_dir)
+    callback = _run_logger(log, lambda: evaluate(evaluation), benchmark.quality_target, blocks)
+    model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0,
+              callbacks=[callback])
+    if callback.epochs != epochs and not callback.reached:
+        # fit stops early, with a warning only, when the stream runs out.
+        raise TrainingError(
+            f"{benchmark.name}: training stopped after {callback.epochs} of {epochs} epochs: "
+            f"the train dataset in {data_dir} ran out of batches"
+        )
     status = "success" if callback.reached else "aborted"
     log.end("run_stop", metadata={"status": status})
     elapsed = time.monotonic() - started
