@@ -37,7 +37,7 @@ from typing import IO, Any
 from benchpipe.atomic import atomic_file
 from benchpipe.errors import DatasetError
 
-from .fetch import cached_source, default_cache_dir
+from .fetch import cache_store, cached_source, default_cache_dir
 from .source import Source, override_sources
 
 logger = logging.getLogger("benchpipe.datasets")
@@ -142,7 +142,7 @@ def bundle(
         manifest = json.dumps(_manifest(entries), indent=2, sort_keys=True).encode() + b"\n"
         tar.addfile(_member_info(MANIFEST, len(manifest)), io.BytesIO(manifest))
         for entry in _distinct(entries):
-            _add_cached(tar, entry, cache / "sha256" / entry.sha256)
+            _add_cached(tar, entry, cache_store(cache) / entry.sha256)
     logger.info("bundled %d sources (%d files) into %s", len(entries), len(_distinct(entries)), out)
     return entries
 
@@ -212,7 +212,7 @@ def import_bundle(bundle_path: Path, cache_dir: Path | None = None) -> ImportRep
     corrupt one; the cache is then exactly as before.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    store = cache / "sha256"
+    store = cache_store(cache)
     try:
         store.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -29,7 +29,6 @@ from urllib.parse import unquote, urlsplit
 from benchpipe.errors import DatasetError
 from benchpipe.hashing import sha256_file
 
-from .offline import cache_entry
 from .progress import DownloadProgress
 from .source import Source
 
@@ -461,6 +460,16 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
         return None
 
 
+def cache_store(cache_dir: Path) -> Path:
+    """The cache's folder of verified entries, one file per content: ``<cache_dir>/sha256/<hash>``."""
+    return Path(cache_dir) / "sha256"
+
+
+def cache_entry(source: Source, cache_dir: Path) -> Path:
+    """Where the verified bytes of ``source`` live in the content-addressed cache."""
+    return cache_store(cache_dir) / source.sha256.strip().lower()
+
+
 def cached_source(source: Source, cache_dir: Path, offline: bool = False, **fetch_options) -> Path:
     """The verified file of ``source`` in the content-addressed cache, fetched if missing.
 
@@ -474,7 +483,7 @@ def cached_source(source: Source, cache_dir: Path, offline: bool = False, **fetc
         raise DatasetError(f"source {source.name!r}: sha256 {source.sha256!r} is not 64 hex digits")
     if offline:
         return _verified_entry(source, Path(cache_dir), digest)
-    return fetch_source(source, Path(cache_dir) / "sha256", dest_name=digest, **fetch_options)
+    return fetch_source(source, cache_store(cache_dir), dest_name=digest, **fetch_options)
 
 
 def _verified_entry(source: Source, cache_dir: Path, digest: str) -> Path:

@@ -10,12 +10,8 @@ from typing import Any
 
 from benchpipe.errors import DatasetError
 
+from .fetch import cache_entry
 from .source import Source
-
-
-def cache_entry(source: Source, cache_dir: Path) -> Path:
-    """Where the verified bytes of ``source`` live in the content-addressed cache."""
-    return Path(cache_dir) / "sha256" / source.sha256.strip().lower()
 
 
 def missing_from_cache(

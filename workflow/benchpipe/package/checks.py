@@ -12,9 +12,9 @@ from typing import Any
 
 from benchpipe.errors import ValidationError
 from benchpipe.hashing import sha256_file
+from benchpipe.package.official import TRAINING_RULESET
 from benchpipe.schemas import validate
 
-TRAINING_RULESET = "4.0.0"
 ROW_SCHEMAS = {
     "runs.parquet": "training_run.schema.json",
     "scores.parquet": "score.schema.json",
