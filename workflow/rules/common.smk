@@ -46,7 +46,7 @@ def benchmark_sources():
         raise ConfigError(
             f"benchmarks: {', '.join(manual)} trains on data/imagenet (datasets.imagenet), which the "
             "training, inference and packaging rules do not read yet; run it by hand with "
-            "`benchpipe train --benchmark resnet --data data/imagenet ...`"
+            f"`benchpipe train --benchmark {manual[0]} --data data/imagenet ...`"
         )
     unknown = sorted(set(overrides) - set(config["benchmarks"]))
     if unknown:
