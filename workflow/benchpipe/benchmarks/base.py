@@ -25,8 +25,21 @@ class Split:
 
 
 @dataclass(frozen=True)
+class FixedInClosed:
+    """A hyperparameter that the closed rules fix although no MLLOG event shows it."""
+
+    allowed: tuple[Any, ...]
+    rule: str  # where the training rules say so, quoted
+
+
+@dataclass(frozen=True)
 class Hyperparameters:
-    """SGD with momentum and polynomial decay, logged under the ResNet closed-division keys."""
+    """SGD with momentum and polynomial decay, logged under the ResNet closed-division keys.
+
+    Its fields are the keys of ``training.hyperparameters.<benchmark>``. Every hyperparameter
+    class offers the methods below: benchpipe.hyperparameters reads them to check a config
+    before any job runs.
+    """
 
     global_batch_size: int
     base_learning_rate: float
@@ -51,6 +64,64 @@ class Hyperparameters:
             "model_bn_span": self.global_batch_size,
             "opt_learning_rate_warmup_epochs": self.warmup_epochs,
         }
+
+    def mllog_sources(self) -> dict[str, str | None]:
+        """The config key behind each MLLOG key of ``mllog_items``; None: benchpipe's own constant."""
+        return {
+            "global_batch_size": "global_batch_size",
+            "gradient_accumulation_steps": None,
+            "opt_name": None,
+            "sgd_opt_base_learning_rate": "base_learning_rate",
+            "sgd_opt_end_learning_rate": "end_learning_rate",
+            "sgd_opt_learning_rate_decay_poly_power": "decay_poly_power",
+            "sgd_opt_learning_rate_decay_steps": "max_epochs",
+            "sgd_opt_weight_decay": "weight_decay",
+            "sgd_opt_momentum": "momentum",
+            "model_bn_span": "global_batch_size",
+            "opt_learning_rate_warmup_epochs": "warmup_epochs",
+        }
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, why) for each value that the harness's Keras SGD and PolynomialDecay cannot run."""
+        found = []
+        if self.global_batch_size < 1:
+            found.append(("global_batch_size", "must be at least 1"))
+        if not self.base_learning_rate > 0:
+            found.append(("base_learning_rate", "must be positive"))
+        if self.end_learning_rate < 0:
+            found.append(("end_learning_rate", "must not be negative"))
+        if not self.decay_poly_power > 0:
+            found.append(("decay_poly_power", "must be positive"))
+        if self.weight_decay < 0:
+            found.append(("weight_decay", "must not be negative"))
+        if not 0 <= self.momentum < 1:
+            found.append(("momentum", "must be in [0, 1)"))
+        if self.warmup_epochs != 0:
+            # The log would show a warm-up that the run does not do.
+            found.append(("warmup_epochs", "must be 0: the harness's schedule has no warm-up"))
+        if self.max_epochs < 1:
+            found.append(("max_epochs", "must be at least 1"))
+        return found
+
+    def closed_fixed(self) -> dict[str, FixedInClosed]:
+        """Keys the closed rules fix that the log does not show: none, the model is the code's own."""
+        return {}
+
+
+class HyperparameterSet(Protocol):
+    """What a benchmark's hyperparameter dataclass (Hyperparameters, or its own) offers."""
+
+    def mllog_items(self, steps_per_epoch: int) -> dict[str, Any]:
+        """The hyperparameter events of a run."""
+
+    def mllog_sources(self) -> dict[str, str | None]:
+        ...
+
+    def problems(self) -> list[tuple[str, str]]:
+        ...
+
+    def closed_fixed(self) -> dict[str, FixedInClosed]:
+        ...
 
 
 @dataclass(frozen=True)
@@ -123,3 +194,10 @@ class Benchmark:
     # Built from ``hyperparameters`` by the harness, so that a test's dataclasses.replace of
     # them reaches every piece. None: train on the in-memory Split of ``preprocess``.
     trainer: Callable[[Any], TrainerHooks] | None = None
+    # The folder under data/ that it trains on, when not its own name: several benchmarks
+    # may share one dataset (ImageNet), and a licensed one is prepared only once.
+    dataset: str | None = None
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset or self.name

@@ -1,4 +1,7 @@
-"""Optimizers, learning-rate schedule, loss and MLLOG keys for ResNet-50 v1.5 (MLPerf closed).
+"""Optimizers, learning-rate schedule and loss for ResNet-50 v1.5 (MLPerf closed), in Keras.
+
+The hyperparameters, the schedule's step counts and the MLLOG keys are in
+benchpipe.benchmarks.resnet, which imports no TensorFlow; they are re-exported here.
 
 Everything here follows the MLPerf training reference for ResNet-50 v1.5 in TensorFlow 2
 (mlcommons/training, image_classification/tensorflow2: lars_util.py, lars_optimizer.py,
@@ -19,15 +22,22 @@ BatchNormalization's moving statistics are not trainable and never reach an opti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 from keras import ops
 
+# The workflow checks these against the closed rules while it parses the config, where an
+# import of Keras would cost seconds.
+from benchpipe.benchmarks.resnet import (  # noqa: F401  (re-exported)
+    OPTIMIZERS,
+    ResNetHyperparameters,
+    check_optimizer,
+    decay_steps_for,
+    mllog_hyperparameters,
+    schedule_steps,
+)
 from benchpipe.errors import ConfigError
-
-OPTIMIZERS = ("sgd", "lars")
 
 _BATCH_NORM_NAMES = frozenset({"gamma", "beta"})
 _BIAS_NAMES = frozenset({"bias"})
@@ -109,15 +119,6 @@ class PolynomialWarmup(keras.optimizers.schedules.LearningRateSchedule):
             "decay_steps": self.decay_steps,
             "power": self.power,
         }
-
-
-def decay_steps_for(train_steps: int, warmup_steps: int) -> int:
-    """The reference's decay length: the steps after warm-up, plus one."""
-    if train_steps <= warmup_steps:
-        raise ConfigError(
-            f"train steps ({train_steps}) must exceed the warm-up steps ({warmup_steps})"
-        )
-    return train_steps - warmup_steps + 1
 
 
 @keras.saving.register_keras_serializable(package="benchpipe")
@@ -278,60 +279,14 @@ def label_smoothing_loss(smoothing: float = 0.1) -> SparseLabelSmoothingCrossent
     return SparseLabelSmoothingCrossentropy(smoothing)
 
 
-@dataclass(frozen=True)
-class ResNetHyperparameters:
-    """The closed-division knobs; defaults are the values the 4.0.0 rules fix or the reference uses."""
-
-    global_batch_size: int
-    base_learning_rate: float
-    warmup_epochs: float
-    train_epochs: int
-    weight_decay: float
-    momentum: float = 0.9
-    end_learning_rate: float = 1e-4  # fixed by the closed rules for both optimizers
-    decay_poly_power: float = 2.0  # fixed by the closed rules for LARS
-    lars_epsilon: float = 0.0  # fixed by the closed rules
-    lars_eta: float = 0.001
-    model_bn_span: int | None = None  # samples each BatchNormalization sees; None: the global batch
-
-    def __post_init__(self) -> None:
-        if self.global_batch_size < 1:
-            raise ConfigError(f"global_batch_size must be positive, got {self.global_batch_size}")
-        if self.warmup_epochs < 0:
-            raise ConfigError(f"warmup_epochs must not be negative, got {self.warmup_epochs}")
-        if self.train_epochs <= self.warmup_epochs:
-            raise ConfigError(
-                f"train_epochs ({self.train_epochs}) must exceed warmup_epochs ({self.warmup_epochs})"
-            )
-        if self.model_bn_span is not None and not 0 < self.model_bn_span <= self.global_batch_size:
-            raise ConfigError(
-                f"model_bn_span must be in [1, global_batch_size], got {self.model_bn_span}"
-            )
-
-    @property
-    def bn_span(self) -> int:
-        return self.model_bn_span or self.global_batch_size
-
-
-def _check_optimizer(name: str) -> str:
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"opt_name must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-    return name
-
-
 def learning_rate_schedule(hp: ResNetHyperparameters, steps_per_epoch: int) -> PolynomialWarmup:
     """The reference schedule for a run of ``hp.train_epochs`` epochs of ``steps_per_epoch``."""
-    if steps_per_epoch < 1:
-        raise ConfigError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
-    # The reference multiplies epochs by steps without rounding; fractional warm-up epochs
-    # round to whole steps here so that the schedule stays integral.
-    warmup_steps = round(hp.warmup_epochs * steps_per_epoch)
-    train_steps = hp.train_epochs * steps_per_epoch
+    warmup_steps, decay_steps = schedule_steps(hp, steps_per_epoch)
     return PolynomialWarmup(
         base_learning_rate=hp.base_learning_rate,
         end_learning_rate=hp.end_learning_rate,
         warmup_steps=warmup_steps,
-        decay_steps=decay_steps_for(train_steps, warmup_steps),
+        decay_steps=decay_steps,
         power=hp.decay_poly_power,
     )
 
@@ -339,46 +294,9 @@ def learning_rate_schedule(hp: ResNetHyperparameters, steps_per_epoch: int) -> P
 def make_optimizer(name: str, hp: ResNetHyperparameters, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """``sgd`` (SGDWithL2) or ``lars`` (LARS), both on the reference's warm-up + poly schedule."""
     schedule = learning_rate_schedule(hp, steps_per_epoch)
-    if _check_optimizer(name) == "lars":
+    if check_optimizer(name) == "lars":
         return LARS(
             learning_rate=schedule, momentum=hp.momentum, weight_decay=hp.weight_decay,
             eta=hp.lars_eta, epsilon=hp.lars_epsilon,
         )
     return SGDWithL2(learning_rate=schedule, momentum=hp.momentum, l2=hp.weight_decay)
-
-
-def _plain(value: float) -> int | float:
-    """MLLOG values are plain numbers; whole floats are written as integers."""
-    return int(value) if float(value).is_integer() else float(value)
-
-
-def mllog_hyperparameters(name: str, hp: ResNetHyperparameters, steps_per_epoch: int) -> dict[str, Any]:
-    """The hyperparameter events of a closed ResNet run (ruleset training 4.0.0) for ``name``.
-
-    The keys are those closed_resnet.yaml requires (global_batch_size, opt_name), the one
-    closed_common.yaml adds (gradient_accumulation_steps) and those of
-    closed_resnet_{sgd,lars}.yaml. ``model_bn_span`` is required for SGD only; it is logged
-    for LARS too, as the reference does.
-    """
-    prefix = _check_optimizer(name)
-    schedule = learning_rate_schedule(hp, steps_per_epoch)
-    items: dict[str, Any] = {
-        "global_batch_size": hp.global_batch_size,
-        "gradient_accumulation_steps": 1,  # both optimizers apply every step's gradient
-        "opt_name": name,
-        "model_bn_span": hp.bn_span,
-        f"{prefix}_opt_base_learning_rate": float(hp.base_learning_rate),
-        f"{prefix}_opt_end_learning_rate": float(hp.end_learning_rate),
-        f"{prefix}_opt_learning_rate_decay_poly_power": float(hp.decay_poly_power),
-        f"{prefix}_opt_learning_rate_decay_steps": schedule.decay_steps,
-        f"{prefix}_opt_weight_decay": float(hp.weight_decay),
-        f"{prefix}_opt_momentum": float(hp.momentum),
-    }
-    warmup = _plain(hp.warmup_epochs)
-    if name == "lars":
-        items["lars_epsilon"] = float(hp.lars_epsilon)
-        items["lars_opt_learning_rate_warmup_epochs"] = warmup
-    else:
-        items["opt_learning_rate_warmup_epochs"] = warmup
-    return items
-
