@@ -7,7 +7,19 @@ import yaml
 
 from benchpipe.config import TrainingDevices, load_target
 from benchpipe.errors import ConfigError, TrainingError
-from benchpipe.train.devices import Gpu, make_strategy, per_replica_batch_size, placement, resolve_precision
+from benchpipe.train.devices import (
+    Gpu,
+    ThreadCounts,
+    TrainingPlacement,
+    device_names,
+    devices_record,
+    distribution_name,
+    make_strategy,
+    per_replica_batch_size,
+    placement,
+    resolve_precision,
+    thread_counts,
+)
 
 H100 = Gpu("NVIDIA H100", (9, 0))
 P100 = Gpu("Tesla P100", (6, 0))
@@ -51,10 +63,42 @@ def test_target_file_carries_the_training_settings(tmp_path):
             "training": {"distribution": "mirrored", "precision": "mixed_float16"}}
     path.write_text(yaml.safe_dump(body))
     assert load_target(path).training == TrainingDevices("mirrored", "mixed_float16")
+    body["training"] = {"intra_op_threads": 8, "inter_op_threads": None}
+    path.write_text(yaml.safe_dump(body))
+    assert load_target(path).training == TrainingDevices(intra_op_threads=8, inter_op_threads=None)
+    body["training"] = {"inter_op_threads": 0}
+    path.write_text(yaml.safe_dump(body))
+    with pytest.raises(ConfigError, match=r"gpu-node.yaml: key 'training.inter_op_threads'"):
+        load_target(path)
     body["training"] = {"distribution": "horovod"}
     path.write_text(yaml.safe_dump(body))
     with pytest.raises(ConfigError, match=r"gpu-node.yaml: key 'training.distribution'"):
         load_target(path)
     del body["training"]
     path.write_text(yaml.safe_dump(body))
-    assert load_target(path).training == TrainingDevices("default", "auto")
+    assert load_target(path).training == TrainingDevices("default", "auto", None, None)
+
+
+def test_thread_counts_are_the_targets_or_else_the_jobs():
+    assert thread_counts(TrainingDevices(), 4) == ThreadCounts(intra_op=4, inter_op=4)
+    assert thread_counts(TrainingDevices(intra_op_threads=8), 4) == ThreadCounts(intra_op=8, inter_op=4)
+    assert thread_counts(TrainingDevices(inter_op_threads=1), 4) == ThreadCounts(intra_op=4, inter_op=1)
+    with pytest.raises(TrainingError, match=r"the job's thread count \(--threads\) is 0.*training.intra_op_threads"):
+        thread_counts(TrainingDevices(), 0)
+    with pytest.raises(TrainingError, match=r"target key training.inter_op_threads is -2"):
+        thread_counts(TrainingDevices(inter_op_threads=-2), 4)
+
+
+def test_the_record_of_a_default_placement_names_one_device():
+    import tensorflow as tf
+
+    default = TrainingPlacement(tf.distribute.get_strategy(), "float32", 1)
+    assert distribution_name(default.strategy) == "default"
+    first = (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))[0]
+    assert device_names(default.strategy) == [first.name]
+    assert devices_record(default, ThreadCounts(2, 1), 256) == {
+        "distribution": "default", "replicas": 1, "precision": "float32", "intra_op_threads": 2,
+        "inter_op_threads": 1, "global_batch_size": 256, "per_replica_batch_size": 256, "devices": [first.name],
+    }
+    one_cpu = tf.distribute.MirroredStrategy(["/cpu:0"])
+    assert (distribution_name(one_cpu), device_names(one_cpu)) == ("mirrored", ["/device:CPU:0"])

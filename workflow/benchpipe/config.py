@@ -24,10 +24,15 @@ class Resources:
 
 @dataclass(frozen=True)
 class TrainingDevices:
-    """How training uses the target's devices: a tf.distribute strategy and a precision."""
+    """How training uses the target's devices: a tf.distribute strategy, a precision and thread counts.
+
+    A thread count of None is the job's own (``benchpipe train --threads``).
+    """
 
     distribution: str = "default"
     precision: str = "auto"
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
 
 
 @dataclass(frozen=True)

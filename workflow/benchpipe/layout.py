@@ -15,6 +15,7 @@ from benchpipe.errors import ParseError
 _RUN = re.compile(r"^run_(\d+)$")
 MLLOG_FILE = "mllog.txt"
 MODEL_DIR = "model"
+DEVICES_FILE = "devices.json"  # what the run trained on: strategy, replicas, precision, threads
 
 
 def system_file(runs: Path, target: str) -> Path:

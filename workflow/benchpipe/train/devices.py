@@ -1,4 +1,4 @@
-"""What training runs on: the target's tf.distribute strategy and precision, checked.
+"""What training runs on: the target's tf.distribute strategy, precision and thread counts, checked.
 
 The global batch size is a hyperparameter, fixed by the rules in the closed division: a
 strategy splits it across replicas, it never multiplies it.
@@ -90,3 +90,89 @@ def placement(settings: TrainingDevices, gpus: list[Gpu] | None = None) -> Train
     gpus = visible_gpus() if gpus is None else gpus
     strategy = make_strategy(settings.distribution, gpus)
     return TrainingPlacement(strategy, resolve_precision(settings.precision, gpus), strategy.num_replicas_in_sync)
+
+
+@dataclass(frozen=True)
+class ThreadCounts:
+    intra_op: int
+    inter_op: int
+
+
+def thread_counts(settings: TrainingDevices, threads: int) -> ThreadCounts:
+    """The target's thread counts; a key left null takes the job's ``threads``."""
+    counts = {}
+    for key, value in (("intra_op_threads", settings.intra_op_threads), ("inter_op_threads", settings.inter_op_threads)):
+        chosen = threads if value is None else value
+        if isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 1:
+            source = "the job's thread count (--threads)" if value is None else f"target key training.{key}"
+            raise TrainingError(f"{source} is {chosen!r}: need an integer of at least 1 for training.{key}")
+        counts[key] = chosen
+    return ThreadCounts(counts["intra_op_threads"], counts["inter_op_threads"])
+
+
+def configure_threads(counts: ThreadCounts) -> None:
+    """Give TensorFlow ``counts``; it takes them only before it runs its first op."""
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    for key, wanted, current, setter in (
+        ("intra_op_threads", counts.intra_op, threading.get_intra_op_parallelism_threads,
+         threading.set_intra_op_parallelism_threads),
+        ("inter_op_threads", counts.inter_op, threading.get_inter_op_parallelism_threads,
+         threading.set_inter_op_parallelism_threads),
+    ):
+        try:
+            setter(wanted)
+        except RuntimeError as exc:
+            # Setting the count TensorFlow already has is allowed; any other is refused.
+            started = current()
+            raise TrainingError(
+                f"training.{key} (null: the job's --threads) asks for {wanted} threads, but TensorFlow "
+                f"already started in this process with {started or 'its own choice'}: thread counts are "
+                f"fixed before TensorFlow runs its first op, so train in a fresh process"
+            ) from exc
+
+
+def distribution_name(strategy: Any) -> str:
+    """The training.distribution value ``strategy`` stands for; the class name for any other strategy."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    if type(strategy) is type(tf.distribute.get_strategy()) and strategy.num_replicas_in_sync == 1:
+        return "default"
+    return type(strategy).__name__
+
+
+def device_names(strategy: Any) -> list[str]:
+    """The devices ``strategy`` computes on, as /device:<TYPE>:<index>."""
+    import tensorflow as tf
+
+    try:
+        names = list(strategy.extended.worker_devices)
+    except RuntimeError:
+        # The default strategy lists no devices: its ops go where TensorFlow places them
+        # by default, on the first GPU if there is one.
+        names = [(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))[0].name]
+    return [_short_device_name(name) for name in names]
+
+
+def _short_device_name(name: str) -> str:
+    import tensorflow as tf
+
+    spec = tf.DeviceSpec.from_string(name)
+    return f"/device:{spec.device_type}:{spec.device_index}"
+
+
+def devices_record(used: TrainingPlacement, threads: ThreadCounts, global_batch_size: int) -> dict[str, Any]:
+    """What a run trained on, as its devices.json holds it."""
+    return {
+        "distribution": distribution_name(used.strategy),
+        "replicas": used.replicas,
+        "precision": used.precision,
+        "intra_op_threads": threads.intra_op,
+        "inter_op_threads": threads.inter_op,
+        "global_batch_size": global_batch_size,
+        "per_replica_batch_size": per_replica_batch_size(global_batch_size, used.replicas),
+        "devices": device_names(used.strategy),
+    }

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchpipe import provenance
 from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark, Split, TrainerHooks
+from benchpipe.config import TrainingDevices
 from benchpipe.datasets.prepare import MANIFEST, load_split, read_manifest
 from benchpipe.errors import TrainingError
-from benchpipe.layout import MLLOG_FILE, MODEL_DIR
+from benchpipe.layout import DEVICES_FILE, MLLOG_FILE, MODEL_DIR
 from benchpipe.paths import SOURCE_ROOT
+from benchpipe.train.devices import (
+    ThreadCounts,
+    TrainingPlacement,
+    configure_threads,
+    devices_record,
+    distribution_name,
+    per_replica_batch_size,
+    placement,
+    thread_counts,
+)
 from benchpipe.train.mllog import RunLog
 
 # An evaluation runs in batches of at most this many samples: it bounds the memory of one
@@ -71,14 +85,60 @@ class DataShape:
         return cls(rows["train"], rows["eval"], tuple(int(n) for n in manifest["sample_shape"]))
 
 
-def configure_tensorflow(seed: int, threads: int) -> None:
+def configure_tensorflow(seed: int, threads: int, devices: TrainingDevices | None = None) -> ThreadCounts:
+    """Thread counts (the target's, else ``threads``), seed and deterministic ops; the counts set.
+
+    Called before anything else touches TensorFlow in a run: the thread counts hold only
+    if they are set before TensorFlow runs its first op.
+    """
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    counts = thread_counts(devices or TrainingDevices(), threads)
+    configure_threads(counts)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+    return counts
+
+
+@contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras's global dtype policy ``name`` for the block, the previous one after it.
+
+    Layers take the global policy when they are built, so the model must be built inside.
+    """
+    import keras
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def checked_placement(benchmark: Benchmark, used: TrainingPlacement) -> int:
+    """The per-replica batch of ``used``; the global batch must split evenly over its replicas."""
+    global_batch_size = benchmark.hyperparameters.global_batch_size
+    try:
+        return per_replica_batch_size(global_batch_size, used.replicas)
+    except TrainingError as exc:
+        raise TrainingError(
+            f"{benchmark.name}: target key training.distribution is {distribution_name(used.strategy)} "
+            f"with {used.replicas} replicas: {exc}"
+        ) from exc
+
+
+def check_replicas_agree(benchmark: Benchmark, model) -> None:
+    """Refuse a trained model whose replicas hold different weights: there is no one model to export."""
+    diverged = diverged_replica_copies(model)
+    if diverged:
+        shown = ", ".join(diverged[:5]) + (f" and {len(diverged) - 5} more" if len(diverged) > 5 else "")
+        raise TrainingError(
+            f"{benchmark.name}: after training on {model.distribute_strategy.num_replicas_in_sync} replicas "
+            f"their copies of {len(diverged)} trainable variables differ ({shown}): the optimizer updated "
+            f"the replicas differently"
+        )
 
 
 def eval_blocks(benchmark: Benchmark, epochs_limit: int) -> list[Block]:
@@ -110,14 +170,68 @@ def eval_batch_sizes(rows: int) -> list[int]:
     return ([EVAL_BATCH_ROWS] if full else []) + ([rest] if rest else [])
 
 
+# One evaluation step per model (top1_step). Weak both ways: the step reaches its model
+# through a weak reference, so that the model, and with it the entry, can go.
+_TOP1_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def top1_step(model, sample_shape: tuple[int, ...], dtype: Any = "float32") -> Callable:
+    """The tf.function counting the correct top-1 predictions of ``model`` in one eval batch.
+
+    It takes a batch of any size, split over the replicas of the model's tf.distribute
+    strategy (unevenly for a short batch), and returns the count summed over them; Keras's
+    predict_on_batch would instead give every replica the whole batch. There is one step
+    per model and sample shape, so that the trace made by the warm-up inside init serves
+    every evaluation.
+    """
+    import tensorflow as tf
+
+    key = (tuple(int(n) for n in sample_shape), tf.as_dtype(dtype))
+    steps = _TOP1_STEPS.setdefault(model, {})
+    if key in steps:
+        return steps[key]
+    model_ref = weakref.ref(model)
+
+    def replica_correct(images, labels):
+        def count():
+            logits = model_ref().predict_step((images,))
+            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int64))
+
+        # A replica whose share of a short batch is empty skips the model: oneDNN's CPU
+        # convolution fails on an empty batch.
+        return tf.cond(tf.size(labels) > 0, count, lambda: tf.constant(0, tf.int64))
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, *key[0]], key[1]), tf.TensorSpec([None], tf.int32)],
+        jit_compile=False,
+    )
+    def correct(images, labels):
+        strategy = model_ref().distribute_strategy
+        rows, replicas = tf.shape(labels)[0], strategy.num_replicas_in_sync
+
+        def share(context):
+            first = rows * context.replica_id_in_sync_group // replicas
+            end = rows * (context.replica_id_in_sync_group + 1) // replicas
+            return images[first:end], labels[first:end]
+
+        shares = strategy.experimental_distribute_values_from_function(share)
+        hits = strategy.run(replica_correct, args=shares)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None)
+
+    steps[key] = correct
+    return correct
+
+
 def top1(model, split: Split) -> float:
     import numpy as np
 
-    correct = 0
-    for start in range(0, len(split.labels), EVAL_BATCH_ROWS):
-        logits = model.predict_on_batch(split.features[start:start + EVAL_BATCH_ROWS])
-        correct += int(np.sum(np.argmax(logits, axis=1) == split.labels[start:start + EVAL_BATCH_ROWS]))
-    return correct / len(split.labels)
+    correct = top1_step(model, split.features.shape[1:], split.features.dtype)
+    labels = split.labels.astype(np.int32, copy=False)
+    hits = 0
+    for start in range(0, len(labels), EVAL_BATCH_ROWS):
+        hits += int(correct(split.features[start:start + EVAL_BATCH_ROWS], labels[start:start + EVAL_BATCH_ROWS]))
+    return hits / len(labels)
 
 
 def dataset_top1(hooks: TrainerHooks, model) -> Callable[[Iterable], float]:
@@ -129,17 +243,7 @@ def dataset_top1(hooks: TrainerHooks, model) -> Callable[[Iterable], float]:
     import tensorflow as tf
 
     images, _ = hooks.element_spec()
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, *images.shape[1:]], images.dtype),
-            tf.TensorSpec([None], tf.int32),
-        ],
-        jit_compile=False,
-    )
-    def correct(batch_images, labels):
-        predicted = tf.argmax(model(batch_images, training=False), axis=-1, output_type=tf.int32)
-        return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int64))
+    correct = top1_step(model, tuple(images.shape[1:]), images.dtype)
 
     def evaluate(batches: Iterable) -> float:
         hits, seen = 0, 0
@@ -172,6 +276,48 @@ def compile_model(benchmark: Benchmark, steps_per_epoch: int):
         jit_compile=False,  # XLA compile time would dominate such a small model
     )
     return model
+
+
+def average_replica_copies(model) -> None:
+    """Give every replica the mean of the replicas' copies of each non-trainable float variable.
+
+    Under a MirroredStrategy, Keras 3 makes BatchNormalization's moving statistics without
+    an aggregation, so each replica updates only its own copy, from its share of the batch:
+    the copies drift apart. An evaluation split over the replicas would then use several
+    models at once, and the export (which reads the first copy) yet another. Averaged, they
+    are what tf.keras 2 read (MEAN aggregation); training never reads them.
+    """
+    import numpy as np
+
+    strategy = model.distribute_strategy
+    if strategy.num_replicas_in_sync == 1:
+        return
+    for variable in model.non_trainable_variables:
+        copies = [np.asarray(c) for c in strategy.experimental_local_results(variable.value)]
+        if len(copies) < 2 or not np.issubdtype(copies[0].dtype, np.floating):
+            continue
+        if any(not np.array_equal(copies[0], c) for c in copies[1:]):
+            variable.assign(np.mean(copies, axis=0, dtype=np.float64).astype(copies[0].dtype))
+
+
+def diverged_replica_copies(model) -> list[str]:
+    """Paths of the trainable variables whose copies on the replicas differ.
+
+    A strategy keeps them equal only if the optimizer updates every copy alike, from the
+    same summed gradient; one that treats a copy by its per-replica name (".../replica_1")
+    does not.
+    """
+    import numpy as np
+
+    strategy = model.distribute_strategy
+    if strategy.num_replicas_in_sync == 1:
+        return []
+    diverged = []
+    for variable in model.trainable_variables:
+        copies = [np.asarray(c) for c in strategy.experimental_local_results(variable.value)]
+        if any(not np.array_equal(copies[0], c, equal_nan=True) for c in copies[1:]):
+            diverged.append(variable.path)
+    return diverged
 
 
 @contextmanager
@@ -217,8 +363,9 @@ def warm_up_steps(model, batch_size: int, data: DataShape) -> None:
             shuffle=False,
             verbose=0,
         )
+        correct = top1_step(model, data.sample_shape, np.float32)
         for size in eval_batch_sizes(data.eval_rows):
-            model.predict_on_batch(np.zeros((size, *data.sample_shape), np.float32))
+            correct(np.zeros((size, *data.sample_shape), np.float32), np.zeros((size,), np.int32))
 
 
 def warm_up_dataset_steps(model, hooks: TrainerHooks, evaluate: Callable[[Iterable], float]) -> None:
@@ -265,6 +412,8 @@ def _run_logger(log: RunLog, evaluate: Callable[[], float], target: float, block
                 return
             log.end("block_stop", metadata={"first_epoch_num": ending[n].first_epoch})
             log.start("eval_start", metadata={"epoch_num": n})
+            # Every block ends with an evaluation, so the exported model has these statistics too.
+            average_replica_copies(self.model)
             accuracy = evaluate()
             log.event("eval_accuracy", accuracy, metadata={"epoch_num": n})
             log.end("eval_stop", metadata={"epoch_num": n})
@@ -286,27 +435,38 @@ def train_run(
     threads: int = 1,
     max_epochs: int | None = None,
     warm_up: bool = True,
+    devices: TrainingDevices | None = None,
+    resolve_placement: Callable[[TrainingDevices], TrainingPlacement] = placement,
 ) -> TrainingOutcome:
-    """Run one training run into ``out_dir`` (mllog.txt and the exported SavedModel).
+    """Run one training run into ``out_dir`` (mllog.txt, devices.json and the exported SavedModel).
 
     The run trains at most ``max_epochs`` (default: the benchmark's), rounded up to an
     evaluation epoch (eval_blocks). A run that does not reach the target by then is logged
     with status aborted: it is an outcome, not an error. Errors leave no ``out_dir``
     behind. ``warm_up=False`` skips warm_up_steps: the logged results are the same, the
     timed run pays for tracing.
+
+    ``devices`` is the hardware target's ``training`` section (default: its defaults): the
+    tf.distribute strategy and precision, which ``resolve_placement`` turns into a
+    TrainingPlacement inside init, and the thread counts, each defaulting to ``threads``.
+    A test may pass its own ``resolve_placement``, e.g. a MirroredStrategy over logical
+    CPU devices; it is called after the thread counts are set.
     """
     hp = benchmark.hyperparameters
     blocks = eval_blocks(benchmark, hp.max_epochs if max_epochs is None else max_epochs)
     with atomic_dir(out_dir) as tmp:
         log = RunLog(tmp / MLLOG_FILE, root_dir=SOURCE_ROOT)
         try:
-            outcome, model = _logged_run(
-                benchmark, data_dir, log, seed=seed, submission=submission,
-                threads=threads, blocks=blocks, warm_up=warm_up,
+            outcome, model, record = _logged_run(
+                benchmark, data_dir, log, seed=seed, submission=submission, threads=threads,
+                devices=devices or TrainingDevices(), resolve_placement=resolve_placement,
+                blocks=blocks, warm_up=warm_up,
             )
         finally:
             log.close()
+        check_replicas_agree(benchmark, model)
         model.export(str(tmp / MODEL_DIR), format="tf_saved_model", verbose=False)
+        (tmp / DEVICES_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         provenance.write(tmp, data_dir)
     return outcome
 
@@ -319,11 +479,12 @@ def _logged_run(
     seed: int,
     submission: Submission,
     threads: int,
+    devices: TrainingDevices,
+    resolve_placement: Callable[[TrainingDevices], TrainingPlacement],
     blocks: list[Block],
     warm_up: bool,
 ):
-    import keras
-
+    """The logged run; returns its outcome, the trained model and the devices.json record."""
     hp = benchmark.hyperparameters
     log.event("cache_clear", True)
     log.event("submission_org", submission.org)
@@ -332,11 +493,30 @@ def _logged_run(
     log.event("submission_status", submission.status)
     log.event("submission_benchmark", benchmark.name)
     log.start("init_start")
-    configure_tensorflow(seed, threads)
+    # Threads first: TensorFlow fixes them at its first op, which resolving the placement
+    # (listing devices, making a strategy) may run.
+    threads_used = configure_tensorflow(seed, threads, devices)
     log.event("seed", seed)
-    if benchmark.trainer is not None:
-        return _dataset_run(benchmark, benchmark.trainer(hp), data_dir, log, seed=seed, blocks=blocks,
-                            warm_up=warm_up)
+    used = resolve_placement(devices)
+    checked_placement(benchmark, used)
+    record = devices_record(used, threads_used, hp.global_batch_size)
+    # The model's layers and variables are made here: the layers take the global dtype
+    # policy, the variables the strategy (mirrored on each of its devices).
+    with dtype_policy(used.precision), used.strategy.scope():
+        if benchmark.trainer is not None:
+            outcome, model = _dataset_run(benchmark, benchmark.trainer(hp), data_dir, log, seed=seed,
+                                          blocks=blocks, warm_up=warm_up)
+        else:
+            outcome, model = _split_run(benchmark, data_dir, log, seed=seed, blocks=blocks, warm_up=warm_up)
+    return outcome, model, record
+
+
+def _split_run(benchmark: Benchmark, data_dir: Path, log: RunLog, *, seed: int, blocks: list[Block],
+               warm_up: bool):
+    """The rest of _logged_run for a benchmark trained on its in-memory Split."""
+    import keras
+
+    hp = benchmark.hyperparameters
     # Init may not read the data (reading is timed, after run_start); the schedule and the
     # warm-up need only the manifest's row counts and sample shape.
     shape = DataShape.from_manifest(data_dir)
