@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchpipe.errors import BenchpipeError
+from benchpipe.errors import BenchpipeError, ConfigError
 
 log = logging.getLogger("benchpipe")
 
@@ -81,18 +81,36 @@ def _cmd_datasets_import(args: argparse.Namespace) -> None:
     print(f"{args.bundle}: {len(report.added)} added to {cache}, {len(report.present)} already there")
 
 
+def _json_option(text: str | None, option: str) -> dict:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{option}: not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option}: must be a JSON object, not {type(value).__name__}")
+    return value
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
-    from benchpipe import benchmarks
+    from benchpipe.config import TrainingDevices, load_target
+    from benchpipe.hyperparameters import resolve_hyperparameters
     from benchpipe.train.harness import Submission, train_run
 
+    overrides = _json_option(args.hyperparameters_json, "--hyperparameters-json")
+    # The same checks as before the workflow's first job: a run by hand is held to the rules too.
+    benchmark = resolve_hyperparameters(args.benchmark, {args.benchmark: overrides}, args.division)
+    devices = load_target(args.target_file).training if args.target_file else TrainingDevices()
     outcome = train_run(
-        benchmarks.get(args.benchmark),
+        benchmark,
         args.data,
         args.out,
         seed=args.seed,
         submission=Submission(args.org, args.platform, args.division, args.status),
         threads=args.threads,
         max_epochs=args.max_epochs,
+        devices=devices,
     )
     log.info(
         "run %s: %s after %d epochs, best top-1 %.4f, %.1f s",
@@ -234,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["onprem", "cloud", "preview", "research"], required=True)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--max-epochs", type=int, default=None, help="override the benchmark's epoch limit")
+    p.add_argument("--hyperparameters-json", default=None,
+                   help="hyperparameters that differ from the benchmark's reference, as a JSON object "
+                        "(training.hyperparameters.<benchmark>); closed runs accept only what the rules allow")
+    p.add_argument("--target-file", type=Path, default=None,
+                   help="hardware target (config/targets/<name>.yaml): its training keys choose the "
+                        "tf.distribute strategy, precision and thread counts (default: one device, auto)")
     p.add_argument("--out", type=Path, required=True, help="run directory to create")
     p.set_defaults(func=_cmd_train)
 

@@ -36,25 +36,76 @@ except RuntimeSetupError as exc:
     raise WorkflowError(str(exc)) from None
 
 
+def dataset_of(benchmark):
+    """The folder under data/ a benchmark trains on (resnet: data/imagenet)."""
+    return f"data/{bp_benchmarks.get(benchmark).dataset_name}"
+
+
+def check_licensed_datasets():
+    """A benchmark whose data is never downloaded needs the user's copy, or data/ prepared by hand."""
+    for name in config["benchmarks"]:
+        bench = bp_benchmarks.get(name)
+        if bench.sources or Path(dataset_of(name), "manifest.json").is_file():
+            continue
+        if bench.dataset_name == "imagenet" and config["datasets"]["imagenet"]:
+            continue
+        raise ConfigError(
+            f"benchmarks: {name} trains on {dataset_of(name)}, which is never downloaded: set "
+            "datasets.imagenet to your licensed copy (train_dir, val_dir, val_map), or write "
+            f"{dataset_of(name)} with `benchpipe datasets imagenet`"
+        )
+
+
 def benchmark_sources():
-    """Each benchmark's sources, with datasets.sources applied (a bad name fails here)."""
+    """Each downloaded dataset's sources, with datasets.sources applied (a bad name fails here)."""
     from benchpipe.datasets.source import override_sources
 
     overrides = config["datasets"]["sources"]
-    manual = [name for name in config["benchmarks"] if not bp_benchmarks.get(name).sources]
-    if manual:
-        raise ConfigError(
-            f"benchmarks: {', '.join(manual)} trains on data/imagenet (datasets.imagenet), which the "
-            "training, inference and packaging rules do not read yet; run it by hand with "
-            f"`benchpipe train --benchmark {manual[0]} --data data/imagenet ...`"
-        )
     unknown = sorted(set(overrides) - set(config["benchmarks"]))
     if unknown:
         raise ConfigError(f"datasets.sources: {', '.join(unknown)} is not in benchmarks")
     return {
         name: override_sources(name, bp_benchmarks.get(name).sources, overrides.get(name, {}))
         for name in config["benchmarks"]
+        if bp_benchmarks.get(name).sources
     }
+
+
+def inference_benchmarks():
+    """The benchmarks LoadGen tests: inference.benchmarks, or every one."""
+    chosen = config["inference"]["benchmarks"]
+    chosen = list(config["benchmarks"]) if chosen is None else chosen
+    for name in chosen:
+        if name not in config["benchmarks"]:
+            raise ConfigError(f"inference.benchmarks: {name} is not in benchmarks")
+        if bp_benchmarks.get(name).trainer is not None:
+            raise ConfigError(
+                f"inference.benchmarks: {name} has no LoadGen stage for {dataset_of(name)} yet; "
+                "leave it out of inference.benchmarks ([] makes a training-only submission)"
+            )
+    return chosen
+
+
+def check_hyperparameters():
+    """training.hyperparameters applied to each benchmark; closed ones checked against the rules."""
+    from benchpipe.hyperparameters import resolve_hyperparameters
+
+    settings = config["training"]["hyperparameters"]
+    unknown = sorted(set(settings) - set(config["benchmarks"]))
+    if unknown:
+        raise ConfigError(f"training.hyperparameters: {', '.join(unknown)} is not in benchmarks")
+    for name in config["benchmarks"]:
+        resolve_hyperparameters(name, settings, config["submission"]["division"])
+
+
+# Before any job: data every benchmark can reach, a stage for every tested model, and
+# hyperparameters the division allows (a closed run refused after hours helps no one).
+try:
+    check_licensed_datasets()
+    INFER_BENCHMARKS = inference_benchmarks()
+    check_hyperparameters()
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 # Air-gapped: every source a datasets job will need must be in the cache before any job runs.
@@ -65,7 +116,7 @@ try:
     SOURCES = benchmark_sources()
     if config["datasets"]["offline"]:
         require_cached(
-            {b: s for b, s in SOURCES.items() if not Path(f"data/{b}/manifest.json").is_file()},
+            {b: s for b, s in SOURCES.items() if not Path(dataset_of(b), "manifest.json").is_file()},
             Path(config["datasets"]["cache_dir"] or default_cache_dir()),
             config["datasets"]["sources"],
         )
@@ -148,10 +199,19 @@ ALL_TRAIN_RUNS = [run for t in TARGETS for b in BENCHMARKS for run in train_runs
 ALL_TESTS = expand(
     "runs/{target}/{benchmark}/infer/{scenario}/{mode}",
     target=TARGETS,
-    benchmark=BENCHMARKS,
+    benchmark=INFER_BENCHMARKS,
     scenario=SCENARIOS,
     mode=MODES,
 )
+
+
+def data_input(wildcards):
+    return dataset_of(wildcards.benchmark)
+
+
+def hyperparameters_option(wildcards):
+    overrides = config["training"]["hyperparameters"].get(wildcards.benchmark)
+    return shlex.join(["--hyperparameters-json", json.dumps(overrides, sort_keys=True)]) if overrides else ""
 
 
 def datasets_options(wildcards):
@@ -173,6 +233,8 @@ def imagenet_options(wildcards):
     options = ["--train-dir", settings["train_dir"], "--val-dir", settings["val_dir"], "--val-map", settings["val_map"]]
     if settings.get("bounding_boxes"):
         options += ["--bounding-boxes", settings["bounding_boxes"]]
+    if settings.get("synsets", 1000) != 1000:
+        options += ["--synsets", str(settings["synsets"])]
     for key, value in (settings.get("subset") or {}).items():
         options += [f"--{key.replace('_', '-')}", str(value)]
     return shlex.join(options)

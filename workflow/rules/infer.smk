@@ -4,7 +4,7 @@
 
 rule infer:
     input:
-        data="data/{benchmark}",
+        data=data_input,
         runs=train_runs,
         target=target_file,
         image=image_record,

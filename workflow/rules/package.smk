@@ -25,7 +25,7 @@ rule describe_system:
 rule package:
     input:
         tables="tables",
-        datasets=expand("data/{benchmark}", benchmark=BENCHMARKS),
+        datasets=sorted({dataset_of(b) for b in BENCHMARKS}),
         systems=expand("runs/{target}/system.json", target=TARGETS),
         train=ALL_TRAIN_RUNS,
         tests=ALL_TESTS,

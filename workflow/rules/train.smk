@@ -4,7 +4,7 @@
 
 rule train:
     input:
-        data="data/{benchmark}",
+        data=data_input,
         target=target_file,
         image=image_record,
         images_first=IMAGES_FIRST,
@@ -15,14 +15,15 @@ rule train:
         org=SUBMISSION["submitter"],
         division=SUBMISSION["division"],
         status=SUBMISSION["status"],
+        hyperparameters=hyperparameters_option,
     threads: workflow.cores
     conda:
         CONDA_ENV
     log:
         "logs/train/{target}/{benchmark}/run_{run}.log",
     shell:
-        "benchpipe run --target-file {input.target} --input {input.data} --output {output} --"
-        " benchpipe train --benchmark {wildcards.benchmark} --data {input.data}"
+        "benchpipe run --target-file {input.target} --input {input.data} --input {input.target}"
+        " --output {output} -- benchpipe train --benchmark {wildcards.benchmark} --data {input.data}"
         " --seed {params.seed} --org {params.org:q} --platform {wildcards.target}"
-        " --division {params.division} --status {params.status}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        " --division {params.division} --status {params.status} --target-file {input.target}"
+        " {params.hyperparameters} --threads {threads} --out {output} > {log} 2>&1"

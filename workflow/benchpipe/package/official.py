@@ -80,6 +80,13 @@ INTEGER_SYSTEM_FIELDS = ("number_of_nodes", "host_processors_per_node", "acceler
 OFFICIAL_TRAINING_BENCHMARKS: frozenset[str] = frozenset(get_allowed_benchmarks("training", TRAINING_RULESET))
 
 
+def mlperf_logging_version() -> str:
+    """The installed mlperf-logging: its rules and RCPs are what the trees were checked against."""
+    from importlib.metadata import version
+
+    return version("mlperf-logging")
+
+
 def official_benchmarks(ruleset: str = TRAINING_RULESET) -> frozenset[str]:
     """The benchmark folder names the package checker checks (the rest it skips)."""
     try:

@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,18 +82,25 @@ def _test_dir(runs: Path, row: dict) -> Path:
     return layout.test_dir(runs, row["target"], row["benchmark"], row["scenario"], row["mode"])
 
 
+def inference_benchmarks(settings: dict) -> list[str]:
+    """The benchmarks with LoadGen tests: inference.benchmarks, or every one (null)."""
+    chosen = settings["inference"].get("benchmarks")
+    return list(settings["benchmarks"]) if chosen is None else list(chosen)
+
+
 def _check_coverage(settings: dict, rows: dict[str, list[dict]]) -> None:
-    """Every configured (target, benchmark, scenario, mode) is in the tables, and nothing else."""
+    """Every configured (target, benchmark[, scenario, mode]) is in the tables."""
     expected = {
         (t, b, s, m)
-        for t in settings["targets"] for b in settings["benchmarks"]
+        for t in settings["targets"] for b in inference_benchmarks(settings)
         for s in settings["inference"]["scenarios"] for m in ("performance", "accuracy")
     }
     found = {(r["target"], r["benchmark"], r["scenario"], r["mode"]) for r in rows["inference.parquet"]}
     if missing := sorted(expected - found):
         raise ValidationError(f"inference.parquet: no result for {', '.join(' '.join(m) for m in missing)}")
     scored = {(r["target"], r["benchmark"]) for r in rows["scores.parquet"]}
-    if missing_scores := sorted({(t, b) for t, b, _, _ in expected} - scored):
+    trained = {(t, b) for t in settings["targets"] for b in settings["benchmarks"]}
+    if missing_scores := sorted(trained - scored):
         raise ValidationError(f"scores.parquet: no score for {', '.join(' '.join(m) for m in missing_scores)}")
 
 
@@ -137,7 +146,26 @@ def _write_training_systems(root: Path, org_dir: Path, systems) -> list[checks.C
     return results
 
 
-def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[dict]:
+def _write_implementation(impl: Path, name: str, hyperparameters: dict[str, Any]) -> None:
+    """The code as it ran, a README and the command of one run, with the hyperparameters it used."""
+    _copy_code(impl / "benchpipe")
+    changed = {k: d["used"] for k, d in hyperparameters["departures_from_reference"].items()}
+    option = f" --hyperparameters-json {shlex.quote(json.dumps(changed, sort_keys=True))}" if changed else ""
+    values = "\n".join(f"| {k} | {v} | {'reference' if k not in changed else 'changed'} |"
+                       for k, v in hyperparameters["values"].items())
+    (impl / "README.md").write_text(
+        f"# {name}: benchpipe implementation\n\nThe `benchpipe` package as it ran. Each result_<i>.txt "
+        f"comes from `benchpipe train --benchmark {name}{option} --seed <seed> ...` (run_and_time.sh).\n\n"
+        f"| hyperparameter | value | |\n|---|---|---|\n{values}\n"
+    )
+    (impl / "run_and_time.sh").write_text(
+        "#!/usr/bin/env bash\n# One training run: run_and_time.sh --data DATA --seed SEED --org ORG "
+        "--platform SYSTEM --division DIV --status STATUS --out OUT [--target-file TARGET]\n"
+        f'set -euo pipefail\nexec benchpipe train --benchmark {name}{option} "$@"\n'
+    )
+
+
+def _write_training(root: Path, request: PackageRequest, systems, rows, hyperparameters) -> list[dict]:
     org = request.settings["submission"]["submitter"]
     compliance = []
     org_dirs = {training_org_dir(root, org, name) for name in request.settings["benchmarks"]}
@@ -148,16 +176,7 @@ def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[
         org_dir = training_org_dir(root, org, name)
         impl = org_dir / "benchmarks" / name / "implementations" / "benchpipe"
         if not impl.exists():
-            _copy_code(impl / "benchpipe")
-            (impl / "README.md").write_text(
-                f"# {name}: benchpipe implementation\n\nThe `benchpipe` package as it ran. Each result_<i>.txt "
-                f"comes from `benchpipe train --benchmark {name} --seed <seed> ...` (see run_and_time.sh).\n"
-            )
-            (impl / "run_and_time.sh").write_text(
-                "#!/usr/bin/env bash\n# One training run: benchpipe train --benchmark "
-                f"{name} --data DATA --seed SEED --org ORG --platform SYSTEM --division DIV --status STATUS --out OUT\n"
-                'set -euo pipefail\nexec benchpipe train --benchmark ' + name + ' "$@"\n'
-            )
+            _write_implementation(impl, name, hyperparameters[name])
         for row in (r for r in rows["runs.parquet"] if r["benchmark"] == name):
             target = row["target"]
             src = layout.run_dir(request.runs_dir, target, name, row["run"]) / MLLOG_FILE
@@ -168,7 +187,10 @@ def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[
             compliance.append(
                 checks.run_compliance_checker(dst.relative_to(root), bench.rules_file, report, cwd=root)
             )
-        _copy(bench.rules_file, root / "benchpipe" / "compliance" / bench.rules_file.name)
+        if not official.is_official(name):
+            # The official rules come with mlperf-logging (its version is in checks.json);
+            # benchpipe's own rules travel with the logs they judged.
+            _copy(bench.rules_file, root / "benchpipe" / "compliance" / "rules" / f"{name}.yaml")
     failed = [c for c in compliance if not c.passed]
     if failed:
         first = failed[0]
@@ -177,6 +199,36 @@ def _write_training(root: Path, request: PackageRequest, systems, rows) -> list[
             f"{first.problems()}"
         )
     return [{"log": str(c.log), "passed": c.passed} for c in compliance]
+
+
+OFFICIAL_REPORTS = Path("benchpipe", "compliance", "official")
+RESULTS_SUMMARY = OFFICIAL_REPORTS / "results_summary.csv"
+
+
+def _run_official_tools(root: Path, org: str, names: list[str]) -> dict[str, Any] | None:
+    """MLCommons' package checker and result summarizer on training/<org>/, as reviewers run them.
+
+    Both exit 0 whatever they find, so their verdicts are read (benchpipe.package.official);
+    the summarizer's CSV stays in the tree beside their logs.
+    """
+    official_names = sorted(n for n in names if official.is_official(n))
+    if not official_names:
+        return None
+    org_dir = root / "training" / org
+    checker = official.run_package_checker(org_dir, root / OFFICIAL_REPORTS / "package_checker.log").require()
+    summaries = {}
+    for name in official_names:
+        csv_out = root / RESULTS_SUMMARY if len(official_names) == 1 else root / OFFICIAL_REPORTS / f"{name}_summary.csv"
+        verdict = official.run_result_summarizer(
+            org_dir, csv_out, root / OFFICIAL_REPORTS / f"result_summarizer_{name}.log", benchmark=name
+        ).require()
+        summaries[name] = {"csv": str(csv_out.relative_to(root)), "minutes": verdict.scores}
+    return {
+        "ruleset": f"training {official.TRAINING_RULESET}",
+        "mlperf_logging": official.mlperf_logging_version(),
+        "package_checker": {"verdict": official.PACKAGE_VERDICT_OK, "log": str(checker.log.relative_to(root.resolve()))},
+        "result_summarizer": summaries,
+    }
 
 
 def _measurements(bench_name: str, scenario: str) -> dict[str, Any]:
@@ -192,11 +244,14 @@ def _measurements(bench_name: str, scenario: str) -> dict[str, Any]:
 
 def _write_inference(root: Path, request: PackageRequest, systems, rows) -> None:
     submission = request.settings["submission"]
+    names = inference_benchmarks(request.settings)
+    if not names:
+        return  # a training-only submission
     org_dir = root / "inference" / submission["division"] / submission["submitter"]
     for target, description in systems.items():
         inference_desc = dict(description, status=INFERENCE_STATUS[description["status"]])
         _dump(org_dir / "systems" / f"{target}.json", inference_desc)
-    for name in request.settings["benchmarks"]:
+    for name in names:
         src = org_dir / "src" / name
         if not src.exists():
             _copy_code(src / "benchpipe")
@@ -232,6 +287,25 @@ def _scenario_readme(row: dict) -> str:
     )
 
 
+def _hyperparameters(settings: dict) -> dict[str, Any]:
+    """Per benchmark, the values the runs used and, in either division, each departure from the reference.
+
+    Checked again here, as before the first job: a tree is never written from runs whose
+    closed hyperparameters the rules refuse.
+    """
+    from benchpipe.hyperparameters import departures, resolve_hyperparameters
+
+    table = settings["training"].get("hyperparameters", {})
+    report = {}
+    for name in settings["benchmarks"]:
+        used = resolve_hyperparameters(name, table, settings["submission"]["division"])
+        report[name] = {
+            "values": dataclasses.asdict(used.hyperparameters),
+            "departures_from_reference": departures(used, benchmarks.get(name)),
+        }
+    return report
+
+
 def package(request: PackageRequest) -> dict[str, Any]:
     """Check everything first; only then write the tree, atomically, with its manifest."""
     settings = request.settings
@@ -243,23 +317,29 @@ def package(request: PackageRequest) -> dict[str, Any]:
     for row in rows["inference.parquet"]:
         checks.check_inference(row, settings["inference"]["min_duration_ms"])
     stacks = checks.check_provenance(rows["provenance.parquet"])
+    dataset_names = {name: benchmarks.get(name).dataset_name for name in settings["benchmarks"]}
     datasets = {
-        name: checks.check_dataset(name, request.datasets_dir / name, rows["provenance.parquet"])
-        for name in settings["benchmarks"]
+        name: checks.check_dataset(name, request.datasets_dir / dataset, rows["provenance.parquet"])
+        for name, dataset in dataset_names.items()
     }
+    hyperparameters = _hyperparameters(settings)
     systems = _system_descriptions(request)
     with atomic_dir(request.out) as tmp:
-        compliance = _write_training(tmp, request, systems, rows)
+        compliance = _write_training(tmp, request, systems, rows, hyperparameters)
+        official_tools = _run_official_tools(tmp, settings["submission"]["submitter"], settings["benchmarks"])
         _write_inference(tmp, request, systems, rows)
         for name in TABLES:
             _copy(request.tables_dir / name, tmp / "benchpipe" / "tables" / name)
-        for name in settings["benchmarks"]:
+        for dataset in sorted(set(dataset_names.values())):
             # The dataset's manifest: the sha256 of every source and shard the results were made from.
-            _copy(request.datasets_dir / name / DATASET_MANIFEST, tmp / "benchpipe" / "datasets" / name / DATASET_MANIFEST)
+            _copy(request.datasets_dir / dataset / DATASET_MANIFEST,
+                  tmp / "benchpipe" / "datasets" / dataset / DATASET_MANIFEST)
         _dump(tmp / "benchpipe" / "config.json", settings)
         _dump(tmp / "benchpipe" / "checks.json", {
             "training_compliance": compliance,
             "training_ruleset": checks.TRAINING_RULESET,
+            "official_tools": official_tools,
+            "hyperparameters": hyperparameters,
             "software": stacks,
             "datasets": datasets,
             "scores": rows["scores.parquet"],

@@ -24,7 +24,7 @@ from benchpipe.infer.loadgen_run import ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS
 from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_accuracy_txt, parse_detail_log
 from benchpipe.layout import MLLOG_FILE
 from benchpipe.results.mllog_parser import parse_mllog, summarize_run
-from benchpipe.train.scoring import olympic_score
+from benchpipe.train.scoring import Score, olympic_score
 
 EVENTS_SCHEMA = pa.schema([
     ("target", pa.string()), ("benchmark", pa.string()), ("run", pa.int32()),
@@ -94,12 +94,28 @@ def score_rows(run_rows: list[dict]) -> list[dict]:
     scores = []
     for (target, benchmark), group in sorted(groups.items()):
         score = olympic_score([r["time_to_train_min"] for r in group])
+        reason = score.reason
+        if score.olympic_mean_minutes is None and _open_and_finished(group):
+            # The open rules do not require the quality target, and MLCommons' result
+            # summarizer scores such runs by run_start..run_stop; so does this row, saying so.
+            timed = olympic_score([(r["run_stop_ms"] - r["run_start_ms"]) / 60_000 for r in group])
+            reason = (
+                f"open division: {score.runs - score.successful_runs} of {score.runs} runs stopped at "
+                f"the epoch limit short of the quality target {group[0]['quality_target']}; scored by "
+                "run_start..run_stop, as the official result summarizer scores open runs"
+            )
+            score = Score(score.runs, score.successful_runs, timed.olympic_mean_minutes, timed.reason or reason)
+            reason = score.reason
         scores.append({
             "target": target, "benchmark": benchmark, "runs": score.runs,
             "successful_runs": score.successful_runs, "olympic_mean_min": score.olympic_mean_minutes,
-            "reason": score.reason,
+            "reason": reason,
         })
     return scores
+
+
+def _open_and_finished(group: list[dict]) -> bool:
+    return all(r["division"] == "open" and r["run_stop_ms"] is not None for r in group)
 
 
 def _int(value: Any) -> int | None:

@@ -1,0 +1,160 @@
+"""resnet through the whole workflow: ImageNet-layout tree in, an organization folder that
+MLCommons' own package checker and result summarizer accept out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchpipe.package.manifest import verify_manifest
+from benchpipe.package.official import run_package_checker
+from imagenet_tree import SUBSET, SYNSETS, make_tree
+
+ORG = "acme"
+# Small images and batches: 12 train images in batches of 4, 3 steps an epoch; 2 epochs end
+# with the cadence's first evaluation (offset 2).
+TINY_HYPERPARAMETERS = {"image_size": 32, "global_batch_size": 4, "max_epochs": 2, "warmup_epochs": 1}
+
+
+def snakemake(repo_root: Path, workdir: Path, env, *args: str, timeout: int = 1800):
+    return subprocess.run(
+        ["snakemake", "-s", str(repo_root / "Snakefile"), "--directory", str(workdir), *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def resnet_config(tmp_path: Path, **overrides) -> dict:
+    tree = make_tree(tmp_path / "ilsvrc")
+    config = {
+        "submission": {"submitter": ORG, "division": "open", "round": "resnet"},
+        "benchmarks": ["resnet"],
+        "targets": ["local-cpu"],
+        "datasets": {"imagenet": {
+            **{key: str(path) for key, path in tree.items()},
+            "synsets": len(SYNSETS),
+            "subset": {"train_per_class": SUBSET.train_per_class, "val_images": SUBSET.val_images},
+        }},
+        "training": {"hyperparameters": {"resnet": dict(TINY_HYPERPARAMETERS)}},
+        "inference": {"benchmarks": []},
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def write(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_open_resnet_tree_passes_the_package_checker_and_the_result_summarizer(repo_root, tmp_path, cli_env):
+    config = write(tmp_path, resnet_config(tmp_path))
+    proc = snakemake(repo_root, tmp_path, cli_env, "--cores", "2", "submit", "--configfile", str(config))
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    tree = tmp_path / "submissions" / "resnet"
+    assert verify_manifest(tree) > 10
+
+    # The organization folder the official tools read, in the layout they expect.
+    org = tree / "training" / ORG
+    system = json.loads((org / "systems" / "local-cpu.json").read_text())
+    assert system["division"] == "open" and all(isinstance(v, str) for v in system.values())
+    results = org / "results" / "local-cpu" / "resnet"
+    assert sorted(p.name for p in results.iterdir()) == [f"result_{i}.txt" for i in range(5)]
+    impl = org / "benchmarks" / "resnet" / "implementations" / "benchpipe"
+    assert (impl / "README.md").is_file() and (impl / "run_and_time.sh").is_file()
+    assert not (tree / "inference").exists()  # a training-only submission
+    assert not (tree / "benchpipe" / "training").exists()  # nothing of benchpipe's own benchmarks
+
+    # Seeds are distinct per run, from one source line; every log is an open ResNet log.
+    seeds, lines = set(), set()
+    for path in results.iterdir():
+        events = [json.loads(l.split(":::MLLOG ", 1)[1]) for l in path.read_text().splitlines() if ":::MLLOG" in l]
+        seed = [e for e in events if e["key"] == "seed"]
+        assert len(seed) == 1
+        seeds.add(seed[0]["value"])
+        lines.add((seed[0]["metadata"]["file"], seed[0]["metadata"]["lineno"]))
+        assert {e["key"]: e["value"] for e in events}["submission_division"] == "open"
+    assert len(seeds) == 5 and len(lines) == 1
+
+    # The package checker passed inside `benchpipe package`; the tree as moved into place passes too.
+    checks = json.loads((tree / "benchpipe" / "checks.json").read_text())
+    tools = checks["official_tools"]
+    assert tools["ruleset"] == "training 4.0.0"
+    assert tools["package_checker"]["verdict"] == "PACKAGE CHECKER FOUND NO ERRORS, SUCCESS !"
+    again = run_package_checker(org, tmp_path / "package_checker.log")
+    assert again.passed, again.problems()
+
+    # The summarizer's CSV stays in the tree, its resnet cell filled with the score in minutes.
+    summary = tree / tools["result_summarizer"]["resnet"]["csv"]
+    with summary.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["system"] for r in rows] == ["local-cpu"]
+    minutes = float(rows[0]["resnet"])
+    assert minutes > 0 and tools["result_summarizer"]["resnet"]["minutes"] == {"local-cpu": minutes}
+
+    # The tree records each departure from the closed reference.
+    departures = checks["hyperparameters"]["resnet"]["departures_from_reference"]
+    assert departures["image_size"] == {"reference": 224, "used": 32}
+    assert departures["global_batch_size"] == {"reference": 3264, "used": 4}
+    assert "optimizer" not in departures
+    assert checks["datasets"]["resnet"]["subset"]
+    assert (tree / "benchpipe" / "datasets" / "imagenet" / "manifest.json").is_file()
+
+
+def test_closed_hyperparameter_outside_the_rules_fails_before_any_job(repo_root, tmp_path, cli_env):
+    config = resnet_config(tmp_path)
+    config["submission"]["division"] = "closed"
+    config["training"]["hyperparameters"]["resnet"] = {"weight_decay": 0.0003}
+    proc = snakemake(repo_root, tmp_path, cli_env, "--cores", "1", "submit", "--configfile", str(write(tmp_path, config)))
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "training.hyperparameters.resnet.weight_decay" in output
+    assert "is_integer(math.log2(v['value'] / 0.0001))" in output  # the rule, quoted
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+def test_closed_batch_size_without_a_reference_convergence_point_fails_before_any_job(repo_root, tmp_path, cli_env):
+    config = resnet_config(tmp_path)
+    config["submission"]["division"] = "closed"
+    config["training"]["hyperparameters"]["resnet"] = {"global_batch_size": 100_000}
+    proc = snakemake(repo_root, tmp_path, cli_env, "-n", "submit", "--configfile", str(write(tmp_path, config)))
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "training.hyperparameters.resnet.global_batch_size" in output and "reference convergence point" in output
+    assert "Building DAG" not in output
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"datasets": {}}, "resnet trains on data/imagenet, which is never downloaded"),
+        ({"inference": {}}, "inference.benchmarks: resnet"),
+        ({"training": {"hyperparameters": {"resnet": {"image_sise": 32}}}}, "training.hyperparameters.resnet.image_sise"),
+        ({"training": {"hyperparameters": {"digits": {}}}}, "training.hyperparameters: digits is not in benchmarks"),
+    ],
+)
+def test_resnet_config_errors_are_named_before_any_job(repo_root, tmp_path, cli_env, change, expected):
+    config = resnet_config(tmp_path, **change)
+    proc = snakemake(repo_root, tmp_path, cli_env, "-n", "submit", "--configfile", str(write(tmp_path, config)))
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert expected in output, output[-3000:]
+    assert "Building DAG" not in output
+
+
+def test_resnet_dry_run_trains_five_runs_on_data_imagenet(repo_root, tmp_path, cli_env):
+    config = write(tmp_path, resnet_config(tmp_path))
+    proc = snakemake(repo_root, tmp_path, cli_env, "-n", "-p", "submit", "--configfile", str(config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.MULTILINE))
+    assert (jobs["imagenet"], jobs["train"]) == ("1", "5") and "infer" not in jobs and "datasets" not in jobs
+    assert "--data data/imagenet" in out and "--hyperparameters-json" in out
