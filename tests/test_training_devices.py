@@ -94,9 +94,7 @@ def _recording(benchmark, models: list, batch_log: Path | None = None):
 class _RecordingHooks:
     """Trainer hooks whose models are kept in ``models``, with Keras's SGD at a rate of zero.
 
-    The benchmark's LARS and SGDWithL2 tell variables apart by name, which a replica's copy
-    does not carry (test_the_resnet_optimizers_update_every_replica_alike). And ResNet-50 on
-    two images a replica overflows within its three steps at any rate that moves it: at zero
+    ResNet-50 on two images a replica overflows within its three steps at any rate that moves it: at zero
     the steps still run and the BatchNormalization statistics still move, while the logits
     stay finite enough to compare predictions.
     """
@@ -319,9 +317,6 @@ def test_a_model_whose_replicas_differ_is_refused(two_replicas):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "benchpipe/train/resnet/optimizers.py tells variables apart by .name, which for a replica's copy is "
-    "'.../gamma/replica_1:0': that copy is not exempt from LARS's trust ratio nor from SGDWithL2's L2"))
 def test_the_resnet_optimizers_update_every_replica_alike(two_replicas):
     _, results = two_replicas
     assert (results["lars_diverged"], results["sgd_with_l2_diverged"]) == ([], [])

@@ -8,7 +8,9 @@ Everything here follows the MLPerf training reference for ResNet-50 v1.5 in Tens
 common.py, resnet_runnable.py), rewritten for the Keras 3 optimizer API.
 
 Which variables are exempt is decided by the Keras variable name (the last component of
-``variable.path``), because the optimizer sees variables, not layers:
+``variable.path``), because the optimizer sees variables, not layers. It is decided once, in
+``build``, over the model's variables, and looked up by index in each update: under
+MirroredStrategy an update sees each replica's own copy, named ``.../gamma/replica_1``.
 
 - LARS exempts ``gamma``, ``beta`` (BatchNormalization) and ``bias`` from both weight decay
   and the trust ratio: the reference's skip list ('batch_normalization', 'bias', 'bn')
@@ -167,12 +169,13 @@ class LARS(keras.optimizers.Optimizer):
             return
         super().build(variables)
         self._momentums = self.add_optimizer_variables(variables, "momentum")
+        self._exempt = [is_lars_exempt(v) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate) -> None:
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
-        if not is_lars_exempt(variable):
+        if not self._exempt[self._get_variable_index(variable)]:
             w_norm = ops.sqrt(ops.sum(ops.square(variable)))
             g_norm = ops.sqrt(ops.sum(ops.square(gradient)))
             decay = ops.cast(self.lars_weight_decay, dtype)
@@ -230,8 +233,14 @@ class SGDWithL2(keras.optimizers.SGD):
         )
         self.l2 = float(l2)
 
+    def build(self, variables) -> None:
+        if self.built:
+            return
+        super().build(variables)
+        self._exempt = [is_batch_norm(v) for v in variables]
+
     def update_step(self, gradient, variable, learning_rate) -> None:
-        if self.l2 and not is_batch_norm(variable):
+        if self.l2 and not self._exempt[self._get_variable_index(variable)]:
             dtype = variable.dtype
             gradient = ops.cast(gradient, dtype) + ops.cast(2.0 * self.l2, dtype) * variable
         super().update_step(gradient, variable, learning_rate)
