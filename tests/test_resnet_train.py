@@ -175,3 +175,31 @@ def test_the_same_seed_on_cpu_gives_the_same_evaluations_and_weights(closed_run,
     assert _variables(again) == _variables(closed_run)
     # A check that could fail: another seed trains other weights.
     assert _variables(other) != _variables(closed_run)
+
+
+def test_no_step_is_traced_inside_the_timed_run(imagenet, tmp_path):
+    import time
+
+    from benchpipe.benchmarks.resnet import ResNetTrainer
+
+    traced_at_ms: list[float] = []
+
+    class CountedTrainer(ResNetTrainer):
+        def build_model(self, data_dir):
+            model = super().build_model(data_dir)
+            call = model.call
+
+            def counted(*args, **kwargs):
+                traced_at_ms.append(time.time() * 1000)  # Python runs here only while TensorFlow traces
+                return call(*args, **kwargs)
+
+            model.call = counted
+            return model
+
+    counted = dataclasses.replace(TINY, trainer=CountedTrainer)
+    out = tmp_path / "run"
+    train_run(counted, imagenet, out, seed=3, submission=Submission("benchpipe", "local-cpu", "open", "research"),
+              threads=2, max_epochs=EPOCHS)
+    events = {e.key: e.time_ms for e in parse_mllog(out / "mllog.txt") if e.key in ("run_start", "run_stop")}
+    assert [t for t in traced_at_ms if t < events["run_start"]]  # the warm-up, inside init
+    assert not [t for t in traced_at_ms if events["run_start"] <= t <= events["run_stop"]]

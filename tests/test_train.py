@@ -127,6 +127,29 @@ def test_warm_up_does_not_change_the_results(trained_run, digits_data, tmp_path)
     assert _eval_accuracies(out) == _eval_accuracies(trained_run)
 
 
+def test_no_step_is_traced_after_run_start(digits_data, tmp_path):
+    traced_at_ms: list[float] = []
+
+    def counted_model():
+        model = DIGITS.build_model()
+        call = model.call
+
+        def counted(*args, **kwargs):
+            traced_at_ms.append(time.time() * 1000)  # Python runs here only while TensorFlow traces
+            return call(*args, **kwargs)
+
+        model.call = counted
+        return model
+
+    counted = dataclasses.replace(DIGITS, build_model=counted_model, quality_target=1.01)
+    train_run(counted, digits_data, tmp_path / "run", seed=5, submission=SUBMISSION, threads=2, max_epochs=2)
+    run_start = next(e.time_ms for e in parse_mllog(tmp_path / "run" / "mllog.txt") if e.key == "run_start")
+    assert [t for t in traced_at_ms if t < run_start]  # the warm-up, inside init
+    # The export traces again, after run_stop; nothing traces inside the timed run.
+    run_stop = next(e.time_ms for e in parse_mllog(tmp_path / "run" / "mllog.txt") if e.key == "run_stop")
+    assert not [t for t in traced_at_ms if run_start <= t <= run_stop]
+
+
 def test_the_seed_alone_decides_the_eval_accuracies(digits_data, tmp_path):
     unreachable = dataclasses.replace(DIGITS, quality_target=1.01)
     runs = {}

@@ -507,15 +507,12 @@ def _logged_run(
             outcome, model = _dataset_run(benchmark, benchmark.trainer(hp), data_dir, log, seed=seed,
                                           blocks=blocks, warm_up=warm_up)
         else:
-            outcome, model = _split_run(benchmark, data_dir, log, seed=seed, blocks=blocks, warm_up=warm_up)
+            outcome, model = _split_run(benchmark, data_dir, log, blocks=blocks, warm_up=warm_up)
     return outcome, model, record
 
 
-def _split_run(benchmark: Benchmark, data_dir: Path, log: RunLog, *, seed: int, blocks: list[Block],
-               warm_up: bool):
+def _split_run(benchmark: Benchmark, data_dir: Path, log: RunLog, *, blocks: list[Block], warm_up: bool):
     """The rest of _logged_run for a benchmark trained on its in-memory Split."""
-    import keras
-
     hp = benchmark.hyperparameters
     # Init may not read the data (reading is timed, after run_start); the schedule and the
     # warm-up need only the manifest's row counts and sample shape.
@@ -526,9 +523,10 @@ def _split_run(benchmark: Benchmark, data_dir: Path, log: RunLog, *, seed: int, 
         log.event(key, value)
     if warm_up:
         warm_up_steps(model, hp.global_batch_size, shape)
-    # The timed run draws its random numbers (the shuffling) from the seed itself, whatever
-    # init drew before it.
-    keras.utils.set_random_seed(seed)
+    # No reseeding here: TensorFlow retraces every tf.function when the global seed changes,
+    # which would put the traces the warm-up just made back into the timed run. The warm-up
+    # draws no random numbers (no shuffling; the models' seed states are restored), so the
+    # run sees the same random stream with or without it.
     log.end("init_stop")
 
     log.start("run_start")
@@ -564,8 +562,6 @@ def _dataset_run(
     warm_up: bool,
 ):
     """The rest of _logged_run for a benchmark with trainer hooks: tf.data in, not a Split."""
-    import keras
-
     # Init: the manifest only (sizes, class count); the shards are read after run_start.
     train_samples, eval_samples = hooks.sizes(data_dir)
     steps_per_epoch = hooks.steps_per_epoch(train_samples)
@@ -581,8 +577,7 @@ def _dataset_run(
     evaluate = dataset_top1(hooks, model)
     if warm_up:
         warm_up_dataset_steps(model, hooks, evaluate)
-    keras.utils.set_random_seed(seed)
-    log.end("init_stop")
+    log.end("init_stop")  # not reseeded, as in _split_run
 
     log.start("run_start")
     started = time.monotonic()
