@@ -116,7 +116,6 @@ def run_plain(args: argparse.Namespace, warm_up: bool) -> dict:
     model = compile_model(benchmark, -(-shape.train_rows // hp.global_batch_size))
     if warm_up:
         warm_up_steps(model, hp.global_batch_size, shape)
-    keras.utils.set_random_seed(args.seed)  # as the harness does at the end of init
     eval_epochs = {b.last_epoch for b in eval_blocks(benchmark, args.epochs)}
     accuracies: list[float] = []
 

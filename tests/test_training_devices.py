@@ -259,6 +259,7 @@ def test_mirrored_run_splits_the_global_batch_over_its_replicas(two_replicas, di
     train_rows = len(load_split(digits_data, "train").labels)
     steps_per_epoch = -(-train_rows // 32)
     assert _mllog_value(run, "global_batch_size") == 32
+    assert _mllog_value(run, "model_bn_span") == 16  # each replica normalizes over its own half
     assert _mllog_value(run, "sgd_opt_learning_rate_decay_steps") == DIGITS.hyperparameters.max_epochs * steps_per_epoch
     assert results["iterations"] == EPOCHS * steps_per_epoch
     # Each replica took at most half a global batch; together they saw every sample once an
@@ -386,10 +387,9 @@ def test_a_mixed_float16_run_trains_in_float16_and_leaves_the_global_policy_alon
     # The exported model computes in float16 too, and agrees with the run's last evaluation.
     evaluation = load_split(digits_data, "eval")
     assert _exported_accuracy(out / "model", [(evaluation.features, evaluation.labels)]) == pytest.approx(accuracies[-1])
-    # The digits model's logits layer follows the global policy: float16 logits, which the
-    # loss casts to float32 (ResNet's classifier computes in float32 itself).
+    # The logits layer computes in float32 whatever the policy, as ResNet's classifier does.
     exported = tf.saved_model.load(str(out / "model"))
-    assert exported.serve(tf.constant(evaluation.features[:2])).dtype == tf.float16
+    assert exported.serve(tf.constant(evaluation.features[:2])).dtype == tf.float32
 
 
 def test_the_global_policy_comes_back_after_a_failed_run(digits_data, tmp_path):

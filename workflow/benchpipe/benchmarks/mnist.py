@@ -105,7 +105,8 @@ def build_model():
             keras.layers.MaxPooling2D(2),
             keras.layers.Flatten(),
             keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(NUM_CLASSES, name="logits"),
+            # float32 under mixed precision too, as Keras advises: float16 logits round and overflow.
+            keras.layers.Dense(NUM_CLASSES, name="logits", dtype="float32"),
         ],
         name="mnist_cnn",
     )

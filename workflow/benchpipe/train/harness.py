@@ -505,13 +505,34 @@ def _logged_run(
     with dtype_policy(used.precision), used.strategy.scope():
         if benchmark.trainer is not None:
             outcome, model = _dataset_run(benchmark, benchmark.trainer(hp), data_dir, log, seed=seed,
-                                          blocks=blocks, warm_up=warm_up)
+                                          blocks=blocks, warm_up=warm_up, bn_span=record["per_replica_batch_size"])
         else:
-            outcome, model = _split_run(benchmark, data_dir, log, blocks=blocks, warm_up=warm_up)
+            outcome, model = _split_run(benchmark, data_dir, log, blocks=blocks, warm_up=warm_up,
+                                        bn_span=record["per_replica_batch_size"])
     return outcome, model, record
 
 
-def _split_run(benchmark: Benchmark, data_dir: Path, log: RunLog, *, blocks: list[Block], warm_up: bool):
+def _with_bn_span(benchmark: Benchmark, items: dict, span: int) -> dict:
+    """The hyperparameter events with the batch-norm span the run really has.
+
+    The models' BatchNormalization layers normalize over each replica's share of the global
+    batch, so that share is what model_bn_span states; a configured span the placement does
+    not give is refused rather than logged.
+    """
+    if "model_bn_span" not in items:
+        return items
+    configured = getattr(benchmark.hyperparameters, "model_bn_span", None)
+    if configured is not None and configured != span:
+        raise TrainingError(
+            f"training.hyperparameters.{benchmark.name}.model_bn_span is {configured}, but batch "
+            f"normalization here spans each replica's batch of {span}: leave it unset, or choose the "
+            "global batch and device count that give it"
+        )
+    return {**items, "model_bn_span": span}
+
+
+def _split_run(benchmark: Benchmark, data_dir: Path, log: RunLog, *, blocks: list[Block], warm_up: bool,
+               bn_span: int):
     """The rest of _logged_run for a benchmark trained on its in-memory Split."""
     hp = benchmark.hyperparameters
     # Init may not read the data (reading is timed, after run_start); the schedule and the
@@ -519,7 +540,7 @@ def _split_run(benchmark: Benchmark, data_dir: Path, log: RunLog, *, blocks: lis
     shape = DataShape.from_manifest(data_dir)
     steps_per_epoch = -(-shape.train_rows // hp.global_batch_size)
     model = compile_model(benchmark, steps_per_epoch)
-    for key, value in hp.mllog_items(steps_per_epoch).items():
+    for key, value in _with_bn_span(benchmark, hp.mllog_items(steps_per_epoch), bn_span).items():
         log.event(key, value)
     if warm_up:
         warm_up_steps(model, hp.global_batch_size, shape)
@@ -560,6 +581,7 @@ def _dataset_run(
     seed: int,
     blocks: list[Block],
     warm_up: bool,
+    bn_span: int,
 ):
     """The rest of _logged_run for a benchmark with trainer hooks: tf.data in, not a Split."""
     # Init: the manifest only (sizes, class count); the shards are read after run_start.
@@ -572,7 +594,7 @@ def _dataset_run(
         )
     model = hooks.build_model(data_dir)
     model.compile(optimizer=hooks.build_optimizer(steps_per_epoch), loss=hooks.loss(), jit_compile=False)
-    for key, value in hooks.mllog_items(steps_per_epoch).items():
+    for key, value in _with_bn_span(benchmark, hooks.mllog_items(steps_per_epoch), bn_span).items():
         log.event(key, value)
     evaluate = dataset_top1(hooks, model)
     if warm_up:
