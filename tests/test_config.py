@@ -18,8 +18,9 @@ def test_defaults_are_filled_in(tmp_path, repo_root):
     assert config["benchmarks"] == ["digits"]
     assert config["targets"] == ["local-cpu"]
     assert config["submission"]["division"] == "closed"
-    assert config["training"] == {"runs": None, "seed": 2026}
+    assert config["training"] == {"runs": None, "seed": 2026, "hyperparameters": {}}
     assert config["inference"]["min_duration_ms"] == 10000
+    assert config["inference"]["benchmarks"] is None  # every benchmark
 
 
 def test_shipped_config_is_valid(repo_root):
