@@ -178,23 +178,14 @@ def test_the_same_seed_on_cpu_gives_the_same_evaluations_and_weights(closed_run,
 
 
 def test_no_step_is_traced_inside_the_timed_run(imagenet, tmp_path):
-    import time
-
     from benchpipe.benchmarks.resnet import ResNetTrainer
+    from tracing import record_traces
 
     traced_at_ms: list[float] = []
 
     class CountedTrainer(ResNetTrainer):
         def build_model(self, data_dir):
-            model = super().build_model(data_dir)
-            call = model.call
-
-            def counted(*args, **kwargs):
-                traced_at_ms.append(time.time() * 1000)  # Python runs here only while TensorFlow traces
-                return call(*args, **kwargs)
-
-            model.call = counted
-            return model
+            return record_traces(super().build_model(data_dir), traced_at_ms)
 
     counted = dataclasses.replace(TINY, trainer=CountedTrainer)
     out = tmp_path / "run"

@@ -128,18 +128,12 @@ def test_warm_up_does_not_change_the_results(trained_run, digits_data, tmp_path)
 
 
 def test_no_step_is_traced_after_run_start(digits_data, tmp_path):
+    from tracing import record_traces
+
     traced_at_ms: list[float] = []
 
     def counted_model():
-        model = DIGITS.build_model()
-        call = model.call
-
-        def counted(*args, **kwargs):
-            traced_at_ms.append(time.time() * 1000)  # Python runs here only while TensorFlow traces
-            return call(*args, **kwargs)
-
-        model.call = counted
-        return model
+        return record_traces(DIGITS.build_model(), traced_at_ms)
 
     counted = dataclasses.replace(DIGITS, build_model=counted_model, quality_target=1.01)
     train_run(counted, digits_data, tmp_path / "run", seed=5, submission=SUBMISSION, threads=2, max_epochs=2)
