@@ -100,10 +100,13 @@ def check_hyperparameters():
 
 # Before any job: data every benchmark can reach, a stage for every tested model, and
 # hyperparameters the division allows (a closed run refused after hours helps no one).
+# Only the main process checks: a cluster job parses this file again, and the closed
+# checks load the RCP checker's scipy.
 try:
-    check_licensed_datasets()
     INFER_BENCHMARKS = inference_benchmarks()
-    check_hyperparameters()
+    if workflow.is_main_process:
+        check_licensed_datasets()
+        check_hyperparameters()
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 

@@ -94,22 +94,20 @@ def score_rows(run_rows: list[dict]) -> list[dict]:
     scores = []
     for (target, benchmark), group in sorted(groups.items()):
         score = olympic_score([r["time_to_train_min"] for r in group])
-        reason = score.reason
         if score.olympic_mean_minutes is None and _open_and_finished(group):
             # The open rules do not require the quality target, and MLCommons' result
             # summarizer scores such runs by run_start..run_stop; so does this row, saying so.
             timed = olympic_score([(r["run_stop_ms"] - r["run_start_ms"]) / 60_000 for r in group])
-            reason = (
+            label = (
                 f"open division: {score.runs - score.successful_runs} of {score.runs} runs stopped at "
                 f"the epoch limit short of the quality target {group[0]['quality_target']}; scored by "
                 "run_start..run_stop, as the official result summarizer scores open runs"
             )
-            score = Score(score.runs, score.successful_runs, timed.olympic_mean_minutes, timed.reason or reason)
-            reason = score.reason
+            score = Score(score.runs, score.successful_runs, timed.olympic_mean_minutes, timed.reason or label)
         scores.append({
             "target": target, "benchmark": benchmark, "runs": score.runs,
             "successful_runs": score.successful_runs, "olympic_mean_min": score.olympic_mean_minutes,
-            "reason": reason,
+            "reason": score.reason,
         })
     return scores
 
