@@ -117,6 +117,22 @@ def check_config(config: dict[str, Any], base_dir: Path) -> None:
         load_target(path)
 
 
+def inference_benchmarks(config: dict[str, Any]) -> list[str]:
+    """The benchmarks LoadGen tests: ``inference.benchmarks``, or every benchmark (null)."""
+    chosen = config["inference"].get("benchmarks")
+    chosen = list(config["benchmarks"]) if chosen is None else list(chosen)
+    for name in chosen:
+        if name not in config["benchmarks"]:
+            raise ConfigError(f"inference.benchmarks: {name} is not in benchmarks")
+        bench = benchmarks.get(name)
+        if bench.trainer is not None:
+            raise ConfigError(
+                f"inference.benchmarks: {name} has no LoadGen stage for data/{bench.dataset_name} yet; "
+                "leave it out of inference.benchmarks ([] makes a training-only submission)"
+            )
+    return chosen
+
+
 def explain_invalid_config(config: dict[str, Any]) -> str:
     """One line naming the key that makes ``config`` invalid against the config schema."""
     try:

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 from benchpipe import benchmarks as bp_benchmarks
-from benchpipe.config import check_config, load_target
+from benchpipe.config import check_config, inference_benchmarks, load_target
 from benchpipe.errors import ConfigError, DatasetError, RuntimeSetupError
 
 try:
@@ -71,21 +71,6 @@ def benchmark_sources():
     }
 
 
-def inference_benchmarks():
-    """The benchmarks LoadGen tests: inference.benchmarks, or every one."""
-    chosen = config["inference"]["benchmarks"]
-    chosen = list(config["benchmarks"]) if chosen is None else chosen
-    for name in chosen:
-        if name not in config["benchmarks"]:
-            raise ConfigError(f"inference.benchmarks: {name} is not in benchmarks")
-        if bp_benchmarks.get(name).trainer is not None:
-            raise ConfigError(
-                f"inference.benchmarks: {name} has no LoadGen stage for {dataset_of(name)} yet; "
-                "leave it out of inference.benchmarks ([] makes a training-only submission)"
-            )
-    return chosen
-
-
 def check_hyperparameters():
     """training.hyperparameters applied to each benchmark; closed ones checked against the rules."""
     from benchpipe.hyperparameters import resolve_hyperparameters
@@ -103,7 +88,7 @@ def check_hyperparameters():
 # Only the main process checks: a cluster job parses this file again, and the closed
 # checks load the RCP checker's scipy.
 try:
-    INFER_BENCHMARKS = inference_benchmarks()
+    INFER_BENCHMARKS = inference_benchmarks(config)
     if workflow.is_main_process:
         check_licensed_datasets()
         check_hyperparameters()

@@ -18,6 +18,7 @@ from typing import Any
 
 from benchpipe import benchmarks, layout
 from benchpipe.atomic import atomic_dir
+from benchpipe.config import inference_benchmarks
 from benchpipe.datasets.prepare import MANIFEST as DATASET_MANIFEST
 from benchpipe.errors import ValidationError
 from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS, USER_CONF
@@ -80,12 +81,6 @@ def load_inputs(request: PackageRequest) -> dict[str, list[dict]]:
 
 def _test_dir(runs: Path, row: dict) -> Path:
     return layout.test_dir(runs, row["target"], row["benchmark"], row["scenario"], row["mode"])
-
-
-def inference_benchmarks(settings: dict) -> list[str]:
-    """The benchmarks with LoadGen tests: inference.benchmarks, or every one (null)."""
-    chosen = settings["inference"].get("benchmarks")
-    return list(settings["benchmarks"]) if chosen is None else list(chosen)
 
 
 def _check_coverage(settings: dict, rows: dict[str, list[dict]]) -> None:
