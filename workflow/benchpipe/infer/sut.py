@@ -1,92 +1,624 @@
-"""The system under test: LoadGen's QSL and SUT callbacks around an exported SavedModel."""
+"""The system under test: a compiled predictor and LoadGen SUTs for the four scenarios.
+
+``CompiledPredictor`` traces the SavedModel once per batch size at construction, so no
+tracing happens inside a LoadGen test. The SUTs are LoadGen "fast" SUTs (the issue
+callback receives response ids and sample indices as two lists, not QuerySample objects):
+
+* ``BatchSUT`` answers inside the issue callback, in chunks of a fixed batch size: Offline
+  (one query of many samples), SingleStream (one sample) and MultiStream (8 samples).
+* ``ServerSUT`` queues what LoadGen issues and lets worker threads form batches under a
+  latency budget (a dynamic batcher): Server.
+
+Every SUT is a context manager: enter before StartTest (ServerSUT starts its workers),
+leave after it returns (ServerSUT answers anything still queued and joins them); leaving
+raises an InferenceError if a batch failed. A failed batch is still answered (empty
+responses), so that LoadGen finishes instead of waiting forever. ``start_test`` does all
+of it for one test: handles from ConstructFastSUT/ConstructQSL, the SUT entered around
+StartTestWithLogSettings, DestroyQSL/DestroyFastSUT afterwards.
+"""
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from benchpipe.benchmarks.base import Split
 from benchpipe.errors import InferenceError
+from benchpipe.infer.samples import SampleLibrary
+
+__all__ = [
+    "RESPONSE_DTYPE", "Batching", "BatchSUT", "CompiledPredictor", "Dispatch", "SampleLibrary",
+    "ServerSUT", "loadgen_handles", "powers_of_two_up_to", "predictor_batch_sizes",
+    "start_test", "sut_for",
+]
 
 # Responses carry the predicted class as one little-endian int32: the accuracy script
 # decodes exactly this from mlperf_log_accuracy.json.
 RESPONSE_DTYPE = np.dtype("<i4")
+MULTI_STREAM_SAMPLES = 8  # LoadGen's samples per MultiStream query
+SCENARIOS = ("Offline", "SingleStream", "MultiStream", "Server")
 
 
-class SavedModelPredictor:
-    """Top-1 class of a batch, through the SavedModel's ``serve`` endpoint."""
-
-    def __init__(self, model_dir: Path, sample_shape: tuple[int, ...]) -> None:
-        import tensorflow as tf
-
-        try:
-            loaded = tf.saved_model.load(str(model_dir))
-        except (OSError, ValueError) as exc:
-            raise InferenceError(f"{model_dir}: cannot load SavedModel: {exc}") from exc
-        if not hasattr(loaded, "serve"):
-            raise InferenceError(f"{model_dir}: SavedModel has no 'serve' endpoint")
-        self._loaded = loaded  # keeps the restored variables alive
-        self._serve = loaded.serve
-        self._tf = tf
-        # Trace once up front so that tracing is not timed inside a LoadGen test.
-        self(np.zeros((1, *sample_shape), np.float32))
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        logits = self._serve(self._tf.constant(batch))
-        return np.argmax(logits.numpy(), axis=1).astype(RESPONSE_DTYPE)
+# --- the predictor -------------------------------------------------------------------------
 
 
-class SampleLibrary:
-    """The QSL: samples loaded on LoadGen's request, kept as one contiguous array."""
+def _load_serve(model_dir: Path):
+    import tensorflow as tf
 
-    def __init__(self, split: Split) -> None:
-        self.split = split
-        self.loaded: np.ndarray | None = None
-        self._index: dict[int, int] = {}
-
-    @property
-    def total(self) -> int:
-        return len(self.split.labels)
-
-    def load(self, indices: list[int]) -> None:
-        self._index = {int(i): k for k, i in enumerate(indices)}
-        self.loaded = np.ascontiguousarray(self.split.features[np.asarray(indices, dtype=np.int64)])
-
-    def unload(self, indices: list[int]) -> None:
-        self.loaded, self._index = None, {}
-
-    def batch(self, indices: list[int]) -> np.ndarray:
-        if self.loaded is None:
-            raise InferenceError("LoadGen issued a query before loading samples")
-        return self.loaded[[self._index[i] for i in indices]]
+    if not Path(model_dir).is_dir():
+        raise InferenceError(f"{model_dir}: SavedModel directory does not exist")
+    try:
+        loaded = tf.saved_model.load(str(model_dir))
+    except (OSError, ValueError, tf.errors.OpError) as exc:
+        raise InferenceError(f"{model_dir}: cannot load SavedModel: {exc}") from exc
+    if not hasattr(loaded, "serve"):
+        raise InferenceError(f"{model_dir}: SavedModel has no 'serve' endpoint (export with format='tf_saved_model')")
+    return loaded
 
 
-class ClassifierSUT:
-    """Answers each query in batches of at most ``batch_size``, synchronously.
+class CompiledPredictor:
+    """Top-1 class (int32) of a batch, one traced graph per batch size.
 
-    Synchronous answering suits Offline (one query of many samples) and SingleStream
-    (one sample, the next issued only after the answer).
+    A batch is padded with zeros to the smallest traced size that holds it, and a batch
+    larger than the largest size is answered in chunks of that size. ``batch_seconds``: the
+    fastest of a few warm calls per size, measured at construction (the Server batcher's
+    first estimate of what a batch costs). ``stop_above_s``: trace no size above the first one
+    whose warm call takes longer (calibration's probe for the largest useful Server batch).
     """
 
-    def __init__(self, predictor, qsl: SampleLibrary, batch_size: int) -> None:
+    def __init__(self, model_dir: Path, sample_shape: Sequence[int], batch_sizes: Sequence[int],
+                 *, jit_compile: bool = False, stop_above_s: float | None = None) -> None:
+        import tensorflow as tf
+
+        self.model_dir = Path(model_dir)
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+        sizes = sorted({int(b) for b in batch_sizes})
+        if not sizes or sizes[0] < 1:
+            raise InferenceError(f"{model_dir}: batch sizes must be positive integers, not {list(batch_sizes)}")
+        self.batch_sizes = sizes
+        self._loaded = _load_serve(self.model_dir)  # keeps the restored variables alive
+        serve = self._loaded.serve
+        self.trace_count = 0
+
+        def top1(x):
+            self.trace_count += 1  # runs only while tracing: counts traces, not calls
+            return tf.argmax(serve(x), axis=1, output_type=tf.int32)
+
+        self._calls: dict[int, Callable[[Any], Any]] = {}
+        self.batch_seconds: dict[int, float] = {}
+        for size in sizes:
+            spec = tf.TensorSpec((size, *self.sample_shape), tf.float32)
+            try:
+                concrete = tf.function(top1, input_signature=[spec], jit_compile=jit_compile).get_concrete_function()
+            except (ValueError, TypeError, tf.errors.OpError) as exc:
+                raise InferenceError(
+                    f"{model_dir}: 'serve' does not accept float32 batches of shape {(size, *self.sample_shape)}: {exc}"
+                ) from exc
+            self._calls[size] = _fast_call(concrete, np.zeros((size, *self.sample_shape), np.float32))
+            self.batch_seconds[size] = self._time(size)
+            if stop_above_s is not None and self.batch_seconds[size] > stop_above_s:
+                break
+        self.batch_sizes = sorted(self._calls)
+
+    def _time(self, size: int, calls: int = 5, within_s: float = 0.2) -> float:
+        """The fastest of a few warm calls: the first ones after tracing run slow (allocation)."""
+        call, batch = self._calls[size], np.zeros((size, *self.sample_shape), np.float32)
+        best, spent = float("inf"), 0.0
+        for _ in range(calls):
+            started = time.perf_counter()
+            call(batch)
+            took = time.perf_counter() - started
+            best, spent = min(best, took), spent + took
+            if spent > within_s:
+                break  # a large model: its first calls already took long enough to be warm
+        return best
+
+    def warm_up(self, seconds: float) -> None:
+        """Run every traced size for about ``seconds`` in all, before a timed test.
+
+        A process's first second of calls runs slower (thread pools spinning up, allocator and
+        caches filling): measured, that made whichever of two identical tests ran second look
+        10-20 % faster, enough to fail TEST04's 10 % rule on a tiny model.
+        """
+        share = seconds / len(self.batch_sizes)
+        for size in self.batch_sizes:
+            call, batch = self._calls[size], np.zeros((size, *self.sample_shape), np.float32)
+            until = time.perf_counter() + share
+            while time.perf_counter() < until:
+                call(batch)
+
+    @property
+    def max_batch(self) -> int:
+        return self.batch_sizes[-1]
+
+    def padded_size(self, count: int) -> int:
+        """The traced size a batch of ``count`` samples runs at (the largest if none holds it)."""
+        k = bisect.bisect_left(self.batch_sizes, count)
+        return self.batch_sizes[min(k, len(self.batch_sizes) - 1)]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[1:] != self.sample_shape:
+            # The traced graph is fed without TensorFlow's own signature check (see _fast_call).
+            raise InferenceError(
+                f"{self.model_dir}: batch of shape {batch.shape}, the model takes {self.sample_shape} samples")
+        count = len(batch)
+        largest = self.batch_sizes[-1]
+        if count > largest:
+            return np.concatenate([self(batch[start : start + largest]) for start in range(0, count, largest)])
+        if count == 0:
+            return np.empty(0, RESPONSE_DTYPE)
+        size = self.padded_size(count)
+        if size != count or batch.dtype != np.float32 or not batch.flags.c_contiguous:
+            padded = np.zeros((size, *self.sample_shape), np.float32)
+            padded[:count] = batch
+            batch = padded
+        return self._calls[size](batch)[:count]
+
+
+def _fast_call(concrete, warm_batch: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A call of the traced function that returns int32 predictions as numpy.
+
+    ConcreteFunction.__call__ binds its arguments through a generic signature check that
+    costs about as much as a small model's whole forward pass (~100 us per call, measured
+    with TF 2.21); ``_call_flat`` skips it. It is private API, so it is used only if it gives
+    the same answer as the public call on the warm-up batch, else the public call is kept.
+    """
+    import tensorflow as tf
+
+    public = concrete(tf.constant(warm_batch)).numpy()
+    flat_call = getattr(concrete, "_call_flat", None)
+    captured = getattr(concrete, "captured_inputs", None)
+    if flat_call is not None and captured is not None:
+        try:
+            fast = flat_call([tf.constant(warm_batch)], captured)
+            if isinstance(fast, tf.Tensor) and fast.dtype == tf.int32 and np.array_equal(fast.numpy(), public):
+                return lambda batch: flat_call([tf.constant(batch)], captured).numpy()
+        except Exception:  # noqa: BLE001 -- any failure of the private path means: use the public one
+            pass
+    return lambda batch: concrete(tf.constant(batch)).numpy()
+
+
+# --- batching settings ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a scenario's SUT batches: what calibration chose and calibration.json records.
+
+    ``batch_size``: BatchSUT's chunk (Offline B, SingleStream 1, MultiStream 8). The rest is
+    the Server batcher's: at most ``max_batch`` samples, formed within ``max_wait_s`` of the
+    oldest one's arrival by ``workers`` threads, dispatched early when waiting longer would
+    take the oldest past ``latency_budget_s``.
+    """
+
+    scenario: str
+    batch_size: int = 1
+    max_batch: int = 1
+    max_wait_s: float = 0.0
+    workers: int = 1
+    latency_budget_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise InferenceError(f"batching.scenario: '{self.scenario}' is not one of {', '.join(SCENARIOS)}")
+        for key in ("batch_size", "max_batch", "workers"):
+            if int(getattr(self, key)) < 1:
+                raise InferenceError(f"batching.{key}: must be at least 1, not {getattr(self, key)}")
+        if self.max_wait_s < 0:
+            raise InferenceError(f"batching.max_wait_s: must not be negative, not {self.max_wait_s}")
+        if self.scenario == "Server" and not (self.latency_budget_s or 0) > 0:
+            raise InferenceError("batching.latency_budget_s: the Server batcher needs a positive latency budget")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Batching:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InferenceError(f"batching: unknown keys {', '.join(sorted(unknown))}")
+        if "scenario" not in data:
+            raise InferenceError("batching: key 'scenario' missing")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise InferenceError(f"batching: {exc}") from exc
+
+    @classmethod
+    def for_scenario(cls, scenario: str, offline_batch_size: int = 1) -> Batching:
+        """The fixed batching of the three BatchSUT scenarios."""
+        sizes = {"Offline": offline_batch_size, "SingleStream": 1, "MultiStream": MULTI_STREAM_SAMPLES}
+        if scenario not in sizes:
+            raise InferenceError(f"scenario '{scenario}': its batching comes from calibration, not a fixed size")
+        return cls(scenario, batch_size=sizes[scenario], max_batch=sizes[scenario])
+
+
+def powers_of_two_up_to(limit: int) -> list[int]:
+    return [1 << k for k in range(max(limit, 1).bit_length()) if 1 << k <= limit]
+
+
+def predictor_batch_sizes(batching: Batching) -> list[int]:
+    """The sizes to trace: the fixed chunk, or for Server every power of two up to max_batch."""
+    if batching.scenario == "Server":
+        return sorted({*powers_of_two_up_to(batching.max_batch), batching.max_batch})
+    if batching.scenario == "SingleStream":
+        return [1]
+    if batching.scenario == "MultiStream":
+        return [MULTI_STREAM_SAMPLES]
+    return [batching.batch_size]
+
+
+# --- answering LoadGen ---------------------------------------------------------------------
+
+
+def _complete(response_ids: Sequence[int], predictions: np.ndarray) -> None:
+    """Answer each id with its int32; ``predictions`` outlives the call, as LoadGen requires."""
+    import mlperf_loadgen as lg
+
+    count = len(response_ids)
+    base = predictions.ctypes.data
+    size = RESPONSE_DTYPE.itemsize
+    # map() over C-level iterators builds the responses without a Python frame per sample:
+    # measured ~5 % faster than a comprehension; the pybind constructor dominates either way.
+    responses = list(map(lg.QuerySampleResponse, response_ids, range(base, base + count * size, size),
+                         itertools.repeat(size, count)))
+    lg.QuerySamplesComplete(responses)
+
+
+def _complete_empty(response_ids: Sequence[int]) -> None:
+    """Answer without data: LoadGen must not wait forever for samples whose batch failed."""
+    import mlperf_loadgen as lg
+
+    lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i in response_ids])
+
+
+class _Failures:
+    """The first error of a SUT's callbacks, raised once the LoadGen test is over.
+
+    An exception escaping a callback into LoadGen's C++ thread would abort the process,
+    so callbacks record it here and answer the samples empty.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.first: BaseException | None = None
+        self.count = 0
+
+    def record(self, exc: BaseException) -> None:
+        with self._lock:
+            self.count += 1
+            if self.first is None:
+                self.first = exc
+
+    def reset(self) -> None:
+        with self._lock:
+            self.first, self.count = None, 0
+
+    def raise_first(self, what: str) -> None:
+        first, count = self.first, self.count
+        if first is None:
+            return
+        self.reset()
+        more = f" ({count} failed batches)" if count > 1 else ""
+        raise InferenceError(f"{what} failed{more}: {type(first).__name__}: {first}") from first
+
+
+class BatchSUT:
+    """Answers each query synchronously inside LoadGen's issue callback, ``batch_size`` at a time."""
+
+    def __init__(self, predictor: CompiledPredictor, qsl: SampleLibrary, batch_size: int) -> None:
+        if batch_size < 1:
+            raise InferenceError(f"BatchSUT: batch size must be at least 1, not {batch_size}")
         self.predictor = predictor
         self.qsl = qsl
         self.batch_size = batch_size
+        self.failures = _Failures()
 
-    def issue_queries(self, query_samples) -> None:
-        import mlperf_loadgen as lg
+    def issue_queries(self, response_ids: list[int], sample_indices: list[int]) -> None:
+        size = self.batch_size
+        if len(response_ids) <= size:
+            self._answer(response_ids, sample_indices)
+            return
+        indices = np.asarray(sample_indices, dtype=np.int64)
+        for start in range(0, len(response_ids), size):
+            self._answer(response_ids[start : start + size], indices[start : start + size])
 
-        for start in range(0, len(query_samples), self.batch_size):
-            chunk = query_samples[start : start + self.batch_size]
-            predictions = self.predictor(self.qsl.batch([q.index for q in chunk]))
-            base = predictions.ctypes.data
-            size = RESPONSE_DTYPE.itemsize
-            responses = [
-                lg.QuerySampleResponse(q.id, base + k * size, size) for k, q in enumerate(chunk)
-            ]
-            # `predictions` stays referenced until this call returns, as LoadGen requires.
-            lg.QuerySamplesComplete(responses)
+    def _answer(self, response_ids: Sequence[int], indices: Sequence[int] | np.ndarray) -> None:
+        if self.failures.first is not None:
+            _complete_empty(response_ids)
+            return
+        try:
+            predictions = self.predictor(self.qsl.batch(indices))
+            _complete(response_ids, predictions)
+        except BaseException as exc:  # noqa: BLE001 -- recorded, raised by stop()
+            self.failures.record(exc)
+            try:
+                _complete_empty(response_ids)
+            except BaseException as again:  # noqa: BLE001 -- never into LoadGen's thread
+                self.failures.record(again)
 
     def flush_queries(self) -> None:
-        pass
+        pass  # every query was answered before its issue call returned
+
+    def start(self) -> None:
+        self.failures.reset()
+
+    def stop(self) -> None:
+        self.failures.raise_first("BatchSUT")
+
+    def __enter__(self) -> BatchSUT:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+class Dispatch(NamedTuple):
+    """One batch the Server batcher formed."""
+
+    size: int
+    waited_s: float  # age of its oldest sample when dispatched
+    reason: str  # full | max_wait | deadline | late | flush | stop | shed (calibration only)
+
+
+class ServerSUT:
+    """A dynamic batcher: LoadGen's issue callback only enqueues; worker threads answer.
+
+    A worker takes the queued samples when ``max_batch`` are waiting, when the oldest has
+    waited ``max_wait_s``, or earlier when waiting for one more sample would take the oldest
+    past ``latency_budget_s`` given what a batch of that size is expected to cost (first the
+    predictor's measured ``batch_seconds``, then a moving average of observed times).
+    TensorFlow releases the GIL while it computes, so workers' batches overlap.
+
+    What it did, for tests and benches: ``dispatches`` (the first RECORD_LIMIT batches),
+    ``size_counts`` (batches computed, by size), ``reason_counts``, ``shed_samples``.
+
+    ``shed_after_s`` is for calibration's rate search only, never for a result: samples
+    already older than that (over the latency bound whatever happens next) are answered at
+    once without data, so that a rate far above capacity ends on schedule instead of
+    draining a backlog for many times its duration. Samples younger than that are computed
+    as usual, so a run is not made to look faster than it is: every shed sample is late.
+    """
+
+    COST_SMOOTHING = 0.2  # weight of the newest observation in the moving average
+    RECORD_LIMIT = 100_000  # dispatches kept in ``dispatches``; counters keep counting after
+
+    def __init__(self, predictor: CompiledPredictor, qsl: SampleLibrary, max_batch: int, max_wait_s: float,
+                 workers: int, latency_budget_s: float, *, shed_after_s: float | None = None) -> None:
+        if max_batch < 1 or workers < 1:
+            raise InferenceError(f"ServerSUT: max_batch and workers must be at least 1, not {max_batch}, {workers}")
+        if max_wait_s < 0 or latency_budget_s <= 0:
+            raise InferenceError(
+                f"ServerSUT: max_wait_s must be >= 0 and latency_budget_s > 0, not {max_wait_s}, {latency_budget_s}")
+        self.predictor = predictor
+        self.qsl = qsl
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.workers = workers
+        self.latency_budget_s = latency_budget_s
+        self.shed_after_s = shed_after_s
+        self.failures = _Failures()
+        self.dispatches: list[Dispatch] = []
+        self.size_counts: Counter[int] = Counter()  # batches computed, by size
+        self.reason_counts: Counter[str] = Counter()
+        self.shed_samples = 0
+        # The traced size each count runs at, and what a batch of each traced size costs.
+        self._padded = [predictor.padded_size(max(count, 1)) for count in range(max_batch + 1)]
+        self._cost = {size: predictor.batch_seconds.get(size, 0.0) for size in set(self._padded)}
+        self._cond = threading.Condition(threading.Lock())
+        self._ids: deque[int] = deque()
+        self._indices: deque[int] = deque()
+        self._arrivals: deque[float] = deque()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._flushing = False
+
+    # LoadGen's side
+
+    def issue_queries(self, response_ids: list[int], sample_indices: list[int]) -> None:
+        now = time.perf_counter()
+        with self._cond:
+            self._ids.extend(response_ids)
+            self._indices.extend(sample_indices)
+            self._arrivals.extend(itertools.repeat(now, len(response_ids)))
+            self._cond.notify()
+
+    def flush_queries(self) -> None:
+        # No more samples are coming in this series: waiting to fill a batch only adds latency.
+        with self._cond:
+            self._flushing = True
+            self._cond.notify_all()
+
+    # lifecycle
+
+    def start(self) -> None:
+        if self._threads:
+            raise InferenceError("ServerSUT: already started")
+        self.failures.reset()
+        self._stopping = self._flushing = False
+        self.dispatches, self.size_counts, self.reason_counts, self.shed_samples = [], Counter(), Counter(), 0
+        self._threads = [threading.Thread(target=self._work, name=f"server-sut-{k}", daemon=True)
+                         for k in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Answer what is still queued, join the workers, raise the first worker error."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        self.failures.raise_first("ServerSUT worker")
+
+    def __enter__(self) -> ServerSUT:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # the workers
+
+    def expected_cost(self, count: int) -> float:
+        return self._cost[self._padded[min(count, self.max_batch)]]
+
+    def _due(self, now: float) -> tuple[float, str]:
+        """When the queued samples must go at the latest, and why (the lock is held)."""
+        oldest = self._arrivals[0]
+        by_wait = oldest + self.max_wait_s
+        by_budget = oldest + self.latency_budget_s - self.expected_cost(len(self._ids) + 1)
+        return (by_wait, "max_wait") if by_wait <= by_budget else (by_budget, "deadline")
+
+    def _take(self) -> tuple[list[int], list[int], Dispatch] | None:
+        """The next batch, waiting as the policy allows; None once stopping with nothing queued."""
+        cond = self._cond
+        with cond:
+            while True:
+                while not self._ids:
+                    if self._stopping:
+                        return None
+                    cond.wait()
+                now = time.perf_counter()
+                if self.shed_after_s is not None and now - self._arrivals[0] > self.shed_after_s:
+                    waited = now - self._arrivals[0]
+                    shed = self._shed()
+                    if self._ids:
+                        cond.notify()
+                    dispatch = Dispatch(len(shed), waited, "shed")
+                    self._record(dispatch)
+                    return shed, [], dispatch
+                due, reason = self._due(now)
+                if now >= due:
+                    reason = "late"  # due before this worker was free: a backlog
+                while len(self._ids) < self.max_batch and not (self._flushing or self._stopping) and now < due:
+                    cond.wait(due - now)
+                    if not self._ids:
+                        break  # another worker took them
+                    now = time.perf_counter()
+                    due, reason = self._due(now)
+                if self._ids:
+                    break
+            if len(self._ids) >= self.max_batch:
+                reason = "full"
+            elif now < due:
+                reason = "flush" if self._flushing else "stop"
+            count = min(len(self._ids), self.max_batch)
+            waited = now - self._arrivals[0]
+            ids = [self._ids.popleft() for _ in range(count)]
+            indices = [self._indices.popleft() for _ in range(count)]
+            for _ in range(count):
+                self._arrivals.popleft()
+            if self._ids:
+                cond.notify()  # a backlog: let an idle worker start on it
+            dispatch = Dispatch(count, waited, reason)
+            self._record(dispatch)
+        return ids, indices, dispatch
+
+    def _shed(self) -> list[int]:
+        """Drop the queued samples older than ``shed_after_s`` (the lock is held)."""
+        limit = time.perf_counter() - self.shed_after_s
+        shed = []
+        while self._arrivals and self._arrivals[0] < limit:
+            shed.append(self._ids.popleft())
+            self._indices.popleft()
+            self._arrivals.popleft()
+        return shed
+
+    def _work(self) -> None:
+        while (taken := self._take()) is not None:
+            ids, indices, dispatch = taken
+            if self.failures.first is not None or dispatch.reason == "shed":
+                _complete_empty(ids)
+                continue
+            try:
+                started = time.perf_counter()
+                predictions = self.predictor(self.qsl.batch(np.asarray(indices, dtype=np.int64)))
+                self._observe(len(ids), time.perf_counter() - started)
+                _complete(ids, predictions)
+            except BaseException as exc:  # noqa: BLE001 -- recorded, raised by stop()
+                self.failures.record(exc)
+                try:
+                    _complete_empty(ids)
+                except BaseException as again:  # noqa: BLE001
+                    self.failures.record(again)
+
+    def _observe(self, count: int, seconds: float) -> None:
+        # Observed under the real load (other workers, LoadGen): what the budget must allow for.
+        padded = self._padded[count]
+        self._cost[padded] += self.COST_SMOOTHING * (seconds - self._cost[padded])
+
+    def _record(self, dispatch: Dispatch) -> None:
+        """Count a dispatch (the lock is held)."""
+        self.reason_counts[dispatch.reason] += 1
+        if dispatch.reason == "shed":
+            self.shed_samples += dispatch.size
+        else:
+            self.size_counts[dispatch.size] += 1
+        if len(self.dispatches) < self.RECORD_LIMIT:
+            self.dispatches.append(dispatch)
+
+
+def sut_for(
+    scenario: str, predictor: CompiledPredictor, qsl: SampleLibrary, settings: Batching
+) -> BatchSUT | ServerSUT:
+    """The SUT of ``scenario`` with the batching calibration chose."""
+    if settings.scenario != scenario:
+        raise InferenceError(f"batching is for scenario {settings.scenario}, the test is {scenario}")
+    if scenario == "Server":
+        return ServerSUT(predictor, qsl, settings.max_batch, settings.max_wait_s, settings.workers,
+                         float(settings.latency_budget_s or 0.0))
+    if scenario not in SCENARIOS:
+        raise InferenceError(f"scenario '{scenario}' is not one of {', '.join(SCENARIOS)}")
+    return BatchSUT(predictor, qsl, settings.batch_size)
+
+
+# --- one LoadGen test ------------------------------------------------------------------------
+
+
+@contextmanager
+def loadgen_handles(sut: BatchSUT | ServerSUT, qsl: SampleLibrary, performance_count: int) -> Iterator[tuple[int, int]]:
+    """(SUT handle, QSL handle), destroyed afterwards; the SUT is started and stopped around them."""
+    import mlperf_loadgen as lg
+
+    sut_handle = lg.ConstructFastSUT(sut.issue_queries, sut.flush_queries)
+    qsl_handle = lg.ConstructQSL(qsl.total, qsl.performance_count(performance_count), qsl.load, qsl.unload)
+    try:
+        with sut:
+            yield sut_handle, qsl_handle
+    finally:
+        lg.DestroyQSL(qsl_handle)
+        lg.DestroyFastSUT(sut_handle)
+
+
+def start_test(sut: BatchSUT | ServerSUT, qsl: SampleLibrary, settings, log_dir: Path, performance_count: int,
+               audit_config: Path | None = None) -> None:
+    """One LoadGen test, logs into ``log_dir`` (created if missing); raises if a batch failed.
+
+    ``audit_config``: the compliance test's audit.config; by default a path that does not
+    exist, since an audit.config in the working directory would silently make this a
+    compliance run.
+    """
+    import mlperf_loadgen as lg
+
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)  # LoadGen aborts the process without it
+    log_settings = lg.LogSettings()
+    log_settings.log_output.outdir = str(log_dir)
+    log_settings.log_output.copy_summary_to_stdout = False
+    log_settings.enable_trace = False
+    audit = audit_config if audit_config is not None else log_dir / "no-audit.config"
+    with loadgen_handles(sut, qsl, performance_count) as (sut_handle, qsl_handle):
+        lg.StartTestWithLogSettings(sut_handle, qsl_handle, settings, log_settings, str(audit))

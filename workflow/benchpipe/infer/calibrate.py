@@ -1,0 +1,424 @@
+"""Short measurements, before a scenario's real test, of what its user.conf needs.
+
+* Offline: samples/s of the predictor on full batches (called directly, after a warm-up).
+* SingleStream: p90 latency of one sample through a short LoadGen SingleStream run.
+* MultiStream: p99 latency of an 8-sample query through a short LoadGen MultiStream run.
+* Server: the batcher's settings from the latency bound and the measured cost of each batch
+  size, then a search for the highest target_qps whose short Server run is VALID, backed
+  off by a safety margin for the real run.
+
+Every LoadGen run here sets TestSettings fields directly (never FromConfig, which may run
+once per process) and writes its logs into a temporary directory, or ``log_dir``.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from benchpipe.errors import BenchpipeError, InferenceError
+from benchpipe.infer.samples import SampleLibrary
+from benchpipe.infer.sut import (
+    MULTI_STREAM_SAMPLES,
+    SCENARIOS,
+    Batching,
+    BatchSUT,
+    CompiledPredictor,
+    ServerSUT,
+    powers_of_two_up_to,
+    start_test,
+)
+
+PredictorFactory = Callable[[Sequence[int]], CompiledPredictor]
+
+OFFLINE_WARMUP_S = 0.25
+OFFLINE_MEASURE_S = 1.0
+# The latency runs: long enough for a stable p90/p99, short against the budget.
+LATENCY_RUN_MS = 1000
+LATENCY_RUN_QUERIES = 100
+# Server batching, as fractions of the p99 bound. A sample can arrive just after every
+# worker started a batch: it waits up to one batch's compute for a worker, up to max_wait
+# for its batch to form, then its own batch's compute; with a batch costing at most a
+# quarter of the bound and max_wait a quarter, that is three quarters, inside the budget.
+MAX_BATCH_COST_FRACTION = 0.25
+MAX_WAIT_FRACTION = 0.25
+# The batcher's own deadline, below the bound: LoadGen's issue thread, the GIL and the
+# responses take time the batcher does not see.
+LATENCY_BUDGET_FRACTION = 0.8
+SERVER_MAX_BATCH_CAP = 256
+# Two workers: one forms, gathers and answers a batch while the other computes; more
+# would only contend for the same cores (TensorFlow already spreads one batch over them).
+SERVER_WORKERS = 2
+# The search: short runs, at most SEARCH_MAX_RUNS, stopped when VALID and INVALID rates are
+# within SEARCH_PRECISION of each other; the real run targets (1 - SAFETY_MARGIN) x the
+# highest VALID rate (confirmed by a longer run), since a 600 s run meets more of the
+# machine's hiccups than 1.5 s does.
+SEARCH_START_FRACTION = 0.5  # of the Offline rate at the chosen max_batch
+SEARCH_RUN_MS = 1500
+SEARCH_MAX_RUNS = 8
+SEARCH_PRECISION = 0.05
+SEARCH_MIN_QPS = 1.0
+# After an overloaded run, the next rate tried: this fraction of what the SUT computed in it.
+OVERLOAD_BACKOFF = 0.8
+# The backed-off rate is confirmed by a run this many times as long, tried at most this often.
+CONFIRM_LENGTH = 2
+CONFIRM_ATTEMPTS = 3
+SAFETY_MARGIN = 0.15
+# A search run needs this many queries for early stopping to pass with up to 3 of them over
+# the bound (LoadGen's binomial test at p99, 99 % confidence: 459 with none, 1001 with 3).
+SEARCH_RUN_QUERIES = 1001
+# Search runs answer samples this far past the bound at once (see ServerSUT.shed_after_s).
+SHED_AFTER_BOUNDS = 2.0
+# A search run counts as VALID only with its p99 this far inside the bound: the real run, in
+# another process and longer, meets a noisier machine, and TEST01's accuracy logging costs
+# latency too (digits: p99 8.2 ms in the performance run, 10.3 ms in TEST01 at the same rate).
+SEARCH_LATENCY_FRACTION = 0.7
+
+
+@dataclass
+class Calibration:
+    """What one scenario's calibration measured and chose; calibration.json holds to_dict()."""
+
+    scenario: str
+    batching: Batching
+    offline_qps: float | None = None
+    single_stream_latency_ns: int | None = None
+    multi_stream_latency_ns: int | None = None
+    server_target_qps: float | None = None  # backed off from the highest VALID rate, confirmed
+    server_latency_bound_ns: int | None = None
+    search: list[tuple[float, bool, int | None]] = field(default_factory=list)  # (qps, VALID, p99 ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "batching": self.batching.to_dict(),
+            "offline_qps": self.offline_qps,
+            "single_stream_latency_ns": self.single_stream_latency_ns,
+            "multi_stream_latency_ns": self.multi_stream_latency_ns,
+            "server_target_qps": self.server_target_qps,
+            "server_latency_bound_ns": self.server_latency_bound_ns,
+            "search": [{"qps": q, "valid": v, "p99_ns": p} for q, v, p in self.search],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        try:
+            return cls(
+                scenario=str(data["scenario"]),
+                batching=Batching.from_dict(data["batching"]),
+                offline_qps=_optional(data.get("offline_qps"), float),
+                single_stream_latency_ns=_optional(data.get("single_stream_latency_ns"), int),
+                multi_stream_latency_ns=_optional(data.get("multi_stream_latency_ns"), int),
+                server_target_qps=_optional(data.get("server_target_qps"), float),
+                server_latency_bound_ns=_optional(data.get("server_latency_bound_ns"), int),
+                search=[(float(r["qps"]), bool(r["valid"]), _optional(r["p99_ns"], int))
+                        for r in data.get("search", [])],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InferenceError(f"calibration: key {exc} missing or malformed") from exc
+
+
+def _optional(value: Any, kind: type) -> Any:
+    return None if value is None else kind(value)
+
+
+# --- measurements --------------------------------------------------------------------------
+
+
+def measure_offline(predictor: CompiledPredictor, qsl: SampleLibrary, batch_size: int,
+                    seconds: float = OFFLINE_MEASURE_S) -> float:
+    """Samples/s of ``predictor`` called back to back on full batches of real samples."""
+    count = min(qsl.total, batch_size)
+    rows = qsl.source.read(np.arange(count))
+    batch = np.ascontiguousarray(rows[np.arange(batch_size) % count])
+    # First calls run slower (allocation, caches): an estimate from them would be low, and
+    # a low Offline target ends the test before min_duration.
+    predictor(batch)
+    warm_until = time.perf_counter() + OFFLINE_WARMUP_S
+    while time.perf_counter() < warm_until:
+        predictor(batch)
+    done, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds or done < 2 * batch_size:
+        predictor(batch)
+        done += batch_size
+    return done / elapsed
+
+
+def _settings(scenario: str, **values: Any):
+    import mlperf_loadgen as lg
+
+    settings = lg.TestSettings()
+    settings.scenario = getattr(lg.TestScenario, scenario)
+    settings.mode = lg.TestMode.PerformanceOnly
+    for key, value in values.items():
+        setattr(settings, key, value)
+    return settings
+
+
+@dataclass(frozen=True)
+class RunResult:
+    valid: bool
+    values: dict[str, Any]
+    log: Path
+
+    def latency_ns(self, key: str) -> int:
+        if key not in self.values:
+            raise InferenceError(f"{self.log}: key '{key}' missing")
+        return int(self.values[key])
+
+
+def _loadgen_run(sut: BatchSUT | ServerSUT, qsl: SampleLibrary, settings, log_dir: Path,
+                 performance_count: int) -> RunResult:
+    from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
+
+    start_test(sut, qsl, settings, log_dir, performance_count)
+    path = log_dir / DETAIL_LOG
+    try:
+        detail = parse_detail_log(path)
+    except BenchpipeError as exc:
+        raise InferenceError(f"{path}: calibration run left no usable log: {exc}") from exc
+    if detail.errors:
+        raise InferenceError(f"{path}: LoadGen reported errors in a calibration run: {'; '.join(detail.errors[:3])}")
+    valid = detail.get("result_validity") == "VALID" and detail.get("early_stopping_met") is True
+    return RunResult(valid, detail.values, path)
+
+
+class _Runs:
+    """Numbered log directories for one calibration's LoadGen runs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.count = root, 0
+
+    def next(self, label: str) -> Path:
+        self.count += 1
+        return self.root / f"{self.count:02d}-{label}"
+
+
+def latency_run(scenario: str, predictor: CompiledPredictor, qsl: SampleLibrary, runs: _Runs,
+                performance_count: int, duration_ms: int = LATENCY_RUN_MS) -> int:
+    """SingleStream: p90 of one sample; MultiStream: p99 of an 8-sample query (ns)."""
+    size = 1 if scenario == "SingleStream" else MULTI_STREAM_SAMPLES
+    # LoadGen pre-generates 2 x min_duration / expected latency queries: too high an
+    # expectation runs out of queries before min_duration, so start from the raw call time.
+    expected_ns = max(predictor.batch_seconds[predictor.padded_size(size)] * 1e9, 10_000.0)
+    if scenario == "SingleStream":
+        settings = _settings(scenario, single_stream_expected_latency_ns=expected_ns,
+                             min_duration_ms=duration_ms, min_query_count=LATENCY_RUN_QUERIES)
+        key = "result_90.00_percentile_latency_ns"
+    else:
+        settings = _settings(scenario, multi_stream_expected_latency_ns=expected_ns,
+                             multi_stream_samples_per_query=MULTI_STREAM_SAMPLES,
+                             min_duration_ms=duration_ms, min_query_count=LATENCY_RUN_QUERIES)
+        key = "result_99.00_percentile_per_query_latency_ns"
+    result = _loadgen_run(BatchSUT(predictor, qsl, size), qsl, settings, runs.next(scenario), performance_count)
+    return result.latency_ns(key)
+
+
+def server_batching(batch_seconds: dict[int, float], bound_s: float, workers: int = SERVER_WORKERS) -> Batching:
+    """max_batch: the largest measured size costing at most a quarter of the bound.
+
+    When even one sample costs more than that but less than the batcher's budget, samples
+    go one at a time without waiting: a low rate can still meet the bound, and the search
+    finds out which.
+    """
+    budget_s = bound_s * LATENCY_BUDGET_FRACTION
+    fitting = [size for size, cost in sorted(batch_seconds.items()) if cost <= bound_s * MAX_BATCH_COST_FRACTION]
+    if fitting:
+        max_batch, max_wait_s = fitting[-1], bound_s * MAX_WAIT_FRACTION
+    else:
+        smallest = min(batch_seconds)
+        if batch_seconds[smallest] >= budget_s:
+            raise InferenceError(
+                f"Server: one batch of {smallest} takes {batch_seconds[smallest] * 1e3:.3g} ms, more than the "
+                f"{budget_s * 1e3:.3g} ms the SUT may take of the {bound_s * 1e3:g} ms p99 bound: "
+                "the bound cannot be met")
+        max_batch, max_wait_s = smallest, 0.0
+    return Batching("Server", batch_size=max_batch, max_batch=max_batch, max_wait_s=max_wait_s,
+                    workers=workers, latency_budget_s=budget_s)
+
+
+class ServerOutcome(NamedTuple):
+    valid: bool  # VALID, early stopping met, p99 within SEARCH_LATENCY_FRACTION of the bound
+    p99_ns: int
+    computed_qps: float  # samples the SUT computed (not shed) per second: its capacity when overloaded
+
+
+def server_run(predictor: CompiledPredictor, qsl: SampleLibrary, batching: Batching, qps: float, bound_ns: int,
+               runs: _Runs, performance_count: int, *, duration_ms: int = SEARCH_RUN_MS,
+               queries: int = SEARCH_RUN_QUERIES) -> ServerOutcome:
+    """One short Server run at ``qps``."""
+    settings = _settings("Server", server_target_qps=float(qps), server_target_latency_ns=int(bound_ns),
+                         min_duration_ms=duration_ms, min_query_count=queries)
+    sut = ServerSUT(predictor, qsl, batching.max_batch, batching.max_wait_s, batching.workers,
+                    float(batching.latency_budget_s or 0.0), shed_after_s=bound_ns * 1e-9 * SHED_AFTER_BOUNDS)
+    started = time.perf_counter()
+    result = _loadgen_run(sut, qsl, settings, runs.next(f"Server-{qps:.0f}"), performance_count)
+    computed = sum(size * count for size, count in sut.size_counts.items()) / (time.perf_counter() - started)
+    p99 = result.latency_ns("result_99.00_percentile_latency_ns")
+    return ServerOutcome(result.valid and p99 <= bound_ns * SEARCH_LATENCY_FRACTION, p99, computed)
+
+
+def run_seconds(qps: float, duration_ms: int = SEARCH_RUN_MS) -> float:
+    """How long a search run at ``qps`` lasts: min_duration or the queries early stopping needs."""
+    return max(duration_ms / 1e3, SEARCH_RUN_QUERIES / qps)
+
+
+def search_server_qps(
+    run: Callable[[float, int], ServerOutcome], start_qps: float, deadline: float, bound_ns: int, what: str,
+    *, max_runs: int = SEARCH_MAX_RUNS, duration_ms: int = SEARCH_RUN_MS,
+) -> tuple[float, list[tuple[float, bool, int]]]:
+    """(rate for the real run, runs tried): bracket the highest VALID rate, bisect, confirm.
+
+    ``run(qps, duration_ms)``. Until a rate is VALID, the next one tried is half the last,
+    or less when the SUT computed fewer samples per second than that: it was overloaded,
+    and what it computed is its capacity, so no rate above it is VALID either. Once VALID
+    and INVALID rates are within SEARCH_PRECISION, the rate backed off by SAFETY_MARGIN is
+    confirmed by a run CONFIRM_LENGTH times as long (near capacity a queue takes a while
+    to build up, so a short run can pass at a rate a long one fails), backing off further
+    if it fails, while the budget lasts.
+    """
+    tried: list[tuple[float, bool, int]] = []
+    valid_qps: float | None = None
+    invalid_qps: float | None = None
+    qps = start_qps
+
+    def attempt(rate: float, length_ms: int) -> ServerOutcome | None:
+        if tried and time.perf_counter() + run_seconds(rate, length_ms) > deadline:
+            return None
+        outcome = run(rate, length_ms)
+        tried.append((round(rate, 3), outcome.valid, outcome.p99_ns))
+        return outcome
+
+    while len(tried) < max_runs and qps >= SEARCH_MIN_QPS:
+        outcome = attempt(qps, duration_ms)
+        if outcome is None:
+            break
+        if outcome.valid:
+            valid_qps = max(valid_qps or 0.0, qps)
+        else:
+            ceiling = min(qps, outcome.computed_qps)
+            invalid_qps = ceiling if invalid_qps is None else min(invalid_qps, ceiling)
+        if valid_qps is not None and invalid_qps is not None:
+            if invalid_qps <= valid_qps * (1 + SEARCH_PRECISION):
+                break
+            qps = math.sqrt(valid_qps * invalid_qps)
+        elif valid_qps is not None:
+            qps = valid_qps * 2
+        else:
+            qps = min(qps / 2, outcome.computed_qps * OVERLOAD_BACKOFF)
+    if valid_qps is None:
+        _no_valid_rate(tried, qps, bound_ns, what, out_of_time=len(tried) < max_runs and qps >= SEARCH_MIN_QPS,
+                       duration_ms=duration_ms)
+    target = valid_qps * (1 - SAFETY_MARGIN)
+    for _ in range(CONFIRM_ATTEMPTS):
+        outcome = attempt(target, duration_ms * CONFIRM_LENGTH)
+        if outcome is None or outcome.valid:
+            break
+        target *= 1 - SAFETY_MARGIN
+    return target, tried
+
+
+def _no_valid_rate(tried: list[tuple[float, bool, int]], next_qps: float, bound_ns: int, what: str, *,
+                   out_of_time: bool, duration_ms: int) -> None:
+    best = min(p for _, _, p in tried)
+    rates = ", ".join(f"{q:g}" for q, _, _ in tried)
+    if out_of_time:
+        verdict = (f"the calibration budget ran out before a lower rate could be tried (a run at {next_qps:g} "
+                   f"queries/s takes {run_seconds(next_qps, duration_ms):.0f} s): give calibration more time")
+    else:
+        verdict = "the bound cannot be met on this system"
+    raise InferenceError(
+        f"{what}: no Server rate tried ({rates} queries/s) gave a VALID run within the {bound_ns / 1e6:g} ms "
+        f"p99 bound; the best p99 seen was {best / 1e6:.2f} ms: {verdict}")
+
+
+# --- the entry point -----------------------------------------------------------------------
+
+
+def _factory(model: Path | str | PredictorFactory | CompiledPredictor,
+             sample_shape: Sequence[int]) -> Callable[..., CompiledPredictor]:
+    if isinstance(model, CompiledPredictor):
+        return lambda sizes, stop_above_s=None: model
+    if isinstance(model, (str, Path)):
+        return lambda sizes, stop_above_s=None: CompiledPredictor(Path(model), sample_shape, sizes,
+                                                                  stop_above_s=stop_above_s)
+    return lambda sizes, stop_above_s=None: model(sizes)
+
+
+def calibrate(
+    scenario: str,
+    model: Path | PredictorFactory | CompiledPredictor,
+    sample_shape: Sequence[int],
+    qsl: SampleLibrary,
+    *,
+    offline_batch_size: int,
+    server_latency_bound_ns: int,
+    loadgen_model: str,
+    performance_sample_count: int,
+    budget_s: float = 30.0,
+    workers: int = SERVER_WORKERS,
+    run_ms: int | None = None,
+    search_max_runs: int = SEARCH_MAX_RUNS,
+    log_dir: Path | None = None,
+) -> Calibration:
+    """Measure ``scenario`` for its user.conf; ``model``: a SavedModel directory, a
+    ``factory(batch_sizes)`` or a ready predictor (whose sizes then bound the Server batch).
+
+    The QSL is loaded with the real performance sample count, as the test will load it.
+    ``budget_s`` bounds the Server search (a run is not started that would end after it);
+    ``run_ms`` shortens or lengthens each LoadGen run (default: LATENCY_RUN_MS, SEARCH_RUN_MS).
+    """
+    if scenario not in SCENARIOS:
+        raise InferenceError(f"scenario '{scenario}' is not one of {', '.join(SCENARIOS)}")
+    make = _factory(model, sample_shape)
+    deadline = time.perf_counter() + budget_s
+    qsl.retain = True
+    try:
+        with tempfile.TemporaryDirectory(prefix="benchpipe-calibrate-") as tmp:
+            runs = _Runs(Path(log_dir) if log_dir is not None else Path(tmp))
+            if scenario == "Offline":
+                batching = Batching.for_scenario("Offline", offline_batch_size)
+                predictor = make([offline_batch_size])
+                return Calibration(scenario, batching, offline_qps=measure_offline(predictor, qsl, offline_batch_size))
+            if scenario in ("SingleStream", "MultiStream"):
+                batching = Batching.for_scenario(scenario)
+                predictor = make([batching.batch_size])
+                latency = latency_run(scenario, predictor, qsl, runs, performance_sample_count,
+                                      run_ms or LATENCY_RUN_MS)
+                key = "single_stream_latency_ns" if scenario == "SingleStream" else "multi_stream_latency_ns"
+                return Calibration(scenario, batching, **{key: latency})
+            search = _Search(deadline, run_ms or SEARCH_RUN_MS, search_max_runs)
+            return _calibrate_server(make, qsl, server_latency_bound_ns, loadgen_model, performance_sample_count,
+                                     search, workers, runs)
+    finally:
+        qsl.release()
+
+
+@dataclass(frozen=True)
+class _Search:
+    deadline: float  # perf_counter time
+    run_ms: int
+    max_runs: int
+
+
+def _calibrate_server(make: Callable[..., CompiledPredictor], qsl: SampleLibrary, bound_ns: int, loadgen_model: str,
+                      performance_count: int, search: _Search, workers: int, runs: _Runs) -> Calibration:
+    bound_s = bound_ns * 1e-9
+    probe = make(powers_of_two_up_to(SERVER_MAX_BATCH_CAP), stop_above_s=bound_s * MAX_BATCH_COST_FRACTION)
+    batching = server_batching(probe.batch_seconds, bound_s, workers)
+    offline_qps = measure_offline(probe, qsl, batching.max_batch)
+
+    def run(qps: float, duration_ms: int) -> ServerOutcome:
+        return server_run(probe, qsl, batching, qps, bound_ns, runs, performance_count, duration_ms=duration_ms)
+
+    target, tried = search_server_qps(run, offline_qps * SEARCH_START_FRACTION, search.deadline, bound_ns,
+                                      f"{loadgen_model} Server", max_runs=search.max_runs, duration_ms=search.run_ms)
+    return Calibration("Server", batching, offline_qps=offline_qps, server_target_qps=target,
+                       server_latency_bound_ns=int(bound_ns), search=tried)
