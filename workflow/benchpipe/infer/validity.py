@@ -1,0 +1,251 @@
+"""Our own checks of one LoadGen log against the round's rules; each problem names its rule.
+
+The official submission checker does not look at ``result_validity`` and lets LoadGen errors
+in a performance log through, so benchpipe checks these itself, with the rules the checker
+does apply (seeds, min duration, min query count, early stopping, the Server latency bound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchpipe.errors import ValidationError
+from benchpipe.infer.compliance import COMPLIANCE_TESTS, ROUND, expected_effective_settings
+from benchpipe.results.loadgen_parser import DetailLog
+
+# The seeds of loadgen/mlperf.conf in the v6.1 tree, which mlcommons-loadgen 6.0.17 builds in;
+# the checker's MODEL_CONFIG["v6.1"]["seeds"] holds the same three values.
+ROUND_SEEDS: dict[str, int] = {
+    "qsl_rng_seed": 2085463073848966840,
+    "sample_index_rng_seed": 2747215439041700203,
+    "schedule_rng_seed": 16159082839903944936,
+}
+OFFICIAL_MIN_DURATION_MS = 600_000
+SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+# The checker's Config.uses_early_stopping: these scenarios must meet LoadGen's early-stopping
+# criterion, and their min query count is then not checked.
+EARLY_STOPPING_SCENARIOS = frozenset({"SingleStream", "MultiStream", "Server"})
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    """What the round requires of one model's performance runs."""
+
+    mlperf_name: str | None  # the checker's model name; None: not an MLPerf model
+    min_query_count: dict[str, int]
+    offline_min_samples_per_query: int | None  # closed division only
+    performance_sample_count: int | None
+    server_latency_ns: int | None  # the p99 bound the Server run's target latency may not exceed
+
+
+# From the v6.1 checker (tools/submission/submission_checker/constants.py): "min-queries",
+# OFFLINE_MIN_SPQ_SINCE_V4, "performance-sample-count" and "latency-constraint" of "resnet",
+# which its model_mapping makes of LoadGen's resnet50.
+MODEL_RULES: dict[str, ModelRules] = {
+    "resnet50": ModelRules(
+        mlperf_name="resnet",
+        min_query_count={"SingleStream": 1024, "MultiStream": 270336, "Server": 270336, "Offline": 1},
+        offline_min_samples_per_query=24576,
+        performance_sample_count=1024,
+        server_latency_ns=15_000_000,
+    ),
+}
+# Models unknown to MLPerf: what LoadGen runs when user.conf leaves min_query_count alone
+# (LoadGen's TestSettings default of 100; mlperf.conf's *.MultiStream.min_query_count = 662;
+# Offline issues one query). Nothing else is required of them.
+DEFAULT_RULES = ModelRules(
+    mlperf_name=None,
+    min_query_count={"SingleStream": 100, "MultiStream": 662, "Server": 100, "Offline": 1},
+    offline_min_samples_per_query=None,
+    performance_sample_count=None,
+    server_latency_ns=None,
+)
+_MISSING = object()
+
+
+def rules_for(loadgen_model: str) -> ModelRules:
+    return MODEL_RULES.get(loadgen_model, DEFAULT_RULES)
+
+
+class _Problems:
+    """Collects '<path>: rule '<rule>': <what>' lines."""
+
+    def __init__(self, detail: DetailLog, path: Path) -> None:
+        self.detail = detail
+        self.path = path
+        self.lines: list[str] = []
+
+    def add(self, rule: str, what: str) -> None:
+        self.lines.append(f"{self.path}: rule '{rule}': {what}")
+
+    def value(self, rule: str, key: str) -> Any:
+        """The key's value, or _MISSING after recording the missing key against ``rule``."""
+        value = self.detail.get(key, _MISSING)
+        if value is _MISSING:
+            self.add(rule, f"key '{key}' missing from the log")
+        return value
+
+
+def _invalid_reason(detail: DetailLog) -> str:
+    reason = str(detail.get("result_invalid_reason") or "").strip()
+    if reason:
+        return reason
+    # LoadGen leaves the reason empty when only early stopping or the minimums failed.
+    flags = {
+        "result_min_duration_met": "min duration not met",
+        "result_min_queries_met": "min query count not met",
+        "early_stopping_met": "early stopping not met",
+    }
+    missed = [text for key, text in flags.items() if detail.get(key) is False]
+    early = str(detail.get("early_stopping_result") or "").strip()
+    if "early stopping not met" in missed and early:
+        missed[missed.index("early stopping not met")] += f": {early}"
+    return "; ".join(missed) or "no reason logged"
+
+
+def _check_kind(p: _Problems, scenario: str | None, mode: str) -> None:
+    if scenario is not None:
+        found = p.value("scenario", "effective_scenario")
+        if found is not _MISSING and found != scenario:
+            p.add("scenario", f"the log is of a {found} run, expected {scenario}")
+    found = p.value("test_mode", "effective_test_mode")
+    if found is not _MISSING and found != mode:
+        p.add("test_mode", f"the log is of a {found} run, expected {mode}")
+
+
+def _check_errors(p: _Problems) -> None:
+    errors = p.detail.errors
+    if errors:
+        p.add("loadgen_errors", f"{len(errors)} LoadGen error(s), the first: {errors[0]}")
+
+
+def _check_validity(p: _Problems) -> None:
+    validity = p.value("result_validity", "result_validity")
+    if validity is not _MISSING and validity != "VALID":
+        p.add("result_validity", f"{validity} ({_invalid_reason(p.detail)})")
+
+
+def _check_seeds(p: _Problems) -> None:
+    for name, expected in ROUND_SEEDS.items():
+        found = p.value("rng_seeds", f"effective_{name}")
+        if found is not _MISSING and found != expected:
+            p.add("rng_seeds", f"effective_{name} is {found}, the {ROUND} rules need {expected} (leave it to mlperf.conf)")
+
+
+def _check_duration(p: _Problems, official: bool, min_duration_ms: int) -> None:
+    found = p.value("min_duration", "effective_min_duration_ms")
+    if found is _MISSING:
+        return
+    if official and found < OFFICIAL_MIN_DURATION_MS:
+        p.add("min_duration", f"effective_min_duration_ms is {found}, an official run needs at least {OFFICIAL_MIN_DURATION_MS}")
+    elif not official and found != min_duration_ms:
+        p.add("min_duration", f"effective_min_duration_ms is {found}, the development run asked for {min_duration_ms}")
+
+
+def _check_query_count(p: _Problems, scenario: str, official: bool, rules: ModelRules, division: str) -> None:
+    if not official:
+        met = p.value("min_query_count", "result_min_queries_met")
+        if met is not _MISSING and met is not True:
+            p.add("min_query_count", "result_min_queries_met is false: the run issued fewer queries than min_query_count")
+        return
+    # As the checker: the minimum applies where early stopping does not decide the run's length.
+    if scenario not in EARLY_STOPPING_SCENARIOS:
+        required = rules.min_query_count.get(scenario)
+        found = p.value("min_query_count", "effective_min_query_count")
+        if required and found is not _MISSING and found < required:
+            p.add("min_query_count", f"effective_min_query_count is {found}, the rules need at least {required}")
+    needed = rules.offline_min_samples_per_query
+    if scenario == "Offline" and needed and division == "closed":
+        found = p.value("offline_samples_per_query", "effective_samples_per_query")
+        if found is not _MISSING and found < needed:
+            p.add("offline_samples_per_query", f"effective_samples_per_query is {found}, the closed division needs at least {needed}")
+
+
+def _check_sample_count(p: _Problems, official: bool, rules: ModelRules) -> None:
+    needed = rules.performance_sample_count
+    if not (official and needed):
+        return
+    found = p.value("performance_sample_count", "effective_performance_sample_count")
+    if found is not _MISSING and found < needed:
+        p.add("performance_sample_count", f"effective_performance_sample_count is {found}, the rules need at least {needed}")
+
+
+def _check_latency(p: _Problems, scenario: str, rules: ModelRules) -> None:
+    if scenario in EARLY_STOPPING_SCENARIOS:
+        met = p.value("early_stopping", "early_stopping_met")
+        if met is not _MISSING and met is not True:
+            result = str(p.detail.get("early_stopping_result") or "").strip()
+            p.add("early_stopping", f"early_stopping_met is false ({result or 'no early_stopping_result'})")
+    if scenario == "Server" and rules.server_latency_ns:
+        # The checker compares the target LoadGen's early stopping held the p99 latency to.
+        found = p.value("server_latency_bound", "effective_target_latency_ns")
+        if found is not _MISSING and found > rules.server_latency_ns:
+            p.add(
+                "server_latency_bound",
+                f"effective_target_latency_ns is {found}, above the {rules.server_latency_ns / 1e6:g} ms "
+                f"p99 bound of {rules.mlperf_name}",
+            )
+
+
+def _check_audit(p: _Problems, compliance_test: str | None, loadgen_model: str) -> None:
+    if compliance_test is None:
+        # An audit.config found by LoadGen (e.g. left in the working directory) silently
+        # turns a submission run into a compliance run.
+        found = [w for w in p.detail.warnings if "Audit Config" in w]
+        if found:
+            p.add("audit_config", f"LoadGen applied an audit.config to this submission run ({found[0]})")
+        return
+    if compliance_test not in COMPLIANCE_TESTS:
+        raise ValidationError(f"compliance test '{compliance_test}' is not one of {', '.join(COMPLIANCE_TESTS)}")
+    for key, expected in expected_effective_settings(compliance_test, loadgen_model).items():
+        found = p.value("audit_config", key)
+        if found is not _MISSING and found != expected:
+            p.add("audit_config", f"{key} is {found}, {compliance_test}'s audit.config sets {expected}: it did not take effect")
+
+
+def check_performance(
+    detail: DetailLog,
+    path: Path,
+    *,
+    scenario: str,
+    official: bool,
+    min_duration_ms: int,
+    loadgen_model: str,
+    division: str = "closed",
+    compliance_test: str | None = None,
+) -> list[str]:
+    """Problems of one performance run's detail log (empty: none).
+
+    ``compliance_test`` ("TEST01", "TEST04") for a compliance run: its audit settings must show
+    in the log; None for a submission run: no audit.config may have been applied.
+    """
+    if scenario not in SCENARIOS:
+        raise ValidationError(f"scenario '{scenario}' is not one of {', '.join(SCENARIOS)}")
+    rules = rules_for(loadgen_model)
+    p = _Problems(detail, path)
+    _check_kind(p, scenario, "PerformanceOnly")
+    _check_validity(p)
+    _check_errors(p)
+    _check_seeds(p)
+    _check_duration(p, official, min_duration_ms)
+    _check_query_count(p, scenario, official, rules, division)
+    _check_sample_count(p, official, rules)
+    _check_latency(p, scenario, rules)
+    _check_audit(p, compliance_test, loadgen_model)
+    return p.lines
+
+
+def check_accuracy(detail: DetailLog, path: Path) -> list[str]:
+    """Problems of one accuracy run's detail log: the mode, no LoadGen errors, no audit.config."""
+    p = _Problems(detail, path)
+    _check_kind(p, None, "AccuracyOnly")
+    _check_errors(p)
+    _check_audit(p, None, "")
+    return p.lines
+
+
+def raise_if_problems(problems: list[str], where: str) -> None:
+    if problems:
+        raise ValidationError(f"{where}: {len(problems)} problem(s):\n" + "\n".join(problems))
