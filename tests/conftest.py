@@ -76,3 +76,19 @@ def served() -> Iterator[Served]:
 def mirror() -> Iterator[Served]:
     """A second server: the same file at another address."""
     yield from serve()
+
+
+# MLCommons' inference submission checker is not a package: tests run the copy beside the
+# repository (../shared/third_party/mlcommons-inference), or the checkout this names.
+INFERENCE_CHECKOUT_ENV = "BENCHPIPE_INFERENCE_CHECKOUT"
+
+
+@pytest.fixture(scope="session")
+def inference_checkout() -> Path:
+    path = Path(os.environ.get(INFERENCE_CHECKOUT_ENV) or REPO_ROOT.parent / "shared" / "third_party" / "mlcommons-inference")
+    if not (path / "tools" / "submission" / "submission_checker" / "main.py").is_file():
+        message = f"no MLCommons inference checkout at {path} (set {INFERENCE_CHECKOUT_ENV})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)  # provisioned in CI: a missing checker is a failure, not a skip
+        pytest.skip(message)
+    return path

@@ -1,12 +1,14 @@
 """The training harness, through real TensorFlow runs and the official compliance checker."""
 
 import dataclasses
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +237,24 @@ def test_an_impossible_cadence_is_refused_before_anything_is_written(digits_data
     with pytest.raises(TrainingError, match="digits: .*epoch"):
         train_run(wrong, digits_data, out, seed=1, submission=SUBMISSION, threads=2, max_epochs=limit)
     assert not out.exists()
+
+
+def test_open_runs_short_of_the_target_serve_the_most_accurate(tmp_path):
+    def run(name: str, division: str, accuracies: list[float]) -> Path:
+        run_dir = tmp_path / division / name
+        (run_dir / "model").mkdir(parents=True)
+        events = [("submission_division", division), ("submission_org", "o"), ("submission_platform", "p"),
+                  ("submission_benchmark", "digits"), ("seed", 1), ("run_start", None)]
+        events += [("eval_accuracy", a) for a in accuracies] + [("run_stop", None)]
+        lines = []
+        for t, (key, value) in enumerate(events):
+            meta = {"status": "aborted"} if key == "run_stop" else ({"epoch_num": t} if key == "eval_accuracy" else {})
+            lines.append(":::MLLOG " + json.dumps({"namespace": "", "time_ms": t, "event_type": "POINT_IN_TIME",
+                                                  "key": key, "value": value, "metadata": meta}))
+        (run_dir / "mllog.txt").write_text("\n".join(lines) + "\n")
+        return run_dir
+
+    open_runs = [run("run_0", "open", [0.2, 0.4]), run("run_1", "open", [0.5]), run("run_2", "open", [0.5])]
+    assert select_model(open_runs) == open_runs[1] / "model"
+    with pytest.raises(TrainingError, match="no successful training run"):
+        select_model([run("run_0", "closed", [0.9])])

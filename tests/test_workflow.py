@@ -14,7 +14,9 @@ import yaml
 
 from benchpipe.package.manifest import verify_manifest
 
-STAGES = {"datasets", "train", "infer", "parse", "describe_system", "package", "submit"}
+STAGES = {"datasets", "train", "calibrate", "infer", "parse", "describe_system", "package", "submit"}
+SCENARIOS = ("Offline", "SingleStream", "MultiStream", "Server")
+MODES = ("performance", "accuracy", "TEST01", "TEST04")  # closed: the compliance tests too
 
 
 def snakemake(repo_root: Path, workdir: Path, env, *args: str, timeout: int = 900):
@@ -100,19 +102,34 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     assert sha256_file(tree / "benchpipe" / "datasets" / "digits" / "manifest.json") == data_manifest
     assert checks["datasets"]["digits"]["manifest_sha256"] == data_manifest
     provenance = pq.read_table(tree / "benchpipe" / "tables" / "provenance.parquet").to_pylist()
-    assert len(provenance) == 3 + 4 and {r["dataset_manifest_sha256"] for r in provenance} == {data_manifest}
+    assert len(provenance) == 3 + 16 and {r["dataset_manifest_sha256"] for r in provenance} == {data_manifest}
 
-    # Inference layout, labelled as not valid for an official round.
-    inf = tree / "inference" / "closed" / "benchpipe-ci"
+    # Inference layout, in benchpipe's own section (digits is not an MLPerf model), labelled
+    # as not valid for an official round; the compliance tests verified beside their logs.
+    assert not (tree / "inference").exists()
+    inf = tree / "benchpipe" / "inference" / "closed" / "benchpipe-ci"
     assert json.loads((inf / "systems" / "local-cpu.json").read_text())["status"] == "rdi"
-    for scenario in ("Offline", "SingleStream"):
+    for scenario in SCENARIOS:
         sdir = inf / "results" / "local-cpu" / "digits" / scenario
         for rel in ("performance/run_1/mlperf_log_detail.txt", "performance/run_1/mlperf_log_summary.txt",
                     "accuracy/mlperf_log_detail.txt", "accuracy/accuracy.txt", "accuracy/mlperf_log_accuracy.json",
-                    "measurements.json", "user.conf", "README.md"):
+                    "measurements.json", "user.conf", "README.md",
+                    "TEST01/verify_accuracy.txt", "TEST01/verify_performance.txt",
+                    "TEST01/performance/run_1/mlperf_log_detail.txt",
+                    "TEST04/verify_performance.txt", "TEST04/performance/run_1/mlperf_log_detail.txt"):
             assert (sdir / rel).is_file(), rel
         assert (sdir / "accuracy" / "mlperf_log_accuracy.json").stat().st_size <= 10 * 1024
         assert "Not valid for an official round" in (sdir / "README.md").read_text()
+        # TEST01's answers match the accuracy run's; the development run's performance
+        # comparisons are reported with their verdict (judged only in official runs).
+        assert "TEST PASS" in (sdir / "TEST01" / "verify_accuracy.txt").read_text().splitlines()
+        for test in ("TEST01", "TEST04"):
+            assert "TEST PASS" in (sdir / test / "verify_performance.txt").read_text() or (
+                f"{test} failed, reported but not judged" in (sdir / "README.md").read_text())
+    compliance = checks["inference"]["compliance"]
+    assert {(c["scenario"], c["test"]) for c in compliance} == {(s, t) for s in SCENARIOS for t in ("TEST01", "TEST04")}
+    assert all(c["passed"] or not c["judged"] for c in compliance)
+    assert checks["inference"]["official"] is False and checks["inference"]["official_checker"] is None
 
     # Parquet tables with their explicit schemas.
     tables = tree / "benchpipe" / "tables"
@@ -123,9 +140,8 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     scores = pq.read_table(tables / "scores.parquet").to_pylist()
     assert len(scores) == 1 and scores[0]["olympic_mean_min"] > 0
     inference = pq.read_table(tables / "inference.parquet").to_pylist()
-    assert {(r["scenario"], r["mode"]) for r in inference} == {
-        (s, m) for s in ("Offline", "SingleStream") for m in ("performance", "accuracy")}
-    assert all(r["result_validity"] == "VALID" for r in inference if r["mode"] == "performance")
+    assert {(r["scenario"], r["mode"]) for r in inference} == {(s, m) for s in SCENARIOS for m in MODES}
+    assert all(r["result_validity"] == "VALID" for r in inference if r["mode"] != "accuracy")
     assert not any(r["official_round_valid"] for r in inference)
     events = pq.read_table(tables / "training_events.parquet")
     assert events.schema.field("time_ms").type == "int64" and events.num_rows > 3 * 30
@@ -210,3 +226,30 @@ def test_missing_engine_stops_the_workflow_before_any_job(repo_root, tmp_path, c
     assert proc.returncode != 0
     assert f"target {target} (runtime " in proc.stderr and expected in proc.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+def test_official_runs_and_supplied_models_reach_the_calibration(repo_root, tmp_path, cli_env):
+    model = tmp_path / "supplied"
+    model.mkdir()
+    config = write_config(tmp_path, {
+        "submission": {"submitter": "acme", "division": "open"},
+        "inference": {"official": True, "scenarios": ["Server"],
+                      "models": {"digits": {"savedmodel": str(model), "sha256": "ab" * 32}}},
+    })
+    proc = snakemake(repo_root, tmp_path, cli_env, "-n", "-p", "submit", "--configfile", str(config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    calibrate = [l for l in out.splitlines() if "benchpipe calibrate" in l]
+    assert calibrate and all("--official" in l and f"--model {model} --model-sha256 {'ab' * 32}" in l for l in calibrate)
+    assert "--train-runs" not in " ".join(calibrate)
+    assert "TEST01" not in out  # the open division has no compliance tests
+
+
+def test_supplied_model_for_an_untested_benchmark_is_refused(repo_root, tmp_path, cli_env):
+    config = write_config(tmp_path, {
+        "submission": {"submitter": "acme"},
+        "inference": {"benchmarks": [], "models": {"digits": {"savedmodel": "m", "sha256": "ab" * 32}}},
+    })
+    proc = snakemake(repo_root, tmp_path, cli_env, "-n", "submit", "--configfile", str(config))
+    assert proc.returncode != 0
+    assert "inference.models.digits: digits is not a benchmark that LoadGen tests" in proc.stdout + proc.stderr

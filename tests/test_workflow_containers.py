@@ -59,7 +59,7 @@ def test_containers_end_to_end(repo_root, tmp_path, cli_env):
 
     # Both targets: the same structure and the same official checks passed.
     org = tree / "benchpipe" / "training" / "benchpipe-ci"
-    for layout_root in (org / "results", tree / "inference" / "closed" / "benchpipe-ci" / "results"):
+    for layout_root in (org / "results", tree / "benchpipe" / "inference" / "closed" / "benchpipe-ci" / "results"):
         assert _files(layout_root / "local-cpu") == _files(layout_root / "docker-cpu")
     checks = json.loads((tree / "benchpipe" / "checks.json").read_text())
     checked = {c["log"]: c["passed"] for c in checks["training_compliance"]}
@@ -72,7 +72,7 @@ def test_containers_end_to_end(repo_root, tmp_path, cli_env):
     record = json.loads((tmp_path / "images" / "docker" / "tensorflow-cpu.json").read_text())
     rows = pq.read_table(tree / "benchpipe" / "tables" / "provenance.parquet").to_pylist()
     docker_rows = [r for r in rows if r["target"] == "docker-cpu"]
-    assert len(docker_rows) == 3 + 4
+    assert len(docker_rows) == 3 + 2 * 4  # 3 runs; 2 scenarios x performance, accuracy, TEST01, TEST04
     assert {(r["runtime"], r["image_id"], r["image_digest"], r["lock_sha256"]) for r in docker_rows} == {
         ("docker", record["image_id"], record["digest"], record["lock_sha256"])}
     assert json.loads(docker_rows[0]["wheels_json"]) == record["wheels"]

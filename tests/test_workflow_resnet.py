@@ -1,5 +1,6 @@
-"""resnet through the whole workflow: ImageNet-layout tree in, an organization folder that
-MLCommons' own package checker and result summarizer accept out."""
+"""resnet through the whole workflow: ImageNet-layout tree in; out, a training folder that
+MLCommons' own package checker and result summarizer accept, and an inference folder that
+MLCommons' submission checker accepts under the development rule."""
 
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ def snakemake(repo_root: Path, workdir: Path, env, *args: str, timeout: int = 18
     )
 
 
-def resnet_config(tmp_path: Path, **overrides) -> dict:
+# Offline and SingleStream: an edge system's runs, short (development) on the tiny val set.
+INFERENCE = {"scenarios": ["Offline", "SingleStream"], "min_duration_ms": 1000}
+
+
+def resnet_config(tmp_path: Path, checker: Path | None = None, **overrides) -> dict:
     tree = make_tree(tmp_path / "ilsvrc")
     config = {
         "submission": {"submitter": ORG, "division": "open", "round": "resnet"},
@@ -41,7 +46,7 @@ def resnet_config(tmp_path: Path, **overrides) -> dict:
             "subset": {"train_per_class": SUBSET.train_per_class, "val_images": SUBSET.val_images},
         }},
         "training": {"hyperparameters": {"resnet": dict(TINY_HYPERPARAMETERS)}},
-        "inference": {"benchmarks": []},
+        "inference": dict(INFERENCE, checker=str(checker)) if checker else {"benchmarks": []},
     }
     for key, value in overrides.items():
         config[key] = value
@@ -55,8 +60,10 @@ def write(tmp_path: Path, config: dict) -> Path:
 
 
 @pytest.mark.slow
-def test_open_resnet_tree_passes_the_package_checker_and_the_result_summarizer(repo_root, tmp_path, cli_env):
-    config = write(tmp_path, resnet_config(tmp_path))
+def test_open_resnet_tree_passes_the_official_training_and_inference_checkers(
+    repo_root, tmp_path, cli_env, inference_checkout
+):
+    config = write(tmp_path, resnet_config(tmp_path, inference_checkout))
     proc = snakemake(repo_root, tmp_path, cli_env, "--cores", "2", "submit", "--configfile", str(config))
     assert proc.returncode == 0, proc.stderr[-5000:]
     tree = tmp_path / "submissions" / "resnet"
@@ -70,7 +77,6 @@ def test_open_resnet_tree_passes_the_package_checker_and_the_result_summarizer(r
     assert sorted(p.name for p in results.iterdir()) == [f"result_{i}.txt" for i in range(5)]
     impl = org / "benchmarks" / "resnet" / "implementations" / "benchpipe"
     assert (impl / "README.md").is_file() and (impl / "run_and_time.sh").is_file()
-    assert not (tree / "inference").exists()  # a training-only submission
     assert not (tree / "benchpipe" / "training").exists()  # nothing of benchpipe's own benchmarks
 
     # Seeds are distinct per run, from one source line; every log is an open ResNet log.
@@ -108,6 +114,23 @@ def test_open_resnet_tree_passes_the_package_checker_and_the_result_summarizer(r
     assert checks["datasets"]["resnet"]["subset"]
     assert (tree / "benchpipe" / "datasets" / "imagenet" / "manifest.json").is_file()
 
+    # Inference: MLPerf's folder `resnet`, LoadGen's key resnet50, judged by the official checker.
+    inf = tree / "inference" / "open" / ORG
+    assert json.loads((inf / "systems" / "local-cpu.json").read_text())["system_type"] == "edge"
+    for scenario in INFERENCE["scenarios"]:
+        sdir = inf / "results" / "local-cpu" / "resnet" / scenario
+        assert "resnet50." + scenario in (sdir / "user.conf").read_text()
+        measurements = json.loads((sdir / "measurements.json").read_text())
+        assert measurements["retraining"] == "yes" and "sha256" in measurements["starting_weights_filename"]
+        assert (sdir / "accuracy" / "accuracy.txt").read_text().startswith("accuracy=")
+        assert not (sdir / "TEST01").exists()  # the open division has no compliance tests
+    verdict = checks["inference"]["official_checker"]
+    assert verdict["verdict"].startswith("passed")
+    # The development rule: nothing but the short duration (and, skipped, the dataset size).
+    assert verdict["errors_allowed"] and all("Test duration less than 600s" in e for e in verdict["errors_allowed"])
+    assert (tree / verdict["csv"]).is_file() and (tree / verdict["log"]).is_file()
+    assert not (tree / "benchpipe" / "inference").exists()  # no benchpipe model was tested
+
 
 def test_closed_hyperparameter_outside_the_rules_fails_before_any_job(repo_root, tmp_path, cli_env):
     config = resnet_config(tmp_path)
@@ -136,7 +159,7 @@ def test_closed_batch_size_without_a_reference_convergence_point_fails_before_an
     "change, expected",
     [
         ({"datasets": {}}, "resnet trains on data/imagenet, which is never downloaded"),
-        ({"inference": {}}, "inference.benchmarks: resnet"),
+        ({"inference": {}}, "inference.checker: resnet goes into MLPerf's inference tree"),
         ({"training": {"hyperparameters": {"resnet": {"image_sise": 32}}}}, "training.hyperparameters.resnet.image_sise"),
         ({"training": {"hyperparameters": {"digits": {}}}}, "training.hyperparameters: digits is not in benchmarks"),
     ],
@@ -150,11 +173,13 @@ def test_resnet_config_errors_are_named_before_any_job(repo_root, tmp_path, cli_
     assert "Building DAG" not in output
 
 
-def test_resnet_dry_run_trains_five_runs_on_data_imagenet(repo_root, tmp_path, cli_env):
-    config = write(tmp_path, resnet_config(tmp_path))
+def test_resnet_dry_run_trains_five_runs_on_data_imagenet(repo_root, tmp_path, cli_env, inference_checkout):
+    config = write(tmp_path, resnet_config(tmp_path, inference_checkout))
     proc = snakemake(repo_root, tmp_path, cli_env, "-n", "-p", "submit", "--configfile", str(config))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.MULTILINE))
-    assert (jobs["imagenet"], jobs["train"]) == ("1", "5") and "infer" not in jobs and "datasets" not in jobs
+    assert (jobs["imagenet"], jobs["train"]) == ("1", "5") and "datasets" not in jobs
+    # Two scenarios, each calibrated once, then its performance and accuracy runs (open: no TEST0x).
+    assert (jobs["calibrate"], jobs["infer"]) == ("2", "4")
     assert "--data data/imagenet" in out and "--hyperparameters-json" in out

@@ -118,16 +118,46 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _served_model(args: argparse.Namespace):
+    from benchpipe.infer.models import supplied_model, trained_model
+
+    if args.model is not None:
+        if not args.model_sha256:
+            raise ConfigError("--model needs --model-sha256 (inference.models.<benchmark>.sha256)")
+        return supplied_model(args.model, args.model_sha256, args.benchmark)
+    if not args.train_runs:
+        raise ConfigError("give --train-runs (the model training exported) or --model and --model-sha256")
+    return trained_model(args.train_runs)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> None:
+    from benchpipe import benchmarks
+    from benchpipe.infer.loadgen_run import RunKind, calibrate_scenario
+
+    _limit_threads(args.threads)
+    kind = RunKind.from_settings({
+        "official": args.official, "min_duration_ms": args.min_duration_ms,
+        "accuracy_samples": args.accuracy_samples,
+    })
+    model = _served_model(args)
+    calibrate_scenario(benchmarks.get(args.benchmark), args.data, model, args.scenario, kind, args.out)
+    log.info("%s calibrated with %s: user.conf in %s", args.scenario, model.path, args.out)
+
+
 def _cmd_infer(args: argparse.Namespace) -> None:
     from benchpipe import benchmarks
     from benchpipe.infer.loadgen_run import LoadGenTest, run_test
-    from benchpipe.results.mllog_parser import select_model
 
     _limit_threads(args.threads)
-    model_dir = select_model(args.train_runs)
-    spec = LoadGenTest(args.scenario, args.mode, args.min_duration_ms)
-    run_test(benchmarks.get(args.benchmark), args.data, model_dir, spec, args.out)
-    log.info("%s %s with %s: logs in %s", args.scenario, args.mode, model_dir, args.out)
+    test = LoadGenTest(args.scenario, args.mode)
+    run_test(benchmarks.get(args.benchmark), args.data, test, args.calibration, args.out)
+    log.info("%s %s: logs in %s", args.scenario, args.mode, args.out)
+
+
+def _cmd_model_sha256(args: argparse.Namespace) -> None:
+    from benchpipe.infer.models import savedmodel_sha256
+
+    print(savedmodel_sha256(args.savedmodel))
 
 
 def _cmd_system(args: argparse.Namespace) -> None:
@@ -261,17 +291,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run directory to create")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("infer", help="one LoadGen test (scenario x mode)")
+    p = sub.add_parser("calibrate", help="measure a model under one LoadGen scenario and write its user.conf")
     p.add_argument("--benchmark", required=True)
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--train-runs", type=Path, nargs="+", required=True,
-                   help="training run directories; the first successful one is served")
+    p.add_argument("--train-runs", type=Path, nargs="*", default=[],
+                   help="training run directories; the first successful one's model is served")
+    p.add_argument("--model", type=Path, default=None, help="a SavedModel to serve instead (inference.models)")
+    p.add_argument("--model-sha256", default=None, help="its `benchpipe model-sha256`, checked before use")
     p.add_argument("--scenario", required=True)
-    p.add_argument("--mode", required=True)
-    p.add_argument("--min-duration-ms", type=int, required=True)
+    p.add_argument("--official", action="store_true",
+                   help="a run for a round: 600 s, the whole dataset (default: a development run)")
+    p.add_argument("--min-duration-ms", type=int, default=5000, help="development runs' LoadGen min_duration")
+    p.add_argument("--accuracy-samples", type=int, default=None,
+                   help="development runs use the first N samples (default: all)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("infer", help="one LoadGen test (scenario x mode) with a calibrated user.conf")
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--calibration", type=Path, required=True,
+                   help="the scenario's `benchpipe calibrate` output: user.conf, the model, the run kind")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--mode", required=True, help="performance, accuracy, TEST01 or TEST04")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser("model-sha256", help="the digest of a SavedModel directory (inference.models.<b>.sha256)")
+    p.add_argument("savedmodel", type=Path)
+    p.set_defaults(func=_cmd_model_sha256)
 
     p = sub.add_parser("system", help="detect and write a target's system description")
     p.add_argument("--target-file", type=Path, required=True)

@@ -124,13 +124,39 @@ def inference_benchmarks(config: dict[str, Any]) -> list[str]:
     for name in chosen:
         if name not in config["benchmarks"]:
             raise ConfigError(f"inference.benchmarks: {name} is not in benchmarks")
-        bench = benchmarks.get(name)
-        if bench.trainer is not None:
-            raise ConfigError(
-                f"inference.benchmarks: {name} has no LoadGen stage for data/{bench.dataset_name} yet; "
-                "leave it out of inference.benchmarks ([] makes a training-only submission)"
-            )
     return chosen
+
+
+def inference_modes(config: dict[str, Any]) -> list[str]:
+    """The tests of each scenario: the compliance tests only in the closed division, as the rules ask."""
+    from benchpipe.infer.compliance import COMPLIANCE_TESTS
+
+    modes = ["performance", "accuracy"]
+    if config["submission"]["division"] == "closed":
+        modes += list(COMPLIANCE_TESTS)
+    return modes
+
+
+def check_inference_settings(config: dict[str, Any]) -> None:
+    """inference.models name tested benchmarks, and a tree of MLPerf models has a checker to run."""
+    inference = config["inference"]
+    tested = inference_benchmarks(config)
+    for name in inference.get("models", {}):
+        if name not in tested:
+            raise ConfigError(f"inference.models.{name}: {name} is not a benchmark that LoadGen tests")
+    official = [name for name in tested if benchmarks.get(name).inference.official_name]
+    if not official:
+        return
+    if not inference.get("checker"):
+        raise ConfigError(
+            f"inference.checker: {', '.join(official)} goes into MLPerf's inference tree, which the "
+            "official submission checker must pass: set inference.checker to your checkout of "
+            "mlcommons/inference"
+        )
+    from benchpipe.package.inference_checker import checker_dir
+
+    # Relative to the working directory, as the package job that runs the checker sees it.
+    checker_dir(Path(inference["checker"]))
 
 
 def explain_invalid_config(config: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
     runs/<target>/system.json
     runs/<target>/<benchmark>/train/run_<i>/{mllog.txt, model/}
+    runs/<target>/<benchmark>/calibrate/<scenario>/{calibration.json, user.conf, model.json}
     runs/<target>/<benchmark>/infer/<scenario>/<mode>/{mlperf_log_*, user.conf[, accuracy.txt]}
 """
 

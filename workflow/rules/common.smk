@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 from benchpipe import benchmarks as bp_benchmarks
-from benchpipe.config import check_config, inference_benchmarks, load_target
+from benchpipe.config import check_config, check_inference_settings, inference_benchmarks, inference_modes, load_target
 from benchpipe.errors import ConfigError, DatasetError, RuntimeSetupError
 
 try:
@@ -92,6 +92,7 @@ try:
     if workflow.is_main_process:
         check_licensed_datasets()
         check_hyperparameters()
+        check_inference_settings(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -121,7 +122,7 @@ SUBMISSION = config["submission"]
 BENCHMARKS = config["benchmarks"]
 TARGETS = config["targets"]
 SCENARIOS = config["inference"]["scenarios"]
-MODES = ["performance", "accuracy"]
+MODES = inference_modes(config)
 SUBMISSION_TREE = f"submissions/{SUBMISSION['round']}"
 # With --software-deployment-method conda every job gets the environment `make venv` builds.
 CONDA_ENV = "../../environment.yml"
@@ -191,6 +192,30 @@ ALL_TESTS = expand(
     scenario=SCENARIOS,
     mode=MODES,
 )
+
+
+def served_model_input(wildcards):
+    """What the served model is read from: the user's SavedModel, or the training runs."""
+    supplied = config["inference"]["models"].get(wildcards.benchmark)
+    return [supplied["savedmodel"]] if supplied else train_runs(wildcards)
+
+
+def served_model_options(wildcards):
+    supplied = config["inference"]["models"].get(wildcards.benchmark)
+    if supplied:
+        return shlex.join(["--model", supplied["savedmodel"], "--model-sha256", supplied["sha256"]])
+    return shlex.join(["--train-runs", *train_runs(wildcards)])
+
+
+def run_kind_options():
+    """Development (short, accuracy on a subset) or official, for `benchpipe calibrate`."""
+    settings = config["inference"]
+    if settings["official"]:
+        return "--official"
+    options = ["--min-duration-ms", str(settings["min_duration_ms"])]
+    if settings["accuracy_samples"]:
+        options += ["--accuracy-samples", str(settings["accuracy_samples"])]
+    return shlex.join(options)
 
 
 def data_input(wildcards):

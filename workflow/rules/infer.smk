@@ -1,26 +1,53 @@
-# Stage 3: one LoadGen test per job, hence per process (LoadGen allows one test per process),
-# serving the model of the first training run that reached the target.
+# Stage 3: LoadGen. Per scenario, a calibration measures the served model and writes the
+# user.conf that every test of the scenario runs with; then one test per job, hence per
+# process (LoadGen allows one test per process): performance, accuracy and, in the closed
+# division, the TEST01 and TEST04 compliance runs.
+
+
+rule calibrate:
+    input:
+        data=data_input,
+        model=served_model_input,
+        target=target_file,
+        image=image_record,
+        images_first=IMAGES_FIRST,
+    output:
+        directory("runs/{target}/{benchmark}/calibrate/{scenario}"),
+    params:
+        model=served_model_options,
+        kind=run_kind_options(),
+        run_inputs=lambda wildcards, input: " ".join(f"--input {m}" for m in input.model),
+    threads: workflow.cores
+    conda:
+        CONDA_ENV
+    log:
+        "logs/calibrate/{target}/{benchmark}/{scenario}.log",
+    shell:
+        "benchpipe run --target-file {input.target} --input {input.data} {params.run_inputs}"
+        " --output {output} -- benchpipe calibrate --benchmark {wildcards.benchmark} --data {input.data}"
+        " {params.model} --scenario {wildcards.scenario} {params.kind} --threads {threads}"
+        " --out {output} > {log} 2>&1"
 
 
 rule infer:
     input:
         data=data_input,
-        runs=train_runs,
+        calibration="runs/{target}/{benchmark}/calibrate/{scenario}",
+        model=served_model_input,
         target=target_file,
         image=image_record,
         images_first=IMAGES_FIRST,
     output:
         directory("runs/{target}/{benchmark}/infer/{scenario}/{mode}"),
     params:
-        min_duration_ms=config["inference"]["min_duration_ms"],
-        run_inputs=lambda wildcards, input: " ".join(f"--input {r}" for r in input.runs),
+        run_inputs=lambda wildcards, input: " ".join(f"--input {m}" for m in input.model),
     threads: workflow.cores
     conda:
         CONDA_ENV
     log:
         "logs/infer/{target}/{benchmark}/{scenario}/{mode}.log",
     shell:
-        "benchpipe run --target-file {input.target} --input {input.data} {params.run_inputs}"
-        " --output {output} -- benchpipe infer --benchmark {wildcards.benchmark} --data {input.data}"
-        " --train-runs {input.runs} --scenario {wildcards.scenario} --mode {wildcards.mode}"
-        " --min-duration-ms {params.min_duration_ms} --threads {threads} --out {output} > {log} 2>&1"
+        "benchpipe run --target-file {input.target} --input {input.data} --input {input.calibration}"
+        " {params.run_inputs} --output {output} -- benchpipe infer --benchmark {wildcards.benchmark}"
+        " --data {input.data} --calibration {input.calibration} --scenario {wildcards.scenario}"
+        " --mode {wildcards.mode} --threads {threads} --out {output} > {log} 2>&1"

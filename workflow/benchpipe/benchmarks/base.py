@@ -128,11 +128,14 @@ class HyperparameterSet(Protocol):
 class InferenceTask:
     """How LoadGen drives the exported model."""
 
-    accuracy_target: float  # top-1 the inference accuracy run must reach
+    accuracy_target: float  # top-1 the inference accuracy run must reach (closed division)
     offline_batch_size: int
-    offline_expected_qps: float  # accuracy runs only; performance runs calibrate their own
-    single_stream_expected_latency_ns: int
     performance_sample_count: int
+    loadgen_model: str  # the model key of user.conf and mlperf.conf
+    server_latency_ms: float  # p99 bound of the Server scenario
+    # The model's folder in MLPerf's inference tree, whose results the official checker
+    # reads; None: not an MLPerf model, its results go to benchpipe's own section.
+    official_name: str | None = None
 
 
 class TrainerHooks(Protocol):

@@ -91,9 +91,9 @@ BENCHMARK = Benchmark(
     inference=InferenceTask(
         accuracy_target=0.99 * 0.97,  # MLPerf inference's 99 % of the reference quality
         offline_batch_size=128,
-        offline_expected_qps=20000.0,
-        single_stream_expected_latency_ns=1_000_000,
         performance_sample_count=360,
+        loadgen_model="digits",
+        server_latency_ms=10.0,  # LoadGen's default bound (mlperf.conf *.Server.target_latency)
     ),
     rules_file=Path(__file__).with_name("digits.rules.yaml"),
 )

@@ -330,9 +330,10 @@ BENCHMARK = Benchmark(
     inference=InferenceTask(
         accuracy_target=0.99 * 0.7646,  # MLPerf inference: 99 % of the FP32 reference's top-1
         offline_batch_size=64,
-        offline_expected_qps=100.0,
-        single_stream_expected_latency_ns=50_000_000,
-        performance_sample_count=1024,
+        performance_sample_count=1024,  # the rules' QSL size for resnet50
+        loadgen_model="resnet50",
+        server_latency_ms=15.0,  # the rules' p99 bound (mlperf.conf resnet50.Server.target_latency)
+        official_name="resnet",
     ),
     rules_file=_official_rules(),
     eval_every_epochs=4,

@@ -1,137 +1,228 @@
-"""One LoadGen test (scenario x mode) per process, logs written atomically to one directory."""
+"""LoadGen tests, one per process: a calibration per scenario, then each test from its user.conf.
+
+A scenario's calibration (``benchpipe calibrate``) measures the served model through LoadGen
+and writes the ``user.conf`` that every test of that scenario then runs with: the
+performance and accuracy runs and, in the closed division, the TEST01 and TEST04
+compliance runs, which must run exactly as the submission run does. Each test writes its
+logs atomically into one directory.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from benchpipe import provenance
 from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark
-from benchpipe.datasets.prepare import load_split
 from benchpipe.errors import InferenceError
 from benchpipe.hashing import sha256_file
-from benchpipe.infer.sut import RESPONSE_DTYPE, ClassifierSUT, SampleLibrary, SavedModelPredictor
+from benchpipe.infer.compliance import COMPLIANCE_TESTS, audit_config
+from benchpipe.infer.models import ServedModel, input_sample_shape, read_model_record
+from benchpipe.infer.sut import RESPONSE_DTYPE
 
-SCENARIOS = ("Offline", "SingleStream")
+SCENARIOS = ("Offline", "SingleStream", "MultiStream", "Server")
 MODES = ("performance", "accuracy")
+TEST_MODES = (*MODES, *COMPLIANCE_TESTS)
 OFFICIAL_MIN_DURATION_MS = 600_000
 USER_CONF = "user.conf"
+CALIBRATION = "calibration.json"
+AUDIT_CONFIG = "audit.config"
 ACCURACY_LOG = "mlperf_log_accuracy.json"
 ACCURACY_TXT = "accuracy.txt"
+# Offline issues one query of target_qps x min_duration samples: a target below the real
+# rate ends the test before min_duration (INVALID), so aim above the calibrated rate.
+OFFLINE_QPS_HEADROOM = 1.25
+# LoadGen generates min_duration / target_latency queries up front: a target above the
+# real latency runs out of queries before min_duration (INVALID), so aim below it.
+LATENCY_HEADROOM = 0.5
+# Enough for the Server search on digits (10-15 s) and for a slow model's few search runs.
+CALIBRATION_BUDGET_S = 60.0
+# Before each test, so that its first second is not slower than the rest (CompiledPredictor.warm_up).
+WARM_UP_S = 1.0
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """Development (short, accuracy on a subset, labelled) or official (what a round needs)."""
+
+    official: bool
+    min_duration_ms: int
+    accuracy_samples: int | None  # None: the whole dataset
+
+    @classmethod
+    def from_settings(cls, inference: dict[str, Any]) -> RunKind:
+        if inference.get("official"):
+            return cls(True, OFFICIAL_MIN_DURATION_MS, None)
+        return cls(False, int(inference["min_duration_ms"]), inference.get("accuracy_samples"))
+
+    @property
+    def label(self) -> str:
+        if self.official:
+            return "official"
+        return (
+            f"development (min_duration {self.min_duration_ms} ms"
+            + (f", accuracy on the first {self.accuracy_samples} samples" if self.accuracy_samples else "")
+            + "): not valid for a round"
+        )
 
 
 @dataclass(frozen=True)
 class LoadGenTest:
     scenario: str
     mode: str
-    min_duration_ms: int
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
             raise InferenceError(f"scenario '{self.scenario}' is not one of {', '.join(SCENARIOS)}")
-        if self.mode not in MODES:
-            raise InferenceError(f"mode '{self.mode}' is not one of {', '.join(MODES)}")
+        if self.mode not in TEST_MODES:
+            raise InferenceError(f"mode '{self.mode}' is not one of {', '.join(TEST_MODES)}")
 
 
-# Offline issues one query of target_qps x min_duration samples: a target below the real
-# rate ends the test before min_duration (INVALID), so aim above the calibrated rate.
-OFFLINE_QPS_HEADROOM = 1.5
-CALIBRATION_S = 1.0
+def sample_source(benchmark: Benchmark, data_dir: Path, sample_shape: tuple[int, ...], kind: RunKind):
+    """The QSL's samples; a development run takes the first ``accuracy_samples`` of them.
+
+    Every test of a development run uses the same subset, so that TEST01 can compare any
+    sample the performance run logs with the accuracy run's answer for it.
+    """
+    from benchpipe.infer.samples import ImageNetValSamples, ParquetSamples
+
+    if benchmark.dataset_name == "imagenet":
+        if len(sample_shape) != 3 or sample_shape[0] != sample_shape[1]:
+            raise InferenceError(f"{benchmark.name}: the model takes samples of shape {sample_shape}, not square images")
+        return ImageNetValSamples(data_dir, sample_shape[0], kind.accuracy_samples)
+    return ParquetSamples(data_dir, "eval", kind.accuracy_samples)
 
 
-def calibrate_offline_qps(predictor, features: np.ndarray, batch_size: int) -> float:
-    """Samples per second of the predictor on full batches, measured for about a second."""
-    reps = -(-batch_size // len(features))
-    batch = np.ascontiguousarray(np.concatenate([features] * reps)[:batch_size])
-    # The first calls are slower (allocation, caches): an estimate taken from them would be
-    # low, and a low target ends the test before min_duration.
-    warm_until = time.perf_counter() + CALIBRATION_S / 4
-    while time.perf_counter() < warm_until:
-        predictor(batch)
-    done, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < CALIBRATION_S:
-        predictor(batch)
-        done += batch_size
-    return done / elapsed
+def _line(prefix: str, key: str, value: Any) -> str:
+    return f"{prefix}.{key} = {value}"
 
 
-def user_conf(benchmark: Benchmark, spec: LoadGenTest, offline_qps: float | None = None) -> str:
-    """The user.conf this test runs with; written into the results so that it can be audited."""
+def user_conf(benchmark: Benchmark, scenario: str, kind: RunKind, calibration) -> str:
+    """The user.conf of every test of this scenario; the calibration's figures in comments."""
     task = benchmark.inference
-    prefix = f"{benchmark.name}.{spec.scenario}"
-    lines = [
-        f"{prefix}.min_duration = {spec.min_duration_ms}",
-        f"{prefix}.performance_sample_count_override = {task.performance_sample_count}",
-    ]
-    if spec.scenario == "Offline":
-        if offline_qps is None:
-            qps = task.offline_expected_qps
-        else:
-            lines.append(f"# target_qps: {OFFLINE_QPS_HEADROOM} x the {offline_qps:.0f} samples/s measured before the test")
-            qps = round(offline_qps * OFFLINE_QPS_HEADROOM)
-        lines.append(f"{prefix}.target_qps = {qps}")
+    prefix = f"{task.loadgen_model}.{scenario}"
+    lines = [f"# benchpipe {kind.label}"]
+    lines.append(_line(prefix, "min_duration", kind.min_duration_ms))
+    lines.append(_line(prefix, "performance_sample_count_override", task.performance_sample_count))
+    if scenario == "Offline":
+        lines.append(f"# {calibration.offline_qps:.1f} samples/s measured; target {OFFLINE_QPS_HEADROOM} x that")
+        lines.append(_line(prefix, "target_qps", round(calibration.offline_qps * OFFLINE_QPS_HEADROOM, 1)))
+    elif scenario in ("SingleStream", "MultiStream"):
+        measured = (calibration.single_stream_latency_ns if scenario == "SingleStream"
+                    else calibration.multi_stream_latency_ns)
+        lines.append(f"# {measured / 1e6:.3f} ms measured; target {LATENCY_HEADROOM} x that")
+        lines.append(_line(prefix, "target_latency", round(max(measured * LATENCY_HEADROOM / 1e6, 0.001), 3)))
     else:
-        lines.append(f"{prefix}.target_latency = {task.single_stream_expected_latency_ns / 1e6}")
-    if spec.min_duration_ms < OFFICIAL_MIN_DURATION_MS:
-        lines.insert(0, f"# min_duration below {OFFICIAL_MIN_DURATION_MS} ms: not valid for an official round")
+        lines.append(
+            f"# the highest VALID rate found: {calibration.server_target_qps:.1f} queries/s "
+            f"(p99 bound {task.server_latency_ms} ms)"
+        )
+        lines.append(_line(prefix, "target_qps", round(calibration.server_target_qps, 1)))
+        if task.official_name is None:
+            # MLPerf models take their bound from mlperf.conf; benchpipe's own state theirs.
+            lines.append(_line(prefix, "target_latency", task.server_latency_ms))
     return "\n".join(lines) + "\n"
 
 
-def _settings(benchmark: Benchmark, spec: LoadGenTest, conf_path: Path):
+def _settings(benchmark: Benchmark, test: LoadGenTest, conf_path: Path):
     import mlperf_loadgen as lg
 
     settings = lg.TestSettings()
     # FromConfig once per process: a second call logs an error that invalidates the run.
-    if settings.FromConfig(str(conf_path), benchmark.name, spec.scenario) != 0:
+    if settings.FromConfig(str(conf_path), benchmark.inference.loadgen_model, test.scenario) != 0:
         raise InferenceError(f"{conf_path}: LoadGen rejected the configuration")
-    settings.scenario = getattr(lg.TestScenario, spec.scenario)
-    settings.mode = (
-        lg.TestMode.PerformanceOnly if spec.mode == "performance" else lg.TestMode.AccuracyOnly
-    )
+    settings.scenario = getattr(lg.TestScenario, test.scenario)
+    settings.mode = lg.TestMode.AccuracyOnly if test.mode == "accuracy" else lg.TestMode.PerformanceOnly
     return settings
 
 
-def run_test(
-    benchmark: Benchmark, data_dir: Path, model_dir: Path, spec: LoadGenTest, out_dir: Path
-) -> None:
-    import mlperf_loadgen as lg
+def _served_inputs(benchmark: Benchmark, data_dir: Path, model: ServedModel, kind: RunKind):
+    from benchpipe.infer.samples import SampleLibrary
 
-    evaluation = load_split(data_dir, "eval")
-    predictor = SavedModelPredictor(model_dir, tuple(evaluation.features.shape[1:]))
-    qsl = SampleLibrary(evaluation)
-    batch = benchmark.inference.offline_batch_size if spec.scenario == "Offline" else 1
-    sut = ClassifierSUT(predictor, qsl, batch)
+    shape = input_sample_shape(Path(model.path))
+    return shape, SampleLibrary(sample_source(benchmark, data_dir, shape, kind))
+
+
+def calibrate_scenario(
+    benchmark: Benchmark, data_dir: Path, model: ServedModel, scenario: str, kind: RunKind, out_dir: Path
+) -> None:
+    """Measure the model under ``scenario`` and write calibration.json and user.conf."""
+    from benchpipe.infer.calibrate import calibrate
+
+    LoadGenTest(scenario, "performance")
+    task = benchmark.inference
     with atomic_dir(out_dir) as tmp:
-        conf_path = tmp / USER_CONF
-        qps = None
-        if spec.scenario == "Offline" and spec.mode == "performance":
-            qps = calibrate_offline_qps(predictor, evaluation.features, batch)
-        conf_path.write_text(user_conf(benchmark, spec, qps))
-        settings = _settings(benchmark, spec, conf_path)
-        log_settings = lg.LogSettings()
-        log_settings.log_output.outdir = str(tmp)
-        log_settings.log_output.copy_summary_to_stdout = False
-        log_settings.enable_trace = False
-        sut_handle = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
-        qsl_handle = lg.ConstructQSL(
-            qsl.total, min(qsl.total, benchmark.inference.performance_sample_count), qsl.load, qsl.unload
+        shape, qsl = _served_inputs(benchmark, data_dir, model, kind)
+        started = time.perf_counter()
+        calibration = calibrate(
+            scenario, Path(model.path), shape, qsl,
+            offline_batch_size=task.offline_batch_size,
+            server_latency_bound_ns=int(task.server_latency_ms * 1e6),
+            loadgen_model=task.loadgen_model,
+            performance_sample_count=task.performance_sample_count,
+            budget_s=CALIBRATION_BUDGET_S,
         )
-        try:
-            # An explicit audit file that does not exist: an audit.config in the working
-            # directory would otherwise turn this into a compliance run.
-            lg.StartTestWithLogSettings(
-                sut_handle, qsl_handle, settings, log_settings, str(tmp / "no-audit.config")
-            )
-        finally:
-            lg.DestroyQSL(qsl_handle)
-            lg.DestroySUT(sut_handle)
-        if spec.mode == "accuracy":
-            write_accuracy(tmp, evaluation.labels)
+        record = {
+            "kind": asdict(kind),
+            "scenario": scenario,
+            "calibration": calibration.to_dict(),
+            "seconds": round(time.perf_counter() - started, 2),
+            "samples": qsl.total,
+        }
+        (tmp / CALIBRATION).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        (tmp / USER_CONF).write_text(user_conf(benchmark, scenario, kind, calibration))
+        model.write(tmp)
+        provenance.write(tmp, data_dir)
+
+
+def read_calibration(directory: Path):
+    """(RunKind, Calibration) of a calibration directory."""
+    from benchpipe.infer.calibrate import Calibration
+
+    path = directory / CALIBRATION
+    try:
+        record = json.loads(path.read_text())
+        return RunKind(**record["kind"]), Calibration.from_dict(record["calibration"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InferenceError(f"{path}: cannot read the calibration: {exc}") from exc
+
+
+def run_test(
+    benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, out_dir: Path
+) -> None:
+    """One LoadGen test with the scenario's calibrated user.conf, serving the calibrated model."""
+    from benchpipe.infer.sut import CompiledPredictor, predictor_batch_sizes, start_test, sut_for
+
+    kind, calibration = read_calibration(calibration_dir)
+    model = read_model_record(calibration_dir)
+    if not Path(model.path).is_dir():
+        raise InferenceError(f"{calibration_dir / 'model.json'}: the calibrated model {model.path} is gone: re-run calibrate")
+    with atomic_dir(out_dir) as tmp:
+        shape, qsl = _served_inputs(benchmark, data_dir, model, kind)
+        batching = calibration.batching
+        predictor = CompiledPredictor(Path(model.path), shape, predictor_batch_sizes(batching))
+        predictor.warm_up(WARM_UP_S)
+        conf_path = tmp / USER_CONF
+        conf_path.write_bytes((calibration_dir / USER_CONF).read_bytes())
+        # Each test carries its calibration: the run kind and figures behind its user.conf.
+        (tmp / CALIBRATION).write_bytes((calibration_dir / CALIBRATION).read_bytes())
+        # An explicit audit file in every test: one in the working directory would otherwise
+        # silently turn a submission run into a compliance run.
+        audit_path = tmp / AUDIT_CONFIG
+        if test.mode in COMPLIANCE_TESTS:
+            audit_path.write_text(audit_config(test.mode, benchmark.inference.loadgen_model))
+        settings = _settings(benchmark, test, conf_path)
+        sut = sut_for(test.scenario, predictor, qsl, batching)
+        start_test(sut, qsl, settings, tmp, benchmark.inference.performance_sample_count, audit_config=audit_path)
+        if test.mode == "accuracy":
+            write_accuracy(tmp, qsl.labels)
+        model.write(tmp)
         provenance.write(tmp, data_dir)
 
 

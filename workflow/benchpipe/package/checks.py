@@ -93,25 +93,6 @@ def check_score(row: dict) -> None:
         )
 
 
-def check_inference(row: dict, expected_min_duration_ms: int) -> None:
-    where = f"inference.parquet: {row['benchmark']} on {row['target']}, {row['scenario']} {row['mode']}"
-    if row["errors"]:
-        raise ValidationError(f"{where}: LoadGen logged {row['errors']} error(s)")
-    if row["min_duration_ms"] != expected_min_duration_ms:
-        raise ValidationError(
-            f"{where}: ran with min_duration {row['min_duration_ms']} ms, the config asks for "
-            f"{expected_min_duration_ms} ms: re-run the infer stage"
-        )
-    if row["mode"] == "performance" and row["result_validity"] != "VALID":
-        raise ValidationError(
-            f"{where}: result INVALID: {row['invalid_reason']} (re-run it: snakemake --cores all --forcerun infer submit)"
-        )
-    if row["mode"] == "accuracy" and row["accuracy"] < row["accuracy_target"]:
-        raise ValidationError(
-            f"{where}: accuracy {row['accuracy']:.4f} below the target {row['accuracy_target']:.4f}"
-        )
-
-
 PROVENANCE_KEYS = ("runtime", "runtime_version", "image_id", "image_digest", "lock_sha256", "packages_sha256")
 
 

@@ -1,7 +1,8 @@
 """The submission tree: MLPerf training and inference layouts, benchpipe's tables, a manifest.
 
     <out>/training/<org>/{systems,benchmarks,results}/...
-    <out>/inference/<division>/<org>/{systems,src,results}/...
+    <out>/inference/<division>/<org>/{systems,src,results}/...            (MLPerf models)
+    <out>/benchpipe/inference/<division>/<org>/{systems,src,results}/...  (benchpipe's own)
     <out>/benchpipe/{config.json, checks.json, tables/, compliance/, raw/}
     <out>/manifest.json
 """
@@ -11,20 +12,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchpipe import benchmarks, layout
 from benchpipe.atomic import atomic_dir
-from benchpipe.config import inference_benchmarks
 from benchpipe.datasets.prepare import MANIFEST as DATASET_MANIFEST
 from benchpipe.errors import ValidationError
-from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS, USER_CONF
-from benchpipe.package import checks, official
+from benchpipe.package import checks, inference, official
 from benchpipe.package.manifest import verify_manifest, write_manifest
-from benchpipe.paths import PACKAGE_DIR
+from benchpipe.package.files import copy_code, copy_file, dump_json
 from benchpipe.layout import MLLOG_FILE
 from benchpipe.results.loadgen_parser import DETAIL_LOG
 from benchpipe.results.tables import TABLES, read_table
@@ -36,10 +34,7 @@ TRAINING_STATUS = {
     "preview": "Preview",
     "research": "Research, Development, or Internal (RDI)",
 }
-INFERENCE_STATUS = {"onprem": "available", "cloud": "available", "preview": "preview", "research": "rdi"}
 INFERENCE_ONLY = ("system_type", "host_network_card_count", "system_type_detail")
-ACCURACY_LOG_LIMIT = 10 * 1024  # official trees keep at most 10 KiB of the accuracy log
-LOADGEN_LOGS = (DETAIL_LOG, "mlperf_log_summary.txt")
 
 
 @dataclass(frozen=True)
@@ -49,20 +44,6 @@ class PackageRequest:
     tables_dir: Path
     out: Path
     datasets_dir: Path
-
-
-def _dump(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-
-
-def _copy_code(dst: Path) -> None:
-    shutil.copytree(PACKAGE_DIR, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 def load_inputs(request: PackageRequest) -> dict[str, list[dict]]:
@@ -85,14 +66,7 @@ def _test_dir(runs: Path, row: dict) -> Path:
 
 def _check_coverage(settings: dict, rows: dict[str, list[dict]]) -> None:
     """Every configured (target, benchmark[, scenario, mode]) is in the tables."""
-    expected = {
-        (t, b, s, m)
-        for t in settings["targets"] for b in inference_benchmarks(settings)
-        for s in settings["inference"]["scenarios"] for m in ("performance", "accuracy")
-    }
-    found = {(r["target"], r["benchmark"], r["scenario"], r["mode"]) for r in rows["inference.parquet"]}
-    if missing := sorted(expected - found):
-        raise ValidationError(f"inference.parquet: no result for {', '.join(' '.join(m) for m in missing)}")
+    inference.check_coverage(settings, rows["inference.parquet"])
     scored = {(r["target"], r["benchmark"]) for r in rows["scores.parquet"]}
     trained = {(t, b) for t in settings["targets"] for b in settings["benchmarks"]}
     if missing_scores := sorted(trained - scored):
@@ -133,7 +107,7 @@ def _write_training_systems(root: Path, org_dir: Path, systems) -> list[checks.C
         training_desc = {k: v for k, v in description.items() if k not in INFERENCE_ONLY}
         training_desc["status"] = TRAINING_STATUS[description["status"]]
         system_json = org_dir / "systems" / f"{target}.json"
-        _dump(system_json, training_desc)
+        dump_json(system_json, training_desc)
         section = ("official",) if org_dir.parent == root / "training" else ()
         report = Path("benchpipe", "compliance", *section, "systems", f"{target}.log")
         (root / report).parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +117,7 @@ def _write_training_systems(root: Path, org_dir: Path, systems) -> list[checks.C
 
 def _write_implementation(impl: Path, name: str, hyperparameters: dict[str, Any]) -> None:
     """The code as it ran, a README and the command of one run, with the hyperparameters it used."""
-    _copy_code(impl / "benchpipe")
+    copy_code(impl / "benchpipe")
     changed = {k: d["used"] for k, d in hyperparameters["departures_from_reference"].items()}
     option = f" --hyperparameters-json {shlex.quote(json.dumps(changed, sort_keys=True))}" if changed else ""
     values = "\n".join(f"| {k} | {v} | {'reference' if k not in changed else 'changed'} |"
@@ -176,7 +150,7 @@ def _write_training(root: Path, request: PackageRequest, systems, rows, hyperpar
             target = row["target"]
             src = layout.run_dir(request.runs_dir, target, name, row["run"]) / MLLOG_FILE
             dst = org_dir / "results" / target / name / f"result_{row['run']}.txt"
-            _copy(src, dst)
+            copy_file(src, dst)
             report = Path("benchpipe", "compliance", target, name, f"result_{row['run']}.log")
             (root / report).parent.mkdir(parents=True, exist_ok=True)
             compliance.append(
@@ -185,7 +159,7 @@ def _write_training(root: Path, request: PackageRequest, systems, rows, hyperpar
         if not official.is_official(name):
             # The official rules come with mlperf-logging (its version is in checks.json);
             # benchpipe's own rules travel with the logs they judged.
-            _copy(bench.rules_file, root / "benchpipe" / "compliance" / "rules" / f"{name}.yaml")
+            copy_file(bench.rules_file, root / "benchpipe" / "compliance" / "rules" / f"{name}.yaml")
     failed = [c for c in compliance if not c.passed]
     if failed:
         first = failed[0]
@@ -226,62 +200,6 @@ def _run_official_tools(root: Path, org: str, names: list[str]) -> dict[str, Any
     }
 
 
-def _measurements(bench_name: str, scenario: str) -> dict[str, Any]:
-    return {
-        "input_data_types": "fp32",
-        "retraining": "no",
-        "starting_weights_filename": f"{bench_name} SavedModel from the first successful training run",
-        "weight_data_types": "fp32",
-        "weight_transformations": "none",
-        "scenario": scenario,
-    }
-
-
-def _write_inference(root: Path, request: PackageRequest, systems, rows) -> None:
-    submission = request.settings["submission"]
-    names = inference_benchmarks(request.settings)
-    if not names:
-        return  # a training-only submission
-    org_dir = root / "inference" / submission["division"] / submission["submitter"]
-    for target, description in systems.items():
-        inference_desc = dict(description, status=INFERENCE_STATUS[description["status"]])
-        _dump(org_dir / "systems" / f"{target}.json", inference_desc)
-    for name in names:
-        src = org_dir / "src" / name
-        if not src.exists():
-            _copy_code(src / "benchpipe")
-    for row in rows["inference.parquet"]:
-        test_dir = _test_dir(request.runs_dir, row)
-        scenario_dir = org_dir / "results" / row["target"] / row["benchmark"] / row["scenario"]
-        if row["mode"] == "performance":
-            for log in LOADGEN_LOGS:
-                _copy(test_dir / log, scenario_dir / "performance" / "run_1" / log)
-            _copy(test_dir / USER_CONF, scenario_dir / USER_CONF)
-            _dump(scenario_dir / "measurements.json", _measurements(row["benchmark"], row["scenario"]))
-            (scenario_dir / "README.md").write_text(_scenario_readme(row))
-        else:
-            acc = scenario_dir / "accuracy"
-            for log in (*LOADGEN_LOGS, ACCURACY_TXT):
-                _copy(test_dir / log, acc / log)
-            full = test_dir / ACCURACY_LOG
-            (acc / ACCURACY_LOG).write_bytes(full.read_bytes()[:ACCURACY_LOG_LIMIT])
-            # The full log stays in the tree: accuracy.txt's hash line is checked against it.
-            _copy(full, root / "benchpipe" / "raw" / row["target"] / row["benchmark"] / row["scenario"] / ACCURACY_LOG)
-
-
-def _scenario_readme(row: dict) -> str:
-    official = row["min_duration_ms"] >= OFFICIAL_MIN_DURATION_MS
-    note = "" if official else (
-        f"\n**Not valid for an official round**: min_duration was {row['min_duration_ms']} ms "
-        f"(official rounds need {OFFICIAL_MIN_DURATION_MS} ms).\n"
-    )
-    return (
-        f"# {row['benchmark']} {row['scenario']} on {row['target']}\n\n"
-        f"Run with `benchpipe infer --benchmark {row['benchmark']} --scenario {row['scenario']} "
-        f"--mode performance|accuracy ...` under mlcommons-loadgen {row['loadgen_version']}.\n{note}"
-    )
-
-
 def _hyperparameters(settings: dict) -> dict[str, Any]:
     """Per benchmark, the values the runs used and, in either division, each departure from the reference.
 
@@ -309,8 +227,6 @@ def package(request: PackageRequest) -> dict[str, Any]:
     _check_coverage(settings, rows)
     for row in rows["scores.parquet"]:
         checks.check_score(row)
-    for row in rows["inference.parquet"]:
-        checks.check_inference(row, settings["inference"]["min_duration_ms"])
     stacks = checks.check_provenance(rows["provenance.parquet"])
     dataset_names = {name: benchmarks.get(name).dataset_name for name in settings["benchmarks"]}
     datasets = {
@@ -322,15 +238,17 @@ def package(request: PackageRequest) -> dict[str, Any]:
     with atomic_dir(request.out) as tmp:
         compliance = _write_training(tmp, request, systems, rows, hyperparameters)
         official_tools = _run_official_tools(tmp, settings["submission"]["submitter"], settings["benchmarks"])
-        _write_inference(tmp, request, systems, rows)
+        inference_checks = inference.write_inference(
+            tmp, request.runs_dir, settings, systems, rows["inference.parquet"]
+        )
         for name in TABLES:
-            _copy(request.tables_dir / name, tmp / "benchpipe" / "tables" / name)
+            copy_file(request.tables_dir / name, tmp / "benchpipe" / "tables" / name)
         for dataset in sorted(set(dataset_names.values())):
             # The dataset's manifest: the sha256 of every source and shard the results were made from.
-            _copy(request.datasets_dir / dataset / DATASET_MANIFEST,
+            copy_file(request.datasets_dir / dataset / DATASET_MANIFEST,
                   tmp / "benchpipe" / "datasets" / dataset / DATASET_MANIFEST)
-        _dump(tmp / "benchpipe" / "config.json", settings)
-        _dump(tmp / "benchpipe" / "checks.json", {
+        dump_json(tmp / "benchpipe" / "config.json", settings)
+        dump_json(tmp / "benchpipe" / "checks.json", {
             "training_compliance": compliance,
             "training_ruleset": checks.TRAINING_RULESET,
             "official_tools": official_tools,
@@ -338,11 +256,11 @@ def package(request: PackageRequest) -> dict[str, Any]:
             "software": stacks,
             "datasets": datasets,
             "scores": rows["scores.parquet"],
-            "inference": [
+            "inference": dict(inference_checks, tests=[
                 {k: r[k] for k in ("target", "benchmark", "scenario", "mode", "result_validity",
-                                   "accuracy", "official_round_valid")}
+                                   "metric", "metric_value", "accuracy", "official_round_valid")}
                 for r in rows["inference.parquet"]
-            ],
+            ]),
         })
         manifest = write_manifest(tmp)
         verify_manifest(tmp)

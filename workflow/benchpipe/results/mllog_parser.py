@@ -96,13 +96,24 @@ def read_run(run_dir: Path) -> TrainingRun:
 
 
 def select_model(run_dirs: list[Path]) -> Path:
-    """The model of the lowest-numbered successful run: inference serves a converged model."""
-    for run_dir in sorted(run_dirs, key=lambda p: (len(p.name), p.name)):
-        if read_run(run_dir).status == "success":
-            model = run_dir / MODEL_DIR
-            if not model.is_dir():
-                raise TrainingError(f"{model}: successful run has no exported model")
-            return model
-    raise TrainingError(
-        f"no successful training run among {', '.join(str(p) for p in run_dirs)}: nothing to serve"
-    )
+    """The model of the lowest-numbered successful run: inference serves a converged model.
+
+    The open division's rules do not require the quality target: when no open run reached
+    it, the run with the best evaluation accuracy is served (the lowest-numbered of equals).
+    """
+    ordered = sorted(run_dirs, key=lambda p: (len(p.name), p.name))
+    runs = [(run_dir, read_run(run_dir)) for run_dir in ordered]
+    chosen = next((d for d, run in runs if run.status == "success"), None)
+    if chosen is None and runs and all(run.division == "open" for _, run in runs):
+        scored = [(d, run.best_eval_accuracy) for d, run in runs if run.best_eval_accuracy is not None]
+        if scored:
+            best = max(accuracy for _, accuracy in scored)
+            chosen = next(d for d, accuracy in scored if accuracy == best)
+    if chosen is None:
+        raise TrainingError(
+            f"no successful training run among {', '.join(str(p) for p in run_dirs)}: nothing to serve"
+        )
+    model = chosen / MODEL_DIR
+    if not model.is_dir():
+        raise TrainingError(f"{model}: the run chosen to serve has no exported model")
+    return model

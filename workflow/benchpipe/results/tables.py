@@ -20,7 +20,8 @@ from benchpipe import benchmarks, layout, provenance
 from benchpipe.atomic import atomic_dir
 from benchpipe.errors import ParseError
 from benchpipe.hashing import sha256_file
-from benchpipe.infer.loadgen_run import ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS
+from benchpipe.infer.loadgen_run import ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS, read_calibration
+from benchpipe.infer.models import read_model_record
 from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_accuracy_txt, parse_detail_log
 from benchpipe.layout import MLLOG_FILE
 from benchpipe.results.mllog_parser import parse_mllog, summarize_run
@@ -52,7 +53,8 @@ INFERENCE_SCHEMA = pa.schema([
     ("min_duration_ms", pa.int64()), ("errors", pa.int32()), ("warnings", pa.int32()),
     ("accuracy", pa.float64()), ("accuracy_target", pa.float64()),
     ("official_round_valid", pa.bool_()), ("loadgen_version", pa.string()),
-    ("log_sha256", pa.string()),
+    ("log_sha256", pa.string()), ("metric", pa.string()), ("metric_value", pa.float64()),
+    ("early_stopping_met", pa.bool_()), ("official_run", pa.bool_()), ("model_sha256", pa.string()),
 ])
 PROVENANCE_SCHEMA = pa.schema(
     [("target", pa.string()), ("benchmark", pa.string()), ("job", pa.string())]
@@ -120,12 +122,24 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+# The figure each scenario is ranked by, as LoadGen logs it (latencies in ns).
+SCENARIO_METRIC = {
+    "Offline": "result_samples_per_second",
+    "Server": "result_completed_samples_per_sec",
+    "SingleStream": "early_stopping_latency_ss",
+    "MultiStream": "early_stopping_latency_ms",
+}
+
+
 def inference_row(target: str, benchmark: str, scenario: str, mode: str, test_dir: Path) -> dict:
     path = test_dir / DETAIL_LOG
     detail = parse_detail_log(path)
     min_duration = int(detail.require("effective_min_duration_ms", path))
     accuracy = parse_accuracy_txt(test_dir / ACCURACY_TXT) if mode == "accuracy" else None
-    validity = detail.get("result_validity") if mode == "performance" else None
+    # Compliance runs are performance runs under an audit.config: their validity counts too.
+    validity = None if mode == "accuracy" else detail.get("result_validity")
+    kind, _ = read_calibration(test_dir)
+    metric = SCENARIO_METRIC[scenario] if validity is not None else None
     return {
         "target": target, "benchmark": benchmark, "scenario": scenario, "mode": mode,
         "result_validity": validity,
@@ -134,16 +148,21 @@ def inference_row(target: str, benchmark: str, scenario: str, mode: str, test_di
         "latency_p50_ns": _int(detail.get("result_50.00_percentile_latency_ns")),
         "latency_p90_ns": _int(detail.get("result_90.00_percentile_latency_ns")),
         "latency_p99_ns": _int(detail.get("result_99.00_percentile_latency_ns")),
-        "early_stopping_latency_ns": _int(detail.get("early_stopping_latency_ss")),
+        "early_stopping_latency_ns": _int(detail.get("early_stopping_latency_ss", detail.get("early_stopping_latency_ms"))),
         "query_count": _int(detail.get("result_query_count")),
         "min_duration_ms": min_duration,
         "errors": len(detail.errors), "warnings": len(detail.warnings),
         "accuracy": accuracy,
         "accuracy_target": benchmarks.get(benchmark).inference.accuracy_target if mode == "accuracy" else None,
         # Valid for an official round needs the full duration; benchpipe's own checks come on top.
-        "official_round_valid": min_duration >= OFFICIAL_MIN_DURATION_MS and validity == "VALID",
+        "official_round_valid": kind.official and min_duration >= OFFICIAL_MIN_DURATION_MS and validity == "VALID",
         "loadgen_version": str(detail.require("loadgen_version", path)),
         "log_sha256": sha256_file(path),
+        "metric": metric,
+        "metric_value": None if metric is None or detail.get(metric) is None else float(detail.get(metric)),
+        "early_stopping_met": detail.get("early_stopping_met"),
+        "official_run": kind.official,
+        "model_sha256": read_model_record(test_dir).sha256,
     }
 
 

@@ -1,0 +1,284 @@
+"""The inference half of a submission tree: checked, laid out as MLPerf's v6 tree, then judged.
+
+    inference/<division>/<org>/...            MLPerf models (resnet): the official checker reads it
+    benchpipe/inference/<division>/<org>/...  benchpipe's own models (digits, mnist), same layout
+
+Both hold ``systems/<target>.json``, ``src/<model>/`` and, per scenario,
+``results/<target>/<model>/<scenario>/`` with ``performance/run_1/``, ``accuracy/``,
+``user.conf``, ``measurements.json``, ``README.md`` and, in the closed division,
+``TEST01/`` and ``TEST04/`` with their ``verify_*.txt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchpipe import benchmarks, layout
+from benchpipe.config import inference_benchmarks, inference_modes
+from benchpipe.errors import ValidationError
+from benchpipe.infer.compliance import COMPLIANCE_TESTS, PASS_LINE, VERIFY_ACCURACY, verify_test01, verify_test04
+from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, USER_CONF, RunKind
+from benchpipe.infer.models import read_model_record
+from benchpipe.infer.validity import check_accuracy, check_performance
+from benchpipe.package.files import copy_code, copy_file, dump_json
+from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
+
+INFERENCE_STATUS = {"onprem": "available", "cloud": "available", "preview": "preview", "research": "rdi"}
+ACCURACY_LOG_LIMIT = 10 * 1024  # official trees keep at most 10 KiB of the accuracy log
+LOADGEN_LOGS = (DETAIL_LOG, "mlperf_log_summary.txt")
+CHECKER_REPORTS = Path("benchpipe", "compliance", "official", "inference")
+
+
+@dataclass
+class ScenarioResults:
+    """The test directories of one (target, benchmark, scenario), by mode."""
+
+    target: str
+    benchmark: str
+    scenario: str
+    tests: dict[str, Path] = field(default_factory=dict)
+    rows: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"{self.benchmark} on {self.target}, {self.scenario}"
+
+
+def group_tests(runs_dir: Path, rows: list[dict]) -> list[ScenarioResults]:
+    groups: dict[tuple[str, str, str], ScenarioResults] = {}
+    for row in rows:
+        key = (row["target"], row["benchmark"], row["scenario"])
+        group = groups.setdefault(key, ScenarioResults(*key))
+        group.tests[row["mode"]] = layout.test_dir(runs_dir, *key, row["mode"])
+        group.rows[row["mode"]] = row
+    return [groups[k] for k in sorted(groups)]
+
+
+def check_coverage(settings: dict, rows: list[dict]) -> None:
+    """Every configured (target, benchmark, scenario, mode) is in inference.parquet."""
+    expected = {
+        (t, b, s, m)
+        for t in settings["targets"] for b in inference_benchmarks(settings)
+        for s in settings["inference"]["scenarios"] for m in inference_modes(settings)
+    }
+    found = {(r["target"], r["benchmark"], r["scenario"], r["mode"]) for r in rows}
+    if missing := sorted(expected - found):
+        raise ValidationError(f"inference.parquet: no result for {', '.join(' '.join(m) for m in missing)}")
+
+
+def check_scenario(group: ScenarioResults, settings: dict) -> dict[str, Any]:
+    """benchpipe's own rules on one scenario's tests; the compliance verdicts. Raises on any failure."""
+    kind = RunKind.from_settings(settings["inference"])
+    division = settings["submission"]["division"]
+    task = benchmarks.get(group.benchmark).inference
+    problems: list[str] = []
+    models = {read_model_record(d).sha256 for d in group.tests.values()}
+    if len(models) != 1:
+        problems.append(f"rule 'one model': the tests served {len(models)} different models: re-run them")
+    for mode, test_dir in group.tests.items():
+        row = group.rows[mode]
+        if row["official_run"] != kind.official:
+            problems.append(
+                f"{test_dir}: rule 'run kind': made as a {'official' if row['official_run'] else 'development'} "
+                f"run, the config asks for {'official' if kind.official else 'development'} runs: re-run infer"
+            )
+        path = test_dir / DETAIL_LOG
+        detail = parse_detail_log(path)
+        if mode == "accuracy":
+            problems += check_accuracy(detail, path)
+            if division == "closed" and row["accuracy"] < row["accuracy_target"]:
+                problems.append(
+                    f"{test_dir / ACCURACY_TXT}: rule 'accuracy target': {row['accuracy']:.4f} is below "
+                    f"{row['accuracy_target']:.4f} (99 % of the reference), required in the closed division"
+                )
+        else:
+            problems += check_performance(
+                detail, path, scenario=group.scenario, official=kind.official,
+                min_duration_ms=kind.min_duration_ms, loadgen_model=task.loadgen_model,
+                division=division, compliance_test=mode if mode in COMPLIANCE_TESTS else None,
+            )
+    verdicts = {}
+    if not problems:
+        for test in COMPLIANCE_TESTS:
+            if test not in group.tests:
+                continue
+            verification = _verify(test, group)
+            verdicts[test] = verification
+            if not verification.passed and judged(verification, kind):
+                problems += [f"{group.tests[test]}: {test}: {reason}" for reason in verification.reasons]
+    if problems:
+        raise ValidationError(f"{group.where}: " + "; ".join(problems))
+    return verdicts
+
+
+def judged(verification, kind: RunKind) -> bool:
+    """Whether a failed verification stops packaging.
+
+    Always for an official run, and always for TEST01's accuracy part, which compares answers
+    and is not subject to noise. A development run's performance comparisons are reported,
+    not judged: two separate runs of a few seconds on a shared machine differ by more than the
+    rules' 10 % (measured: up to 20 % between identical runs), so their verdict says little
+    until the 600 s runs of an official round.
+    """
+    if kind.official:
+        return True
+    accuracy = verification.files.get(VERIFY_ACCURACY)
+    return accuracy is not None and PASS_LINE not in accuracy.splitlines()
+
+
+def _verify(test: str, group: ScenarioResults):
+    if test == "TEST01":
+        return verify_test01(
+            accuracy_dir=group.tests["accuracy"], test_dir=group.tests[test],
+            submission_perf_dir=group.tests["performance"], scenario=group.scenario,
+        )
+    return verify_test04(
+        test_dir=group.tests[test], submission_perf_dir=group.tests["performance"], scenario=group.scenario
+    )
+
+
+def section_of(root: Path, benchmark: str) -> tuple[Path, str]:
+    """(section root, results folder name): MLPerf's tree for MLPerf models, benchpipe's otherwise."""
+    official_name = benchmarks.get(benchmark).inference.official_name
+    if official_name:
+        return root / "inference", official_name
+    return root / "benchpipe" / "inference", benchmark
+
+
+def measurements(test_dir: Path, scenario: str) -> dict[str, Any]:
+    model = read_model_record(test_dir)
+    return {
+        "input_data_types": "fp32",
+        # Weights benchpipe trained are not MLPerf's reference weights: say so.
+        "retraining": "yes" if model.retrained else "no",
+        "starting_weights_filename": model.description,
+        "weight_data_types": "fp32",
+        "weight_transformations": "none",
+        "scenario": scenario,
+    }
+
+
+def scenario_readme(group: ScenarioResults, kind: RunKind, verdicts: dict) -> str:
+    row = group.rows["performance"]
+    model = read_model_record(group.tests["performance"])
+    note = "" if kind.official else (
+        f"\n**Not valid for an official round**: a {kind.label.split(':')[0]}. "
+        "Make official runs with `inference.official: true` (docs/inference.md).\n"
+    )
+    return (
+        f"# {group.benchmark} {group.scenario} on {group.target}\n\n"
+        f"Model: {model.description}.\n\n"
+        f"Each test ran as `benchpipe infer --benchmark {group.benchmark} --scenario {group.scenario} "
+        f"--mode <mode> --calibration <dir>` under mlcommons-loadgen {row['loadgen_version']}, with the "
+        f"user.conf beside this file, which `benchpipe calibrate` wrote from measurements of this model.\n{note}"
+        + "".join(
+            f"\n**{test} failed, reported but not judged** (a development run's performance comparisons "
+            f"are not: short runs on a shared machine vary by more than 10 %): {'; '.join(v.reasons)}\n"
+            for test, v in verdicts.items() if not v.passed
+        )
+    )
+
+
+def write_scenario(root: Path, group: ScenarioResults, settings: dict, verdicts: dict) -> None:
+    submission = settings["submission"]
+    section, folder = section_of(root, group.benchmark)
+    org_dir = section / submission["division"] / submission["submitter"]
+    scenario_dir = org_dir / "results" / group.target / folder / group.scenario
+    kind = RunKind.from_settings(settings["inference"])
+    perf = group.tests["performance"]
+    for log in LOADGEN_LOGS:
+        copy_file(perf / log, scenario_dir / "performance" / "run_1" / log)
+    copy_file(perf / USER_CONF, scenario_dir / USER_CONF)
+    dump_json(scenario_dir / "measurements.json", measurements(perf, group.scenario))
+    (scenario_dir / "README.md").write_text(scenario_readme(group, kind, verdicts))
+    acc = group.tests["accuracy"]
+    for log in (*LOADGEN_LOGS, ACCURACY_TXT):
+        copy_file(acc / log, scenario_dir / "accuracy" / log)
+    full = acc / ACCURACY_LOG
+    (scenario_dir / "accuracy" / ACCURACY_LOG).write_bytes(full.read_bytes()[:ACCURACY_LOG_LIMIT])
+    # The full log stays in the tree: accuracy.txt's hash line is checked against it.
+    copy_file(full, root / "benchpipe" / "raw" / group.target / group.benchmark / group.scenario / ACCURACY_LOG)
+    for test, verification in verdicts.items():
+        test_dir = group.tests[test]
+        out = scenario_dir / test
+        for log in (*LOADGEN_LOGS, ACCURACY_LOG):
+            if (test_dir / log).is_file():
+                copy_file(test_dir / log, out / "performance" / "run_1" / log)
+        verification.write(out)
+
+
+def write_org_files(root: Path, settings: dict, systems: dict[str, dict], names: list[str]) -> None:
+    """systems/ and src/ of each section that holds results."""
+    submission = settings["submission"]
+    for name in names:
+        section, folder = section_of(root, name)
+        org_dir = section / submission["division"] / submission["submitter"]
+        for target, description in systems.items():
+            system_file = org_dir / "systems" / f"{target}.json"
+            if not system_file.exists():
+                dump_json(system_file, dict(description, status=INFERENCE_STATUS[description["status"]]))
+        src = org_dir / "src" / folder / "benchpipe"
+        if not src.exists():
+            copy_code(src)
+
+
+# MLPerf models whose closed division round v6.1 holds for edge systems only (its checker has
+# no datacenter scenario list for them, and crashes on such a tree).
+EDGE_ONLY_IN_CLOSED = {"resnet"}
+
+
+def check_round_scenarios(settings: dict, systems: dict[str, dict], names: list[str]) -> None:
+    if settings["submission"]["division"] != "closed":
+        return
+    for name in names:
+        official_name = benchmarks.get(name).inference.official_name
+        for target, description in systems.items():
+            if official_name in EDGE_ONLY_IN_CLOSED and description.get("system_type") != "edge":
+                raise ValidationError(
+                    f"runs/{target}/system.json: system_type is {description.get('system_type')}, but round "
+                    f"v6.1 has {official_name} in the closed division for edge systems only: submit it in "
+                    "the open division, or from an edge system"
+                )
+
+
+def write_inference(root: Path, runs_dir: Path, settings: dict, systems: dict, rows: list[dict]) -> dict[str, Any]:
+    """Check every scenario, lay out both sections, run the official checker on MLPerf's.
+
+    Returns the checks.json entry. Nothing is written before every scenario passes.
+    """
+    names = inference_benchmarks(settings)
+    if not names:
+        return {}  # a training-only submission
+    check_round_scenarios(settings, systems, names)
+    groups = group_tests(runs_dir, rows)
+    verdicts = {(g.target, g.benchmark, g.scenario): check_scenario(g, settings) for g in groups}
+    write_org_files(root, settings, systems, names)
+    for group in groups:
+        write_scenario(root, group, settings, verdicts[(group.target, group.benchmark, group.scenario)])
+    kind = RunKind.from_settings(settings["inference"])
+    return {
+        "kind": kind.label,
+        "official": kind.official,
+        "compliance": [
+            {"target": t, "benchmark": b, "scenario": s, "test": test, "passed": v.passed,
+             "judged": v.passed or judged(v, kind), "reasons": v.reasons}
+            for (t, b, s), tests in verdicts.items() for test, v in tests.items()
+        ],
+        "official_checker": _run_checker(root, settings, names, kind),
+    }
+
+
+def _run_checker(root: Path, settings: dict, names: list[str], kind: RunKind) -> dict[str, Any] | None:
+    from benchpipe.package.inference_checker import run_inference_checker
+
+    if not any(benchmarks.get(n).inference.official_name for n in names):
+        return None
+    return run_inference_checker(
+        Path(settings["inference"]["checker"]), root / "inference",
+        submitter=settings["submission"]["submitter"],
+        development=not kind.official,
+        subset_accuracy=not kind.official,
+        keep_dir=root / CHECKER_REPORTS,
+    )
