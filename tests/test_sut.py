@@ -18,6 +18,7 @@ import pytest
 
 from benchpipe.errors import InferenceError
 from benchpipe.infer.calibrate import (
+    SAFETY_MARGIN,
     Calibration,
     ServerOutcome,
     calibrate,
@@ -427,7 +428,8 @@ def test_server_search_finds_a_rate_whose_real_run_is_valid(model_dir, features,
                             run_ms=400, search_max_runs=4)
     tried = calibration.search
     assert tried and any(valid for _, valid, _ in tried)
-    assert calibration.server_target_qps <= 0.9 * max(q for q, valid, _ in tried if valid) * (1 + 1e-6)  # rounded
+    backed_off = (1 - SAFETY_MARGIN) * max(q for q, valid, _ in tried if valid)
+    assert calibration.server_target_qps <= backed_off * (1 + 1e-6)  # rounded
     assert all(p99 <= bound_ns for q, valid, p99 in tried if valid)
 
     predictor = CompiledPredictor(model_dir, SHAPE, predictor_batch_sizes(calibration.batching))
@@ -462,17 +464,18 @@ def test_server_search_brackets_bisects_confirms_and_names_what_it_saw():
     target, tried = search_server_qps(run, 400.0, far, 10_000_000, "test", max_runs=8, duration_ms=500)
     assert [q for q, _ in seen[:3]] == [400, 800, 1600]  # doubles while VALID
     best = max(q for q, ok, _ in tried[:-1] if ok)
-    assert 950 < best <= 1000 and target == pytest.approx(best * 0.9)
+    assert 950 < best <= 1000 and target == pytest.approx(best * (1 - SAFETY_MARGIN))
     assert seen[-1] == (round(target), 1000) and tried[-1][1]  # confirmed by a run twice as long
     # Overloaded first: the next rate is 0.8 x what was computed, not a blind halving.
     seen.clear()
     search_server_qps(run, 50_000.0, far, 10_000_000, "test", max_runs=2, duration_ms=500)
-    assert seen == [(50_000, 500), (800, 500), (720, 1000)]
+    assert seen == [(50_000, 500), (800, 500), (round(800 * (1 - SAFETY_MARGIN)), 1000)]
     # A rate that passes short runs but not the longer confirmation is backed off again.
     seen.clear()
     target, _ = search_server_qps(lambda q, d: run(q, d, long_capacity=760.0), 900.0, far, 10_000_000, "test",
                                   max_runs=1, duration_ms=500)
-    assert seen == [(900, 500), (810, 1000), (729, 1000)] and target == pytest.approx(729)
+    once, twice = 900 * (1 - SAFETY_MARGIN), 900 * (1 - SAFETY_MARGIN) ** 2
+    assert seen == [(900, 500), (round(once), 1000), (round(twice), 1000)] and target == pytest.approx(twice)
 
     never = lambda qps, ms: ServerOutcome(False, 50_000_000, qps)  # noqa: E731 -- not overloaded, always too slow
     with pytest.raises(InferenceError, match=r"test: no Server rate tried \(4000, 2000, 1000 queries/s\)"
