@@ -47,6 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchpipe.infer.calibrate import SAFETY_MARGIN
 from benchpipe.system import cpu_model
 from benchwork import prepared_data, work_dir
 
@@ -282,7 +283,7 @@ def table(subject: Subject, m: Measured, args: argparse.Namespace) -> None:
     if m.server_valid_qps is not None:
         print(f"| Server: highest VALID QPS (p99 ≤ {subject.bound_ms:g} ms) vs LoadGen Offline samples/s | "
               f"{fmt(m.server_valid_qps)} | {fmt(off_l)} (Offline) | **{m.server_valid_qps / off_l:.3f}** | "
-              f"real-run target {fmt(m.server_target_qps)} (≥ 10 % lower"
+              f"real-run target {fmt(m.server_target_qps)} (≥ {SAFETY_MARGIN:.0%} lower"
               f"{', confirmed by a longer run' if m.server_confirmed else ', unconfirmed: budget'}) |")
     else:
         print(f"| Server (p99 ≤ {subject.bound_ms:g} ms) | no VALID rate | {fmt(off_l)} (Offline) | — | |")

@@ -313,7 +313,24 @@ class _Failures:
         raise InferenceError(f"{what} failed{more}: {type(first).__name__}: {first}") from first
 
 
-class BatchSUT:
+class _Running:
+    """``with sut:`` starts it before a LoadGen test and stops it after, raising what failed."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+class BatchSUT(_Running):
     """Answers each query synchronously inside LoadGen's issue callback, ``batch_size`` at a time."""
 
     def __init__(self, predictor: CompiledPredictor, qsl: SampleLibrary, batch_size: int) -> None:
@@ -356,12 +373,6 @@ class BatchSUT:
     def stop(self) -> None:
         self.failures.raise_first("BatchSUT")
 
-    def __enter__(self) -> BatchSUT:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
 
 class Dispatch(NamedTuple):
@@ -372,7 +383,7 @@ class Dispatch(NamedTuple):
     reason: str  # full | max_wait | deadline | late | flush | stop | shed (calibration only)
 
 
-class ServerSUT:
+class ServerSUT(_Running):
     """A dynamic batcher: LoadGen's issue callback only enqueues; worker threads answer.
 
     A worker takes the queued samples when ``max_batch`` are waiting, when the oldest has
@@ -463,12 +474,6 @@ class ServerSUT:
         self._threads = []
         self.failures.raise_first("ServerSUT worker")
 
-    def __enter__(self) -> ServerSUT:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     # the workers
 
