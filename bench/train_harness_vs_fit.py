@@ -40,19 +40,16 @@ The Markdown table printed at the end can be pasted into docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from benchpipe.system import cpu_model
-from benchwork import BENCHMARK, prepared_data, work_dir
+from benchwork import BENCHMARK, prepared_data, report_child, run_child, work_dir
 
-RESULT_PREFIX = "BENCH_RESULT "
 VARIANTS = ("harness", "plain", "harness-cold", "plain-cold")
 
 
@@ -134,14 +131,7 @@ def run_plain(args: argparse.Namespace, warm_up: bool) -> dict:
 
 
 def child(args: argparse.Namespace) -> int:
-    import tensorflow as tf
-
-    warm_up = not args.variant.endswith("-cold")
-    run = run_harness if args.variant.startswith("harness") else run_plain
-    result = run(args, warm_up)
-    result.update(variant=args.variant, seed=args.seed, tf_version=tf.__version__)
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
-    return 0
+    return report_child(args, run_harness, run_plain)
 
 
 # ---------------------------------------------------------------- parent: the comparison
@@ -155,13 +145,7 @@ def spawn(args: argparse.Namespace, variant: str, seed: int, data_dir: Path, wor
         cmd += ["--out", str(work / "runs" / f"{variant}_seed_{seed}")]
     else:
         cmd += ["--epochs", str(epochs)]
-    env = dict(os.environ)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    done = subprocess.run(cmd, env=env, cwd=work, capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if done.returncode != 0 or not lines:
-        sys.exit(f"{variant} seed {seed} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len(RESULT_PREFIX):])
+    return run_child(cmd, work, variant, seed)
 
 
 def main(argv: list[str] | None = None) -> int:
