@@ -18,13 +18,17 @@ import pytest
 
 from benchpipe.errors import InferenceError
 from benchpipe.infer.calibrate import (
+    CUT_SHORT,
     SAFETY_MARGIN,
+    SEARCH_MAX_DURATION_FACTOR,
     Calibration,
     ServerOutcome,
     calibrate,
     measure_offline,
     search_server_qps,
     server_batching,
+    server_run,
+    _Runs,
 )
 from benchpipe.infer.samples import ArraySamples, ImageNetValSamples, ParquetSamples, SampleLibrary, record_offsets
 from benchpipe.infer.sut import (
@@ -424,7 +428,7 @@ def test_server_search_finds_a_rate_whose_real_run_is_valid(model_dir, features,
     qsl = make_qsl(features)
     bound_ns = 20_000_000
     calibration = calibrate("Server", model_dir, SHAPE, qsl, offline_batch_size=32, server_latency_bound_ns=bound_ns,
-                            loadgen_model="test", performance_sample_count=PERFORMANCE_COUNT, budget_s=6,
+                            loadgen_model="test", performance_sample_count=PERFORMANCE_COUNT, budget_s=8,
                             run_ms=400, search_max_runs=4)
     tried = calibration.search
     assert tried and any(valid for _, valid, _ in tried)
@@ -435,13 +439,34 @@ def test_server_search_finds_a_rate_whose_real_run_is_valid(model_dir, features,
     predictor = CompiledPredictor(model_dir, SHAPE, predictor_batch_sizes(calibration.batching))
     sut = sut_for("Server", predictor, qsl, calibration.batching)
     # Only some responses logged: logging every one would load the run more than the search's were.
+    # Three seconds, so that one stall of the machine (tens of ms) is not 1 % of the queries by itself.
     start_test(sut, qsl, settings("Server", server_target_qps=calibration.server_target_qps,
-                                  server_target_latency_ns=bound_ns, min_duration_ms=1000, min_query_count=1001,
+                                  server_target_latency_ns=bound_ns, min_duration_ms=3000, min_query_count=1001,
                                   accuracy_log_probability=0.02),
                tmp_path, PERFORMANCE_COUNT)
     result = check_run(tmp_path, expected, every=False)
-    assert result["result_validity"] == "VALID", result.get("result_invalid_reason")
+    assert result["result_validity"] == "VALID", (result.get("result_invalid_reason"), tried)
     assert result["early_stopping_met"] is True
+
+
+def test_an_overloaded_search_run_is_cut_short_and_not_valid(model_dir, features, tmp_path):
+    """A rate far above capacity stops issuing at SEARCH_MAX_DURATION_FACTOR x the plan, not after every query."""
+    qsl = make_qsl(features)
+    batching = Batching("Server", batch_size=8, max_batch=8, max_wait_s=0.001, workers=2, latency_budget_s=0.008)
+    predictor = CompiledPredictor(model_dir, SHAPE, predictor_batch_sizes(batching))
+    qps, duration_ms = 2_000_000.0, 300
+    started = time.perf_counter()
+    outcome = server_run(predictor, qsl, batching, qps, 10_000_000, _Runs(tmp_path), PERFORMANCE_COUNT,
+                         duration_ms=duration_ms)
+    took = time.perf_counter() - started
+    log = next(tmp_path.glob(f"*/{DETAIL_LOG}"))
+    assert CUT_SHORT in log.read_text()
+    values = parse_detail_log(log).values
+    assert values["generated_query_count"] >= qps * duration_ms / 1e3 * 0.99  # the schedule: 600,000 queries
+    assert values["result_query_count"] < values["generated_query_count"] / 4
+    assert not outcome.valid and 0 < outcome.computed_qps < qps
+    # The plan (0.3 s) times the factor, the drain, LoadGen's start and end: well under the uncut run's seconds.
+    assert took < duration_ms / 1e3 * SEARCH_MAX_DURATION_FACTOR + 2
 
 
 def test_server_calibration_names_a_bound_no_batch_fits(model_dir, features):

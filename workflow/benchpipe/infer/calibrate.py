@@ -76,6 +76,12 @@ SAFETY_MARGIN = 0.15
 SEARCH_RUN_QUERIES = 1001
 # Search runs answer samples this far past the bound at once (see ServerSUT.shed_after_s).
 SHED_AFTER_BOUNDS = 2.0
+# LoadGen stops issuing a search run's queries this many times past its planned length
+# (max_duration_ms). An overloaded run otherwise issues every query of its schedule as fast
+# as the SUT takes them: a rate ten times too high made a 0.4 s run last 4 s.
+SEARCH_MAX_DURATION_FACTOR = 2.0
+# What LoadGen logs as an error when max_duration_ms cut the issuing short.
+CUT_SHORT = "Ending early: Max test duration reached"
 # A search run counts as VALID only with its p99 this far inside the bound: the real run, in
 # another process and longer, meets a noisier machine, and TEST01's accuracy logging costs
 # latency too (digits: p99 8.2 ms in the performance run, 10.3 ms in TEST01 at the same rate).
@@ -176,6 +182,7 @@ class RunResult:
 
 def _loadgen_run(sut: BatchSUT | ServerSUT, qsl: SampleLibrary, settings, log_dir: Path,
                  performance_count: int) -> RunResult:
+    """One calibration run; a run that max_duration_ms cut short counts as not VALID."""
     from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
 
     start_test(sut, qsl, settings, log_dir, performance_count)
@@ -184,9 +191,11 @@ def _loadgen_run(sut: BatchSUT | ServerSUT, qsl: SampleLibrary, settings, log_di
         detail = parse_detail_log(path)
     except BenchpipeError as exc:
         raise InferenceError(f"{path}: calibration run left no usable log: {exc}") from exc
-    if detail.errors:
-        raise InferenceError(f"{path}: LoadGen reported errors in a calibration run: {'; '.join(detail.errors[:3])}")
-    valid = detail.get("result_validity") == "VALID" and detail.get("early_stopping_met") is True
+    errors = [error for error in detail.errors if CUT_SHORT not in error]
+    if errors:
+        raise InferenceError(f"{path}: LoadGen reported errors in a calibration run: {'; '.join(errors[:3])}")
+    cut_short = len(errors) < len(detail.errors)
+    valid = detail.get("result_validity") == "VALID" and detail.get("early_stopping_met") is True and not cut_short
     return RunResult(valid, detail.values, path)
 
 
@@ -254,8 +263,10 @@ def server_run(predictor: CompiledPredictor, qsl: SampleLibrary, batching: Batch
                runs: _Runs, performance_count: int, *, duration_ms: int = SEARCH_RUN_MS,
                queries: int = SEARCH_RUN_QUERIES) -> ServerOutcome:
     """One short Server run at ``qps``."""
+    planned_ms = max(duration_ms, queries / qps * 1e3)
     settings = _settings("Server", server_target_qps=float(qps), server_target_latency_ns=int(bound_ns),
-                         min_duration_ms=duration_ms, min_query_count=queries)
+                         min_duration_ms=duration_ms, min_query_count=queries,
+                         max_duration_ms=math.ceil(planned_ms * SEARCH_MAX_DURATION_FACTOR))
     sut = ServerSUT(predictor, qsl, batching.max_batch, batching.max_wait_s, batching.workers,
                     float(batching.latency_budget_s or 0.0), shed_after_s=bound_ns * 1e-9 * SHED_AFTER_BOUNDS)
     started = time.perf_counter()
@@ -331,7 +342,7 @@ def _no_valid_rate(tried: list[tuple[float, bool, int]], next_qps: float, bound_
     rates = ", ".join(f"{q:g}" for q, _, _ in tried)
     if out_of_time:
         verdict = (f"the calibration budget ran out before a lower rate could be tried (a run at {next_qps:g} "
-                   f"queries/s takes {run_seconds(next_qps, duration_ms):.0f} s): give calibration more time")
+                   f"queries/s takes {run_seconds(next_qps, duration_ms):.2g} s): give calibration more time")
     else:
         verdict = "the bound cannot be met on this system"
     raise InferenceError(
