@@ -189,11 +189,17 @@ def _cmd_package(args: argparse.Namespace) -> None:
     log.info("submission tree %s: %d files, manifest verified", args.out, len(manifest["files"]))
 
 
-def _cmd_verify(args: argparse.Namespace) -> None:
-    from benchpipe.package.manifest import verify_manifest
+def _root_text(verified) -> str:
+    if verified.root_sha256 is None:
+        return f"no root sha256 ({verified.format})"
+    return f"root sha256 {verified.root_sha256}"
 
-    count = verify_manifest(args.tree)
-    print(f"{args.tree}: {count} files match manifest.json")
+
+def _cmd_verify(args: argparse.Namespace) -> None:
+    from benchpipe.package.manifest import verify_tree
+
+    verified = verify_tree(args.tree)
+    print(f"{args.tree}: {verified.files} files match manifest.json; {_root_text(verified)}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -379,9 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path, required=True)
     q.set_defaults(func=_cmd_image_sif)
 
-    p = sub.add_parser("verify", help="check a submission tree against its manifest.json")
+    p = sub.add_parser("verify", help="check a submission tree against its manifest.json; print its root sha256")
     p.add_argument("tree", type=Path)
     p.set_defaults(func=_cmd_verify)
+
     return parser
 
 
