@@ -202,6 +202,22 @@ def _cmd_verify(args: argparse.Namespace) -> None:
     print(f"{args.tree}: {verified.files} files match manifest.json; {_root_text(verified)}")
 
 
+def _cmd_pack(args: argparse.Namespace) -> None:
+    from benchpipe.package.archive import pack
+
+    packed = pack(args.tree, args.out)
+    print(f"{args.out}: {packed.verified.files} files of {args.tree}, {_root_text(packed.verified)}; "
+          f"archive {packed.size} bytes, sha256 {packed.sha256}")
+
+
+def _cmd_unpack(args: argparse.Namespace) -> None:
+    from benchpipe.package.archive import unpack
+
+    verified = unpack(args.archive, args.out)
+    print(f"{args.out}: {verified.files} files unpacked from {args.archive}, match manifest.json; "
+          f"{_root_text(verified)}")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchpipe.config import load_target
     from benchpipe.runtime.launch import launch
@@ -389,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tree", type=Path)
     p.set_defaults(func=_cmd_verify)
 
+    p = sub.add_parser("pack", help="write a verified submission tree as a deterministic .tar.zst")
+    p.add_argument("tree", type=Path)
+    p.add_argument("-o", "--out", type=Path, required=True, help="archive to write (x.tar.zst)")
+    p.set_defaults(func=_cmd_pack)
+
+    p = sub.add_parser("unpack", help="unpack a submission .tar.zst into a new folder and verify it")
+    p.add_argument("archive", type=Path)
+    p.add_argument("-o", "--out", type=Path, required=True, help="folder to create")
+    p.set_defaults(func=_cmd_unpack)
     return parser
 
 

@@ -35,3 +35,7 @@ class ManifestError(BenchpipeError):
 
 class RuntimeSetupError(BenchpipeError):
     """A target's runtime cannot run a job: engine, image or mounts are missing or wrong."""
+
+
+class ArchiveError(BenchpipeError):
+    """A submission archive cannot be written or is not safe to unpack."""
