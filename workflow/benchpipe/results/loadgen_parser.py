@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchpipe.errors import ParseError
-from benchpipe.results.records import read_records
+from benchpipe.results.records import collection_paused, read_records
 
 DETAIL_LOG = "mlperf_log_detail.txt"
 _ACCURACY = re.compile(r"^accuracy=([0-9.]+)%")
@@ -33,19 +33,30 @@ def parse_detail_log(path: Path) -> DetailLog:
     values: dict[str, Any] = {}
     errors: list[str] = []
     warnings: list[str] = []
-    for n, record in read_records(path, "LoadGen"):
-        try:
-            key, value, meta = record["key"], record.get("value"), record.get("metadata") or {}
-        except KeyError as exc:
-            raise ParseError(f"{path}: line {n}: malformed LoadGen record: no {exc}") from exc
-        values[key] = value
-        if meta.get("is_error"):
-            errors.append(f"line {n}: {key}: {value}")
-        elif meta.get("is_warning"):
-            warnings.append(f"line {n}: {key}: {value}")
+    with collection_paused():
+        for n, record in read_records(path, "LoadGen"):
+            key, value, meta = _fields(record, path, n)
+            values[key] = value
+            if meta.get("is_error"):
+                errors.append(f"line {n}: {key}: {value}")
+            elif meta.get("is_warning"):
+                warnings.append(f"line {n}: {key}: {value}")
     if not values:
         raise ParseError(f"{path}: no LoadGen records")
     return DetailLog(values, errors, warnings)
+
+
+def _fields(record: dict[str, Any], path: Path, n: int) -> tuple[str, Any, dict[str, Any]]:
+    where = f"{path}: line {n}: malformed LoadGen record"
+    if "key" not in record:
+        raise ParseError(f"{where}: no 'key'")
+    key, meta = record["key"], record.get("metadata") or {}
+    # Checked here: a list key or metadata would otherwise fail later as a bare TypeError.
+    if not isinstance(key, str):
+        raise ParseError(f"{where}: key {key!r} is not a string")
+    if not isinstance(meta, dict):
+        raise ParseError(f"{where}: metadata {meta!r} is not an object")
+    return key, record.get("value"), meta
 
 
 def parse_accuracy_txt(path: Path) -> float:

@@ -8,8 +8,7 @@ from typing import Any
 
 from benchpipe.errors import ParseError, TrainingError
 from benchpipe.layout import MLLOG_FILE, MODEL_DIR
-from benchpipe.results.records import read_records
-
+from benchpipe.results.records import collection_paused, read_records
 
 
 @dataclass(frozen=True)
@@ -46,18 +45,27 @@ class TrainingRun:
 
 
 def parse_mllog(path: Path) -> list[Event]:
-    events = []
-    for n, record in read_records(path, "MLLOG"):
-        try:
-            events.append(
-                Event(n, int(record["time_ms"]), str(record["event_type"]), str(record["key"]),
-                      record.get("value"), dict(record.get("metadata") or {}))
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ParseError(f"{path}: line {n}: malformed MLLOG record: {exc!r}") from exc
+    with collection_paused():
+        events = [_event(n, record, path) for n, record in read_records(path, "MLLOG")]
     if not events:
         raise ParseError(f"{path}: no MLLOG records")
     return events
+
+
+def _event(n: int, record: dict[str, Any], path: Path) -> Event:
+    try:
+        metadata = record.get("metadata") or {}
+        return Event(n, _time_ms(record["time_ms"]), str(record["event_type"]), str(record["key"]),
+                     record.get("value"), metadata if type(metadata) is dict else dict(metadata))
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise ParseError(f"{path}: line {n}: malformed MLLOG record: {exc!r}") from exc
+
+
+def _time_ms(value: Any) -> int:
+    if type(value) is int:  # what every logger writes: no conversion to pay for
+        return value
+    # The official parser takes any float()-able time ("1.5e12", 12.0); NaN and inf cannot be a time.
+    return int(float(value))
 
 
 def summarize_run(events: list[Event], path: Path) -> TrainingRun:
