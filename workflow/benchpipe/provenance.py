@@ -27,8 +27,12 @@ FIELDS = (
     "runtime", "runtime_version", "image", "image_tag", "image_id", "image_digest", "base_image",
     "base_image_id", "lock_sha256", "wheels", "sif_sha256", "host_driver_version", "host_cuda_version",
     "python_version", "tensorflow_version", "tensorflow_cuda_build", "packages_sha256",
-    "dataset_manifest_sha256",
+    "dataset_manifest_sha256", "benchpipe_version", "loadgen_version", "mlperf_logging_version",
+    "code_commit", "code_dirty",
 )
+# Distributions whose versions every job records, as the fields above name them.
+VERSIONED = {"benchpipe_version": "benchpipe", "loadgen_version": "mlcommons-loadgen",
+             "mlperf_logging_version": "mlperf-logging"}
 
 
 def host_gpu() -> dict[str, str | None]:
@@ -52,9 +56,31 @@ def host_gpu() -> dict[str, str | None]:
     return {"host_driver_version": driver, "host_cuda_version": cuda}
 
 
+def code_state() -> dict[str, Any]:
+    """The git commit of the benchpipe checkout and whether it has changes, or None for both.
+
+    Read on the host (`benchpipe run`), where the checkout is: an image holds no git. An
+    installed package outside any checkout records None, as does a machine without git.
+    """
+    from benchpipe.paths import SOURCE_ROOT
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", "-C", str(SOURCE_ROOT), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"code_commit": None, "code_dirty": None}
+    status = git("status", "--porcelain")
+    return {"code_commit": commit.strip(), "code_dirty": None if status is None else bool(status.strip())}
+
+
 def runtime_fields(runtime: str, runtime_version: str, record: Any | None) -> dict[str, Any]:
     """The host side's half: handed to the job through the environment."""
-    fields: dict[str, Any] = {"runtime": runtime, "runtime_version": runtime_version, **host_gpu()}
+    fields: dict[str, Any] = {"runtime": runtime, "runtime_version": runtime_version, **host_gpu(), **code_state()}
     if record is not None:
         fields.update({
             "image": record.image, "image_tag": record.tag, "image_id": record.image_id,
@@ -69,6 +95,16 @@ def _packages_sha256() -> str:
     """One hash over every installed distribution and version: the environment, as a whole."""
     pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]})
     return hashlib.sha256("\n".join(pins).encode()).hexdigest()
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for field, dist in VERSIONED.items():
+        try:
+            found[field] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[field] = None
+    return found
 
 
 def _tensorflow() -> dict[str, str | None]:
@@ -94,7 +130,8 @@ def collect(dataset_dir: Path | None = None) -> dict[str, Any]:
         from benchpipe.runtime.base import LocalRuntime
 
         fields = runtime_fields("local", LocalRuntime().version(), None)
-    fields.update(python_version=platform.python_version(), packages_sha256=_packages_sha256(), **_tensorflow())
+    fields.update(python_version=platform.python_version(), packages_sha256=_packages_sha256(), **_tensorflow(),
+                  **_versions())
     if dataset_dir is not None:
         from benchpipe.datasets.prepare import MANIFEST
         from benchpipe.hashing import sha256_file

@@ -174,7 +174,8 @@ def provenance_row(target: str, benchmark: str, job: str, job_dir: Path) -> dict
         if key == "wheels":
             row["wheels_json"] = None if value is None else json.dumps(value, sort_keys=True)
         else:
-            row[key] = None if value is None else str(value)
+            # JSON's spelling for flags (code_dirty): "true", as every other reader writes it.
+            row[key] = None if value is None else json.dumps(value) if isinstance(value, bool) else str(value)
     return row
 
 
