@@ -1,6 +1,7 @@
 # benchpipe: `snakemake --cores all submit` runs every stage of an MLPerf-style submission.
 # Data flow, one rule file per stage:
 #   images, datasets -> train -> infer -> parse -> package   (workflow/rules/<stage>.smk)
+#   then, on demand: audit (`snakemake --cores all audit`)
 
 from snakemake.utils import min_version, validate
 
@@ -27,6 +28,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/parse.smk"
 include: "workflow/rules/package.smk"
+include: "workflow/rules/audit.smk"
 
 
 rule submit:

@@ -41,6 +41,25 @@ def cli_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def submitted(tmp_path_factory, cli_env) -> Path:
+    """A working directory where `snakemake submit` ran on the reduced config (.test/): once per session.
+
+    Its tree is submissions/ci. Tests that change what lies there work on a copy, except the
+    end-to-end test, which checks that the tree survives what it does to runs/.
+    """
+    import subprocess
+
+    workdir = tmp_path_factory.mktemp("workflow")
+    proc = subprocess.run(
+        ["snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", "submit",
+         "--configfile", str(REPO_ROOT / ".test" / "config" / "config.yaml")],
+        env=cli_env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return workdir
+
+
+@pytest.fixture(scope="session")
 def digits_data(tmp_path_factory) -> Path:
     from benchpipe import benchmarks
     from benchpipe.datasets.prepare import prepare

@@ -66,11 +66,10 @@ def test_lint_is_clean(repo_root, tmp_path, cli_env):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
+def test_end_to_end_on_reduced_config(repo_root, submitted, cli_env):
     config = repo_root / ".test" / "config" / "config.yaml"
-    proc = snakemake(repo_root, tmp_path, cli_env, "--cores", "2", "submit", "--configfile", str(config))
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    tree = tmp_path / "submissions" / "ci"
+    workdir = submitted  # where `snakemake submit` ran (conftest)
+    tree = workdir / "submissions" / "ci"
 
     # Every file accounted for, and the auditor's command agrees.
     assert verify_manifest(tree) > 20
@@ -98,11 +97,19 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     # every training run and LoadGen test names it as the data it read.
     from benchpipe.hashing import sha256_file
 
-    data_manifest = sha256_file(tmp_path / "data" / "digits" / "manifest.json")
+    data_manifest = sha256_file(workdir / "data" / "digits" / "manifest.json")
     assert sha256_file(tree / "benchpipe" / "datasets" / "digits" / "manifest.json") == data_manifest
     assert checks["datasets"]["digits"]["manifest_sha256"] == data_manifest
-    provenance = pq.read_table(tree / "benchpipe" / "tables" / "provenance.parquet").to_pylist()
+    provenance = pq.read_table(tree / "benchpipe" / "tables" / "provenance").to_pylist()
     assert len(provenance) == 3 + 16 and {r["dataset_manifest_sha256"] for r in provenance} == {data_manifest}
+    # ... and the code and the tools that made it.
+    from importlib.metadata import version
+
+    head = subprocess.run(["git", "-C", str(repo_root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert {r["code_commit"] for r in provenance} == {head.stdout.strip()}
+    assert {r["code_dirty"] for r in provenance} <= {"true", "false"} and len({r["code_dirty"] for r in provenance}) == 1
+    assert {(r["loadgen_version"], r["mlperf_logging_version"], r["benchpipe_version"]) for r in provenance} == {
+        (version("mlcommons-loadgen"), version("mlperf-logging"), version("benchpipe"))}
 
     # Inference layout, in benchpipe's own section (digits is not an MLPerf model), labelled
     # as not valid for an official round; the compliance tests verified beside their logs.
@@ -131,39 +138,44 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     assert all(c["passed"] or not c["judged"] for c in compliance)
     assert checks["inference"]["official"] is False and checks["inference"]["official_checker"] is None
 
-    # Parquet tables with their explicit schemas.
+    # Parquet tables with their explicit schemas, hive-partitioned by round, division and
+    # target: pyarrow reads each folder as one table, the partition keys as columns.
     tables = tree / "benchpipe" / "tables"
-    runs = pq.read_table(tables / "runs.parquet").to_pylist()
+    assert sorted(p.relative_to(tables).as_posix() for p in tables.rglob("*.parquet")) == [
+        f"{t}/round=ci/division=closed/target=local-cpu/part-0.parquet"
+        for t in ("inference", "provenance", "runs", "scores", "training_events")]
+    runs = pq.read_table(tables / "runs").to_pylist()
+    assert {(r["round"], r["division"], r["target"]) for r in runs} == {("ci", "closed", "local-cpu")}
     assert [r["run"] for r in runs] == [0, 1, 2]
     assert [r["seed"] for r in runs] == [11, 12, 13]
     assert all(r["status"] == "success" and r["time_to_train_min"] > 0 for r in runs)
-    scores = pq.read_table(tables / "scores.parquet").to_pylist()
+    scores = pq.read_table(tables / "scores").to_pylist()
     assert len(scores) == 1 and scores[0]["olympic_mean_min"] > 0
-    inference = pq.read_table(tables / "inference.parquet").to_pylist()
+    inference = pq.read_table(tables / "inference").to_pylist()
     assert {(r["scenario"], r["mode"]) for r in inference} == {(s, m) for s in SCENARIOS for m in MODES}
     assert all(r["result_validity"] == "VALID" for r in inference if r["mode"] != "accuracy")
     assert not any(r["official_round_valid"] for r in inference)
-    events = pq.read_table(tables / "training_events.parquet")
+    events = pq.read_table(tables / "training_events")
     assert events.schema.field("time_ms").type == "int64" and events.num_rows > 3 * 30
 
-    receipt = (tmp_path / "submissions" / "ci.verified").read_text()
+    receipt = (workdir / "submissions" / "ci.verified").read_text()
     assert f"{verify_manifest(tree)} files match manifest.json" in receipt
 
     # A second run has nothing to do.
-    again = snakemake(repo_root, tmp_path, cli_env, "-n", "submit", "--configfile", str(config))
+    again = snakemake(repo_root, workdir, cli_env, "-n", "submit", "--configfile", str(config))
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # Packaging refuses what it cannot verify, and leaves the verified tree untouched.
-    shutil.copy(tmp_path / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt", tmp_path / "keep.txt")
-    with open(tmp_path / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt", "a") as f:
+    shutil.copy(workdir / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt", workdir / "keep.txt")
+    with open(workdir / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt", "a") as f:
         f.write("tampered\n")
     settings = (tree / "benchpipe" / "config.json").read_text()
 
     def package(tables: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["benchpipe", "package", "--settings", settings, "--runs", str(tmp_path / "runs"),
-             "--tables", str(tmp_path / tables), "--datasets", str(tmp_path / "data"), "--out", str(tree)],
+            ["benchpipe", "package", "--settings", settings, "--runs", str(workdir / "runs"),
+             "--tables", str(workdir / tables), "--datasets", str(workdir / "data"), "--out", str(tree)],
             env=cli_env, capture_output=True, text=True,
         )
 
@@ -173,11 +185,11 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
     assert verify_manifest(tree) > 20
 
     # A log that parses but breaks the rules: the official checker stops the packaging.
-    log = tmp_path / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt"
-    log.write_text("".join(l for l in (tmp_path / "keep.txt").read_text().splitlines(True) if '"key": "cache_clear"' not in l))
-    runs = tmp_path / "runs" / "local-cpu" / "digits"
+    log = workdir / "runs" / "local-cpu" / "digits" / "train" / "run_0" / "mllog.txt"
+    log.write_text("".join(l for l in (workdir / "keep.txt").read_text().splitlines(True) if '"key": "cache_clear"' not in l))
+    runs = workdir / "runs" / "local-cpu" / "digits"
     reparse = subprocess.run(
-        ["benchpipe", "parse", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "tables2"),
+        ["benchpipe", "parse", "--runs", str(workdir / "runs"), "--out", str(workdir / "tables2"),
          "--train-runs", *[str(runs / "train" / f"run_{i}") for i in range(3)],
          "--tests", *[str(p) for p in sorted((runs / "infer").glob("*/*"))]],
         env=cli_env, capture_output=True, text=True,
@@ -191,12 +203,12 @@ def test_end_to_end_on_reduced_config(repo_root, tmp_path, cli_env):
 
     # The same failure through Snakemake, which deletes a job's outputs before re-running
     # it: the verified tree survives, only the receipt goes.
-    forced = snakemake(repo_root, tmp_path, cli_env, "--cores", "1", "--forcerun", "parse", "submit",
+    forced = snakemake(repo_root, workdir, cli_env, "--cores", "1", "--forcerun", "parse", "submit",
                        "--configfile", str(config))
     assert forced.returncode != 0
-    assert "fail the official checkers" in (tmp_path / "logs" / "package.log").read_text()
+    assert "fail the official checkers" in (workdir / "logs" / "package.log").read_text()
     assert verify_manifest(tree) > 20
-    assert not (tmp_path / "submissions" / "ci.verified").exists()
+    assert not (workdir / "submissions" / "ci.verified").exists()
 
 
 def test_missing_benchpipe_command_is_reported_before_any_job(repo_root, tmp_path, cli_env):

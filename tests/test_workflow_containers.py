@@ -70,7 +70,7 @@ def test_containers_end_to_end(repo_root, tmp_path, cli_env):
 
     # Provenance: every docker-cpu result names the image it came from, the same one.
     record = json.loads((tmp_path / "images" / "docker" / "tensorflow-cpu.json").read_text())
-    rows = pq.read_table(tree / "benchpipe" / "tables" / "provenance.parquet").to_pylist()
+    rows = pq.read_table(tree / "benchpipe" / "tables" / "provenance").to_pylist()
     docker_rows = [r for r in rows if r["target"] == "docker-cpu"]
     assert len(docker_rows) == 3 + 2 * 4  # 3 runs; 2 scenarios x performance, accuracy, TEST01, TEST04
     assert {(r["runtime"], r["image_id"], r["image_digest"], r["lock_sha256"]) for r in docker_rows} == {

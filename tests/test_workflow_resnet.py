@@ -131,6 +131,19 @@ def test_open_resnet_tree_passes_the_official_training_and_inference_checkers(
     assert (tree / verdict["csv"]).is_file() and (tree / verdict["log"]).is_file()
     assert not (tree / "benchpipe" / "inference").exists()  # no benchpipe model was tested
 
+    # The auditor's command, from the tree alone: MLCommons' training tools and its inference
+    # checker re-run on a copy, every item passing.
+    report = tmp_path / "resnet.audit.json"
+    audited = subprocess.run(["benchpipe", "audit", str(tree), "--report", str(report),
+                              "--inference-checker", str(inference_checkout)],
+                             env=cli_env, capture_output=True, text=True, timeout=900)
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    items = {i["name"]: i for i in json.loads(report.read_text())["items"]}
+    assert all(i["status"] == "pass" for i in items.values()), items
+    # 5 logs + 1 system through the compliance and system checkers, the package checker, the
+    # summarizer, 4 LoadGen tests (2 scenarios x performance, accuracy) and the inference checker.
+    assert items["checkers"]["checked"] == 5 + 1 + 1 + 1 + 4 + 1
+
 
 def test_closed_hyperparameter_outside_the_rules_fails_before_any_job(repo_root, tmp_path, cli_env):
     config = resnet_config(tmp_path)

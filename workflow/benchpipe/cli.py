@@ -202,6 +202,19 @@ def _cmd_verify(args: argparse.Namespace) -> None:
     print(f"{args.tree}: {verified.files} files match manifest.json; {_root_text(verified)}")
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from benchpipe.atomic import atomic_file
+    from benchpipe.audit import audit
+
+    report = audit(args.tree, inference_checker=args.inference_checker)
+    out = args.report or args.tree.resolve().parent / f"{args.tree.resolve().name}.audit.json"
+    with atomic_file(out) as f:
+        f.write(json.dumps(report.to_dict(), indent=1) + "\n")
+    print("\n".join(report.lines()))
+    print(f"report: {out}")
+    return 0 if report.passed else 1
+
+
 def _cmd_pack(args: argparse.Namespace) -> None:
     from benchpipe.package.archive import pack
 
@@ -404,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a submission tree against its manifest.json; print its root sha256")
     p.add_argument("tree", type=Path)
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("audit", help="check a submission tree item by item from the tree alone; write a report")
+    p.add_argument("tree", type=Path)
+    p.add_argument("--report", type=Path, help="report to write (default: <tree>.audit.json beside the tree)")
+    p.add_argument("--inference-checker", type=Path, help="an mlcommons/inference checkout, to re-run its checker")
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("pack", help="write a verified submission tree as a deterministic .tar.zst")
     p.add_argument("tree", type=Path)

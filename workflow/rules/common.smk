@@ -251,3 +251,9 @@ def imagenet_options(wildcards):
     for key, value in (settings.get("subset") or {}).items():
         options += [f"--{key.replace('_', '-')}", str(value)]
     return shlex.join(options)
+
+
+def audit_options(wildcards):
+    """The audit re-runs MLCommons' inference checker when the config names a checkout."""
+    checker = config["inference"].get("checker")
+    return shlex.join(["--inference-checker", checker]) if checker else ""

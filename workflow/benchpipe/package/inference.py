@@ -17,6 +17,7 @@ from typing import Any
 
 from benchpipe import benchmarks, layout
 from benchpipe.config import inference_benchmarks, inference_modes
+from benchpipe.schemas import validate
 from benchpipe.errors import ValidationError
 from benchpipe.infer.compliance import COMPLIANCE_TESTS, PASS_LINE, VERIFY_ACCURACY, verify_test01, verify_test04
 from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, USER_CONF, RunKind
@@ -194,7 +195,9 @@ def write_scenario(root: Path, group: ScenarioResults, settings: dict, verdicts:
     for log in LOADGEN_LOGS:
         copy_file(perf / log, scenario_dir / "performance" / "run_1" / log)
     copy_file(perf / USER_CONF, scenario_dir / USER_CONF)
-    dump_json(scenario_dir / "measurements.json", measurements(perf, group.scenario))
+    measured = measurements(perf, group.scenario)
+    validate(measured, "measurements.schema.json", what=f"{scenario_dir}/measurements.json")
+    dump_json(scenario_dir / "measurements.json", measured)
     (scenario_dir / "README.md").write_text(scenario_readme(group, kind, verdicts))
     acc = group.tests["accuracy"]
     for log in (*LOADGEN_LOGS, ACCURACY_TXT):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from benchpipe import benchmarks, layout
 from benchpipe.atomic import atomic_dir
 from benchpipe.datasets.prepare import MANIFEST as DATASET_MANIFEST
@@ -25,7 +27,7 @@ from benchpipe.package.manifest import verify_manifest, write_manifest
 from benchpipe.package.files import copy_code, copy_file, dump_json
 from benchpipe.layout import MLLOG_FILE
 from benchpipe.results.loadgen_parser import DETAIL_LOG
-from benchpipe.results.tables import TABLES, read_table
+from benchpipe.results.tables import TABLES, read_table, table_folder, write_partitioned
 from benchpipe.schemas import validate
 
 TRAINING_STATUS = {
@@ -242,7 +244,9 @@ def package(request: PackageRequest) -> dict[str, Any]:
             tmp, request.runs_dir, settings, systems, rows["inference.parquet"]
         )
         for name in TABLES:
-            copy_file(request.tables_dir / name, tmp / "benchpipe" / "tables" / name)
+            write_partitioned(pq.read_table(request.tables_dir / name, schema=TABLES[name]),
+                              tmp / "benchpipe" / "tables" / table_folder(name),
+                              settings["submission"]["round"], settings["submission"]["division"])
         for dataset in sorted(set(dataset_names.values())):
             # The dataset's manifest: the sha256 of every source and shard the results were made from.
             copy_file(request.datasets_dir / dataset / DATASET_MANIFEST,

@@ -5,6 +5,12 @@
     scores.parquet           one row per (target, benchmark): the olympic score
     inference.parquet        one row per LoadGen test (scenario x mode)
     provenance.parquet       one row per training run and LoadGen test: runtime, image, hashes
+
+The parse stage writes each as one file. A submission tree holds them hive-partitioned, one
+folder per table (write_partitioned), so that DuckDB, pandas and pyarrow read a table of one
+tree, or of many trees at once, as one dataset:
+
+    benchpipe/tables/<table>/round=<round>/division=<division>/target=<target>/part-0.parquet
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from benchpipe import benchmarks, layout, provenance
@@ -70,7 +77,11 @@ TABLES = {
 
 
 def training_rows(target: str, benchmark: str, index: int, run_dir: Path) -> tuple[list[dict], dict]:
-    path = run_dir / MLLOG_FILE
+    return training_log_rows(target, benchmark, index, run_dir / MLLOG_FILE)
+
+
+def training_log_rows(target: str, benchmark: str, index: int, path: Path) -> tuple[list[dict], dict]:
+    """(training_events rows, runs row) of one MLLOG log, wherever it lies (a run folder, a tree)."""
     events = parse_mllog(path)
     run = summarize_run(events, path)
     event_rows = [
@@ -131,17 +142,37 @@ SCENARIO_METRIC = {
 }
 
 
+# What an inference row takes from its LoadGen logs alone (an audit re-derives these from a tree).
+LOADGEN_FIELDS = (
+    "result_validity", "invalid_reason", "samples_per_second", "latency_p50_ns", "latency_p90_ns",
+    "latency_p99_ns", "early_stopping_latency_ns", "query_count", "min_duration_ms", "errors", "warnings",
+    "accuracy", "loadgen_version", "log_sha256", "metric", "metric_value", "early_stopping_met",
+)
+
+
 def inference_row(target: str, benchmark: str, scenario: str, mode: str, test_dir: Path) -> dict:
-    path = test_dir / DETAIL_LOG
+    fields = loadgen_fields(scenario, mode, test_dir / DETAIL_LOG, test_dir / ACCURACY_TXT)
+    kind, _ = read_calibration(test_dir)
+    return {
+        "target": target, "benchmark": benchmark, "scenario": scenario, "mode": mode, **fields,
+        "accuracy_target": benchmarks.get(benchmark).inference.accuracy_target if mode == "accuracy" else None,
+        # Valid for an official round needs the full duration; benchpipe's own checks come on top.
+        "official_round_valid": (kind.official and fields["min_duration_ms"] >= OFFICIAL_MIN_DURATION_MS
+                                 and fields["result_validity"] == "VALID"),
+        "official_run": kind.official,
+        "model_sha256": read_model_record(test_dir).sha256,
+    }
+
+
+def loadgen_fields(scenario: str, mode: str, path: Path, accuracy_txt: Path) -> dict:
+    """The LOADGEN_FIELDS of one test, from its detail log and (accuracy mode) accuracy.txt."""
     detail = parse_detail_log(path)
     min_duration = int(detail.require("effective_min_duration_ms", path))
-    accuracy = parse_accuracy_txt(test_dir / ACCURACY_TXT) if mode == "accuracy" else None
+    accuracy = parse_accuracy_txt(accuracy_txt) if mode == "accuracy" else None
     # Compliance runs are performance runs under an audit.config: their validity counts too.
     validity = None if mode == "accuracy" else detail.get("result_validity")
-    kind, _ = read_calibration(test_dir)
     metric = SCENARIO_METRIC[scenario] if validity is not None else None
     return {
-        "target": target, "benchmark": benchmark, "scenario": scenario, "mode": mode,
         "result_validity": validity,
         "invalid_reason": detail.get("result_invalid_reason") or None,
         "samples_per_second": detail.get("result_samples_per_second", detail.get("result_qps_with_loadgen_overhead")),
@@ -153,16 +184,11 @@ def inference_row(target: str, benchmark: str, scenario: str, mode: str, test_di
         "min_duration_ms": min_duration,
         "errors": len(detail.errors), "warnings": len(detail.warnings),
         "accuracy": accuracy,
-        "accuracy_target": benchmarks.get(benchmark).inference.accuracy_target if mode == "accuracy" else None,
-        # Valid for an official round needs the full duration; benchpipe's own checks come on top.
-        "official_round_valid": kind.official and min_duration >= OFFICIAL_MIN_DURATION_MS and validity == "VALID",
         "loadgen_version": str(detail.require("loadgen_version", path)),
         "log_sha256": sha256_file(path),
         "metric": metric,
         "metric_value": None if metric is None or detail.get(metric) is None else float(detail.get(metric)),
         "early_stopping_met": detail.get("early_stopping_met"),
-        "official_run": kind.official,
-        "model_sha256": read_model_record(test_dir).sha256,
     }
 
 
@@ -214,3 +240,43 @@ def read_table(tables_dir: Path, name: str) -> list[dict]:
         raise ParseError(f"{path}: cannot read table: {exc}") from exc
     except pa.ArrowException as exc:
         raise ParseError(f"{path}: not a {name} table: {exc}") from exc
+
+
+PARTITIONS = ("round", "division", "target")
+PARTITIONING = ds.partitioning(pa.schema([(key, pa.string()) for key in PARTITIONS]), flavor="hive")
+
+
+def table_folder(name: str) -> str:
+    """A table's folder in a tree: runs.parquet -> runs."""
+    return name.removesuffix(".parquet")
+
+
+def partitioned_schema(name: str) -> pa.Schema:
+    """What reading a tree's table gives: its columns but target, then the partition keys."""
+    kept = [f for f in TABLES[name] if f.name not in PARTITIONS]
+    return pa.schema(kept + list(PARTITIONING.schema))
+
+
+def write_partitioned(table: pa.Table, out: Path, round_: str, division: str) -> None:
+    """``table`` as a hive-partitioned dataset under ``out`` (which must not exist)."""
+    rows = table.num_rows
+    full = table
+    # runs.parquet has its own division (each log's), which the package stage has checked.
+    for key, value in (("round", round_), ("division", division)):
+        if key not in full.column_names:
+            full = full.append_column(key, pa.array([value] * rows, pa.string()))
+    if rows == 0:
+        # No partition to hold it: one empty file keeps the table and its schema present.
+        out.mkdir(parents=True)
+        pq.write_table(full.drop_columns(list(PARTITIONS)), out / "part-0.parquet", compression="zstd")
+        return
+    ds.write_dataset(
+        full, out, format="parquet", partitioning=PARTITIONING, basename_template="part-{i}.parquet",
+        existing_data_behavior="error", use_threads=False,  # rows keep their order within a partition
+        file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
+    )
+
+
+def read_partitioned(folder: Path) -> pa.Table:
+    """A tree's table folder as one table, partition columns included (see partitioned_schema)."""
+    return ds.dataset(folder, format="parquet", partitioning=PARTITIONING).to_table()

@@ -1,0 +1,434 @@
+"""``benchpipe audit TREE``: everything a submission tree claims, checked from the tree alone.
+
+Each item passes or fails with its reasons, and every item runs whatever the others found:
+
+    manifest  every file's sha256, no file missing or extra, no link (package.manifest)
+    json      every JSON file parses; config.json, systems, rows and measurements validate
+              against their schemas
+    tables    every Parquet table has its schema and valid rows, and the rows that come from
+              logs equal those re-derived from the logs in the tree (events, runs, inference)
+    scores    the olympic scores recomputed from the training logs equal scores.parquet and
+              checks.json
+    checkers  MLCommons' compliance checker on every training log and its system-description
+              checker on every training system, the package checker and result summarizer on
+              training/<org> (MLPerf benchmarks), and benchpipe's LoadGen rules on every
+              detail log; the inference submission checker when given a checkout
+
+Checkers run on a scratch copy, never in the tree: the tree must stay as its manifest says.
+Only benchpipe and the tree are needed; the exit code is 0 only when every item passes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from benchpipe import benchmarks
+from benchpipe.errors import BenchpipeError, ValidationError
+from benchpipe.schemas import validate
+
+ITEMS = ("manifest", "json", "tables", "scores", "checkers")
+PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
+TABLES_DIR = Path("benchpipe", "tables")
+CONFIG_JSON = Path("benchpipe", "config.json")
+CHECKS_JSON = Path("benchpipe", "checks.json")
+RULES_DIR = Path("benchpipe", "compliance", "rules")
+RAW_DIR = Path("benchpipe", "raw")
+ACCURACY_LOG = "mlperf_log_accuracy.json"
+TRAINING_SECTIONS = ("training", "benchpipe/training")
+INFERENCE_SECTIONS = ("inference", "benchpipe/inference")
+# Folders of copied source code: their JSON files are code, not claims about results.
+CODE_PARTS = frozenset({"implementations", "src"})
+_KEY_TRAINING = ("target", "benchmark", "run")
+_KEY_INFERENCE = ("target", "benchmark", "scenario", "mode")
+
+
+@dataclass
+class Item:
+    name: str
+    status: str = PASS
+    checked: int = 0  # what was looked at: files, rows, logs
+    reasons: list[str] = field(default_factory=list)
+
+    def fail(self, reason: str) -> None:
+        self.status = FAIL
+        self.reasons.append(reason)
+
+
+@dataclass
+class AuditReport:
+    tree: str
+    items: list[Item]
+
+    @property
+    def passed(self) -> bool:
+        return all(item.status != FAIL for item in self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tree": self.tree, "passed": self.passed, "items": [asdict(item) for item in self.items]}
+
+    def lines(self, shown: int = 5) -> list[str]:
+        out = []
+        for item in self.items:
+            out.append(f"{item.status.upper():7} {item.name}: {item.checked} checked")
+            out += [f"        - {reason}" for reason in item.reasons[:shown]]
+            if len(item.reasons) > shown:
+                out.append(f"        - and {len(item.reasons) - shown} more (see the report)")
+        out.append(f"audit {'PASSED' if self.passed else 'FAILED'}: {self.tree}")
+        return out
+
+
+def audit(tree: Path, inference_checker: Path | None = None) -> AuditReport:
+    tree = Path(tree)
+    if not tree.is_dir():
+        raise BenchpipeError(f"{tree}: not a folder: nothing to audit")
+    items = [
+        _guarded("manifest", lambda item: _manifest(tree, item)),
+        _guarded("json", lambda item: _json_files(tree, item)),
+    ]
+    derived: dict[str, list[dict]] = {}
+    items.append(_guarded("tables", lambda item: _tables(tree, item, derived)))
+    items.append(_guarded("scores", lambda item: _scores(tree, item, derived)))
+    items.append(_guarded("checkers", lambda item: _checkers(tree, item, inference_checker)))
+    return AuditReport(str(tree), items)
+
+
+def _guarded(name: str, check: Callable[[Item], None]) -> Item:
+    """One item; an error that stops it is its failure, and the next items still run."""
+    item = Item(name)
+    try:
+        check(item)
+    except (BenchpipeError, OSError, pa.ArrowException, ValueError, KeyError) as exc:
+        item.fail(f"stopped: {type(exc).__name__}: {exc}")
+    return item
+
+
+# --- 1. manifest -------------------------------------------------------------------------------
+
+
+def _manifest(tree: Path, item: Item) -> None:
+    from benchpipe.package.manifest import TreeMismatch, verify_tree
+
+    try:
+        verified = verify_tree(tree)
+    except TreeMismatch as exc:
+        item.checked = len(exc.problems)
+        for problem in exc.problems:
+            item.fail(str(problem))
+        return
+    item.checked = verified.files
+    if verified.root_sha256:
+        item.reasons.append(f"root sha256 {verified.root_sha256}")
+
+
+# --- 2. JSON files -----------------------------------------------------------------------------
+
+
+def _check_json(rel: Path, data: Any) -> None:
+    """What a JSON file of the tree must meet beyond parsing; raises BenchpipeError naming it."""
+    from benchpipe.package import official
+    from benchpipe.package.inference import INFERENCE_STATUS
+
+    parts = rel.parts
+    if rel == CONFIG_JSON:
+        validate(data, "config.schema.json", what=str(rel))
+    elif len(parts) >= 2 and parts[-2] == "systems" and _under(rel, TRAINING_SECTIONS):
+        official.check_training_system_desc(data, str(rel))
+    elif len(parts) >= 2 and parts[-2] == "systems" and _under(rel, INFERENCE_SECTIONS):
+        # The same description as the target's, its status in the inference rules' words.
+        ours = {label: status for status, label in INFERENCE_STATUS.items()}
+        status = data.get("status") if isinstance(data, dict) else None
+        if status not in ours:
+            raise ValidationError(f"{rel}: key 'status' is {status!r}, not one of {', '.join(ours)}")
+        validate(dict(data, status=ours[status]), "system_desc.schema.json", what=str(rel))
+    elif rel.name == "measurements.json":
+        validate(data, "measurements.schema.json", what=str(rel))
+
+
+def _under(rel: Path, sections: Iterable[str]) -> bool:
+    text = rel.as_posix()
+    return any(text.startswith(section + "/") for section in sections)
+
+
+def _json_files(tree: Path, item: Item) -> None:
+    for path in sorted(tree.rglob("*.json")):
+        rel = path.relative_to(tree)
+        if CODE_PARTS & set(rel.parts) or path.is_symlink():
+            continue
+        if rel.name == ACCURACY_LOG and "results" in rel.parts:
+            continue  # truncated as the rules ask; the whole log is in benchpipe/raw/, checked here
+        item.checked += 1
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            _check_json(rel, data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            item.fail(f"{rel}: not JSON: {exc}")
+        except BenchpipeError as exc:
+            item.fail(str(exc))
+
+
+# --- 3. tables ---------------------------------------------------------------------------------
+
+
+def _read_tables(tree: Path, item: Item) -> dict[str, list[dict]]:
+    """Each table's rows, columns as the parse stage wrote them (partition keys back in place)."""
+    from benchpipe.package.checks import ROW_SCHEMAS
+    from benchpipe.results.tables import TABLES, partitioned_schema, read_partitioned, table_folder
+
+    submission = json.loads((tree / CONFIG_JSON).read_text())["submission"]
+    rows: dict[str, list[dict]] = {}
+    for name in TABLES:
+        rel = TABLES_DIR / table_folder(name)
+        if not (tree / rel).is_dir():
+            item.fail(f"{rel}/: missing")
+            continue
+        table = read_partitioned(tree / rel)
+        if not table.schema.equals(partitioned_schema(name), check_metadata=False):
+            item.fail(f"{rel}/: schema differs from benchpipe's {name}: "
+                      f"{_schema_difference(table.schema, partitioned_schema(name))}")
+            continue
+        found = table.to_pylist()
+        item.checked += len(found)
+        wrong = {(r["round"], r["division"]) for r in found} - {(submission["round"], submission["division"])}
+        if wrong:
+            item.fail(f"{rel}/: partitions {sorted(wrong)}, the tree is round {submission['round']}, "
+                      f"division {submission['division']}")
+        rows[name] = [{k: r[k] for k in TABLES[name].names} for r in found]
+        if name in ROW_SCHEMAS:
+            for i, row in enumerate(rows[name]):
+                try:
+                    validate(row, ROW_SCHEMAS[name], what=f"{rel}/ row {i}")
+                except BenchpipeError as exc:
+                    item.fail(str(exc))
+    return rows
+
+
+def _schema_difference(actual: pa.Schema, expected: pa.Schema) -> str:
+    have = {f.name: str(f.type) for f in actual}
+    want = {f.name: str(f.type) for f in expected}
+    diffs = [f"{k}: {have.get(k, 'absent')}, expected {want.get(k, 'absent')}"
+             for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+    return "; ".join(diffs) or "column order"
+
+
+def training_logs(tree: Path) -> dict[tuple[str, str, int], Path]:
+    """(target, benchmark, run) -> the result_<run>.txt of every training result in the tree."""
+    logs = {}
+    for section in TRAINING_SECTIONS:
+        for path in sorted((tree / section).glob("*/results/*/*/result_*.txt")):
+            run = path.stem.removeprefix("result_")
+            if run.isdigit():
+                logs[(path.parent.parent.name, path.parent.name, int(run))] = path
+    return logs
+
+
+def detail_logs(tree: Path) -> dict[tuple[str, str, str, str], Path]:
+    """(target, benchmark, scenario, mode) -> the mlperf_log_detail.txt of every LoadGen test in the tree."""
+    from benchpipe.results.loadgen_parser import DETAIL_LOG
+
+    logs = {}
+    for section in INFERENCE_SECTIONS:
+        for path in sorted((tree / section).glob(f"*/*/results/**/{DETAIL_LOG}")):
+            key = _test_key(path.relative_to(tree / section).parts)
+            if key is not None:
+                logs[key] = path
+    return logs
+
+
+def _test_key(parts: tuple[str, ...]) -> tuple[str, str, str, str] | None:
+    # <division>/<org>/results/<system>/<model>/<scenario>/<mode folders>/mlperf_log_detail.txt
+    system, model, scenario, *rest = parts[3:-1]
+    modes = {("performance", "run_1"): "performance", ("accuracy",): "accuracy"}
+    mode = modes.get(tuple(rest))
+    if mode is None and len(rest) == 3 and rest[0].startswith("TEST") and rest[1:] == ["performance", "run_1"]:
+        mode = rest[0]
+    return None if mode is None else (system, _benchmark_of(model), scenario, mode)
+
+
+def _benchmark_of(model: str) -> str:
+    for name in benchmarks.names():
+        task = benchmarks.get(name).inference
+        if task is not None and (task.official_name or name) == model:
+            return name
+    return model
+
+
+def _compare(item: Item, what: str, table: dict[tuple, dict], derived: dict[tuple, dict],
+             fields: Iterable[str] | None = None) -> None:
+    for key in sorted(set(table) | set(derived), key=str):
+        label = " ".join(str(k) for k in key)
+        if key not in derived:
+            item.fail(f"{what}: row {label} has no log in the tree")
+        elif key not in table:
+            item.fail(f"{what}: the tree's log for {label} has no row")
+        else:
+            names = fields if fields is not None else derived[key].keys()
+            differ = [f"{f} {table[key].get(f)!r} in the table, {derived[key].get(f)!r} from the log"
+                      for f in names if table[key].get(f) != derived[key].get(f)]
+            if differ:
+                item.fail(f"{what}: row {label}: " + "; ".join(differ))
+
+
+def _tables(tree: Path, item: Item, derived: dict[str, list[dict]]) -> None:
+    from benchpipe.results.tables import LOADGEN_FIELDS, loadgen_fields, training_log_rows
+    from benchpipe.infer.loadgen_run import ACCURACY_TXT
+
+    rows = _read_tables(tree, item)
+    events, runs = [], []
+    for (target, benchmark, run), log in training_logs(tree).items():
+        event_rows, run_row = training_log_rows(target, benchmark, run, log)
+        events += event_rows
+        runs.append(run_row)
+    derived["runs.parquet"] = runs
+    if "runs.parquet" in rows:
+        _compare(item, "runs.parquet", _by(rows["runs.parquet"], _KEY_TRAINING), _by(runs, _KEY_TRAINING))
+    if "training_events.parquet" in rows:
+        key = (*_KEY_TRAINING, "line")
+        _compare(item, "training_events.parquet", _by(rows["training_events.parquet"], key), _by(events, key))
+    tests = {}
+    for key, log in detail_logs(tree).items():
+        tests[key] = loadgen_fields(key[2], key[3], log, log.parent / ACCURACY_TXT)
+    if "inference.parquet" in rows:
+        _compare(item, "inference.parquet", _by(rows["inference.parquet"], _KEY_INFERENCE), tests, LOADGEN_FIELDS)
+
+
+def _by(rows: list[dict], key: tuple[str, ...]) -> dict[tuple, dict]:
+    return {tuple(row[k] for k in key): row for row in rows}
+
+
+# --- 4. scores ---------------------------------------------------------------------------------
+
+
+def _scores(tree: Path, item: Item, derived: dict[str, list[dict]]) -> None:
+    from benchpipe.results.tables import read_partitioned, score_rows, table_folder
+
+    if "runs.parquet" not in derived:
+        item.fail("no training logs could be read (see tables)")
+        return
+    scores = score_rows(derived["runs.parquet"])
+    item.checked = len(scores)
+    key = ("target", "benchmark")
+    table = read_partitioned(tree / TABLES_DIR / table_folder("scores.parquet")).to_pylist()
+    _compare(item, "scores.parquet", _by(table, key), _by(scores, key))
+    recorded = json.loads((tree / CHECKS_JSON).read_text()).get("scores", [])
+    _compare(item, "checks.json scores", _by(recorded, key), _by(scores, key))
+
+
+# --- 5. official checkers and benchpipe's LoadGen rules -----------------------------------------
+
+
+def _checkers(tree: Path, item: Item, inference_checker: Path | None) -> None:
+    settings = json.loads((tree / CONFIG_JSON).read_text())
+    with tempfile.TemporaryDirectory(prefix="benchpipe-audit-") as scratch:
+        copy, reports = Path(scratch) / "tree", Path(scratch) / "reports"
+        reports.mkdir()
+        for section in (*TRAINING_SECTIONS, *INFERENCE_SECTIONS):
+            if (tree / section).is_dir():
+                shutil.copytree(tree / section, copy / section, symlinks=True)
+        _training_checkers(tree, copy, item, reports)
+        _loadgen_rules(tree, copy, item, settings)
+        _inference_checker(copy, item, settings, inference_checker, reports)
+
+
+def _training_checkers(tree: Path, copy: Path, item: Item, reports: Path) -> None:
+    from benchpipe.package import checks, official
+
+    for n, ((_, benchmark, _), log) in enumerate(training_logs(copy).items()):
+        # benchpipe's own benchmarks' rules travel in the tree; the MLPerf ones come with mlperf-logging.
+        own = tree / RULES_DIR / f"{benchmark}.yaml"
+        rules = own if own.is_file() else benchmarks.get(benchmark).rules_file
+        result = checks.run_compliance_checker(log.relative_to(copy), rules, reports / f"compliance_{n}.log", cwd=copy)
+        item.checked += 1
+        if not result.passed:
+            item.fail(f"{log.relative_to(copy)}: compliance checker: {result.problems()}")
+    for section in TRAINING_SECTIONS:
+        for system in sorted((copy / section).glob("*/systems/*.json")):
+            result = checks.run_system_desc_checker(system.relative_to(copy), reports / f"system_{system.stem}.log",
+                                                   cwd=copy)
+            item.checked += 1
+            if not result.passed:
+                item.fail(f"{system.relative_to(copy)}: system description checker: {result.problems()}")
+    for org_dir in sorted(p for p in (copy / "training").glob("*") if p.is_dir()):
+        verdicts = [official.run_package_checker(org_dir, reports / f"package_checker_{org_dir.name}.log")]
+        for name in sorted({p.name for p in org_dir.glob("results/*/*") if p.is_dir()}):
+            verdicts.append(official.run_result_summarizer(
+                org_dir, reports / f"summary_{org_dir.name}_{name}.csv",
+                reports / f"result_summarizer_{org_dir.name}_{name}.log", benchmark=name))
+        for verdict in verdicts:
+            item.checked += 1
+            if not verdict.passed:
+                item.fail(f"training/{org_dir.name}: {verdict.tool}: {verdict.problems()}")
+
+
+def _loadgen_rules(tree: Path, copy: Path, item: Item, settings: dict[str, Any]) -> None:
+    """benchpipe's LoadGen rules (infer.validity) on every test, and TEST01/TEST04 verified again."""
+    from benchpipe.infer.loadgen_run import RunKind
+    from benchpipe.infer.validity import check_accuracy, check_performance
+    from benchpipe.results.loadgen_parser import parse_detail_log
+
+    kind = RunKind.from_settings(settings["inference"])
+    division = settings["submission"]["division"]
+    for (_, benchmark, scenario, mode), log in detail_logs(copy).items():
+        item.checked += 1
+        detail = parse_detail_log(log)
+        if mode == "accuracy":
+            problems = check_accuracy(detail, log)
+        else:
+            problems = check_performance(
+                detail, log, scenario=scenario, official=kind.official, min_duration_ms=kind.min_duration_ms,
+                loadgen_model=benchmarks.get(benchmark).inference.loadgen_model, division=division,
+                compliance_test=None if mode == "performance" else mode)
+        for problem in problems:
+            item.fail(problem.replace(str(copy) + "/", ""))
+    _compliance_tests(tree, copy, item, kind)
+
+
+def _compliance_tests(tree: Path, copy: Path, item: Item, kind) -> None:
+    from benchpipe.infer.compliance import verify_test01, verify_test04
+    from benchpipe.package.inference import judged
+
+    for section in INFERENCE_SECTIONS:
+        for test_dir in sorted((copy / section).glob("*/*/results/*/*/*/TEST0[14]")):
+            scenario_dir = test_dir.parent
+            perf = scenario_dir / "performance" / "run_1"
+            run = test_dir / "performance" / "run_1"
+            if test_dir.name == "TEST01":
+                # The accuracy log in results/ is truncated, as the rules allow; the whole one is in raw/.
+                system, model = scenario_dir.parent.parent.name, scenario_dir.parent.name
+                full = tree / RAW_DIR / system / _benchmark_of(model) / scenario_dir.name
+                verification = verify_test01(accuracy_dir=full, test_dir=run,
+                                             submission_perf_dir=perf, scenario=scenario_dir.name)
+            else:
+                verification = verify_test04(test_dir=run, submission_perf_dir=perf, scenario=scenario_dir.name)
+            item.checked += 1
+            if not verification.passed and judged(verification, kind):
+                rel = test_dir.relative_to(copy)
+                item.fail(f"{rel}: " + "; ".join(verification.reasons))
+
+
+def _inference_checker(copy: Path, item: Item, settings: dict[str, Any], checkout: Path | None,
+                       reports: Path) -> None:
+    from benchpipe.infer.loadgen_run import RunKind
+    from benchpipe.package.inference_checker import run_inference_checker
+
+    if not (copy / "inference").is_dir():
+        return
+    if checkout is None:
+        item.reasons.append("MLCommons' inference checker not re-run: give --inference-checker "
+                            "<mlcommons/inference checkout>; checks.json records the packaging verdict")
+        return
+    kind = RunKind.from_settings(settings["inference"])
+    try:
+        run_inference_checker(Path(checkout), copy / "inference", submitter=settings["submission"]["submitter"],
+                              development=not kind.official, subset_accuracy=not kind.official,
+                              keep_dir=copy / "checker")
+    except BenchpipeError as exc:
+        item.fail(f"inference checker: {exc}".replace(str(copy) + "/", ""))
+    item.checked += 1

@@ -1,0 +1,18 @@
+# Stage 6, on demand (`snakemake --cores all audit`): check the tree item by item as an
+# auditor would, from the tree alone, and keep the report beside it.
+
+
+rule audit:
+    input:
+        f"{SUBMISSION_TREE}.verified",
+    output:
+        f"{SUBMISSION_TREE}.audit.json",
+    params:
+        tree=lambda wildcards, input: input[0].removesuffix(".verified"),
+        checker=audit_options,
+    conda:
+        CONDA_ENV
+    log:
+        "logs/audit.log",
+    shell:
+        "benchpipe audit {params.tree} {params.checker} --report {output} > {log} 2>&1"
