@@ -81,6 +81,15 @@ def test_containers_end_to_end(repo_root, tmp_path, cli_env):
     system = json.loads((org / "systems" / "docker-cpu.json").read_text())
     assert record["image_id"] in system["sw_notes"] and "runtime docker" in system["sw_notes"]
 
+    # Reproducing a run made in the image names the image rather than re-running it elsewhere.
+    report = tmp_path / "reproduce.json"
+    repro = subprocess.run(["benchpipe", "reproduce", str(tree), "--select", "docker-cpu/digits/run_0",
+                            "--work", str(tmp_path / "repro"), "--report", str(report)],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert repro.returncode == 1 and "NOT REPRODUCED: docker-cpu/digits/run_0" in repro.stdout, repro.stdout
+    (run,) = json.loads(report.read_text())["runs"]
+    assert run["status"] == "not reproduced" and record["image_id"] in run["differences"][0]
+
     # A host variable outside the allow-list reaches neither the logs nor the tree.
     for folder in (tmp_path / "logs", tree, tmp_path / "runs"):
         for path in folder.rglob("*"):

@@ -215,6 +215,24 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from benchpipe.atomic import atomic_file
+    from benchpipe.reproduce import Selection, default_work, report, reproduce
+
+    selections = [Selection.parse(text) for text in args.select]
+    work = args.work or default_work()
+    results = reproduce(args.tree, selections, work, data=args.data, target_file=args.target_file,
+                        time_tolerance=args.time_tolerance, threads=args.threads)
+    out = args.report or args.tree.resolve().parent / f"{args.tree.resolve().name}.reproduce.json"
+    with atomic_file(out) as f:
+        f.write(json.dumps(report(args.tree, results, args.time_tolerance), indent=1) + "\n")
+    for result in results:
+        print(f"{result.status.upper()}: {result.run}")
+        print("\n".join([f"    matched: {c}" for c in result.checks] + [f"    differs: {d}" for d in result.differences]))
+    print(f"report: {out}; reruns in {work}")
+    return 0 if all(r.status == "match" for r in results) else 1
+
+
 def _cmd_pack(args: argparse.Namespace) -> None:
     from benchpipe.package.archive import pack
 
@@ -423,6 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="report to write (default: <tree>.audit.json beside the tree)")
     p.add_argument("--inference-checker", type=Path, help="an mlcommons/inference checkout, to re-run its checker")
     p.set_defaults(func=_cmd_audit)
+
+    p = sub.add_parser("reproduce", help="train a tree's runs again with what it recorded, and compare")
+    p.add_argument("tree", type=Path)
+    p.add_argument("--select", action="append", required=True, metavar="TARGET/BENCHMARK/run_N",
+                   help="a training run of the tree (repeat for more)")
+    p.add_argument("--data", type=Path, help="the prepared dataset (default: prepared again), checked against the tree")
+    p.add_argument("--target-file", type=Path, help="the hardware target the run used (config/targets/<name>.yaml)")
+    p.add_argument("--threads", type=int, default=None, help="threads for the rerun (default: every core, as the workflow)")
+    p.add_argument("--time-tolerance", type=float, default=0.25, help="allowed change of time to train (fraction)")
+    p.add_argument("--work", type=Path, help="scratch folder for the reruns (default: a new temporary one)")
+    p.add_argument("--report", type=Path, help="report to write (default: <tree>.reproduce.json beside the tree)")
+    p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("pack", help="write a verified submission tree as a deterministic .tar.zst")
     p.add_argument("tree", type=Path)
