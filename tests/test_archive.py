@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import tarfile
 import zipfile
 from pathlib import Path
@@ -11,33 +10,20 @@ import pytest
 
 from benchpipe.datasets.archive import extract_archive, is_archive
 from benchpipe.errors import DatasetError
+from tar_members import add_members, file_member, special_member
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> Path:
     with tarfile.open(path, mode) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        add_members(tar, members)
     return path
-
-
-def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
-    return tarfile.TarInfo(name), data
-
-
-def _special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    return info, None
 
 
 def test_good_tar_unpacks_with_inner_links(tmp_path):
     archive = _tar(tmp_path / "good.tar.gz", [
-        _special("data", tarfile.DIRTYPE), _file("data/train.csv", b"1,2\n"),
-        _special("data/latest.csv", tarfile.SYMTYPE, "train.csv"),
-        _special("data/copy.csv", tarfile.LNKTYPE, "data/train.csv"),
+        special_member("data", tarfile.DIRTYPE), file_member("data/train.csv", b"1,2\n"),
+        special_member("data/latest.csv", tarfile.SYMTYPE, "train.csv"),
+        special_member("data/copy.csv", tarfile.LNKTYPE, "data/train.csv"),
     ])
     names = extract_archive(archive, tmp_path / "out")
     assert names == ["data", "data/copy.csv", "data/latest.csv", "data/train.csv"]
@@ -48,19 +34,19 @@ def test_good_tar_unpacks_with_inner_links(tmp_path):
 @pytest.mark.parametrize(
     "member, message",
     [
-        (_file("../evil.txt"), "member '../evil.txt' would land outside the target"),
-        (_file("ok/../../evil.txt"), "member 'ok/../../evil.txt' would land outside the target"),
-        (_file("/etc/evil.txt"), "member '/etc/evil.txt' has an absolute path"),
-        (_special("up", tarfile.SYMTYPE, "../../etc"), "member 'up' links outside the target ('../../etc')"),
-        (_special("abs", tarfile.SYMTYPE, "/etc/passwd"), "member 'abs' links to the absolute path '/etc/passwd'"),
-        (_special("hard", tarfile.LNKTYPE, "../secret"), "member 'hard' links outside the target"),
-        (_special("tty", tarfile.CHRTYPE), "member 'tty' is a device"),
-        (_special("disk", tarfile.BLKTYPE), "member 'disk' is a device"),
-        (_special("pipe", tarfile.FIFOTYPE), "member 'pipe' is a FIFO"),
+        (file_member("../evil.txt"), "member '../evil.txt' would land outside the target"),
+        (file_member("ok/../../evil.txt"), "member 'ok/../../evil.txt' would land outside the target"),
+        (file_member("/etc/evil.txt"), "member '/etc/evil.txt' has an absolute path"),
+        (special_member("up", tarfile.SYMTYPE, "../../etc"), "member 'up' links outside the target ('../../etc')"),
+        (special_member("abs", tarfile.SYMTYPE, "/etc/passwd"), "member 'abs' links to the absolute path '/etc/passwd'"),
+        (special_member("hard", tarfile.LNKTYPE, "../secret"), "member 'hard' links outside the target"),
+        (special_member("tty", tarfile.CHRTYPE), "member 'tty' is a device"),
+        (special_member("disk", tarfile.BLKTYPE), "member 'disk' is a device"),
+        (special_member("pipe", tarfile.FIFOTYPE), "member 'pipe' is a FIFO"),
     ],
 )
 def test_bad_tar_member_is_named_and_nothing_is_written(tmp_path, member, message):
-    archive = _tar(tmp_path / "bad.tar", [_file("fine.txt"), member], mode="w")
+    archive = _tar(tmp_path / "bad.tar", [file_member("fine.txt"), member], mode="w")
     with pytest.raises(DatasetError, match=message.replace("(", r"\(").replace(")", r"\)")):
         extract_archive(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -16,6 +16,7 @@ import zstandard
 from benchpipe.errors import ManifestError
 from benchpipe.package.archive import ArchiveError, pack, unpack
 from benchpipe.package.manifest import verify_tree, write_manifest
+from tar_members import add_members, file_member, special_member
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,42 +101,28 @@ def test_unpack_refuses_an_existing_target(tmp_path, tree):
 def _hostile(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        add_members(tar, members)
     path.write_bytes(zstandard.ZstdCompressor().compress(buffer.getvalue()))
     return path
-
-
-def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
-    return tarfile.TarInfo(name), data
-
-
-def _special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    return info, None
 
 
 @pytest.mark.parametrize(
     "member, message",
     [
-        (_file("../evil.txt"), "member '../evil.txt' would land outside the target"),
-        (_file("ok/../../evil.txt"), "member 'ok/../../evil.txt' would land outside the target"),
-        (_file("/etc/evil.txt"), "member '/etc/evil.txt' has an absolute path"),
-        (_special("up", tarfile.SYMTYPE, "../../etc"), "member 'up' is a symbolic link"),
-        (_special("in", tarfile.SYMTYPE, "ok.txt"), "member 'in' is a symbolic link"),
-        (_special("hard", tarfile.LNKTYPE, "ok.txt"), "member 'hard' is a hard link"),
-        (_special("tty", tarfile.CHRTYPE), "member 'tty' is a device"),
-        (_special("disk", tarfile.BLKTYPE), "member 'disk' is a device"),
-        (_special("pipe", tarfile.FIFOTYPE), "member 'pipe' is a FIFO"),
-        (_file("ok.txt", b"again"), "member 'ok.txt' appears twice"),
+        (file_member("../evil.txt"), "member '../evil.txt' would land outside the target"),
+        (file_member("ok/../../evil.txt"), "member 'ok/../../evil.txt' would land outside the target"),
+        (file_member("/etc/evil.txt"), "member '/etc/evil.txt' has an absolute path"),
+        (special_member("up", tarfile.SYMTYPE, "../../etc"), "member 'up' is a symbolic link"),
+        (special_member("in", tarfile.SYMTYPE, "ok.txt"), "member 'in' is a symbolic link"),
+        (special_member("hard", tarfile.LNKTYPE, "ok.txt"), "member 'hard' is a hard link"),
+        (special_member("tty", tarfile.CHRTYPE), "member 'tty' is a device"),
+        (special_member("disk", tarfile.BLKTYPE), "member 'disk' is a device"),
+        (special_member("pipe", tarfile.FIFOTYPE), "member 'pipe' is a FIFO"),
+        (file_member("ok.txt", b"again"), "member 'ok.txt' appears twice"),
     ],
 )
 def test_unpack_refuses_hostile_members_and_leaves_nothing(tmp_path, member, message):
-    archive = _hostile(tmp_path / "bad.tar.zst", [_file("ok.txt", b"fine"), member])
+    archive = _hostile(tmp_path / "bad.tar.zst", [file_member("ok.txt", b"fine"), member])
     with pytest.raises(ArchiveError, match=message.replace(".", r"\.").replace("(", r"\(")):
         unpack(archive, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tar.zst"]
