@@ -32,6 +32,26 @@ def test_row_schema_names_row_and_key():
         validate_rows("runs.parquet", [aborted_with_time])
 
 
+def test_event_and_provenance_rows_meet_their_schemas():
+    from benchpipe.provenance import FIELDS
+
+    event = {"target": "t", "benchmark": "digits", "run": 0, "line": 3, "time_ms": 1, "event_type": "POINT_IN_TIME",
+             "key": "seed", "value_json": "11", "metadata_json": "{}"}
+    validate_rows("training_events.parquet", [event])
+    with pytest.raises(ValidationError, match=r"training_events.parquet row 1: key 'event_type'"):
+        validate_rows("training_events.parquet", [event, dict(event, event_type="POINT")])
+    provenance = {"target": "t", "benchmark": "digits", "job": "infer/Offline/TEST01",
+                  **{("wheels_json" if f == "wheels" else f): None for f in FIELDS},
+                  "runtime": "docker", "lock_sha256": "a" * 64, "code_commit": "b" * 40, "code_dirty": "false"}
+    validate_rows("provenance.parquet", [provenance])
+    for key, bad in (("lock_sha256", "A" * 64), ("code_dirty", "True"), ("job", "infer/Offline/TEST05"),
+                     ("runtime", "kubernetes")):
+        with pytest.raises(ValidationError, match=f"provenance.parquet row 0: key '{key}'"):
+            validate_rows("provenance.parquet", [dict(provenance, **{key: bad})])
+    with pytest.raises(ValidationError, match="provenance.parquet row 0"):
+        validate_rows("provenance.parquet", [{k: v for k, v in provenance.items() if k != "code_commit"}])
+
+
 def test_benchmark_without_score_is_refused():
     with pytest.raises(ValidationError, match="digits on t has no result: 2 of 5 runs"):
         check_score({"target": "t", "benchmark": "digits", "olympic_mean_min": None,

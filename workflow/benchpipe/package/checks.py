@@ -16,9 +16,11 @@ from benchpipe.package.official import TRAINING_RULESET
 from benchpipe.schemas import validate
 
 ROW_SCHEMAS = {
+    "training_events.parquet": "training_event.schema.json",
     "runs.parquet": "training_run.schema.json",
     "scores.parquet": "score.schema.json",
     "inference.parquet": "inference_result.schema.json",
+    "provenance.parquet": "provenance.schema.json",
 }
 
 
