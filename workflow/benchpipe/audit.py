@@ -32,18 +32,14 @@ import pyarrow as pa
 
 from benchpipe import benchmarks
 from benchpipe.errors import BenchpipeError, ValidationError
+from benchpipe.infer.loadgen_run import ACCURACY_LOG
+from benchpipe.package.layout import (
+    CHECKS_JSON, CONFIG_JSON, INFERENCE_SECTIONS, RAW_DIR, RULES_DIR, TABLES_DIR, TRAINING_SECTIONS,
+)
 from benchpipe.schemas import validate
 
 ITEMS = ("manifest", "json", "tables", "scores", "checkers")
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
-TABLES_DIR = Path("benchpipe", "tables")
-CONFIG_JSON = Path("benchpipe", "config.json")
-CHECKS_JSON = Path("benchpipe", "checks.json")
-RULES_DIR = Path("benchpipe", "compliance", "rules")
-RAW_DIR = Path("benchpipe", "raw")
-ACCURACY_LOG = "mlperf_log_accuracy.json"
-TRAINING_SECTIONS = ("training", "benchpipe/training")
-INFERENCE_SECTIONS = ("inference", "benchpipe/inference")
 # Folders of copied source code: their JSON files are code, not claims about results.
 CODE_PARTS = frozenset({"implementations", "src"})
 _KEY_TRAINING = ("target", "benchmark", "run")
@@ -93,11 +89,19 @@ def audit(tree: Path, inference_checker: Path | None = None) -> AuditReport:
         _guarded("manifest", lambda item: _manifest(tree, item)),
         _guarded("json", lambda item: _json_files(tree, item)),
     ]
-    derived: dict[str, list[dict]] = {}
-    items.append(_guarded("tables", lambda item: _tables(tree, item, derived)))
-    items.append(_guarded("scores", lambda item: _scores(tree, item, derived)))
+    seen = _Seen()
+    items.append(_guarded("tables", lambda item: _tables(tree, item, seen)))
+    items.append(_guarded("scores", lambda item: _scores(tree, item, seen)))
     items.append(_guarded("checkers", lambda item: _checkers(tree, item, inference_checker)))
     return AuditReport(str(tree), items)
+
+
+@dataclass
+class _Seen:
+    """What the tables item read and re-derived, for the scores item after it."""
+
+    tables: dict[str, list[dict]] = field(default_factory=dict)  # rows as the tree holds them
+    runs: list[dict] | None = None  # runs.parquet rows re-derived from the tree's training logs
 
 
 def _guarded(name: str, check: Callable[[Item], None]) -> Item:
@@ -253,11 +257,10 @@ def _test_key(parts: tuple[str, ...]) -> tuple[str, str, str, str] | None:
 
 
 def _benchmark_of(model: str) -> str:
-    for name in benchmarks.names():
-        task = benchmarks.get(name).inference
-        if task is not None and (task.official_name or name) == model:
-            return name
-    return model
+    """The benchmark whose results folder is ``model`` (resnet's is MLPerf's name for it)."""
+    from benchpipe.package.inference import section_of
+
+    return next((name for name in benchmarks.names() if section_of(Path(), name)[1] == model), model)
 
 
 def _compare(item: Item, what: str, table: dict[tuple, dict], derived: dict[tuple, dict],
@@ -276,17 +279,17 @@ def _compare(item: Item, what: str, table: dict[tuple, dict], derived: dict[tupl
                 item.fail(f"{what}: row {label}: " + "; ".join(differ))
 
 
-def _tables(tree: Path, item: Item, derived: dict[str, list[dict]]) -> None:
+def _tables(tree: Path, item: Item, seen: _Seen) -> None:
     from benchpipe.results.tables import LOADGEN_FIELDS, loadgen_fields, training_log_rows
     from benchpipe.infer.loadgen_run import ACCURACY_TXT
 
-    rows = _read_tables(tree, item)
+    rows = seen.tables = _read_tables(tree, item)
     events, runs = [], []
     for (target, benchmark, run), log in training_logs(tree).items():
         event_rows, run_row = training_log_rows(target, benchmark, run, log)
         events += event_rows
         runs.append(run_row)
-    derived["runs.parquet"] = runs
+    seen.runs = runs
     if "runs.parquet" in rows:
         _compare(item, "runs.parquet", _by(rows["runs.parquet"], _KEY_TRAINING), _by(runs, _KEY_TRAINING))
     if "training_events.parquet" in rows:
@@ -306,17 +309,19 @@ def _by(rows: list[dict], key: tuple[str, ...]) -> dict[tuple, dict]:
 # --- 4. scores ---------------------------------------------------------------------------------
 
 
-def _scores(tree: Path, item: Item, derived: dict[str, list[dict]]) -> None:
-    from benchpipe.results.tables import read_partitioned, score_rows, table_folder
+def _scores(tree: Path, item: Item, seen: _Seen) -> None:
+    from benchpipe.results.tables import score_rows
 
-    if "runs.parquet" not in derived:
+    if seen.runs is None:
         item.fail("no training logs could be read (see tables)")
         return
-    scores = score_rows(derived["runs.parquet"])
+    scores = score_rows(seen.runs)
     item.checked = len(scores)
     key = ("target", "benchmark")
-    table = read_partitioned(tree / TABLES_DIR / table_folder("scores.parquet")).to_pylist()
-    _compare(item, "scores.parquet", _by(table, key), _by(scores, key))
+    if "scores.parquet" in seen.tables:
+        _compare(item, "scores.parquet", _by(seen.tables["scores.parquet"], key), _by(scores, key))
+    else:
+        item.fail("scores.parquet could not be read (see tables)")
     recorded = json.loads((tree / CHECKS_JSON).read_text()).get("scores", [])
     _compare(item, "checks.json scores", _by(recorded, key), _by(scores, key))
 

@@ -28,12 +28,10 @@ from typing import Any
 
 from benchpipe import benchmarks
 from benchpipe.errors import BenchpipeError, ConfigError
+from benchpipe.package.layout import CONFIG_JSON, DATASETS_DIR, TABLES_DIR
 
 TIME_TOLERANCE = 0.25
 TIME_FLOOR_S = 1.0
-CONFIG_JSON = Path("benchpipe", "config.json")
-DATASETS_DIR = Path("benchpipe", "datasets")
-TABLES_DIR = Path("benchpipe", "tables")
 
 
 @dataclass(frozen=True)

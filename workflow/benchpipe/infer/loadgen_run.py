@@ -22,18 +22,16 @@ from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark
 from benchpipe.errors import InferenceError
 from benchpipe.hashing import sha256_file
-from benchpipe.infer.compliance import COMPLIANCE_TESTS, audit_config
+from benchpipe.infer.compliance import ACCURACY_LOG, COMPLIANCE_TESTS, audit_config
 from benchpipe.infer.models import ServedModel, input_sample_shape, read_model_record
-from benchpipe.infer.sut import RESPONSE_DTYPE
+from benchpipe.infer.sut import RESPONSE_DTYPE, SCENARIOS
 
-SCENARIOS = ("Offline", "SingleStream", "MultiStream", "Server")
 MODES = ("performance", "accuracy")
 TEST_MODES = (*MODES, *COMPLIANCE_TESTS)
 OFFICIAL_MIN_DURATION_MS = 600_000
 USER_CONF = "user.conf"
 CALIBRATION = "calibration.json"
 AUDIT_CONFIG = "audit.config"
-ACCURACY_LOG = "mlperf_log_accuracy.json"
 ACCURACY_TXT = "accuracy.txt"
 # Offline issues one query of target_qps x min_duration samples: a target below the real
 # rate ends the test before min_duration (INVALID), so aim above the calibrated rate.

@@ -77,7 +77,7 @@ class CompiledPredictor:
     """
 
     def __init__(self, model_dir: Path, sample_shape: Sequence[int], batch_sizes: Sequence[int],
-                 *, jit_compile: bool = False, stop_above_s: float | None = None) -> None:
+                 *, stop_above_s: float | None = None) -> None:
         import tensorflow as tf
 
         self.model_dir = Path(model_dir)
@@ -99,7 +99,7 @@ class CompiledPredictor:
         for size in sizes:
             spec = tf.TensorSpec((size, *self.sample_shape), tf.float32)
             try:
-                concrete = tf.function(top1, input_signature=[spec], jit_compile=jit_compile).get_concrete_function()
+                concrete = tf.function(top1, input_signature=[spec], jit_compile=False).get_concrete_function()
             except (ValueError, TypeError, tf.errors.OpError) as exc:
                 raise InferenceError(
                     f"{model_dir}: 'serve' does not accept float32 batches of shape {(size, *self.sample_shape)}: {exc}"
@@ -252,10 +252,6 @@ def predictor_batch_sizes(batching: Batching) -> list[int]:
     """The sizes to trace: the fixed chunk, or for Server every power of two up to max_batch."""
     if batching.scenario == "Server":
         return sorted({*powers_of_two_up_to(batching.max_batch), batching.max_batch})
-    if batching.scenario == "SingleStream":
-        return [1]
-    if batching.scenario == "MultiStream":
-        return [MULTI_STREAM_SAMPLES]
     return [batching.batch_size]
 
 
@@ -330,6 +326,14 @@ class _Running:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
+    def _fail(self, response_ids: Sequence[int], exc: BaseException) -> None:
+        """Record ``exc`` and answer the samples empty: LoadGen must not wait for them."""
+        self.failures.record(exc)
+        try:
+            _complete_empty(response_ids)
+        except BaseException as again:  # noqa: BLE001 -- never into LoadGen's thread
+            self.failures.record(again)
+
 
 class BatchSUT(_Running):
     """Answers each query inside LoadGen's issue callback, ``batch_size`` samples at a time.
@@ -390,13 +394,6 @@ class BatchSUT(_Running):
             except BaseException as exc:  # noqa: BLE001 -- never into LoadGen's thread
                 self._fail(response_ids, exc)
 
-    def _fail(self, response_ids: Sequence[int], exc: BaseException) -> None:
-        self.failures.record(exc)
-        try:
-            _complete_empty(response_ids)
-        except BaseException as again:  # noqa: BLE001 -- never into LoadGen's thread
-            self.failures.record(again)
-
     def flush_queries(self) -> None:
         pass  # every batch was computed before its issue call returned
 
@@ -436,7 +433,7 @@ class ServerSUT(_Running):
     TensorFlow releases the GIL while it computes, so workers' batches overlap.
 
     What it did, for tests and benches: ``dispatches`` (the first RECORD_LIMIT batches),
-    ``size_counts`` (batches computed, by size), ``reason_counts``, ``shed_samples``.
+    ``size_counts`` (batches computed, by size).
 
     ``shed_after_s`` is for calibration's rate search only, never for a result: samples
     already older than that (over the latency bound whatever happens next) are answered at
@@ -465,8 +462,6 @@ class ServerSUT(_Running):
         self.failures = _Failures()
         self.dispatches: list[Dispatch] = []
         self.size_counts: Counter[int] = Counter()  # batches computed, by size
-        self.reason_counts: Counter[str] = Counter()
-        self.shed_samples = 0
         # The traced size each count runs at, and what a batch of each traced size costs.
         self._padded = [predictor.padded_size(max(count, 1)) for count in range(max_batch + 1)]
         self._cost = {size: predictor.batch_seconds.get(size, 0.0) for size in set(self._padded)}
@@ -501,7 +496,7 @@ class ServerSUT(_Running):
             raise InferenceError("ServerSUT: already started")
         self.failures.reset()
         self._stopping = self._flushing = False
-        self.dispatches, self.size_counts, self.reason_counts, self.shed_samples = [], Counter(), Counter(), 0
+        self.dispatches, self.size_counts = [], Counter()
         self._threads = [threading.Thread(target=self._work, name=f"server-sut-{k}", daemon=True)
                          for k in range(self.workers)]
         for thread in self._threads:
@@ -597,11 +592,7 @@ class ServerSUT(_Running):
                 self._observe(len(ids), time.perf_counter() - started)
                 _complete(ids, predictions)
             except BaseException as exc:  # noqa: BLE001 -- recorded, raised by stop()
-                self.failures.record(exc)
-                try:
-                    _complete_empty(ids)
-                except BaseException as again:  # noqa: BLE001
-                    self.failures.record(again)
+                self._fail(ids, exc)
 
     def _observe(self, count: int, seconds: float) -> None:
         # Observed under the real load (other workers, LoadGen): what the budget must allow for.
@@ -610,10 +601,7 @@ class ServerSUT(_Running):
 
     def _record(self, dispatch: Dispatch) -> None:
         """Count a dispatch (the lock is held)."""
-        self.reason_counts[dispatch.reason] += 1
-        if dispatch.reason == "shed":
-            self.shed_samples += dispatch.size
-        else:
+        if dispatch.reason != "shed":
             self.size_counts[dispatch.size] += 1
         if len(self.dispatches) < self.RECORD_LIMIT:
             self.dispatches.append(dispatch)
@@ -628,8 +616,6 @@ def sut_for(
     if scenario == "Server":
         return ServerSUT(predictor, qsl, settings.max_batch, settings.max_wait_s, settings.workers,
                          float(settings.latency_budget_s or 0.0))
-    if scenario not in SCENARIOS:
-        raise InferenceError(f"scenario '{scenario}' is not one of {', '.join(SCENARIOS)}")
     return BatchSUT(predictor, qsl, settings.batch_size)
 
 

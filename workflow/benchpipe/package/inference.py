@@ -24,6 +24,7 @@ from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, USER_CONF, R
 from benchpipe.infer.models import read_model_record
 from benchpipe.infer.validity import check_accuracy, check_performance
 from benchpipe.package.files import copy_code, copy_file, dump_json
+from benchpipe.package.layout import RAW_DIR
 from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
 
 INFERENCE_STATUS = {"onprem": "available", "cloud": "available", "preview": "preview", "research": "rdi"}
@@ -205,7 +206,7 @@ def write_scenario(root: Path, group: ScenarioResults, settings: dict, verdicts:
     full = acc / ACCURACY_LOG
     (scenario_dir / "accuracy" / ACCURACY_LOG).write_bytes(full.read_bytes()[:ACCURACY_LOG_LIMIT])
     # The full log stays in the tree: accuracy.txt's hash line is checked against it.
-    copy_file(full, root / "benchpipe" / "raw" / group.target / group.benchmark / group.scenario / ACCURACY_LOG)
+    copy_file(full, root / RAW_DIR / group.target / group.benchmark / group.scenario / ACCURACY_LOG)
     for test, verification in verdicts.items():
         test_dir = group.tests[test]
         out = scenario_dir / test

@@ -23,6 +23,7 @@ from benchpipe.atomic import atomic_dir
 from benchpipe.datasets.prepare import MANIFEST as DATASET_MANIFEST
 from benchpipe.errors import ValidationError
 from benchpipe.package import checks, inference, official
+from benchpipe.package import layout as tree_layout
 from benchpipe.package.manifest import verify_manifest, write_manifest
 from benchpipe.package.files import copy_code, copy_file, dump_json
 from benchpipe.layout import MLLOG_FILE
@@ -161,7 +162,7 @@ def _write_training(root: Path, request: PackageRequest, systems, rows, hyperpar
         if not official.is_official(name):
             # The official rules come with mlperf-logging (its version is in checks.json);
             # benchpipe's own rules travel with the logs they judged.
-            copy_file(bench.rules_file, root / "benchpipe" / "compliance" / "rules" / f"{name}.yaml")
+            copy_file(bench.rules_file, root / tree_layout.RULES_DIR / f"{name}.yaml")
     failed = [c for c in compliance if not c.passed]
     if failed:
         first = failed[0]
@@ -245,14 +246,14 @@ def package(request: PackageRequest) -> dict[str, Any]:
         )
         for name in TABLES:
             write_partitioned(pq.read_table(request.tables_dir / name, schema=TABLES[name]),
-                              tmp / "benchpipe" / "tables" / table_folder(name),
+                              tmp / tree_layout.TABLES_DIR / table_folder(name),
                               settings["submission"]["round"], settings["submission"]["division"])
         for dataset in sorted(set(dataset_names.values())):
             # The dataset's manifest: the sha256 of every source and shard the results were made from.
             copy_file(request.datasets_dir / dataset / DATASET_MANIFEST,
-                  tmp / "benchpipe" / "datasets" / dataset / DATASET_MANIFEST)
-        dump_json(tmp / "benchpipe" / "config.json", settings)
-        dump_json(tmp / "benchpipe" / "checks.json", {
+                  tmp / tree_layout.DATASETS_DIR / dataset / DATASET_MANIFEST)
+        dump_json(tmp / tree_layout.CONFIG_JSON, settings)
+        dump_json(tmp / tree_layout.CHECKS_JSON, {
             "training_compliance": compliance,
             "training_ruleset": checks.TRAINING_RULESET,
             "official_tools": official_tools,
