@@ -34,10 +34,12 @@ import json
 import os
 import platform
 import shutil
+import signal
 import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,12 +137,24 @@ def benchpipe_run(tree: Path, workers: int) -> tuple[float, float]:
     return json.loads(line[len(RESULT_PREFIX):])["seconds"], usage.ru_maxrss * 1024 / MB
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     args = parse_args()
     if not shutil.which("openssl"):
         print("openssl is needed on PATH", file=sys.stderr)
         return 1
     size = int((10.0 if args.big else args.size_gb) * 1024 * _MIB)
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if free < size + 2 * 1024 * _MIB:
+        print(f"{tempfile.gettempdir()} has {free / _MIB / 1024:.1f} GiB free; the tree needs "
+              f"{size / _MIB / 1024:.1f} GiB and 2 GiB to spare", file=sys.stderr)
+        return 1
+    # A kill (SIGTERM, a closed terminal) unwinds like an exception, so the tree is removed then too.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
     sides = ("openssl", "benchpipe", "benchpipe-1")
     rates: dict[str, list[float]] = {side: [] for side in sides}
     peaks: list[float] = []

@@ -9,8 +9,9 @@ alternating the variants each round:
 * official: mlperf_logging's compliance-checker parser (``mlp_parser.parse_file`` for the
   ruleset the package checker runs), which returns every record in memory;
 * ours: ``parse_mllog``, which also returns every record (as Events) in memory;
-* ours-parquet: ``read_records`` streamed into the training-events Parquet table (the schema of
-  results/tables.py) in batches: log to table with flat memory, whatever the log's size.
+* ours-parquet: ``event_columns`` (the training-events columns of a log, streamed in batches)
+  written to the training-events Parquet table (the schema of results/tables.py): log to
+  table with flat memory, whatever the log's size.
 
 Reported per variant: the median wall time of the parse alone (imports excluded), MB/s, and
 the child's peak resident memory (VmHWM) with its baseline after imports; then the ratio
@@ -127,43 +128,27 @@ def parse_ours(log: Path) -> int:
 
 def parse_ours_parquet(log: Path) -> int:
     """Log to the training-events table, streamed: never more than one batch of rows in memory."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from benchpipe.results.records import collection_paused, read_records
+    from benchpipe.results.mllog_parser import event_columns
     from benchpipe.results.tables import EVENTS_SCHEMA
 
     out = log.with_suffix(".parquet")
     rows = 0
-    with pq.ParquetWriter(out, EVENTS_SCHEMA, compression="zstd") as writer, collection_paused():
-        batch: list[tuple[int, dict]] = []
-        for item in read_records(log, "MLLOG"):
-            batch.append(item)
-            if len(batch) == BATCH_ROWS:
-                writer.write_table(events_table(batch, EVENTS_SCHEMA))
-                rows, batch = rows + len(batch), []
-        if batch:
-            writer.write_table(events_table(batch, EVENTS_SCHEMA))
-            rows += len(batch)
+    with pq.ParquetWriter(out, EVENTS_SCHEMA, compression="zstd") as writer:
+        for columns in event_columns(log, BATCH_ROWS):
+            count = len(columns["line"])
+            # The columns every row of one log shares, then the log's own.
+            writer.write_table(pa.table({
+                "target": pa.repeat("local-cpu", count), "benchmark": pa.repeat("resnet", count),
+                "run": pa.repeat(pa.scalar(0, pa.int32()), count), **columns,
+            }, schema=EVENTS_SCHEMA))
+            rows += count
     if pq.read_metadata(out).num_rows != rows:
         raise RuntimeError(f"{out}: the table lost rows")
     out.unlink()
     return rows
-
-
-def events_table(batch: list[tuple[int, dict]], schema: Any) -> Any:
-    """One batch of records as rows of the training-events table, built column by column."""
-    import pyarrow as pa
-
-    records = [r for _, r in batch]
-    count = len(batch)
-    dumps = json.dumps
-    return pa.table({
-        "target": ["local-cpu"] * count, "benchmark": ["resnet"] * count, "run": [0] * count,
-        "line": [n for n, _ in batch], "time_ms": [int(r["time_ms"]) for r in records],
-        "event_type": [r["event_type"] for r in records], "key": [r["key"] for r in records],
-        "value_json": [dumps(r.get("value")) for r in records],
-        "metadata_json": [dumps(r.get("metadata") or {}, sort_keys=True) for r in records],
-    }, schema=schema)
 
 
 def report_variant(variant: str, log: Path) -> int:

@@ -20,8 +20,11 @@ import pytest
 
 from benchpipe.errors import ParseError
 from benchpipe.package.official import TRAINING_RULESET
+from benchpipe.results import records
 from benchpipe.results.loadgen_parser import parse_detail_log
-from benchpipe.results.mllog_parser import parse_mllog, summarize_run
+from benchpipe.results.mllog_parser import (EVENT_COLUMNS, event_columns, metadata_json, parse_mllog,
+                                            summarize_run, value_json)
+from benchpipe.results.tables import training_log_rows
 from benchpipe.train.mllog import RunLog
 
 # The ruleset the package checker runs, and the newest mlperf_logging knows: one parser since 3.1.0.
@@ -175,6 +178,7 @@ REJECTED = {
     "the marker inside a value: the last one counts": (
         b"\n\n" + record("note", "see :::MLLOG lines above") + b"\n", 3, "rejects"),
     "the marker and nothing else": (record("seed", 5) + b"\n" + TOKEN.encode() + b"  \n", 2, "rejects"),
+    "more after the record": (record("seed", 5) + b"\n\n" + record("seed", 6) + b' {"seed": 7}\n', 3, "rejects"),
     "an integer past Python's digit limit": (garbled('{"time_ms": ' + "9" * 5000 + "}") + b"\n", 1, "rejects"),
     "a time that is no number": (record("seed", 5) + b"\n" + record("seed", 5, time_ms="soon") + b"\n", 2, "rejects"),
     "a record that is a JSON list": (b"0: " + garbled("[1, 2]") + b"\n", 1, "crashes"),
@@ -229,6 +233,215 @@ def test_a_log_without_records_is_a_parse_error(tmp_path):
 def test_an_unreadable_log_is_a_parse_error(tmp_path):
     with pytest.raises(ParseError, match=r"missing.txt: cannot read"):
         parse_mllog(tmp_path / "missing.txt")
+
+
+# --- the fast paths: proven equal to the exact ones ---------------------------------------------
+#
+# records.record_batches decodes with json's C scanner directly where json.loads would give the
+# same object; mllog_parser.event_columns takes the columns of a record in mllog's own shape
+# straight from its text; parse_mllog builds Events without Event(). Each falls back to the
+# exact path on anything else. The logs below sit on either side of every line they draw.
+
+def canonical(value_text: str, metadata_text: str = '{"file": "train.py", "lineno": 7}', *,
+              time_text: str = "1700000000000", key: str = "eval_accuracy") -> bytes:
+    """A record as mllog writes it, with the value, metadata and time given as JSON text."""
+    return (f'{TOKEN}{{"namespace": "", "time_ms": {time_text}, "event_type": "POINT_IN_TIME", '
+            f'"key": "{key}", "value": {value_text}, "metadata": {metadata_text}}}').encode()
+
+
+EDGE_RECORDS = [
+    # values json.dumps writes back as they are (the columns come from the text) ...
+    canonical("null"), canonical("true"), canonical("false"), canonical("0"), canonical("-7"),
+    canonical("123456789012345678"), canonical("0.5"), canonical("-0.0"), canonical("1e-05"),
+    canonical("1e+16"), canonical("0.036392037611485795"), canonical('"caf e, x"'),
+    canonical('"a, "'), canonical('"~!#[]{}:,"'),
+    # ... and ones it does not: big and huge integers (exact ints, never floats), non-canonical
+    # numbers, NaN and the infinities (accepted, as json.loads and the official parser do)
+    canonical("1234567890123456789"), canonical(str(2**64 + 1)), canonical("-" + "9" * 400),
+    canonical("-0"), canonical("1.50"), canonical("1E5"), canonical("1e400"), canonical("-1e400"),
+    canonical("0.1e1"), canonical("NaN"), canonical("Infinity"), canonical("-Infinity"),
+    canonical('"caf\\u00e9"'), canonical('"\\u2713 \\ud83d\\ude80"'), canonical('"tab\\there"'),
+    canonical('"line\\nbreak"'), canonical('"back\\\\slash"'), canonical('"quote\\"d"'), canonical('"del\x7f"'),
+    canonical('"\\ud800 lone surrogate"'), canonical("[1, 2, 3]"), canonical('{"b": 1, "a": [2.5, null]}'),
+    canonical('"x"', key='key with spaces, and \\"quotes\\"'),
+    # metadata: sorted, unsorted, nested, duplicate keys, floats, keys that sort around the quote
+    canonical("1", "{}"), canonical("1", '{"z": 1}'), canonical("1", '{"b": 1, "a": 2, "c": "x"}'),
+    canonical("1", '{"a": 1, "a": 2}'), canonical("1", '{"b": 1, "a": 2, "b": 3}'),
+    canonical("1", '{"a": {"z": 1, "y": [1, {"x": 2}]}, "b": null}'), canonical("1", '{"a": 0.25, "b": 1e5}'),
+    canonical("1", '{"a": 1, "a b": 2, "a!": 3, "a#": 4, "": 5}'), canonical("1", '{"ab": 1, "a": 2, "a,": 3}'),
+    canonical("1", '{"status": "success, mostly", "epoch_num": 3}'), canonical("1", '{"b": "x, ", "a": "y"}'), canonical("1", '{"file": "caf\\u00e9.py"}'),
+    canonical("1", '{"n": ' + str(2**70) + ', "m": -0, "k": true, "j": false}'),
+    canonical("1", '{"n": NaN}'), canonical("1", '{"s": "\\u0041"}'), canonical("1", "[]"),
+    canonical("1", "null"), canonical("1", '[["k", "v"]]'),
+    # times: float, huge, negative, as text the official parser takes
+    canonical("1", time_text="1.7e12"), canonical("1", time_text="12.0"), canonical("1", time_text="-5"),
+    canonical("1", time_text="123456789012345678901234"), canonical("1", time_text='"1700000000000"'),
+    # other shapes: other key orders (LoadGen's), missing or extra fields, other spacing, duplicates
+    (TOKEN + '{"key": "seed", "value": 1, "time_ms": 5, "namespace": "", "event_type": "POINT_IN_TIME", '
+     '"metadata": {"is_error": false}}').encode(),
+    (TOKEN + '{"time_ms": 5, "event_type": "POINT_IN_TIME", "key": "run_start"}').encode(),
+    (TOKEN + '{"time_ms": 5, "event_type": "X", "key": "k", "value": 1, "metadata": {}, "extra": [1]}').encode(),
+    (TOKEN + '{"namespace":"","time_ms":5,"event_type":"X","key":"k","value":1,"metadata":{"b":1,"a":2}}').encode(),
+    (TOKEN + '{"namespace": "", "time_ms": 5, "time_ms": 6, "event_type": "X", "key": "k", "value": 1, '
+     '"metadata": {}}').encode(),
+    (TOKEN + ' {"time_ms": 5, "event_type": "X", "key": "k", "value": 1, "metadata": {}}').encode(),
+    canonical("1") + b" \t\x0c\x1f",
+    "0: ".encode() + canonical('"caf\u00e9 raw"'), b"\xef\xbb\xbf" + canonical("2"),
+    canonical("3") + b"\r" + canonical("4"), b"progress 1/9\r" + canonical("5") + b"\r",
+]
+
+
+def edge_log(tmp_path: Path, name: str = "edge.txt") -> Path:
+    chatter = [b"", b"Epoch 1/3", b"caf\xe9 \xff", b":::MLLOG", b"x ::MLLOG {not json"]
+    lines = []
+    for i, line in enumerate(EDGE_RECORDS):
+        lines += [line, chatter[i % len(chatter)]]
+    return write(tmp_path, b"\n".join(lines) + b"\n", name)
+
+
+def columns_of(path: Path, rows: int = 50_000) -> dict[str, list]:
+    columns: dict[str, list] = {name: [] for name in EVENT_COLUMNS}
+    for batch in event_columns(path, rows):
+        assert list(batch) == list(EVENT_COLUMNS)
+        for name in EVENT_COLUMNS:
+            columns[name] += batch[name]
+    return columns
+
+
+def columns_from_events(path: Path) -> dict[str, list]:
+    """The columns as the exact path encodes them: plain json.dumps of every Event."""
+    events = parse_mllog(path)
+    return {"line": [e.line for e in events], "time_ms": [e.time_ms for e in events],
+            "event_type": [e.event_type for e in events], "key": [e.key for e in events],
+            "value_json": [json.dumps(e.value) for e in events],
+            "metadata_json": [json.dumps(e.metadata, sort_keys=True) for e in events]}
+
+
+def exact_events(path: Path) -> list[tuple]:
+    """What the reader did before its fast paths: line by line, json.loads on every record."""
+    found = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            for payload in records._payloads(raw.removesuffix(b"\n")):
+                record = json.loads(payload.decode())
+                metadata = record.get("metadata") or {}
+                time_ms = record["time_ms"]
+                found.append((n, time_ms if type(time_ms) is int else int(float(time_ms)), str(record["event_type"]),
+                              str(record["key"]), record.get("value"), metadata if type(metadata) is dict else dict(metadata)))
+    return found
+
+
+def test_the_edge_records_read_as_json_loads_reads_them(tmp_path):
+    path = edge_log(tmp_path)
+    ours = [(e.line, e.time_ms, e.event_type, e.key, e.value, e.metadata) for e in parse_mllog(path)]
+    # repr: NaN is not equal to itself, and an int must stay an int (2**64 + 1 as a float would differ).
+    assert repr(ours) == repr(exact_events(path))
+    assert len(ours) == len(EDGE_RECORDS) + 1  # one line holds two records (a lone CR between them)
+    big = next(e for e in parse_mllog(path) if e.value == 2**64 + 1)
+    assert type(big.value) is int
+
+
+def test_the_edge_records_read_as_the_official_parser_reads_them(tmp_path):
+    # Without the records it reads otherwise: raw UTF-8 (it reads latin-1), no metadata (it
+    # crashes), metadata that is no object (kept as it is; ours makes it a dict).
+    kept = [r for r in EDGE_RECORDS if r.isascii() and re.search(rb'"metadata": ?\{', r)]
+    path = write(tmp_path, b"\n".join(kept) + b"\n")
+
+    def exactly(events: list[tuple]) -> list[tuple]:
+        # repr for values and metadata: NaN is not equal to itself, and 2**64 + 1 must not
+        # have become a float. Times compare as floats: the official parser floats them.
+        return [(key, repr(value), float(time_ms), event_type, repr(metadata))
+                for key, value, time_ms, event_type, metadata in events]
+
+    assert exactly(our_events(path)) == exactly(official_events(path, TRAINING_RULESET))
+    assert len(kept) > 50
+
+
+def test_event_columns_are_the_events_as_json_dumps_writes_them(tmp_path):
+    path = edge_log(tmp_path)
+    expected = columns_from_events(path)
+    assert columns_of(path) == expected
+    # Batches cut anywhere: the same columns, in batches of at least the size asked.
+    assert columns_of(path, rows=1) == expected
+
+
+@pytest.mark.parametrize("ruleset", RULESETS)
+def test_event_columns_of_our_logger_output_match_the_tables_rows(tmp_path, ruleset):
+    path = our_run_log(tmp_path / "mllog.txt")
+    rows, _ = training_log_rows("local-cpu", "digits", 1, path)
+    columns = columns_of(path)
+    assert [{name: row[name] for name in EVENT_COLUMNS} for row in rows] == [
+        dict(zip(EVENT_COLUMNS, values)) for values in zip(*(columns[name] for name in EVENT_COLUMNS))]
+    assert columns == columns_from_events(path)
+    assert [(k, json.loads(v), t) for k, v, t in zip(columns["key"], columns["value_json"], columns["time_ms"])] == [
+        (k, v, t) for k, v, t, _, _ in official_events(path, ruleset)]
+
+
+def test_the_tables_rows_encode_values_as_json_dumps_does(tmp_path):
+    events = parse_mllog(edge_log(tmp_path))
+    assert [value_json(e.value) for e in events] == [json.dumps(e.value) for e in events]
+    assert [metadata_json(e.metadata) for e in events] == [json.dumps(e.metadata, sort_keys=True) for e in events]
+
+
+def test_a_fuzzed_log_reads_the_same_on_every_path(tmp_path):
+    import random
+
+    rng = random.Random(9)
+    pieces = ["null", "true", "false", "0", "-0", "7", "-12", "1.5", "1.50", "2e3", "1e+16", "NaN", "-Infinity",
+              str(2**63), str(-(2**80)), '""', '"a, b"', '"a\\"b"', '"\\u00e9"', '"\u00e9"', "[]", '{"a": 1}']
+    keys = ["a", "b", "ab", "a b", "a!", "a,", "file", "lineno", "", "z"]
+    lines = []
+    for i in range(3000):
+        meta = ", ".join(f'"{rng.choice(keys)}": {rng.choice(pieces)}' for _ in range(rng.randint(0, 4)))
+        time_text = rng.choice(["1700000000000", "5", "1.5e3", "-3"])
+        line = canonical(rng.choice(pieces), "{" + meta + "}", time_text=time_text, key=rng.choice(keys))
+        if rng.random() < 0.1:
+            line = line.replace(b", ", b",")
+        lines.append(rng.choice([b"", b"0: ", b"[1,0]<stdout>:"]) + line + rng.choice([b"", b" ", b"\r"]))
+    path = write(tmp_path, b"\n".join(lines) + b"\n")
+    ours = [(e.line, e.time_ms, e.event_type, e.key, e.value, e.metadata) for e in parse_mllog(path)]
+    assert repr(ours) == repr(exact_events(path))
+    assert columns_of(path, rows=97) == columns_from_events(path)
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1000])
+def test_blocks_cut_anywhere_read_the_same(tmp_path, monkeypatch, block):
+    path = edge_log(tmp_path)
+    whole_events, whole_columns = parse_mllog(path), columns_of(path)
+    monkeypatch.setattr(records, "_BLOCK", block)
+    assert repr(parse_mllog(path)) == repr(whole_events)
+    assert columns_of(path) == whole_columns
+    # A last line without a newline, cut across blocks.
+    cut = write(tmp_path, path.read_bytes() + canonical("9"), "cut.txt")
+    assert parse_mllog(cut)[-1].value == 9 and parse_mllog(cut)[-1].line == len(EDGE_RECORDS) * 2 + 1
+
+
+@pytest.mark.parametrize("case", REJECTED)
+def test_event_columns_refuse_what_parse_mllog_refuses_with_the_same_message(tmp_path, case):
+    path = write(tmp_path, REJECTED[case][0])
+    with pytest.raises(ParseError) as theirs:
+        parse_mllog(path)
+    with pytest.raises(ParseError) as ours:
+        columns_of(path)
+    assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("first_bad, second_bad", [
+    (garbled('{"key": "seed", "value": 1, "metadata": {}}'), garbled('{"key": "x",, }')),
+    (garbled('{"key": "x",, }'), garbled('{"key": "seed", "value": 1, "metadata": {}}')),
+])
+def test_the_first_bad_record_in_the_file_is_the_one_named(tmp_path, first_bad, second_bad):
+    # One is refused when decoded, the other when made an Event: the earlier line is named,
+    # though the fast reader decodes a whole block before its records become Events.
+    path = write(tmp_path, record("seed", 5) + b"\n" + first_bad + b"\n" + second_bad + b"\n")
+    for parse in (parse_mllog, columns_of):
+        with pytest.raises(ParseError, match=r"line 2: malformed MLLOG record"):
+            parse(path)
+
+
+def test_event_columns_of_a_log_without_records_is_a_parse_error(tmp_path):
+    with pytest.raises(ParseError, match="no MLLOG records"):
+        columns_of(write(tmp_path, b"only chatter\n"))
 
 
 # --- LoadGen detail logs ------------------------------------------------------------------------

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from json import encoder as _json_encoder
 from pathlib import Path
 from typing import Any
 
 from benchpipe.errors import ParseError, TrainingError
 from benchpipe.layout import MLLOG_FILE, MODEL_DIR
-from benchpipe.results.records import collection_paused, read_records
+from benchpipe.results.records import collection_paused, decode, payload_batches, record_batches
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     line: int
     time_ms: int
@@ -19,6 +23,12 @@ class Event:
     key: str
     value: Any
     metadata: dict[str, Any]
+
+
+# Each field's slot, written directly: what Event() does, at half its cost (its frozen
+# __init__ goes through object.__setattr__ for each field). Used where a log's records
+# become Events, after the checks that Event() would not make either.
+_EVENT_SLOTS = tuple(getattr(Event, f.name).__set__ for f in fields(Event))
 
 
 @dataclass(frozen=True)
@@ -45,11 +55,143 @@ class TrainingRun:
 
 
 def parse_mllog(path: Path) -> list[Event]:
+    events: list[Event] = []
+    add, new = events.append, object.__new__
+    set_line, set_time, set_type, set_key, set_value, set_metadata = _EVENT_SLOTS
     with collection_paused():
-        events = [_event(n, record, path) for n, record in read_records(path, "MLLOG")]
+        for batch in record_batches(path, "MLLOG"):
+            for n, record in batch:
+                get = record.get
+                t, e, k, m = get("time_ms"), get("event_type"), get("key"), get("metadata")
+                if type(m) is dict and type(t) is int and type(e) is str and type(k) is str:
+                    # The shape every logger writes: _event's Event, with nothing to convert.
+                    event = new(Event)
+                    set_line(event, n)
+                    set_time(event, t)
+                    set_type(event, e)
+                    set_key(event, k)
+                    set_value(event, get("value"))
+                    set_metadata(event, m)
+                    add(event)
+                else:
+                    add(_event(n, record, path))
     if not events:
         raise ParseError(f"{path}: no MLLOG records")
     return events
+
+
+# --- the training_events columns, straight from a log ----------------------------------------
+
+def _encoder(sort_keys: bool) -> Any:
+    """json.dumps(obj, sort_keys=...) for decoded JSON, without building an encoder per call.
+
+    json.dumps makes a fresh C encoder for every value it is given (and a fresh JSONEncoder
+    too when sort_keys is set): most of its cost for a small value. This is the same C
+    encoder with the same settings, made once; only the check for reference cycles is left
+    out, and decoded JSON has none.
+    """
+    make = _json_encoder.c_make_encoder
+    if make is None:  # no C accelerator in this interpreter: the plain call, as slow as it is
+        return lambda obj: json.dumps(obj, sort_keys=sort_keys)
+    encode = make(None, json.JSONEncoder().default, _json_encoder.encode_basestring_ascii, None,
+                  ": ", ", ", sort_keys, False, True)
+    join = "".join
+    return lambda obj: join(encode(obj, 0))
+
+
+# What training_events keeps of a record's value and metadata (metadata with its keys sorted).
+value_json = _encoder(sort_keys=False)
+metadata_json = _encoder(sort_keys=True)
+
+EVENT_COLUMNS = ("line", "time_ms", "event_type", "key", "value_json", "metadata_json")
+
+# The record as mlperf_logging's mllog writes it (json.dumps of its six fields in this order),
+# when every value in it is one whose JSON text json.dumps writes back unchanged: null, true,
+# false, an integer without sign of zero or leading zeros (18 digits at most), a float whose
+# text is its repr (checked after the match), a string of printable ASCII without quote or
+# backslash. Its columns are then slices of the text, with no decoding and re-encoding.
+_STR = r'[ !#-\[\]-~]*'
+# Metadata strings leave out the comma too, and its keys the space and "!" as well: so a pair
+# starts after every ', "' and nowhere else, and sorting the pairs' text sorts them by key
+# (after a key comes its closing quote, which sorts before every character left in a key).
+_META_STR = r'[ !#-+\--\[\]-~]*'
+_META_KEY = r'[#-+\--\[\]-~]*'
+_INT = r'(?:0|-?[1-9][0-9]{0,17})'
+_FLOAT = r'-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)'
+_META_PAIR = rf'"{_META_KEY}": (?:null|true|false|{_INT}|"{_META_STR}")'
+_CANONICAL = re.compile(
+    rf'\{{"namespace": "{_STR}", "time_ms": ({_INT}), "event_type": "({_STR})", "key": "({_STR})", '
+    rf'"value": (?:(null|true|false|{_INT}|"{_STR}")|({_FLOAT})), '
+    rf'"metadata": \{{({_META_PAIR}(?:, {_META_PAIR})*)?\}}\}}'
+)
+
+
+def event_columns(path: Path, rows: int = 50_000) -> Iterator[dict[str, list[Any]]]:
+    """The EVENT_COLUMNS of every record of a log, streamed, in batches of about ``rows`` records.
+
+    Each batch holds what the events of parse_mllog give, encoded as training_log_rows
+    encodes them, without an Event or a row dict per record: a log of any size goes to a
+    table with the memory of one batch. Raises what parse_mllog raises, naming the line.
+    """
+    names = EVENT_COLUMNS
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    seen = 0
+    with collection_paused():
+        for payloads, complete in payload_batches(path):
+            _add_columns(payloads, complete, path, *(columns[name].append for name in names))
+            if len(columns["line"]) >= rows:
+                seen += len(columns["line"])
+                yield columns
+                columns = {name: [] for name in names}
+    if columns["line"]:
+        yield columns
+    elif not seen:
+        raise ParseError(f"{path}: no MLLOG records")
+
+
+def _add_columns(payloads: list[tuple[int, bytes]], complete: bool, path: Path, line: Any, time_ms: Any,
+                 event_type: Any, key: Any, value: Any, metadata: Any) -> None:
+    canonical, encode_value, encode_metadata = _CANONICAL.fullmatch, value_json, metadata_json
+    for n, payload in payloads:
+        try:
+            found = canonical(payload.decode())
+        except UnicodeDecodeError:
+            found = None
+        if found is not None:
+            t, e, k, v, f, meta = found.groups()
+            if f is not None:
+                v = f if repr(float(f)) == f else None
+            if meta is None:
+                m = "{}"
+            elif ', "' not in meta:
+                m = "{" + meta + "}"
+            else:
+                pairs = meta[1:].split(', "')
+                pairs.sort()
+                # A key twice: json.loads keeps the last value. Not this path's business.
+                m = '{"' + ', "'.join(pairs) + "}" if len({p[:p.index('"')] for p in pairs}) == len(pairs) else None
+            if v is not None and m is not None:
+                line(n)
+                time_ms(int(t))
+                event_type(e)
+                key(k)
+                value(v)
+                metadata(m)
+                continue
+        # Any other record: decoded, and encoded as training_log_rows encodes an Event.
+        record = decode(payload, path, n, "MLLOG", complete)
+        get = record.get
+        t, e, k, m = get("time_ms"), get("event_type"), get("key"), get("metadata")
+        if type(m) is not dict or type(t) is not int or type(e) is not str or type(k) is not str:
+            # Not the shape every logger writes: what parse_mllog makes of it, or its error.
+            event = _event(n, record, path)
+            t, e, k, m = event.time_ms, event.event_type, event.key, event.metadata
+        line(n)
+        time_ms(t)
+        event_type(e)
+        key(k)
+        value(encode_value(get("value")))
+        metadata(encode_metadata(m))
 
 
 def _event(n: int, record: dict[str, Any], path: Path) -> Event:

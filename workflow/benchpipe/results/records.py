@@ -31,36 +31,125 @@ MARKER = PREFIX.encode("ascii")
 _TRAILING_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
+# The file is read in blocks this large and cut into lines with one bytes.split per block:
+# far fewer Python-level steps than iterating it line by line, and memory stays flat.
+_BLOCK = 1 << 22
+# The C scanner that json.loads runs after its checks; see decode for when it may stand in.
+_SCAN = json.JSONDecoder().scan_once
+
+
 def read_records(path: Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for every MLLOG line; other lines are interleaved output, skipped.
 
     Streams the file: memory stays flat whatever the log's size. Line numbers count LF-ended
     lines, as ``sed -n Np`` and editors do.
     """
-    try:
-        with open(path, "rb") as f:
-            for n, raw in enumerate(f, start=1):
-                # Most lines of a chatty log hold no record: one C-level search rejects them.
-                if MARKER not in raw:
+    for batch in record_batches(path, what):
+        yield from batch
+
+
+def record_batches(path: Path, what: str) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    """read_records' (line number, record) pairs, a list per block of the file.
+
+    A malformed record ends its block's list, and its ParseError is raised once that list has
+    been taken: a caller that finds fault with an earlier record names it first, as it would
+    reading record by record.
+    """
+    scan = _SCAN
+    for payloads, complete in payload_batches(path):
+        records = []
+        add = records.append
+        for n, payload in payloads:
+            # decode, inlined: this loop runs once per record of every log.
+            try:
+                text = payload.decode()
+                record, end = scan(text, 0)
+                if end == len(text) and type(record) is dict:
+                    add((n, record))
                     continue
-                for payload in _payloads(raw):
-                    yield n, _decode(payload, path, n, what, complete=raw.endswith(b"\n"))
+            except Exception:  # noqa: BLE001 - whatever it was, the exact path says it properly
+                pass
+            try:
+                add((n, _decode(payload, path, n, what, complete)))
+            except ParseError:
+                if records:
+                    yield records
+                raise
+        if records:
+            yield records
+
+
+def payload_batches(path: Path) -> Iterator[tuple[list[tuple[int, bytes]], bool]]:
+    """(line number, JSON text) of every record, a list per block of the file, and whether the
+    block's lines are complete (False only for a last line without a newline)."""
+    marker, skip, space = MARKER, len(MARKER), _TRAILING_SPACE
+    for lines, first, complete, has_cr in _blocks(path):
+        found = []
+        add = found.append
+        if has_cr:  # a lone CR or a CRLF ending somewhere in the block: _payloads cuts those lines
+            for n, raw in enumerate(lines, first):
+                if marker in raw:
+                    for payload in _payloads(raw):
+                        add((n, payload))
+        else:
+            for n, raw in enumerate(lines, first):
+                at = raw.rfind(marker)
+                if at >= 0:
+                    add((n, raw[at + skip:].rstrip(space)))
+        yield found, complete
+
+
+def _blocks(path: Path) -> Iterator[tuple[list[bytes], int, bool, bool]]:
+    """The file's lines (without their LF) a block at a time: the lines, the first one's number,
+    whether they are complete (all but a last line without a newline), whether any holds a CR."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            first, pending = 1, []  # pending: the start of a line that the block before cut
+            while block := f.read(_BLOCK):
+                cut = block.rfind(b"\n")
+                if cut < 0:  # a line longer than a block: gather it whole
+                    pending.append(block)
+                    continue
+                text = b"".join([*pending, block[:cut]]) if pending else block[:cut]
+                pending = [block[cut + 1:]] if cut + 1 < len(block) else []
+                lines = text.split(b"\n")
+                yield lines, first, True, b"\r" in text
+                first += len(lines)
+            if pending:  # the last line, without a newline
+                yield [b"".join(pending)], first, False, True
     except OSError as exc:
         raise ParseError(f"{path}: cannot read: {exc}") from exc
 
 
 def _payloads(raw: bytes) -> Sequence[bytes]:
-    """The JSON text after the last marker of each CR-separated piece of ``raw``."""
-    cr = raw.find(b"\r")
-    # A CR other than the one of a CRLF ending (a progress bar redrawing itself) ends a line
-    # for the official reader, so each piece can hold a record of its own.
-    pieces = (raw,) if cr < 0 or raw.endswith(b"\r\n") and cr == len(raw) - 2 else raw.split(b"\r")
+    """The JSON text after the last marker of each CR-separated piece of ``raw`` (one line, its LF cut off)."""
+    # A CR ends a line for the official reader (universal newlines): a lone one (a progress bar
+    # redrawing itself) starts a new piece that can hold a record of its own; the CR of a CRLF
+    # ending leaves an empty last piece.
     found = []
-    for piece in pieces:
+    for piece in raw.split(b"\r"):
         at = piece.rfind(MARKER)
         if at >= 0:
             found.append(piece[at + len(MARKER):].rstrip(_TRAILING_SPACE))
     return found
+
+
+def decode(payload: bytes, path: Path, n: int, what: str, complete: bool) -> dict[str, Any]:
+    """The record whose JSON text ``payload`` is; a ParseError naming line ``n`` if it is none.
+
+    What json.loads(payload.decode()) gives, minus its per-call checks where the payload needs
+    none: the C scanner decodes from the first character and must end exactly at the last
+    (trailing whitespace is already stripped). Anything else (leading whitespace, extra data,
+    not UTF-8, not an object, any error at all) takes _decode, the exact path.
+    """
+    try:
+        text = payload.decode()
+        record, end = _SCAN(text, 0)
+        if end == len(text) and type(record) is dict:
+            return record
+    except Exception:  # noqa: BLE001 - whatever it was, the exact path says it properly
+        pass
+    return _decode(payload, path, n, what, complete)
 
 
 def _decode(payload: bytes, path: Path, n: int, what: str, complete: bool) -> dict[str, Any]:

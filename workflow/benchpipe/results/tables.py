@@ -82,12 +82,16 @@ def training_rows(target: str, benchmark: str, index: int, run_dir: Path) -> tup
 
 def training_log_rows(target: str, benchmark: str, index: int, path: Path) -> tuple[list[dict], dict]:
     """(training_events rows, runs row) of one MLLOG log, wherever it lies (a run folder, a tree)."""
+    from benchpipe.results.mllog_parser import metadata_json, value_json
+
     events = parse_mllog(path)
     run = summarize_run(events, path)
+    # value_json and metadata_json: json.dumps(value) and json.dumps(metadata, sort_keys=True),
+    # without the fresh encoder json.dumps makes per call.
     event_rows = [
         {"target": target, "benchmark": benchmark, "run": index, "line": e.line,
          "time_ms": e.time_ms, "event_type": e.event_type, "key": e.key,
-         "value_json": json.dumps(e.value), "metadata_json": json.dumps(e.metadata, sort_keys=True)}
+         "value_json": value_json(e.value), "metadata_json": metadata_json(e.metadata)}
         for e in events
     ]
     run_row = {
