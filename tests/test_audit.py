@@ -81,6 +81,15 @@ def edit_table(folder: str, column: str, value) -> Callable[[Path], None]:
     return edit
 
 
+def edit_config(tree: Path) -> None:
+    """A config.json that still meets its schema, but is not the config the results were made with."""
+    path = tree / "benchpipe" / "config.json"
+    config = json.loads(path.read_text())
+    config["containers"]["base_image"] = "someone/else:1"  # read by training and inference jobs alike
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_manifest(tree)
+
+
 def move_partition(tree: Path) -> None:
     scores = tree / "benchpipe" / "tables" / "scores"
     (scores / "round=ci").rename(scores / "round=2027")
@@ -116,9 +125,13 @@ def invalidate_a_loadgen_log(tree: Path) -> None:
          "scores.parquet: row local-cpu digits: olympic_mean_min 0.001 in the table"),
         (break_measurements, "json", f"{SCENARIO.as_posix()}/measurements.json"),
         (move_partition, "tables", "benchpipe/tables/scores/: partitions [('2027', 'closed')], the tree is round ci"),
+        (edit_table("provenance", "config_sha256", "0" * 64), "tables",
+         f"provenance.parquet: row local-cpu digits train/run_0: config_sha256 '{'0' * 64}', but the train "
+         "part of benchpipe/config.json hashes to"),
+        (edit_config, "tables", "config_sha256 '"),
     ],
     ids=["byte-flipped", "file-added", "file-removed", "file-renamed", "symlink-planted", "table-edited",
-         "score-edited", "json-invalid", "partition-moved"],
+         "score-edited", "json-invalid", "partition-moved", "config-hash-edited", "config-edited"],
 )
 def test_tampering_is_caught_by_the_item_that_can_see_it(tree, tamper, item, reason):
     tamper(tree)

@@ -1,19 +1,24 @@
-"""`benchpipe reproduce` on the workflow's tree (conftest `submitted`): a run trained again from
-what the tree recorded matches it; a tree whose log was changed does not, and says where."""
+"""`benchpipe reproduce` on the workflow's tree (conftest `submitted`): a run trained again and a
+LoadGen test run again from what the tree recorded match it; a tree whose log was changed does
+not, and says where; a run made in an image this machine lacks names the image and its rebuild."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from benchpipe.errors import ConfigError
+from benchpipe.errors import BenchpipeError, ConfigError
 from benchpipe.package.manifest import write_manifest
 from benchpipe.reproduce import Selection, reproduce
+from benchpipe.results.loadgen_parser import parse_accuracy_txt
 
 LOG = Path("benchpipe/training/benchpipe-ci/results/local-cpu/digits/result_1.txt")
 
@@ -70,3 +75,97 @@ def test_bad_selections_and_another_dataset_are_refused(tree, tmp_path):
     (tree / "benchpipe" / "extra.txt").write_text("x")
     with pytest.raises(Exception, match="extra"):
         reproduce(tree, [Selection.parse("local-cpu/digits/run_0")], tmp_path / "work")
+
+
+OFFLINE = Path("benchpipe/inference/closed/benchpipe-ci/results/local-cpu/digits/Offline")
+
+
+def served_model(submitted: Path) -> Path:
+    """The SavedModel the workflow's tests served, as its calibration recorded it."""
+    record = json.loads((submitted / "runs" / "local-cpu" / "digits" / "calibrate" / "Offline" / "model.json").read_text())
+    return submitted / record["path"]
+
+
+def test_a_loadgen_test_run_again_matches_the_tree(submitted, cli_env, tmp_path):
+    tree = submitted / "submissions" / "ci"
+    report = tmp_path / "report.json"
+    proc = subprocess.run(["benchpipe", "reproduce", str(tree), "--select", "local-cpu/digits/Offline/accuracy",
+                           "--select", "local-cpu/digits/Offline/performance", "--model", str(served_model(submitted)),
+                           "--work", str(tmp_path / "work"), "--report", str(report)],
+                          env=cli_env, capture_output=True, text=True, timeout=900, cwd=submitted)
+    assert "tolerances: time to train ±25%, LoadGen performance metric ±25%" in proc.stdout, proc.stdout + proc.stderr
+    written = json.loads(report.read_text())
+    assert written["performance_tolerance"] == 0.25
+    accuracy, performance = written["runs"]
+    assert accuracy["run"] == "local-cpu/digits/Offline/accuracy" and accuracy["status"] == "match", accuracy
+    recorded = parse_accuracy_txt(tree / OFFLINE / "accuracy" / "accuracy.txt")
+    assert f"accuracy identical: {recorded}" in accuracy["checks"], accuracy
+    assert any(c.startswith("model sha256 ") for c in accuracy["checks"])
+    # Timing is the machine's: validity must match, the metric is reported with its figures either way.
+    assert "result validity VALID in both" in performance["checks"], performance
+    metric = [line for line in performance["checks"] + performance["differences"]
+              if line.startswith("result_samples_per_second: tree ")]
+    assert len(metric) == 1 and "tolerance ±25%" in metric[0], performance
+    assert performance["differences"] == [] or performance["differences"] == metric
+    assert proc.returncode == (0 if performance["status"] == "match" else 1)
+    # The rerun ran `benchpipe infer` with the tree's user.conf, and recorded the tree's config.
+    rerun = tmp_path / "work" / "local-cpu-digits-Offline-accuracy" / "out" / "test"
+    assert (rerun / "user.conf").read_bytes() == (tree / OFFLINE / "user.conf").read_bytes()
+    config = json.loads((tree / "benchpipe" / "config.json").read_text())
+    part = {k: config.get(k) for k in ("containers", "inference", "submission")}  # what an infer job reads
+    want = hashlib.sha256(json.dumps(part, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert json.loads((rerun / "provenance.json").read_text())["config_sha256"] == want
+
+
+def test_a_test_needs_the_model_and_calibration_the_tree_recorded(submitted, tree, tmp_path):
+    select = [Selection.parse("local-cpu/digits/Offline/accuracy")]
+    with pytest.raises(ConfigError, match=r"local-cpu/digits/Offline/accuracy: served the SavedModel with sha256 "
+                                          r"[0-9a-f]{64}, which the tree does not hold: give it with --model DIR"):
+        reproduce(tree, select, tmp_path / "work")
+    other = tmp_path / "other-model"
+    shutil.copytree(served_model(submitted), other)
+    (other / "extra.txt").write_text("x")
+    with pytest.raises(ConfigError, match=f"{other} has sha256 "):
+        reproduce(tree, select, tmp_path / "work", models=[other])
+    with pytest.raises(ConfigError, match=r"no LoadGen test other-cpu/digits/Offline/accuracy \(tests in the tree: "
+                                          r"local-cpu/digits/MultiStream/TEST01"):
+        reproduce(tree, [Selection.parse("other-cpu/digits/Offline/accuracy")], tmp_path / "work")
+    with pytest.raises(ConfigError, match="a mode of performance, accuracy, TEST01, TEST04"):
+        Selection.parse("local-cpu/digits/Offline/TEST05")
+    calibration = tree / "benchpipe" / "raw" / "local-cpu" / "digits" / "Offline" / "calibration.json"
+    calibration.unlink()
+    write_manifest(tree)
+    with pytest.raises(BenchpipeError, match=f"{calibration}: missing: the tree does not record the calibration"):
+        reproduce(tree, select, tmp_path / "work", models=[served_model(submitted)])
+
+
+def record_image(tree: Path, job: str, **fields) -> None:
+    """The provenance table says ``job`` ran in an image (a tree made on another machine, say)."""
+    (path,) = (tree / "benchpipe" / "tables" / "provenance").rglob("*.parquet")
+    table = pq.ParquetFile(path).read()
+    rows = [dict(row, **fields) if row["job"] == job else row for row in table.to_pylist()]
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    write_manifest(tree)
+
+
+def test_a_run_whose_image_is_not_here_names_its_digest_and_the_rebuild(tree, repo_root, tmp_path):
+    missing = "sha256:" + "0" * 64
+    record_image(tree, "train/run_0", runtime="docker", runtime_version="27.0", image="tensorflow-cpu",
+                 image_tag="benchpipe/tensorflow-cpu:gone", image_id=missing, image_digest=missing,
+                 base_image="benchpipe/debian:bookworm", base_image_id="sha256:" + "1" * 64, lock_sha256="2" * 64,
+                 wheels_json="{}")
+    (result,) = reproduce(tree, [Selection.parse("local-cpu/digits/run_0")], tmp_path / "work",
+                          target_file=repo_root / "config" / "targets" / "docker-cpu.yaml")
+    assert result.status == "not reproduced" and result.checks == []
+    (why,) = result.differences
+    # Whether or not docker answers here, the digest is named and the rebuild spelled out, not run.
+    assert f"image {missing} (digest {missing})" in why, why
+    assert ("`benchpipe image wheelhouse --lock containers/tensorflow-cpu/requirements.lock --out "
+            "wheelhouse/tensorflow-cpu && benchpipe image build --engine docker --recipe containers/tensorflow-cpu "
+            "--wheelhouse wheelhouse/tensorflow-cpu --project . --base benchpipe/debian:bookworm "
+            "--out images/docker/tensorflow-cpu.json`") in why, why
+    assert f"sha256 {'2' * 64}" in why and not (tmp_path / "work" / "local-cpu-digits-run_0" / "run").exists()
+    with pytest.raises(ConfigError, match="local-cpu.yaml: runtime local, image None; local-cpu/digits/run_0 ran on "
+                                          "runtime docker in image tensorflow-cpu: another target"):
+        reproduce(tree, [Selection.parse("local-cpu/digits/run_0")], tmp_path / "work",
+                  target_file=repo_root / "config" / "targets" / "local-cpu.yaml")

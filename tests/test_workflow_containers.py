@@ -81,14 +81,17 @@ def test_containers_end_to_end(repo_root, tmp_path, cli_env):
     system = json.loads((org / "systems" / "docker-cpu.json").read_text())
     assert record["image_id"] in system["sw_notes"] and "runtime docker" in system["sw_notes"]
 
-    # Reproducing a run made in the image names the image rather than re-running it elsewhere.
+    # Reproducing a run made in the image re-runs it in that image, found here by its recorded id and digest.
     report = tmp_path / "reproduce.json"
     repro = subprocess.run(["benchpipe", "reproduce", str(tree), "--select", "docker-cpu/digits/run_0",
                             "--work", str(tmp_path / "repro"), "--report", str(report)],
                            env=env, capture_output=True, text=True, timeout=600)
-    assert repro.returncode == 1 and "NOT REPRODUCED: docker-cpu/digits/run_0" in repro.stdout, repro.stdout
+    assert repro.returncode == 0, repro.stdout + repro.stderr
+    assert f"MATCH: docker-cpu/digits/run_0 (in docker image {record['image_id']}" in repro.stdout, repro.stdout
     (run,) = json.loads(report.read_text())["runs"]
-    assert run["status"] == "not reproduced" and record["image_id"] in run["differences"][0]
+    assert run["status"] == "match" and record["digest"] in run["where"], run
+    rerun = json.loads((tmp_path / "repro" / "docker-cpu-digits-run_0" / "run" / "provenance.json").read_text())
+    assert (rerun["runtime"], rerun["image_id"]) == ("docker", record["image_id"])
 
     # A host variable outside the allow-list reaches neither the logs nor the tree.
     for folder in (tmp_path / "logs", tree, tmp_path / "runs"):

@@ -6,7 +6,8 @@ Each item passes or fails with its reasons, and every item runs whatever the oth
     json      every JSON file parses; config.json, systems, rows and measurements validate
               against their schemas
     tables    every Parquet table has its schema and valid rows, and the rows that come from
-              logs equal those re-derived from the logs in the tree (events, runs, inference)
+              logs equal those re-derived from the logs in the tree (events, runs, inference);
+              every provenance row's config_sha256 is the hash of its job's part of config.json
     scores    the olympic scores recomputed from the training logs equal scores.parquet and
               checks.json
     checkers  MLCommons' compliance checker on every training log and its system-description
@@ -300,6 +301,22 @@ def _tables(tree: Path, item: Item, seen: _Seen) -> None:
         tests[key] = loadgen_fields(key[2], key[3], log, log.parent / ACCURACY_TXT)
     if "inference.parquet" in rows:
         _compare(item, "inference.parquet", _by(rows["inference.parquet"], _KEY_INFERENCE), tests, LOADGEN_FIELDS)
+    if "provenance.parquet" in rows:
+        _check_config_hash(tree, item, rows["provenance.parquet"])
+
+
+def _check_config_hash(tree: Path, item: Item, rows: list[dict]) -> None:
+    """Every result was made with the tree's own config: its provenance names the hash of the
+    part of config.json that its kind of job reads."""
+    from benchpipe.provenance import config_sha256, job_kind
+
+    config = json.loads((tree / CONFIG_JSON).read_text())
+    for row in rows:
+        kind = job_kind(row["job"])
+        want = config_sha256(config, kind)
+        if row["config_sha256"] != want:
+            item.fail(f"provenance.parquet: row {row['target']} {row['benchmark']} {row['job']}: config_sha256 "
+                      f"{row['config_sha256']!r}, but the {kind} part of {CONFIG_JSON} hashes to {want}")
 
 
 def _by(rows: list[dict], key: tuple[str, ...]) -> dict[tuple, dict]:

@@ -222,12 +222,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     selections = [Selection.parse(text) for text in args.select]
     work = args.work or default_work()
     results = reproduce(args.tree, selections, work, data=args.data, target_file=args.target_file,
-                        time_tolerance=args.time_tolerance, threads=args.threads)
+                        models=args.model, time_tolerance=args.time_tolerance,
+                        performance_tolerance=args.performance_tolerance, threads=args.threads)
     out = args.report or args.tree.resolve().parent / f"{args.tree.resolve().name}.reproduce.json"
     with atomic_file(out) as f:
-        f.write(json.dumps(report(args.tree, results, args.time_tolerance), indent=1) + "\n")
+        f.write(json.dumps(report(args.tree, results, args.time_tolerance, args.performance_tolerance), indent=1) + "\n")
+    print(f"tolerances: time to train ±{args.time_tolerance:.0%}, LoadGen performance metric "
+          f"±{args.performance_tolerance:.0%}")
     for result in results:
-        print(f"{result.status.upper()}: {result.run}")
+        print(f"{result.status.upper()}: {result.run}" + ("" if result.where == "host" else f" (in {result.where})"))
         print("\n".join([f"    matched: {c}" for c in result.checks] + [f"    differs: {d}" for d in result.differences]))
     print(f"report: {out}; reruns in {work}")
     return 0 if all(r.status == "match" for r in results) else 1
@@ -442,14 +445,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inference-checker", type=Path, help="an mlcommons/inference checkout, to re-run its checker")
     p.set_defaults(func=_cmd_audit)
 
-    p = sub.add_parser("reproduce", help="train a tree's runs again with what it recorded, and compare")
+    p = sub.add_parser("reproduce", help="run a tree's training runs and LoadGen tests again with what it recorded, "
+                                          "and compare")
     p.add_argument("tree", type=Path)
-    p.add_argument("--select", action="append", required=True, metavar="TARGET/BENCHMARK/run_N",
-                   help="a training run of the tree (repeat for more)")
+    p.add_argument("--select", action="append", required=True, metavar="TARGET/BENCHMARK/{run_N,SCENARIO/MODE}",
+                   help="a training run (local-cpu/digits/run_0) or LoadGen test (local-cpu/digits/Offline/accuracy) "
+                        "of the tree (repeat for more)")
+    p.add_argument("--model", type=Path, action="append", default=[],
+                   help="a SavedModel a selected test served, checked against the sha256 the tree recorded "
+                        "(repeat for more; the tree does not hold models)")
     p.add_argument("--data", type=Path, help="the prepared dataset (default: prepared again), checked against the tree")
     p.add_argument("--target-file", type=Path, help="the hardware target the run used (config/targets/<name>.yaml)")
     p.add_argument("--threads", type=int, default=None, help="threads for the rerun (default: every core, as the workflow)")
     p.add_argument("--time-tolerance", type=float, default=0.25, help="allowed change of time to train (fraction)")
+    p.add_argument("--performance-tolerance", type=float, default=0.25,
+                   help="allowed change of a LoadGen test's performance metric (fraction)")
     p.add_argument("--work", type=Path, help="scratch folder for the reruns (default: a new temporary one)")
     p.add_argument("--report", type=Path, help="report to write (default: <tree>.reproduce.json beside the tree)")
     p.set_defaults(func=_cmd_reproduce)

@@ -4,6 +4,19 @@ Two halves meet in `provenance.json`. `benchpipe run` knows the runtime, its ver
 image record and the host's GPU driver, and hands them to the job in one environment
 variable; the job adds what only it can see (its Python, TensorFlow and the CUDA that
 TensorFlow was built with) and writes the file into its output before that output exists.
+
+``config_sha256`` names the part of the workflow config that the job reads: the sha256 of the
+canonical JSON (``canonical_config``) of its kind's CONFIG_SECTIONS, taken from the validated
+config that packaging later writes to the tree's ``benchpipe/config.json``. Only those
+sections: a changed inference setting must not retrain, nor a changed dataset cache folder
+rerun anything. The workflow hands the hash to each job in CONFIG_SHA256_ENV; an auditor
+recomputes a training run's from the tree alone (``inference`` for a LoadGen test's)::
+
+    python3 -c 'import hashlib, json, sys; c = json.load(open(sys.argv[1])); print(hashlib.sha256(json.dumps(
+        {k: c.get(k) for k in ("containers", "submission", "training")}, sort_keys=True,
+        separators=(",", ":")).encode()).hexdigest())' benchpipe/config.json
+
+A job started by hand, outside the workflow, has no config: it records null.
 """
 
 from __future__ import annotations
@@ -28,8 +41,11 @@ FIELDS = (
     "base_image_id", "lock_sha256", "wheels", "sif_sha256", "host_driver_version", "host_cuda_version",
     "python_version", "tensorflow_version", "tensorflow_cuda_build", "packages_sha256",
     "dataset_manifest_sha256", "benchpipe_version", "loadgen_version", "mlperf_logging_version",
-    "code_commit", "code_dirty",
+    "code_commit", "code_dirty", "config_sha256",
 )
+# Set by the workflow's rules for every job (the Snakefile's validated config, canonical_config).
+CONFIG_SHA256_ENV = "BENCHPIPE_CONFIG_SHA256"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Distributions whose versions every job records, as the fields above name them.
 VERSIONED = {"benchpipe_version": "benchpipe", "loadgen_version": "mlcommons-loadgen",
              "mlperf_logging_version": "mlperf-logging"}
@@ -78,9 +94,52 @@ def code_state() -> dict[str, Any]:
     return {"code_commit": commit.strip(), "code_dirty": None if status is None else bool(status.strip())}
 
 
+def canonical_config(settings: Any) -> bytes:
+    """The config as one byte string: sorted keys, no whitespace, ASCII (json.dumps' escapes)."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+# What each kind of job reads from the config (calibration is part of inference). Other inputs
+# (the dataset, the target file, the trained model) reach jobs as files Snakemake tracks.
+CONFIG_SECTIONS = {
+    "train": ("containers", "submission", "training"),
+    "infer": ("containers", "inference", "submission"),
+}
+_KIND_OF_JOB = {"train": "train", "infer": "infer", "calibrate": "infer"}
+
+
+def job_kind(job: str) -> str:
+    """train/run_0 -> train; infer/Server/TEST01 and calibrate/Server -> infer."""
+    kind = _KIND_OF_JOB.get(job.split("/", 1)[0])
+    if kind is None:
+        raise ValueError(f"job {job!r}: not a train, calibrate or infer job")
+    return kind
+
+
+def config_sha256(settings: dict[str, Any], kind: str) -> str:
+    """The hash of the sections of ``settings`` that a ``kind`` job reads."""
+    part = {section: settings.get(section) for section in CONFIG_SECTIONS[kind]}
+    return hashlib.sha256(canonical_config(part)).hexdigest()
+
+
+def handed_config_sha256() -> str | None:
+    """The workflow's config hash from the environment; None outside the workflow."""
+    value = os.environ.get(CONFIG_SHA256_ENV)
+    if not value:
+        return None
+    if not _SHA256.match(value):
+        from benchpipe.errors import RuntimeSetupError
+
+        # A malformed hash would be recorded as if it named a config: refuse it here.
+        raise RuntimeSetupError(f"{CONFIG_SHA256_ENV}={value!r}: not a sha256 (64 lowercase hex digits)")
+    return value
+
+
 def runtime_fields(runtime: str, runtime_version: str, record: Any | None) -> dict[str, Any]:
     """The host side's half: handed to the job through the environment."""
-    fields: dict[str, Any] = {"runtime": runtime, "runtime_version": runtime_version, **host_gpu(), **code_state()}
+    fields: dict[str, Any] = {"runtime": runtime, "runtime_version": runtime_version, **host_gpu(), **code_state(),
+                              "config_sha256": handed_config_sha256()}
     if record is not None:
         fields.update({
             "image": record.image, "image_tag": record.tag, "image_id": record.image_id,
@@ -157,7 +216,8 @@ def read(directory: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ParseError(f"{path}: not JSON: {exc}") from exc
     if missing := [k for k in FIELDS if k not in data]:
-        raise ParseError(f"{path}: missing key(s) {', '.join(missing)}")
+        # An older benchpipe's file (before config_sha256, say): trees are regenerated, not patched.
+        raise ParseError(f"{path}: missing key(s) {', '.join(missing)}: re-run the job that wrote {directory}")
     return data
 
 

@@ -1,10 +1,18 @@
-"""``benchpipe reproduce TREE --select <target>/<benchmark>/run_<n>``: train a tree's runs again and compare.
+"""``benchpipe reproduce TREE --select ...``: run a tree's training runs and LoadGen tests again and compare.
 
-Each selected run is trained again in a scratch folder with what the tree recorded: the seed
-its log names, the hyperparameters of the tree's config.json, and the dataset whose manifest
-sha256 the tree holds (prepared again, or the folder given with ``--data``, checked against
-it). It runs through the same command line as the workflow's train jobs. The rerun is then
-compared with the tree's log, with these tolerances:
+Selections name what the tree holds:
+
+    <target>/<benchmark>/run_<n>             a training run (result_<n>.txt)
+    <target>/<benchmark>/<scenario>/<mode>   a LoadGen test, e.g. local-cpu/digits/Offline/accuracy
+                                             (modes: performance, accuracy, TEST01, TEST04)
+
+Each rerun goes through the same ``benchpipe`` command line as the workflow's job, in a scratch
+folder, with what the tree recorded. The dataset is the one whose manifest sha256 the tree
+holds (prepared again once per reproduce, or the folder given with ``--data``, checked). Runs
+and tests are then compared with the tree's logs, item by item.
+
+A training run is trained again with the seed its log names and the hyperparameters of the
+tree's config.json:
 
     status     the same outcome: the target reached (or not) in both
     accuracy   the same evaluation accuracy at every evaluation (ops are deterministic on CPU)
@@ -12,13 +20,32 @@ compared with the tree's log, with these tolerances:
                or within TIME_FLOOR_S: a run of a second or two differs by more than a quarter
                from start-up and timer noise alone
 
-Runs made on another runtime than ``local`` are reported as not reproduced, with the image
-their provenance names: rebuild that image from its recorded lock to re-run them.
+A LoadGen test runs again (``benchpipe infer``) with the scenario's user.conf from the tree and
+the calibration behind it (run kind, batching: ``benchpipe/raw/<target>/<benchmark>/<scenario>/
+calibration.json``), serving the model whose sha256 the tree recorded (inference.parquet's
+model_sha256, measurements.json). The tree does not hold the model's files, and training again
+does not give the same bytes (the SavedModel's files differ from run to run even where every
+evaluation is identical), so the model is given with ``--model DIR`` (repeatable: each test
+serves the one whose sha256 it recorded), e.g. the run's ``model/`` in the workflow's runs/:
+
+    model      the SavedModel's sha256 is the recorded one (checked before the test runs)
+    accuracy   accuracy mode: the same accuracy (the same answers on CPU)
+    validity   performance modes (performance, TEST01, TEST04): the same result validity
+    metric     the scenario's metric within ``performance_tolerance`` (PERFORMANCE_TOLERANCE,
+               0.25 by default) of the tree's: short development runs on a shared machine vary
+
+Where a result was made decides where it is made again. Runs and tests of the ``local``
+runtime rerun on the host. Those made in a docker or podman image rerun in that image, through
+``benchpipe run`` as the workflow's jobs ran, if the engine here holds an image with the
+recorded id and digest; if not, the result is reported as not reproduced, naming the digest
+and the commands that rebuild the image from its recorded lock (printed, never run). Apptainer
+runs are reported with their SIF's sha256 and not re-run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,111 +54,272 @@ from pathlib import Path
 from typing import Any
 
 from benchpipe import benchmarks
-from benchpipe.errors import BenchpipeError, ConfigError
-from benchpipe.package.layout import CONFIG_JSON, DATASETS_DIR, TABLES_DIR
+from benchpipe.errors import BenchpipeError, ConfigError, RuntimeSetupError
+from benchpipe.package.layout import CONFIG_JSON, DATASETS_DIR, RAW_DIR, TABLES_DIR
 
 TIME_TOLERANCE = 0.25
 TIME_FLOOR_S = 1.0
+# A LoadGen performance metric (samples/s, a latency percentile) of a short run on a shared
+# machine moves by 10-20 % from one run to the next; more than a quarter is a difference.
+PERFORMANCE_TOLERANCE = 0.25
+# The engines `benchpipe run` can re-run a recorded image on, found by id and digest.
+IMAGE_ENGINES = ("docker", "podman")
 
 
 @dataclass(frozen=True)
 class Selection:
+    """A training run (``run``) or a LoadGen test (``scenario`` and ``mode``) of a tree."""
+
     target: str
     benchmark: str
-    run: int
+    run: int | None = None
+    scenario: str | None = None
+    mode: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> Selection:
+        from benchpipe.infer.loadgen_run import TEST_MODES
+        from benchpipe.infer.sut import SCENARIOS
+
         parts = text.strip("/").split("/")
-        if len(parts) != 3 or not parts[2].startswith("run_") or not parts[2][4:].isdigit():
-            raise ConfigError(f"--select {text!r}: expected <target>/<benchmark>/run_<n>, e.g. local-cpu/digits/run_0")
-        return cls(parts[0], parts[1], int(parts[2][4:]))
+        if len(parts) == 3 and parts[2].startswith("run_") and parts[2][4:].isdigit():
+            return cls(parts[0], parts[1], run=int(parts[2][4:]))
+        if len(parts) == 4 and parts[2] in SCENARIOS and parts[3] in TEST_MODES:
+            return cls(parts[0], parts[1], scenario=parts[2], mode=parts[3])
+        raise ConfigError(
+            f"--select {text!r}: expected <target>/<benchmark>/run_<n>, e.g. local-cpu/digits/run_0, or "
+            f"<target>/<benchmark>/<scenario>/<mode> with a scenario of {', '.join(SCENARIOS)} and a mode of "
+            f"{', '.join(TEST_MODES)}, e.g. local-cpu/digits/Offline/accuracy")
+
+    @property
+    def is_test(self) -> bool:
+        return self.scenario is not None
+
+    @property
+    def job(self) -> str:
+        """The provenance table's name for it."""
+        return f"infer/{self.scenario}/{self.mode}" if self.is_test else f"train/run_{self.run}"
 
     def __str__(self) -> str:
-        return f"{self.target}/{self.benchmark}/run_{self.run}"
+        last = f"{self.scenario}/{self.mode}" if self.is_test else f"run_{self.run}"
+        return f"{self.target}/{self.benchmark}/{last}"
 
 
 @dataclass
 class Comparison:
-    run: str
+    run: str  # the selection: a training run or a LoadGen test
     status: str = "match"  # match, differ, not reproduced
     checks: list[str] = field(default_factory=list)  # what matched, each with its figures
     differences: list[str] = field(default_factory=list)
+    where: str = "host"  # host, or the image the rerun ran in
 
     def differ(self, what: str) -> None:
         self.status = "differ"
         self.differences.append(what)
 
+    def not_reproduced(self, why: str) -> Comparison:
+        self.status = "not reproduced"
+        self.differences.append(why)
+        return self
+
+
+@dataclass(frozen=True)
+class Options:
+    data: Path | None = None
+    target_file: Path | None = None
+    models: tuple[Path, ...] = ()
+    time_tolerance: float = TIME_TOLERANCE
+    performance_tolerance: float = PERFORMANCE_TOLERANCE
+    threads: int | None = None
+
+
+@dataclass
+class _Context:
+    """What every selection of one tree shares."""
+
+    tree: Path
+    settings: dict[str, Any]
+    work: Path
+    options: Options
+    datasets: dict[str, Path] = field(default_factory=dict)  # benchmark -> checked dataset
+    model_hashes: dict[Path, str] = field(default_factory=dict)
+
 
 def reproduce(tree: Path, selections: list[Selection], work: Path, *, data: Path | None = None,
-              target_file: Path | None = None, time_tolerance: float = TIME_TOLERANCE,
+              target_file: Path | None = None, models: list[Path] | None = None,
+              time_tolerance: float = TIME_TOLERANCE, performance_tolerance: float = PERFORMANCE_TOLERANCE,
               threads: int | None = None) -> list[Comparison]:
     from benchpipe.package.manifest import verify_tree
 
     verify_tree(tree)  # a tree that does not prove itself is no reference to compare with
-    settings = json.loads((tree / CONFIG_JSON).read_text())
+    options = Options(data, target_file, tuple(models or ()), time_tolerance, performance_tolerance, threads)
+    context = _Context(tree, json.loads((tree / CONFIG_JSON).read_text()), work, options)
     results = []
     for selection in selections:
-        results.append(_reproduce_one(tree, settings, selection, work / str(selection).replace("/", "-"),
-                                      data=data, target_file=target_file, time_tolerance=time_tolerance,
-                                      threads=threads))
+        folder = work / str(selection).replace("/", "-")
+        if selection.is_test:
+            results.append(_reproduce_test(context, selection, folder))
+        else:
+            results.append(_reproduce_run(context, selection, folder))
     return results
 
 
-def _reproduce_one(tree: Path, settings: dict[str, Any], selection: Selection, work: Path, *,
-                   data: Path | None, target_file: Path | None, time_tolerance: float,
-                   threads: int | None) -> Comparison:
-    from benchpipe.audit import training_logs
-    from benchpipe.results.mllog_parser import parse_mllog, summarize_run
-
-    logs = training_logs(tree)
-    key = (selection.target, selection.benchmark, selection.run)
-    if key not in logs:
-        known = ", ".join(f"{t}/{b}/run_{r}" for t, b, r in sorted(logs)) or "none"
-        raise ConfigError(f"{tree}: no training run {selection} (runs in the tree: {known})")
-    result = Comparison(str(selection))
-    runtime = _recorded_runtime(tree, selection)
-    if runtime.get("runtime") != "local":
-        result.status = "not reproduced"
-        result.differences.append(
-            f"made on runtime {runtime.get('runtime')} in image {runtime.get('image')} (id {runtime.get('image_id')}, "
-            f"lock sha256 {runtime.get('lock_sha256')}): reproduce re-runs local runs; rebuild that image from "
-            "its lock (benchpipe image build) and run the workflow's train job in it")
-        return result
-    recorded_events = parse_mllog(logs[key])
-    recorded = summarize_run(recorded_events, logs[key])
-    if recorded.seed is None:
-        raise BenchpipeError(f"{logs[key]}: no seed logged: the run cannot be repeated")
-    dataset = _dataset(tree, selection.benchmark, work, data)
-    out = work / "run"
-    _train(settings, selection, recorded.seed, dataset, out, target_file, threads)
-    rerun_log = out / "mllog.txt"
-    rerun_events = parse_mllog(rerun_log)
-    rerun = summarize_run(rerun_events, rerun_log)
-    _compare(result, recorded, rerun, _accuracies(recorded_events), _accuracies(rerun_events), time_tolerance)
-    return result
+# --- where a rerun runs: the host, or the recorded image ------------------------------------------
 
 
-def _recorded_runtime(tree: Path, selection: Selection) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Launcher:
+    """How a rerun's ``benchpipe`` command starts: on the host, or in the recorded image via ``benchpipe run``."""
+
+    target_file: Path | None = None
+    images: Path | None = None  # image records for `benchpipe run`; None: on the host
+
+    def argv(self, command: list[str], inputs: list[Path], out: Path) -> list[str]:
+        own = [sys.executable, "-m", "benchpipe.cli"]
+        if self.images is None:
+            return [*own, *command]
+        argv = [*own, "run", "--target-file", str(self.target_file), "--images", str(self.images)]
+        for path in inputs:
+            argv += ["--input", str(path)]
+        # Inside the image, its own benchpipe: the one the recorded result came from.
+        return [*argv, "--output", str(out), "--", "benchpipe", *command]
+
+
+def _launcher(context: _Context, selection: Selection, result: Comparison, work: Path) -> _Launcher | None:
+    """Where ``selection`` reruns; None (``result`` says why) where it cannot."""
+    row = _provenance_row(context.tree, selection)
+    runtime = row.get("runtime")
+    if runtime == "local":
+        return _Launcher(context.options.target_file)
+    if runtime not in IMAGE_ENGINES:
+        result.not_reproduced(
+            f"made on runtime {runtime} in image {row.get('image')} (id {row.get('image_id')}, SIF sha256 "
+            f"{row.get('sif_sha256')}, lock sha256 {row.get('lock_sha256')}): reproduce re-runs local runs and "
+            f"{' and '.join(IMAGE_ENGINES)} images; convert that image again (benchpipe image sif) and run the "
+            "workflow's job in it")
+        return None
+    target_file = _target_file(context, selection, row)
+    missing = _missing_image(row, target_file)
+    if missing:
+        result.not_reproduced(missing)
+        return None
+    images = work / "images"
+    _image_record(row).write(images / runtime / f"{row['image']}.json")
+    result.where = f"{runtime} image {row['image_id']} (digest {row['image_digest']})"
+    return _Launcher(target_file, images)
+
+
+def _provenance_row(tree: Path, selection: Selection) -> dict[str, Any]:
     from benchpipe.results.tables import read_partitioned, table_folder
 
     rows = read_partitioned(tree / TABLES_DIR / table_folder("provenance.parquet")).to_pylist()
-    job = f"train/run_{selection.run}"
     for row in rows:
-        if (row["target"], row["benchmark"], row["job"]) == (selection.target, selection.benchmark, job):
+        if (row["target"], row["benchmark"], row["job"]) == (selection.target, selection.benchmark, selection.job):
             return row
-    raise BenchpipeError(f"{tree}: provenance has no row for {selection}")
+    raise BenchpipeError(f"{tree / TABLES_DIR / 'provenance'}: no row for {selection} (job {selection.job})")
 
 
-def _dataset(tree: Path, benchmark: str, work: Path, data: Path | None) -> Path:
-    """The dataset the tree's results were made from: ``data`` if given, else prepared again; checked by sha256."""
+def _target_file(context: _Context, selection: Selection, row: dict[str, Any]) -> Path:
+    """The target the result ran on: ``--target-file``, else the checkout's config/targets/<target>.yaml."""
+    from benchpipe.config import load_target
+    from benchpipe.paths import SOURCE_ROOT
+
+    path = context.options.target_file
+    if path is None:
+        path = SOURCE_ROOT.parent / context.settings["targets_dir"] / f"{selection.target}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"{selection}: ran in a {row['runtime']} image; give --target-file "
+                              f"(no {path} in this checkout)")
+    target = load_target(path)
+    if (target.runtime, target.image) != (row["runtime"], row["image"]):
+        raise ConfigError(f"{path}: runtime {target.runtime}, image {target.image}; {selection} ran on runtime "
+                          f"{row['runtime']} in image {row['image']}: another target")
+    return path
+
+
+def _missing_image(row: dict[str, Any], target_file: Path) -> str | None:
+    """Why the recorded image cannot be used here, with the commands that rebuild it; None if it can."""
+    from benchpipe.config import load_target
+    from benchpipe.runtime import for_engine
+
+    engine, image_id, digest = row["runtime"], row["image_id"], row["image_digest"]
+    try:
+        runtime = for_engine(engine, load_target(target_file))
+        runtime.check()
+        found = runtime.image_id(image_id)
+        found_digest = runtime.inspect(image_id)[1] if found else None
+    except RuntimeSetupError as exc:
+        return f"{engine} is not usable here ({exc}): cannot look for image {image_id} (digest {digest}); " + \
+            _rebuild_advice(row)
+    if found is None:
+        return f"{engine} has no image {image_id} (digest {digest}) that made it; " + _rebuild_advice(row)
+    if found_digest != digest:
+        return (f"{engine} has image {image_id} with digest {found_digest}, not the recorded {digest}; "
+                + _rebuild_advice(row))
+    return None
+
+
+def _rebuild_advice(row: dict[str, Any]) -> str:
+    """The commands the workflow's image rules run (workflow/rules/images.smk), from a benchpipe checkout."""
+    from benchpipe.hashing import sha256_file
+    from benchpipe.paths import SOURCE_ROOT
+
+    image, engine = row["image"], row["runtime"]
+    lock = Path("containers", image, "requirements.lock")
+    here = SOURCE_ROOT.parent / lock
+    have = sha256_file(here) if here.is_file() else None
+    state = ("this checkout's is that lock" if have == row["lock_sha256"]
+             else f"this checkout's has sha256 {have}: check out the commit {row['code_commit']} first" if have
+             else "this checkout has none")
+    return (f"rebuild it from the recorded lock ({lock}, sha256 {row['lock_sha256']}; {state}) on base image "
+            f"{row['base_image']} (id {row['base_image_id']}): "
+            f"`benchpipe image wheelhouse --lock {lock} --out wheelhouse/{image} && "
+            f"benchpipe image build --engine {engine} --recipe containers/{image} --wheelhouse wheelhouse/{image} "
+            f"--project . --base {row['base_image']} --out images/{engine}/{image}.json`, then reproduce again "
+            "(a rebuild with another id or digest is another image: the result is then not reproduced)")
+
+
+def _image_record(row: dict[str, Any]):
+    """An image record for `benchpipe run`, from what the provenance recorded of the image."""
+    from benchpipe.runtime.images import ImageRecord
+
+    return ImageRecord(
+        engine=row["runtime"], image=row["image"], tag=row["image_tag"], image_id=row["image_id"],
+        digest=row["image_digest"], base_image=row["base_image"], base_image_id=row["base_image_id"],
+        lock_sha256=row["lock_sha256"], wheels=json.loads(row["wheels_json"] or "{}"),
+        built_at="recorded", engine_version=row["runtime_version"] or "",
+    )
+
+
+def _run(argv: list[str], log: Path, context: _Context, what: str, kind: str) -> None:
+    """One rerun of a ``kind`` job; its provenance names the tree's config, as the workflow's job did."""
+    from benchpipe.provenance import CONFIG_SHA256_ENV, config_sha256
+
+    env = {**os.environ, CONFIG_SHA256_ENV: config_sha256(context.settings, kind)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+        raise BenchpipeError(f"{what}: the rerun failed (exit {proc.returncode}, log {log}): {tail[0]}")
+
+
+# --- the dataset ------------------------------------------------------------------------------------
+
+
+def _dataset(context: _Context, benchmark: str) -> Path:
+    """The dataset the tree's results were made from: ``--data`` if given, else prepared again; checked by sha256."""
     from benchpipe.datasets.prepare import MANIFEST, prepare
     from benchpipe.hashing import sha256_file
 
+    if benchmark in context.datasets:
+        return context.datasets[benchmark]
     bench = benchmarks.get(benchmark)
-    expected = tree / DATASETS_DIR / bench.dataset_name / MANIFEST
+    expected = context.tree / DATASETS_DIR / bench.dataset_name / MANIFEST
+    data = context.options.data
     if data is None:
-        data = work / "data" / bench.dataset_name
+        # Beside the reruns, not in one: a container job's output folder hides what lies in it.
+        data = context.work / "data" / bench.dataset_name
         if not (data / MANIFEST).is_file():
             prepare(bench, data)
     if not (data / MANIFEST).is_file():
@@ -140,29 +328,55 @@ def _dataset(tree: Path, benchmark: str, work: Path, data: Path | None) -> Path:
     if have != want:
         raise ConfigError(f"{data / MANIFEST}: sha256 {have}, the tree's results were made from {want} "
                           f"({expected}): another dataset")
-    return data
+    context.datasets[benchmark] = data.resolve()
+    return context.datasets[benchmark]
 
 
-def _train(settings: dict[str, Any], selection: Selection, seed: int, data: Path, out: Path,
-           target_file: Path | None, threads: int | None) -> None:
-    submission = settings["submission"]
-    overrides = settings.get("training", {}).get("hyperparameters", {}).get(selection.benchmark)
-    args = [sys.executable, "-m", "benchpipe.cli", "train", "--benchmark", selection.benchmark, "--data", str(data),
-            "--seed", str(seed), "--org", submission["submitter"], "--platform", selection.target,
-            "--division", submission["division"], "--status", submission["status"], "--out", str(out)]
+# --- training runs ----------------------------------------------------------------------------------
+
+
+def _reproduce_run(context: _Context, selection: Selection, work: Path) -> Comparison:
+    from benchpipe.audit import training_logs
+    from benchpipe.results.mllog_parser import parse_mllog, summarize_run
+
+    logs = training_logs(context.tree)
+    key = (selection.target, selection.benchmark, selection.run)
+    if key not in logs:
+        known = ", ".join(f"{t}/{b}/run_{r}" for t, b, r in sorted(logs)) or "none"
+        raise ConfigError(f"{context.tree}: no training run {selection} (runs in the tree: {known})")
+    result = Comparison(str(selection))
+    launcher = _launcher(context, selection, result, work)
+    if launcher is None:
+        return result
+    recorded_events = parse_mllog(logs[key])
+    recorded = summarize_run(recorded_events, logs[key])
+    if recorded.seed is None:
+        raise BenchpipeError(f"{logs[key]}: no seed logged: the run cannot be repeated")
+    out = work / "run"
+    _train(context, selection, recorded.seed, _dataset(context, selection.benchmark), out, launcher)
+    rerun_log = out / "mllog.txt"
+    rerun_events = parse_mllog(rerun_log)
+    rerun = summarize_run(rerun_events, rerun_log)
+    _compare(result, recorded, rerun, _accuracies(recorded_events), _accuracies(rerun_events),
+             context.options.time_tolerance)
+    return result
+
+
+def _train(context: _Context, selection: Selection, seed: int, data: Path, out: Path, launcher: _Launcher) -> None:
+    submission = context.settings["submission"]
+    overrides = context.settings.get("training", {}).get("hyperparameters", {}).get(selection.benchmark)
+    command = ["train", "--benchmark", selection.benchmark, "--data", str(data), "--seed", str(seed),
+               "--org", submission["submitter"], "--platform", selection.target, "--division", submission["division"],
+               "--status", submission["status"], "--out", str(out.resolve())]
+    inputs = [data]
     if overrides:
-        args += ["--hyperparameters-json", json.dumps(overrides, sort_keys=True)]
-    if target_file is not None:
-        args += ["--target-file", str(target_file)]
-    if threads is not None:
-        args += ["--threads", str(threads)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    log = out.parent / "train.log"
-    with open(log, "w") as f:
-        proc = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
-        raise BenchpipeError(f"{selection}: the rerun failed (exit {proc.returncode}, log {log}): {tail[0]}")
+        command += ["--hyperparameters-json", json.dumps(overrides, sort_keys=True)]
+    if launcher.target_file is not None:
+        command += ["--target-file", str(launcher.target_file.resolve())]
+        inputs.append(launcher.target_file.resolve())
+    if context.options.threads is not None:
+        command += ["--threads", str(context.options.threads)]
+    _run(launcher.argv(command, inputs, out.resolve()), out.parent / "train.log", context, str(selection), "train")
 
 
 def _accuracies(events) -> list[tuple[Any, float]]:
@@ -195,8 +409,121 @@ def _compare(result: Comparison, recorded, rerun, recorded_acc: list, rerun_acc:
         result.differ(f"time to train {figures}")
 
 
-def report(tree: Path, results: list[Comparison], time_tolerance: float) -> dict[str, Any]:
-    return {"tree": str(tree), "time_tolerance": time_tolerance,
+# --- LoadGen tests ----------------------------------------------------------------------------------
+
+
+def _reproduce_test(context: _Context, selection: Selection, work: Path) -> Comparison:
+    from benchpipe.audit import detail_logs
+    from benchpipe.infer.loadgen_run import ACCURACY_TXT
+    from benchpipe.results.loadgen_parser import DETAIL_LOG
+    from benchpipe.results.tables import loadgen_fields
+
+    logs = detail_logs(context.tree)
+    key = (selection.target, selection.benchmark, selection.scenario, selection.mode)
+    if key not in logs:
+        known = ", ".join("/".join(k) for k in sorted(logs)) or "none"
+        raise ConfigError(f"{context.tree}: no LoadGen test {selection} (tests in the tree: {known})")
+    log = logs[key]
+    recorded = loadgen_fields(selection.scenario, selection.mode, log, log.parent / ACCURACY_TXT)
+    result = Comparison(str(selection))
+    want = _recorded_model_sha256(context.tree, selection)
+    model = _model(context, selection, want)  # before any work: a wrong --model is the caller's error
+    launcher = _launcher(context, selection, result, work)
+    if launcher is None:
+        return result
+    scenario_dir = next(p for p in log.parents if p.name == selection.scenario)
+    calibration = _calibration(context, selection, scenario_dir, model, want, work / "calibration")
+    out = work / "out" / "test"
+    _infer(context, selection, calibration, model, out, launcher)
+    result.checks.append(f"model sha256 {want}, as recorded")
+    rerun = loadgen_fields(selection.scenario, selection.mode, out / DETAIL_LOG, out / ACCURACY_TXT)
+    _compare_test(result, selection, recorded, rerun, context.options.performance_tolerance)
+    return result
+
+
+def _recorded_model_sha256(tree: Path, selection: Selection) -> str:
+    from benchpipe.results.tables import read_partitioned, table_folder
+
+    rows = read_partitioned(tree / TABLES_DIR / table_folder("inference.parquet")).to_pylist()
+    for row in rows:
+        if (row["target"], row["benchmark"], row["scenario"], row["mode"]) == (
+                selection.target, selection.benchmark, selection.scenario, selection.mode):
+            return row["model_sha256"]
+    raise BenchpipeError(f"{tree / TABLES_DIR / 'inference'}: no row for {selection}")
+
+
+def _model(context: _Context, selection: Selection, want: str) -> Path:
+    """The ``--model`` whose SavedModel sha256 is the recorded one."""
+    from benchpipe.infer.models import savedmodel_sha256
+
+    for path in context.options.models:
+        if path not in context.model_hashes:
+            context.model_hashes[path] = savedmodel_sha256(path)
+        if context.model_hashes[path] == want:
+            return path.resolve()
+    given = "; ".join(f"{p} has sha256 {h}" for p, h in context.model_hashes.items())
+    raise ConfigError(
+        f"{selection}: served the SavedModel with sha256 {want}, which the tree does not hold: give it with "
+        f"--model DIR (e.g. the training run's model/ in the workflow's runs/)" + (f"; {given}" if given else ""))
+
+
+def _calibration(context: _Context, selection: Selection, scenario_dir: Path, model: Path, sha256: str,
+                 out: Path) -> Path:
+    """A calibration folder as `benchpipe calibrate` wrote it: the tree's user.conf and calibration, the model."""
+    from benchpipe.infer.loadgen_run import CALIBRATION, USER_CONF
+    from benchpipe.infer.models import ServedModel
+
+    recorded = context.tree / RAW_DIR / selection.target / selection.benchmark / selection.scenario / CALIBRATION
+    if not recorded.is_file():
+        raise BenchpipeError(f"{recorded}: missing: the tree does not record the calibration behind "
+                             f"{scenario_dir / USER_CONF} (packaged by an older benchpipe: package it again)")
+    measurements = json.loads((scenario_dir / "measurements.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / USER_CONF).write_bytes((scenario_dir / USER_CONF).read_bytes())
+    (out / CALIBRATION).write_bytes(recorded.read_bytes())
+    origin = "training" if measurements.get("retraining") == "yes" else "supplied"
+    ServedModel(str(model), sha256, origin, str(measurements.get("starting_weights_filename", ""))).write(out)
+    return out.resolve()
+
+
+def _infer(context: _Context, selection: Selection, calibration: Path, model: Path, out: Path,
+           launcher: _Launcher) -> None:
+    data = _dataset(context, selection.benchmark)
+    command = ["infer", "--benchmark", selection.benchmark, "--data", str(data), "--calibration", str(calibration),
+               "--scenario", str(selection.scenario), "--mode", str(selection.mode), "--out", str(out.resolve())]
+    if context.options.threads is not None:
+        command += ["--threads", str(context.options.threads)]
+    _run(launcher.argv(command, [data, calibration, model], out.resolve()), out.parent.parent / "infer.log",
+         context, str(selection), "infer")
+
+
+def _compare_test(result: Comparison, selection: Selection, recorded: dict, rerun: dict, tolerance: float) -> None:
+    if selection.mode == "accuracy":
+        if recorded["accuracy"] == rerun["accuracy"]:
+            result.checks.append(f"accuracy identical: {rerun['accuracy']}")
+        else:
+            result.differ(f"accuracy: tree {recorded['accuracy']}, rerun {rerun['accuracy']}")
+        return
+    if recorded["result_validity"] == rerun["result_validity"]:
+        result.checks.append(f"result validity {rerun['result_validity']} in both")
+    else:
+        result.differ(f"result validity: tree {recorded['result_validity']}, rerun {rerun['result_validity']} "
+                      f"({rerun['invalid_reason'] or recorded['invalid_reason']})")
+    metric, was, now = recorded["metric"], recorded["metric_value"], rerun["metric_value"]
+    if was is None or now is None or not was:
+        result.differ(f"{metric}: tree {was}, rerun {now}: cannot be compared")
+        return
+    change = now / was - 1
+    figures = f"{metric}: tree {was:g}, rerun {now:g} ({change:+.1%}; tolerance ±{tolerance:.0%})"
+    if abs(change) <= tolerance:
+        result.checks.append(figures)
+    else:
+        result.differ(figures)
+
+
+def report(tree: Path, results: list[Comparison], time_tolerance: float,
+           performance_tolerance: float = PERFORMANCE_TOLERANCE) -> dict[str, Any]:
+    return {"tree": str(tree), "time_tolerance": time_tolerance, "performance_tolerance": performance_tolerance,
             "reproduced": all(r.status == "match" for r in results), "runs": [asdict(r) for r in results]}
 
 

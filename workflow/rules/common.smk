@@ -124,6 +124,14 @@ TARGETS = config["targets"]
 SCENARIOS = config["inference"]["scenarios"]
 MODES = inference_modes(config)
 SUBMISSION_TREE = f"submissions/{SUBMISSION['round']}"
+# Each job records the part of the config it reads (provenance config_sha256, recomputed by the
+# audit from the tree's config.json). A param of the job's rule: a change to that part reruns
+# the job, so that a tree never holds results of another config than its own; a change
+# elsewhere (an inference setting, for training) does not.
+from benchpipe.provenance import CONFIG_SHA256_ENV, config_sha256
+
+TRAIN_CONFIG_ENV = f"{CONFIG_SHA256_ENV}={config_sha256(config, 'train')}"
+INFER_CONFIG_ENV = f"{CONFIG_SHA256_ENV}={config_sha256(config, 'infer')}"
 # With --software-deployment-method conda every job gets the environment `make venv` builds.
 CONDA_ENV = "../../environment.yml"
 

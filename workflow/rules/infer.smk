@@ -17,13 +17,14 @@ rule calibrate:
         model=served_model_options,
         kind=run_kind_options(),
         run_inputs=lambda wildcards, input: " ".join(f"--input {m}" for m in input.model),
+        config_env=INFER_CONFIG_ENV,
     threads: workflow.cores
     conda:
         CONDA_ENV
     log:
         "logs/calibrate/{target}/{benchmark}/{scenario}.log",
     shell:
-        "benchpipe run --target-file {input.target} --input {input.data} {params.run_inputs}"
+        "{params.config_env} benchpipe run --target-file {input.target} --input {input.data} {params.run_inputs}"
         " --output {output} -- benchpipe calibrate --benchmark {wildcards.benchmark} --data {input.data}"
         " {params.model} --scenario {wildcards.scenario} {params.kind} --threads {threads}"
         " --out {output} > {log} 2>&1"
@@ -41,13 +42,14 @@ rule infer:
         directory("runs/{target}/{benchmark}/infer/{scenario}/{mode}"),
     params:
         run_inputs=lambda wildcards, input: " ".join(f"--input {m}" for m in input.model),
+        config_env=INFER_CONFIG_ENV,
     threads: workflow.cores
     conda:
         CONDA_ENV
     log:
         "logs/infer/{target}/{benchmark}/{scenario}/{mode}.log",
     shell:
-        "benchpipe run --target-file {input.target} --input {input.data} --input {input.calibration}"
+        "{params.config_env} benchpipe run --target-file {input.target} --input {input.data} --input {input.calibration}"
         " {params.run_inputs} --output {output} -- benchpipe infer --benchmark {wildcards.benchmark}"
         " --data {input.data} --calibration {input.calibration} --scenario {wildcards.scenario}"
         " --mode {wildcards.mode} --threads {threads} --out {output} > {log} 2>&1"

@@ -16,13 +16,14 @@ rule train:
         division=SUBMISSION["division"],
         status=SUBMISSION["status"],
         hyperparameters=hyperparameters_option,
+        config_env=TRAIN_CONFIG_ENV,
     threads: workflow.cores
     conda:
         CONDA_ENV
     log:
         "logs/train/{target}/{benchmark}/run_{run}.log",
     shell:
-        "benchpipe run --target-file {input.target} --input {input.data} --input {input.target}"
+        "{params.config_env} benchpipe run --target-file {input.target} --input {input.data} --input {input.target}"
         " --output {output} -- benchpipe train --benchmark {wildcards.benchmark} --data {input.data}"
         " --seed {params.seed} --org {params.org:q} --platform {wildcards.target}"
         " --division {params.division} --status {params.status} --target-file {input.target}"

@@ -20,7 +20,7 @@ from benchpipe.config import inference_benchmarks, inference_modes
 from benchpipe.schemas import validate
 from benchpipe.errors import ValidationError
 from benchpipe.infer.compliance import COMPLIANCE_TESTS, PASS_LINE, VERIFY_ACCURACY, verify_test01, verify_test04
-from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, USER_CONF, RunKind
+from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, CALIBRATION, USER_CONF, RunKind
 from benchpipe.infer.models import read_model_record
 from benchpipe.infer.validity import check_accuracy, check_performance
 from benchpipe.package.files import copy_code, copy_file, dump_json
@@ -207,6 +207,8 @@ def write_scenario(root: Path, group: ScenarioResults, settings: dict, verdicts:
     (scenario_dir / "accuracy" / ACCURACY_LOG).write_bytes(full.read_bytes()[:ACCURACY_LOG_LIMIT])
     # The full log stays in the tree: accuracy.txt's hash line is checked against it.
     copy_file(full, root / RAW_DIR / group.target / group.benchmark / group.scenario / ACCURACY_LOG)
+    # The calibration behind user.conf (run kind, batching): what `benchpipe reproduce` re-runs a test with.
+    copy_file(perf / CALIBRATION, root / RAW_DIR / group.target / group.benchmark / group.scenario / CALIBRATION)
     for test, verification in verdicts.items():
         test_dir = group.tests[test]
         out = scenario_dir / test

@@ -4,7 +4,7 @@
     benchpipe/tables/<table>/round=.../division=.../target=.../part-0.parquet
     benchpipe/datasets/<dataset>/manifest.json
     benchpipe/compliance/rules/<benchmark>.yaml
-    benchpipe/raw/<target>/<benchmark>/<scenario>/mlperf_log_accuracy.json
+    benchpipe/raw/<target>/<benchmark>/<scenario>/{mlperf_log_accuracy.json, calibration.json}
 """
 
 from __future__ import annotations
