@@ -152,3 +152,20 @@ def test_run_kinds_from_the_config():
     development = RunKind.from_settings({"official": False, "min_duration_ms": 1000, "accuracy_samples": 10})
     assert development == RunKind(False, 1000, 10)
     assert "not valid for a round" in development.label and "first 10 samples" in development.label
+
+
+def test_an_invalid_timed_run_fails_and_leaves_nothing_for_a_rerun_to_take_as_done(cli_env, digits_data,
+                                                                                    calibrations, tmp_path):
+    """A bound no run can meet (1 us) makes the Server run INVALID: the job fails, naming why."""
+    calibration = tmp_path / "calibration"
+    shutil.copytree(calibrations["Server"], calibration)
+    conf = calibration / "user.conf"
+    conf.write_text(conf.read_text() + "digits.Server.target_latency = 0.001\n")
+    out = tmp_path / "performance"
+    proc = benchpipe(cli_env, "infer", "--benchmark", "digits", "--data", str(digits_data), "--calibration",
+                     str(calibration), "--scenario", "Server", "--mode", "performance", "--threads", "2",
+                     "--out", str(out))
+    assert proc.returncode == 1
+    assert "Server performance: LoadGen judged the run INVALID (Reduce target QPS" in proc.stderr
+    assert "p99 latency" in proc.stderr and "nothing kept, run it again" in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".performance.partial-*"))

@@ -220,8 +220,30 @@ def run_test(
         start_test(sut, qsl, settings, tmp, benchmark.inference.performance_sample_count, audit_config=audit_path)
         if test.mode == "accuracy":
             write_accuracy(tmp, qsl.labels)
+        else:
+            require_valid(tmp, test)
         model.write(tmp)
         provenance.write(tmp, data_dir)
+
+
+def require_valid(log_dir: Path, test: LoadGenTest) -> None:
+    """A timed test that LoadGen judged INVALID fails here, so that no output is kept.
+
+    Packaging would refuse it anyway; failing now leaves nothing on disk for a rerun to
+    take as done, so the workflow's retry (or the same command again) runs the test anew
+    with the same calibrated user.conf. On a shared machine one stall longer than the
+    latency bound can sink a short Server run, whatever rate calibration chose.
+    """
+    from benchpipe.infer.validity import invalid_reason
+    from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
+
+    detail = parse_detail_log(log_dir / DETAIL_LOG)
+    validity = detail.get("result_validity")
+    if validity != "VALID":
+        p99 = detail.get("result_99.00_percentile_latency_ns")
+        measured = "" if p99 is None else f"; p99 latency {p99 / 1e6:.3g} ms"
+        raise InferenceError(f"{test.scenario} {test.mode}: LoadGen judged the run {validity} "
+                             f"({invalid_reason(detail)}){measured}: nothing kept, run it again")
 
 
 def accuracy_from_log(path: Path, labels: np.ndarray) -> tuple[float, int]:

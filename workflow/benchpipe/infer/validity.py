@@ -88,7 +88,7 @@ class _Problems:
         return value
 
 
-def _invalid_reason(detail: DetailLog) -> str:
+def invalid_reason(detail: DetailLog) -> str:
     reason = str(detail.get("result_invalid_reason") or "").strip()
     if reason:
         return reason
@@ -124,7 +124,7 @@ def _check_errors(p: _Problems) -> None:
 def _check_validity(p: _Problems) -> None:
     validity = p.value("result_validity", "result_validity")
     if validity is not _MISSING and validity != "VALID":
-        p.add("result_validity", f"{validity} ({_invalid_reason(p.detail)})")
+        p.add("result_validity", f"{validity} ({invalid_reason(p.detail)})")
 
 
 def _check_seeds(p: _Problems) -> None:
