@@ -32,7 +32,6 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from benchwork import work_dir

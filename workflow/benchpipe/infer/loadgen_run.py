@@ -25,10 +25,10 @@ from benchpipe.hashing import sha256_file
 from benchpipe.infer.compliance import ACCURACY_LOG, COMPLIANCE_TESTS, audit_config
 from benchpipe.infer.models import ServedModel, input_sample_shape, read_model_record
 from benchpipe.infer.sut import RESPONSE_DTYPE, SCENARIOS
+from benchpipe.infer.validity import OFFICIAL_MIN_DURATION_MS
 
 MODES = ("performance", "accuracy")
 TEST_MODES = (*MODES, *COMPLIANCE_TESTS)
-OFFICIAL_MIN_DURATION_MS = 600_000
 USER_CONF = "user.conf"
 CALIBRATION = "calibration.json"
 AUDIT_CONFIG = "audit.config"

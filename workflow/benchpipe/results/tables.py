@@ -27,6 +27,7 @@ from benchpipe import benchmarks, layout, provenance
 from benchpipe.atomic import atomic_dir
 from benchpipe.errors import ParseError
 from benchpipe.hashing import sha256_file
+from benchpipe.infer.compliance import RESULT_KEY
 from benchpipe.infer.loadgen_run import ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS, read_calibration
 from benchpipe.infer.models import read_model_record
 from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_accuracy_txt, parse_detail_log
@@ -137,13 +138,9 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-# The figure each scenario is ranked by, as LoadGen logs it (latencies in ns).
-SCENARIO_METRIC = {
-    "Offline": "result_samples_per_second",
-    "Server": "result_completed_samples_per_sec",
-    "SingleStream": "early_stopping_latency_ss",
-    "MultiStream": "early_stopping_latency_ms",
-}
+# The figure each scenario is ranked by, as LoadGen logs it (latencies in ns): the same key the
+# compliance scripts read.
+SCENARIO_METRIC = RESULT_KEY
 
 
 # What an inference row takes from its LoadGen logs alone (an audit re-derives these from a tree).
