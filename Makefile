@@ -50,7 +50,7 @@ lint: venv
 # still fit; each image's lock is constrained by the host's, so versions agree everywhere.
 lock: venv
 	$(BIN)/python -m pip install --quiet "$(UV)"
-	$(BIN)/uv pip compile pyproject.toml --extra cpu --extra workflow --extra test $(LOCK_FLAGS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra cpu --extra workflow --extra report --extra test $(LOCK_FLAGS) -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra cpu $(IMAGE_LOCK_FLAGS) -o containers/tensorflow-cpu/requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra cuda $(IMAGE_LOCK_FLAGS) -o containers/tensorflow-cuda/requirements.lock
 

@@ -1,7 +1,7 @@
 # benchpipe: `snakemake --cores all submit` runs every stage of an MLPerf-style submission.
 # Data flow, one rule file per stage:
 #   images, datasets -> train -> infer -> parse -> package   (workflow/rules/<stage>.smk)
-#   then, on demand: audit (`snakemake --cores all audit`)
+#   then, on demand: audit (`snakemake --cores all audit`), report (`snakemake --cores all report`)
 
 from snakemake.utils import min_version, validate
 
@@ -9,6 +9,9 @@ min_version("9.0")
 
 
 configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 # Fails before any job runs, naming the offending key; defaults are filled in.
@@ -29,6 +32,7 @@ include: "workflow/rules/infer.smk"
 include: "workflow/rules/parse.smk"
 include: "workflow/rules/package.smk"
 include: "workflow/rules/audit.smk"
+include: "workflow/rules/report.smk"
 
 
 rule submit:

@@ -63,13 +63,15 @@ class Item:
 class AuditReport:
     tree: str
     items: list[Item]
+    root_sha256: str | None = None  # of the tree as verified: what the verdicts are about
 
     @property
     def passed(self) -> bool:
         return all(item.status != FAIL for item in self.items)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tree": self.tree, "passed": self.passed, "items": [asdict(item) for item in self.items]}
+        return {"tree": self.tree, "root_sha256": self.root_sha256, "passed": self.passed,
+                "items": [asdict(item) for item in self.items]}
 
     def lines(self, shown: int = 5) -> list[str]:
         out = []
@@ -86,15 +88,16 @@ def audit(tree: Path, inference_checker: Path | None = None) -> AuditReport:
     tree = Path(tree)
     if not tree.is_dir():
         raise BenchpipeError(f"{tree}: not a folder: nothing to audit")
+    roots: list[str] = []
     items = [
-        _guarded("manifest", lambda item: _manifest(tree, item)),
+        _guarded("manifest", lambda item: _manifest(tree, item, roots)),
         _guarded("json", lambda item: _json_files(tree, item)),
     ]
     seen = _Seen()
     items.append(_guarded("tables", lambda item: _tables(tree, item, seen)))
     items.append(_guarded("scores", lambda item: _scores(tree, item, seen)))
     items.append(_guarded("checkers", lambda item: _checkers(tree, item, inference_checker)))
-    return AuditReport(str(tree), items)
+    return AuditReport(str(tree), items, roots[0] if roots else None)
 
 
 @dataclass
@@ -118,7 +121,7 @@ def _guarded(name: str, check: Callable[[Item], None]) -> Item:
 # --- 1. manifest -------------------------------------------------------------------------------
 
 
-def _manifest(tree: Path, item: Item) -> None:
+def _manifest(tree: Path, item: Item, roots: list[str]) -> None:
     from benchpipe.package.manifest import TreeMismatch, verify_tree
 
     try:
@@ -131,6 +134,7 @@ def _manifest(tree: Path, item: Item) -> None:
     item.checked = verified.files
     if verified.root_sha256:
         item.reasons.append(f"root sha256 {verified.root_sha256}")
+        roots.append(verified.root_sha256)
 
 
 # --- 2. JSON files -----------------------------------------------------------------------------

@@ -236,6 +236,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "match" for r in results) else 1
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from benchpipe.report import write_report
+
+    out = args.out or args.tree.resolve().parent / f"{args.tree.resolve().name}.report.html"
+    written = write_report(args.tree, out, audit_path=args.audit, inference_checker=args.inference_checker)
+    print(f"{written.path}: {len(written.plots)} plots; audit {'PASSED' if written.audit_passed else 'FAILED'} "
+          f"({written.audit_source.rstrip('.')})")
+    return 0
+
+
 def _cmd_pack(args: argparse.Namespace) -> None:
     from benchpipe.package.archive import pack
 
@@ -463,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, help="scratch folder for the reruns (default: a new temporary one)")
     p.add_argument("--report", type=Path, help="report to write (default: <tree>.reproduce.json beside the tree)")
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("report", help="one self-contained HTML page showing a submission tree and its audit")
+    p.add_argument("tree", type=Path)
+    p.add_argument("-o", "--out", type=Path, help="page to write (default: <tree>.report.html beside the tree)")
+    p.add_argument("--audit", type=Path,
+                   help="the tree's audit report (default: <tree>.audit.json if it is about this tree, else audit now)")
+    p.add_argument("--inference-checker", type=Path, help="an mlcommons/inference checkout, when auditing now")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("pack", help="write a verified submission tree as a deterministic .tar.zst")
     p.add_argument("tree", type=Path)

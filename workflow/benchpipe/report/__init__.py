@@ -1,0 +1,80 @@
+"""``benchpipe report TREE``: one self-contained HTML page that shows a submission at a glance.
+
+Time to train per run and target, eval accuracy by epoch against the target, latency
+distributions per scenario, throughput per target, and the audit's verdicts. It reads the
+tree alone (tables, LoadGen logs, manifest). The verdicts come from an audit report about
+this very tree (its root sha256 must match the manifest's), or from an audit run now.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchpipe.errors import BenchpipeError
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    plots: list[str]  # ids of the plots in the page
+    audit_passed: bool
+    audit_source: str
+
+
+def default_audit_path(tree: Path) -> Path:
+    tree = Path(tree).resolve()
+    return tree.parent / f"{tree.name}.audit.json"
+
+
+def read_audit(path: Path, root_sha256: str | None) -> dict[str, Any]:
+    """An audit report, refused unless it is about the tree whose manifest root is ``root_sha256``."""
+    try:
+        report = json.loads(Path(path).read_text())
+        items, audited = report["items"], report.get("root_sha256")
+    except OSError as exc:
+        raise BenchpipeError(f"{path}: cannot read the audit report: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise BenchpipeError(f"{path}: not a benchpipe audit report: {exc}") from exc
+    if not isinstance(items, list):
+        raise BenchpipeError(f"{path}: 'items' must be a list")
+    if root_sha256 is None or audited != root_sha256:
+        raise BenchpipeError(f"{path}: audits the tree with root sha256 {audited}, not this one ({root_sha256}): "
+                             "run benchpipe audit again")
+    return report
+
+
+def audit_for(tree: Path, root_sha256: str | None, audit_path: Path | None,
+              inference_checker: Path | None) -> tuple[dict[str, Any], str]:
+    """(the audit report, where it came from): the one named, else the one beside the tree if it
+    is about this tree, else a new audit."""
+    from benchpipe.audit import audit
+
+    if audit_path is not None:
+        return read_audit(audit_path, root_sha256), f"Verdicts from {Path(audit_path).name}."
+    beside = default_audit_path(tree)
+    if beside.is_file():
+        try:
+            return read_audit(beside, root_sha256), f"Verdicts from {beside.name}."
+        except BenchpipeError:
+            pass  # stale or foreign: audit again rather than show verdicts about another tree
+    return audit(tree, inference_checker=inference_checker).to_dict(), "Verdicts from an audit run for this report."
+
+
+def write_report(tree: Path, out: Path, *, audit_path: Path | None = None,
+                 inference_checker: Path | None = None) -> Written:
+    from benchpipe import __version__
+    from benchpipe.atomic import atomic_file
+    from benchpipe.report.data import load
+    from benchpipe.report.figures import draw_all
+    from benchpipe.report.page import render
+
+    data = load(tree)
+    audit, source = audit_for(tree, data.root_sha256, audit_path, inference_checker)
+    plots = draw_all(data)
+    html = render(data, plots, audit, source, __version__)
+    with atomic_file(Path(out)) as f:
+        f.write(html)
+    return Written(Path(out), [p.id for p in plots], bool(audit.get("passed")), source)
