@@ -12,6 +12,11 @@ What is measured, side by side in one process, for each model:
 * Server: the highest target QPS whose short Server run was VALID in calibration's search
   (``benchpipe.infer.calibrate``, ``ServerSUT``'s dynamic batching) vs the LoadGen Offline
   rate: how much of the Offline throughput survives the latency bound.
+* Server ceiling: the same search, the same batching, with a predictor that answers at
+  once without computing (``InstantPredictor``): the highest rate LoadGen's Server
+  scheduling, its Python callback and ``ServerSUT`` sustain with no model at all. No model
+  can be served faster than this, so where it is below 0.9 x Offline the Server goal is out
+  of reach whatever the batching.
 
 Offline and SingleStream alternate LoadGen/raw, repeat after repeat (LoadGen first on
 odd repeats); the Server search runs once per model. Several LoadGen tests run in this
@@ -101,6 +106,28 @@ class Measured:
     server_note: str = ""
     server_runs: int = 0
     server_confirmed: bool = False
+    ceiling_qps: float | None = None
+    ceiling_note: str = ""
+
+
+class InstantPredictor:
+    """A CompiledPredictor's interface, answering class 0 for every sample without any work."""
+
+    def __init__(self, batch_sizes: list[int]) -> None:
+        self.batch_sizes = sorted(batch_sizes)
+        self.batch_seconds = {size: 0.0 for size in self.batch_sizes}
+
+    @property
+    def max_batch(self) -> int:
+        return self.batch_sizes[-1]
+
+    def padded_size(self, count: int) -> int:
+        return next((size for size in self.batch_sizes if size >= count), self.batch_sizes[-1])
+
+    def __call__(self, batch):
+        import numpy as np
+
+        return np.zeros(len(batch), np.int32)
 
 
 def export_digits(work: Path) -> Path:
@@ -257,7 +284,38 @@ def measure(subject: Subject, args: argparse.Namespace, work: Path) -> Measured:
     except InferenceError as exc:
         result.server_note = f"no VALID rate: {exc}"
     print(f"{subject.name} Server search: {time.perf_counter() - started:.1f} s; {result.server_note}", flush=True)
+    if result.server_valid_qps is not None:
+        server_ceiling(subject, args, work, calibration.batching, median_offline=statistics.median(result.offline_loadgen),
+                       result=result)
     return result
+
+
+def server_ceiling(subject: Subject, args: argparse.Namespace, work: Path, batching, *, median_offline: float,
+                   result: Measured) -> None:
+    """The Server search again, same batching, with InstantPredictor: LoadGen's and the SUT's own limit."""
+    from benchpipe.errors import InferenceError
+    from benchpipe.infer.calibrate import _Runs, search_server_qps, server_run
+    from benchpipe.infer.sut import predictor_batch_sizes
+
+    instant = InstantPredictor(predictor_batch_sizes(batching))
+    bound_ns = int(subject.bound_ms * 1e6)
+    runs = _Runs(work / f"{subject.name}-ceiling")
+    subject.qsl.retain = True
+    started = time.perf_counter()
+    try:
+        _, tried = search_server_qps(
+            lambda qps, ms: server_run(instant, subject.qsl, batching, qps, bound_ns, runs, subject.performance_count,
+                                       duration_ms=ms),
+            median_offline, started + args.server_budget_s, bound_ns, f"{subject.name} ceiling",
+            duration_ms=args.server_run_ms)
+        result.ceiling_qps = max(q for q, valid, _ in tried if valid)
+        result.ceiling_note = f"{len(tried)} runs: " + ", ".join(f"{q:,.0f}{'✓' if ok else '✗'}" for q, ok, _ in tried)
+    except InferenceError as exc:
+        result.ceiling_note = f"no VALID rate: {exc}"
+    finally:
+        subject.qsl.release()
+    print(f"{subject.name} Server ceiling (instant predictor): {time.perf_counter() - started:.1f} s; "
+          f"{result.ceiling_note}", flush=True)
 
 
 def fmt(x: float) -> str:
@@ -287,8 +345,14 @@ def table(subject: Subject, m: Measured, args: argparse.Namespace) -> None:
               f"{', confirmed by a longer run' if m.server_confirmed else ', unconfirmed: budget'}) |")
     else:
         print(f"| Server (p99 ≤ {subject.bound_ms:g} ms) | no VALID rate | {fmt(off_l)} (Offline) | — | |")
+    if m.ceiling_qps is not None:
+        print(f"| Server ceiling: highest VALID QPS with an instant predictor (no model) vs LoadGen Offline samples/s | "
+              f"{fmt(m.ceiling_qps)} | {fmt(off_l)} (Offline) | **{m.ceiling_qps / off_l:.3f}** | "
+              f"the most any model could reach through LoadGen and ServerSUT here |")
     print()
     print(f"Server search: {m.server_note}.")
+    if m.ceiling_note:
+        print(f"Server ceiling search: {m.ceiling_note}.")
     if any(v != "VALID" for v in m.validity):
         print(f"LoadGen validity of the Offline/SingleStream runs: {', '.join(m.validity)} "
               f"(min_duration {args.duration_ms} ms; short runs are for development only).")
