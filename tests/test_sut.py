@@ -509,6 +509,18 @@ def test_server_search_brackets_bisects_confirms_and_names_what_it_saw():
     once, twice = 900 * (1 - SAFETY_MARGIN), 900 * (1 - SAFETY_MARGIN) ** 2
     assert seen == [(900, 500), (round(once), 1000), (round(twice), 1000)] and target == pytest.approx(twice)
 
+    # A host whose stalls keep p99 past the margin (7 ms of 10) at every rate, within the bound:
+    # the highest rate LoadGen judged VALID stands in, and LoadGen's verdict confirms it.
+    seen.clear()
+
+    def stalled(qps, duration_ms):
+        seen.append((round(qps), duration_ms))
+        return ServerOutcome(False, 8_400_000, qps, within_bound=qps <= 1000)
+
+    target, tried = search_server_qps(stalled, 4000.0, far, 10_000_000, "test", max_runs=4, duration_ms=500)
+    assert [q for q, _ in seen] == [4000, 2000, 1000, 500, 850] and not any(ok for _, ok, _ in tried)
+    assert target == pytest.approx(1000 * (1 - SAFETY_MARGIN))
+
     never = lambda qps, ms: ServerOutcome(False, 50_000_000, qps)  # noqa: E731 -- not overloaded, always too slow
     with pytest.raises(InferenceError, match=r"test: no Server rate tried \(4000, 2000, 1000 queries/s\)"
                                              r".*10 ms p99 bound; the best p99 seen was 50\.00 ms: the bound cannot"):
