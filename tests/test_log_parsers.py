@@ -404,6 +404,14 @@ def test_a_fuzzed_log_reads_the_same_on_every_path(tmp_path):
     assert columns_of(path, rows=97) == columns_from_events(path)
 
 
+@pytest.mark.parametrize("index", range(len(EDGE_RECORDS)))
+def test_one_edge_record_among_mllogs_own_lines_reads_the_same(tmp_path, index):
+    """Each edge record between lines of mllog's own shape: the fast path must let it, and only it, pass by."""
+    clean = [canonical(str(i), '{"epoch_num": %d, "file": "t.py"}' % i) for i in range(3)]
+    path = write(tmp_path, b"\n".join([*clean, b"Epoch 1/3", EDGE_RECORDS[index], *clean]) + b"\n")
+    assert columns_of(path) == columns_from_events(path)
+
+
 @pytest.mark.parametrize("block", [1, 7, 64, 1000])
 def test_blocks_cut_anywhere_read_the_same(tmp_path, monkeypatch, block):
     path = edge_log(tmp_path)
