@@ -23,6 +23,19 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class SlurmRequest:
+    """What a target's jobs ask SLURM for (target.schema.json's slurm); None: the default."""
+
+    partition: str | None = None
+    account: str | None = None
+    gpu_model: str | None = None
+    cpus_per_task: int | None = None
+    mem_mb: int | None = None
+    runtime_min: int | None = None
+    constraint: str | None = None
+
+
+@dataclass(frozen=True)
 class TrainingDevices:
     """How training uses the target's devices: a tf.distribute strategy, a precision and thread counts.
 
@@ -50,6 +63,7 @@ class Target:
     ulimits: dict[str, str] = field(default_factory=dict)
     system: dict[str, str] = field(default_factory=dict)
     training: TrainingDevices = field(default_factory=TrainingDevices)
+    slurm: SlurmRequest = field(default_factory=SlurmRequest)
 
     @property
     def containerized(self) -> bool:
@@ -90,6 +104,7 @@ def load_target(path: Path) -> Target:
         ulimits=dict(data["ulimits"]),
         system=dict(data["system"]),
         training=TrainingDevices(**data["training"]),
+        slurm=SlurmRequest(**data["slurm"]),
     )
 
 

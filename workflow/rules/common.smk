@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 from benchpipe import benchmarks as bp_benchmarks
+from benchpipe.cluster import resource_names, slurm_resources
 from benchpipe.config import check_config, check_inference_settings, inference_benchmarks, inference_modes, load_target
 from benchpipe.errors import ConfigError, DatasetError, RuntimeSetupError
 
@@ -156,6 +157,18 @@ def run_seed(wildcards):
 
 def target_file(wildcards):
     return str(targets_dir() / f"{wildcards.target}.yaml")
+
+
+def slurm_resource(name):
+    """One of a per-target job's SLURM resources (benchpipe.cluster); None leaves it out."""
+    return lambda wildcards: slurm_resources(TARGET_SPECS[wildcards.target]).get(name)
+
+
+# Every per-target job's resources: what its target's slurm section asks for.
+try:
+    TARGET_RESOURCES = {name: slurm_resource(name) for name in resource_names(list(TARGET_SPECS.values()))}
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 def recipe_path(image, name=""):

@@ -19,6 +19,8 @@ rule calibrate:
         run_inputs=lambda wildcards, input: " ".join(f"--input {m}" for m in input.model),
         config_env=INFER_CONFIG_ENV,
     threads: workflow.cores
+    resources:
+        **TARGET_RESOURCES,
     conda:
         CONDA_ENV
     log:
@@ -44,6 +46,8 @@ rule infer:
         run_inputs=lambda wildcards, input: " ".join(f"--input {m}" for m in input.model),
         config_env=INFER_CONFIG_ENV,
     threads: workflow.cores
+    resources:
+        **TARGET_RESOURCES,
     # A timed test LoadGen judges INVALID fails and keeps nothing (docs/inference.md): one stall
     # of a shared machine can sink a short Server run, so it runs again with the same user.conf.
     retries: 2

@@ -18,6 +18,8 @@ rule train:
         hyperparameters=hyperparameters_option,
         config_env=TRAIN_CONFIG_ENV,
     threads: workflow.cores
+    resources:
+        **TARGET_RESOURCES,
     conda:
         CONDA_ENV
     log:

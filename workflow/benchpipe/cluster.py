@@ -1,0 +1,55 @@
+"""What a hardware target's jobs ask SLURM for, as snakemake-executor-plugin-slurm's resources.
+
+The rules of per-target jobs (train, calibrate, infer) take every name of SLURM_RESOURCES
+from here; a name a target leaves unset is left out of the job (the profile's or the
+cluster's default applies). GPUs are the target's devices, requested as ``gpu`` (with
+``gpu_model``): the plugin turns that into ``sbatch --gpus``. It reads no ``gpus`` resource,
+and a job asking for one would run without GPUs and without a word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from benchpipe.config import Target
+from benchpipe.errors import ConfigError
+
+SLURM_RESOURCES = ("slurm_partition", "slurm_account", "gpu", "gpu_model", "cpus_per_task", "mem_mb", "runtime",
+                   "constraint")
+
+
+# Snakemake converts these units, so a job cannot leave them out once another job sets them:
+# resource name -> the target key that sets it.
+_CONVERTED = {"mem_mb": "slurm.mem_mb", "runtime": "slurm.runtime_min"}
+
+
+def resource_names(targets: Sequence[Target]) -> list[str]:
+    """The resources the per-target rules take: those that any of ``targets`` sets.
+
+    Memory and time must then be set by every one of them (a ConfigError names who lacks it).
+    """
+    asked = [slurm_resources(target) for target in targets]
+    used = {name for request in asked for name in request}
+    for name, key in _CONVERTED.items():
+        lacking = [t.name for t, request in zip(targets, asked) if name not in request]
+        if name in used and lacking:
+            setting = ", ".join(t.name for t, request in zip(targets, asked) if name in request)
+            raise ConfigError(f"targets {setting} set {key} but {', '.join(lacking)} do not: a run's targets set "
+                              f"{key} all or none")
+    return [name for name in SLURM_RESOURCES if name in used]
+
+
+def slurm_resources(target: Target) -> dict[str, int | str]:
+    """The plugin's resources for one job of ``target``: only those it sets."""
+    request = target.slurm
+    wanted: dict[str, int | str | None] = {
+        "slurm_partition": request.partition,
+        "slurm_account": request.account,
+        "gpu": target.gpus or None,
+        "gpu_model": request.gpu_model if target.gpus else None,
+        "cpus_per_task": request.cpus_per_task,
+        "mem_mb": request.mem_mb,
+        "runtime": request.runtime_min,
+        "constraint": request.constraint,
+    }
+    return {name: value for name, value in wanted.items() if value is not None}
