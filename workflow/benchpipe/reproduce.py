@@ -209,14 +209,21 @@ def _launcher(context: _Context, selection: Selection, result: Comparison, work:
     return _Launcher(target_file, images)
 
 
-def _provenance_row(tree: Path, selection: Selection) -> dict[str, Any]:
+def _table_row(tree: Path, table: str, wanted: dict[str, Any], what: str) -> dict[str, Any]:
+    """The row of the tree's ``table`` whose columns hold ``wanted``; an error naming the table if none."""
     from benchpipe.results.tables import read_partitioned, table_folder
 
-    rows = read_partitioned(tree / TABLES_DIR / table_folder("provenance.parquet")).to_pylist()
-    for row in rows:
-        if (row["target"], row["benchmark"], row["job"]) == (selection.target, selection.benchmark, selection.job):
+    folder = tree / TABLES_DIR / table_folder(table)
+    for row in read_partitioned(folder).to_pylist():
+        if all(row[column] == value for column, value in wanted.items()):
             return row
-    raise BenchpipeError(f"{tree / TABLES_DIR / 'provenance'}: no row for {selection} (job {selection.job})")
+    raise BenchpipeError(f"{folder}: no row for {what}")
+
+
+def _provenance_row(tree: Path, selection: Selection) -> dict[str, Any]:
+    return _table_row(tree, "provenance.parquet",
+                      {"target": selection.target, "benchmark": selection.benchmark, "job": selection.job},
+                      f"{selection} (job {selection.job})")
 
 
 def _target_file(context: _Context, selection: Selection, row: dict[str, Any]) -> Path:
@@ -442,14 +449,9 @@ def _reproduce_test(context: _Context, selection: Selection, work: Path) -> Comp
 
 
 def _recorded_model_sha256(tree: Path, selection: Selection) -> str:
-    from benchpipe.results.tables import read_partitioned, table_folder
-
-    rows = read_partitioned(tree / TABLES_DIR / table_folder("inference.parquet")).to_pylist()
-    for row in rows:
-        if (row["target"], row["benchmark"], row["scenario"], row["mode"]) == (
-                selection.target, selection.benchmark, selection.scenario, selection.mode):
-            return row["model_sha256"]
-    raise BenchpipeError(f"{tree / TABLES_DIR / 'inference'}: no row for {selection}")
+    wanted = {"target": selection.target, "benchmark": selection.benchmark, "scenario": selection.scenario,
+              "mode": selection.mode}
+    return _table_row(tree, "inference.parquet", wanted, str(selection))["model_sha256"]
 
 
 def _model(context: _Context, selection: Selection, want: str) -> Path:

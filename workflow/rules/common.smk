@@ -159,9 +159,13 @@ def target_file(wildcards):
     return str(targets_dir() / f"{wildcards.target}.yaml")
 
 
+# Each target's SLURM resources (benchpipe.cluster), once: every job's resource looks them up.
+SLURM_REQUESTS = {name: slurm_resources(spec) for name, spec in TARGET_SPECS.items()}
+
+
 def slurm_resource(name):
-    """One of a per-target job's SLURM resources (benchpipe.cluster); None leaves it out."""
-    return lambda wildcards: slurm_resources(TARGET_SPECS[wildcards.target]).get(name)
+    """One of a per-target job's SLURM resources; None leaves it out."""
+    return lambda wildcards: SLURM_REQUESTS[wildcards.target].get(name)
 
 
 # Every per-target job's resources: what its target's slurm section asks for.
