@@ -25,6 +25,21 @@ except WorkflowError:
 
 
 include: "workflow/rules/common.smk"
+
+
+# On a cluster these run where snakemake runs (the login node), not as jobs: images need the
+# registry, the wheel index and the engine; the rest only read and write small files, and a
+# job's queueing would cost more than its work.
+localrules:
+    wheelhouse,
+    image,
+    sif,
+    parse,
+    package,
+    submit,
+    audit,
+    report,
+
 include: "workflow/rules/images.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"

@@ -32,7 +32,7 @@ TARGET_SPECS = {name: load_target(targets_dir() / f"{name}.yaml") for name in co
 try:
     from benchpipe.runtime.launch import preflight
 
-    preflight(list(TARGET_SPECS.values()), config["containers"]["base_image"], Path("images"))
+    preflight(list(TARGET_SPECS.values()), config["containers"]["base_image"], Path(config["cluster"]["images_dir"]))
 except RuntimeSetupError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -114,7 +114,11 @@ except (ConfigError, DatasetError) as exc:
     raise WorkflowError(str(exc)) from None
 
 if workflow.is_main_process:
+    from benchpipe.cluster import mend_slurm_status_query
     from benchpipe.resume import hold_workflow_lock
+
+    # A job stopped by scancel must fail the run, not hang it: see there.
+    mend_slurm_status_query()
 
     # Held until this process ends; see benchpipe/resume.py.
     WORKFLOW_LOCK = hold_workflow_lock(Path(".snakemake"))
@@ -163,16 +167,40 @@ def target_file(wildcards):
 SLURM_REQUESTS = {name: slurm_resources(spec) for name, spec in TARGET_SPECS.items()}
 
 
+def all_cores():
+    """--cores of a local run; None in a cluster run, which has no such total (each job asks for its own)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
+def target_threads(wildcards):
+    """A run takes every core it is given: its target's slurm.cpus_per_task, or the machine's.
+
+    (A cluster job of a target without cpus_per_task gets one CPU: docs/hpc.md.)
+    """
+    return SLURM_REQUESTS[wildcards.target].get("cpus_per_task") or all_cores() or 1
+
+
 def slurm_resource(name):
     """One of a per-target job's SLURM resources; None leaves it out."""
     return lambda wildcards: SLURM_REQUESTS[wildcards.target].get(name)
 
 
+# Every job's TMPDIR: cluster.scratch_dir where set (Snakemake exports its tmpdir resource).
+SCRATCH = {"tmpdir": config["cluster"]["scratch_dir"]} if config["cluster"]["scratch_dir"] else {}
 # Every per-target job's resources: what its target's slurm section asks for.
 try:
-    TARGET_RESOURCES = {name: slurm_resource(name) for name in resource_names(list(TARGET_SPECS.values()))}
+    TARGET_RESOURCES = {name: slurm_resource(name) for name in resource_names(list(TARGET_SPECS.values()))} | SCRATCH
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+# Dataset steps need no accelerator: cluster.cpu_partition, or the cluster's default.
+CPU_RESOURCES = SCRATCH | (
+    {"slurm_partition": config["cluster"]["cpu_partition"]} if config["cluster"]["cpu_partition"] else {}
+)
+# Image records and SIFs: built once, before any job, where every node sees them.
+IMAGES_DIR = config["cluster"]["images_dir"]
 
 
 def recipe_path(image, name=""):
@@ -181,7 +209,7 @@ def recipe_path(image, name=""):
 
 def image_record_of(target):
     spec = TARGET_SPECS[target]
-    return [f"images/{spec.runtime}/{spec.image}.json"] if spec.containerized else []
+    return [f"{IMAGES_DIR}/{spec.runtime}/{spec.image}.json"] if spec.containerized else []
 
 
 def image_record(wildcards):

@@ -6,6 +6,8 @@ rule datasets:
         directory("data/{benchmark}"),
     params:
         options=datasets_options,
+    resources:
+        **CPU_RESOURCES,
     conda:
         CONDA_ENV
     log:
@@ -25,7 +27,9 @@ if config["datasets"]["imagenet"]:
             directory("data/imagenet"),
         params:
             options=imagenet_options,
-        threads: config["datasets"]["workers"] or workflow.cores
+        resources:
+            **CPU_RESOURCES,
+        threads: config["datasets"]["workers"] or all_cores() or 1
         conda:
             CONDA_ENV
         log:

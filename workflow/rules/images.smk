@@ -25,13 +25,13 @@ rule image:
         source=PACKAGE_SOURCES,
         pyproject=Path(workflow.basedir, "pyproject.toml"),
     output:
-        "images/{engine}/{image}.json",
+        f"{IMAGES_DIR}/{{engine}}/{{image}}.json",
     params:
         recipe=lambda wildcards, input: Path(input.dockerfile).parent,
         project=lambda wildcards, input: Path(input.pyproject).parent,
         base=config["containers"]["base_image"],
     # A build takes the machine: nothing it would slow down is measured alongside it.
-    threads: workflow.cores
+    threads: all_cores() or 1
     conda:
         CONDA_ENV
     log:
@@ -44,11 +44,11 @@ rule image:
 
 rule sif:
     input:
-        "images/docker/{image}.json",
+        f"{IMAGES_DIR}/docker/{{image}}.json",
     output:
-        record="images/apptainer/{image}.json",
-        sif="images/apptainer/{image}.sif",
-    threads: workflow.cores
+        record=f"{IMAGES_DIR}/apptainer/{{image}}.json",
+        sif=f"{IMAGES_DIR}/apptainer/{{image}}.sif",
+    threads: all_cores() or 1
     conda:
         CONDA_ENV
     log:

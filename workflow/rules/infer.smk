@@ -18,7 +18,8 @@ rule calibrate:
         kind=run_kind_options(),
         run_inputs=lambda wildcards, input: " ".join(f"--input {m}" for m in input.model),
         config_env=INFER_CONFIG_ENV,
-    threads: workflow.cores
+        images=IMAGES_DIR,
+    threads: target_threads
     resources:
         **TARGET_RESOURCES,
     conda:
@@ -26,7 +27,8 @@ rule calibrate:
     log:
         "logs/calibrate/{target}/{benchmark}/{scenario}.log",
     shell:
-        "{params.config_env} benchpipe run --target-file {input.target} --input {input.data} {params.run_inputs}"
+        "{params.config_env} benchpipe run --images {params.images:q}"
+        " --target-file {input.target} --input {input.data} {params.run_inputs}"
         " --output {output} -- benchpipe calibrate --benchmark {wildcards.benchmark} --data {input.data}"
         " {params.model} --scenario {wildcards.scenario} {params.kind} --threads {threads}"
         " --out {output} > {log} 2>&1"
@@ -45,7 +47,8 @@ rule infer:
     params:
         run_inputs=lambda wildcards, input: " ".join(f"--input {m}" for m in input.model),
         config_env=INFER_CONFIG_ENV,
-    threads: workflow.cores
+        images=IMAGES_DIR,
+    threads: target_threads
     resources:
         **TARGET_RESOURCES,
     # A timed test LoadGen judges INVALID fails and keeps nothing (docs/inference.md): one stall
@@ -56,7 +59,8 @@ rule infer:
     log:
         "logs/infer/{target}/{benchmark}/{scenario}/{mode}.log",
     shell:
-        "{params.config_env} benchpipe run --target-file {input.target} --input {input.data} --input {input.calibration}"
+        "{params.config_env} benchpipe run --images {params.images:q}"
+        " --target-file {input.target} --input {input.data} --input {input.calibration}"
         " {params.run_inputs} --output {output} -- benchpipe infer --benchmark {wildcards.benchmark}"
         " --data {input.data} --calibration {input.calibration} --scenario {wildcards.scenario}"
         " --mode {wildcards.mode} --threads {threads} --out {output} > {log} 2>&1"

@@ -12,12 +12,17 @@ rule describe_system:
         submitter=SUBMISSION["submitter"],
         division=SUBMISSION["division"],
         status=SUBMISSION["status"],
+        images=IMAGES_DIR,
+    # Described where the target's runs run: on a cluster, a node of its partition.
+    resources:
+        **TARGET_RESOURCES,
     conda:
         CONDA_ENV
     log:
         "logs/system/{target}.log",
     shell:
-        "benchpipe run --target-file {input.target} --input {input.target} --output {output} --"
+        "benchpipe run --images {params.images:q}"
+        " --target-file {input.target} --input {input.target} --output {output} --"
         " benchpipe system --target-file {input.target} --submitter {params.submitter:q}"
         " --division {params.division} --status {params.status} --out {output} > {log} 2>&1"
 

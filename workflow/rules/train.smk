@@ -17,7 +17,8 @@ rule train:
         status=SUBMISSION["status"],
         hyperparameters=hyperparameters_option,
         config_env=TRAIN_CONFIG_ENV,
-    threads: workflow.cores
+        images=IMAGES_DIR,
+    threads: target_threads
     resources:
         **TARGET_RESOURCES,
     conda:
@@ -25,7 +26,8 @@ rule train:
     log:
         "logs/train/{target}/{benchmark}/run_{run}.log",
     shell:
-        "{params.config_env} benchpipe run --target-file {input.target} --input {input.data} --input {input.target}"
+        "{params.config_env} benchpipe run --images {params.images:q}"
+        " --target-file {input.target} --input {input.data} --input {input.target}"
         " --output {output} -- benchpipe train --benchmark {wildcards.benchmark} --data {input.data}"
         " --seed {params.seed} --org {params.org:q} --platform {wildcards.target}"
         " --division {params.division} --status {params.status} --target-file {input.target}"
