@@ -68,3 +68,19 @@ def test_every_result_of_the_workflows_tree_names_its_config(submitted):
     for row in rows:
         assert row["config_sha256"] == recomputed(config, row["job"].split("/")[0]), row["job"]
     assert len({r["config_sha256"] for r in rows}) == 2  # one for training, one for inference
+
+
+def test_a_job_records_the_slurm_job_it_ran_in(tmp_path, monkeypatch):
+    monkeypatch.delenv("BENCHPIPE_PROVENANCE", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert provenance.write(tmp_path)["slurm_job_id"] is None  # outside SLURM
+    monkeypatch.setenv("SLURM_JOB_ID", "4711")
+    provenance.write(tmp_path)
+    assert provenance.read(tmp_path)["slurm_job_id"] == "4711"
+    monkeypatch.setenv("SLURM_JOB_ID", "47 11")
+    with pytest.raises(RuntimeSetupError, match="SLURM_JOB_ID='47 11': not a SLURM job id"):
+        provenance.write(tmp_path)
+    # A file from before jobs ran on clusters reads as made outside SLURM; other keys stay required.
+    older = {key: None for key in provenance.FIELDS if key != "slurm_job_id"}
+    (tmp_path / "provenance.json").write_text(json.dumps(older))
+    assert provenance.read(tmp_path)["slurm_job_id"] is None

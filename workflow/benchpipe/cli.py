@@ -267,6 +267,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from benchpipe.runtime.launch import launch
 
     command = args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command
+    if job_id := os.environ.get("SLURM_JOB_ID"):
+        # The line an admin's `sacct -j` starts from when a job's log says something went wrong.
+        log.info("SLURM job %s on %s (partition %s)", job_id, os.environ.get("SLURMD_NODENAME", "?"),
+                 os.environ.get("SLURM_JOB_PARTITION", "?"))
     return launch(load_target(args.target_file), command, args.input, args.output, args.images)
 
 

@@ -41,8 +41,10 @@ FIELDS = (
     "base_image_id", "lock_sha256", "wheels", "sif_sha256", "host_driver_version", "host_cuda_version",
     "python_version", "tensorflow_version", "tensorflow_cuda_build", "packages_sha256",
     "dataset_manifest_sha256", "benchpipe_version", "loadgen_version", "mlperf_logging_version",
-    "code_commit", "code_dirty", "config_sha256",
+    "code_commit", "code_dirty", "config_sha256", "slurm_job_id",
 )
+# Fields an older benchpipe did not write, read as null (the others must be there).
+_ADDED_SINCE = ("slurm_job_id",)
 # Set by the workflow's rules for every job (the Snakefile's validated config, canonical_config).
 CONFIG_SHA256_ENV = "BENCHPIPE_CONFIG_SHA256"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -94,6 +96,16 @@ def code_state() -> dict[str, Any]:
     return {"code_commit": commit.strip(), "code_dirty": None if status is None else bool(status.strip())}
 
 
+def slurm_job_id() -> str | None:
+    """The SLURM job the result was made in (an auditor's `sacct -j` finds it); None outside SLURM."""
+    value = os.environ.get("SLURM_JOB_ID") or None
+    if value is not None and not value.isdigit():
+        from benchpipe.errors import RuntimeSetupError
+
+        raise RuntimeSetupError(f"SLURM_JOB_ID={value!r}: not a SLURM job id (digits)")
+    return value
+
+
 def canonical_config(settings: Any) -> bytes:
     """The config as one byte string: sorted keys, no whitespace, ASCII (json.dumps' escapes)."""
     return json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
@@ -139,7 +151,7 @@ def handed_config_sha256() -> str | None:
 def runtime_fields(runtime: str, runtime_version: str, record: Any | None) -> dict[str, Any]:
     """The host side's half: handed to the job through the environment."""
     fields: dict[str, Any] = {"runtime": runtime, "runtime_version": runtime_version, **host_gpu(), **code_state(),
-                              "config_sha256": handed_config_sha256()}
+                              "config_sha256": handed_config_sha256(), "slurm_job_id": slurm_job_id()}
     if record is not None:
         fields.update({
             "image": record.image, "image_tag": record.tag, "image_id": record.image_id,
@@ -215,6 +227,9 @@ def read(directory: Path) -> dict[str, Any]:
         raise ParseError(f"{path}: missing: the job that wrote {directory} recorded no provenance") from exc
     except json.JSONDecodeError as exc:
         raise ParseError(f"{path}: not JSON: {exc}") from exc
+    # Recorded since jobs run on clusters; files from before ran outside SLURM.
+    for key in _ADDED_SINCE:
+        data.setdefault(key, None)
     if missing := [k for k in FIELDS if k not in data]:
         # An older benchpipe's file (before config_sha256, say): trees are regenerated, not patched.
         raise ParseError(f"{path}: missing key(s) {', '.join(missing)}: re-run the job that wrote {directory}")
