@@ -87,3 +87,22 @@ def test_the_rules_give_each_job_its_targets_resources_and_never_gpus(tmp_path, 
         else:
             assert asked["slurm_partition"] == "cpu" and "gpu" not in asked, resources
             assert (asked["mem_mb"], asked["runtime"]) == ("8000", "30")
+
+
+def test_a_job_stopped_by_scancel_reads_as_cancelled_to_the_plugin(monkeypatch):
+    import asyncio
+    import logging
+
+    import snakemake_executor_plugin_slurm as plugin
+
+    from benchpipe.cluster import mend_slurm_status_query
+
+    # sacct's own spelling of a job scancel stopped, and of one that ended well.
+    sacct = "printf '7|CANCELLED by 1000\\n8|COMPLETED\\n9|TIMEOUT\\n'"
+    monkeypatch.setattr(plugin, "query_job_status", plugin.query_job_status)  # restored afterwards
+    states, _ = asyncio.run(plugin.query_job_status(sacct, logging.getLogger("test")))
+    assert states["7"] == "CANCELLED by 1000"  # what the plugin compares with CANCELLED, and waits on
+    assert mend_slurm_status_query() is True
+    assert mend_slurm_status_query() is False  # once
+    states, _ = asyncio.run(plugin.query_job_status(sacct, logging.getLogger("test")))
+    assert states == {"7": "CANCELLED", "8": "COMPLETED", "9": "TIMEOUT"}

@@ -9,7 +9,9 @@ and a job asking for one would run without GPUs and without a word.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from typing import Any
 
 from benchpipe.config import Target
 from benchpipe.errors import ConfigError
@@ -53,3 +55,27 @@ def slurm_resources(target: Target) -> dict[str, int | str]:
         "constraint": request.constraint,
     }
     return {name: value for name, value in wanted.items() if value is not None}
+
+
+def mend_slurm_status_query() -> bool:
+    """Make snakemake-executor-plugin-slurm see a cancelled job as failed; True if it was mended.
+
+    The plugin (2.8.0) compares sacct's state with CANCELLED, but sacct spells a job that
+    scancel stopped ``CANCELLED by <uid>``: the plugin then takes it for running and the
+    workflow waits forever. Only the state's first word is compared from here on. Applied by
+    the workflow's main process where the plugin is loaded (a run with `--executor slurm`).
+    """
+    plugin = sys.modules.get("snakemake_executor_plugin_slurm")
+    query = getattr(plugin, "query_job_status", None)
+    if query is None or getattr(query, "mended", False):
+        return False
+
+    async def first_word_of_state(command: str, logger: Any) -> tuple[dict[str, str] | None, float | None]:
+        states, seconds = await query(command, logger)
+        if states is not None:
+            states = {job: state.split(" by ", 1)[0] for job, state in states.items()}
+        return states, seconds
+
+    first_word_of_state.mended = True  # type: ignore[attr-defined]
+    plugin.query_job_status = first_word_of_state  # type: ignore[union-attr]
+    return True
