@@ -115,13 +115,17 @@ except (ConfigError, DatasetError) as exc:
 
 if workflow.is_main_process:
     from benchpipe.cluster import mend_slurm_status_query
-    from benchpipe.resume import hold_workflow_lock
+    from benchpipe.resume import WorkflowRunning, hold_workflow_lock
 
     # A job stopped by scancel must fail the run, not hang it: see there.
     mend_slurm_status_query()
 
-    # Held until this process ends; see benchpipe/resume.py.
-    WORKFLOW_LOCK = hold_workflow_lock(Path(".snakemake"))
+    # Held until this process ends; see benchpipe/resume.py. A dry run changes nothing: it
+    # may look at a live run's directory.
+    try:
+        WORKFLOW_LOCK = None if workflow.dryrun else hold_workflow_lock(Path(".snakemake"))
+    except WorkflowRunning as exc:
+        raise WorkflowError(str(exc)) from None
 
 SUBMISSION = config["submission"]
 BENCHMARKS = config["benchmarks"]
