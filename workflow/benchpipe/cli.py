@@ -101,11 +101,19 @@ def _cmd_train(args: argparse.Namespace) -> None:
     overrides = _json_option(args.hyperparameters_json, "--hyperparameters-json")
     # The same checks as before the workflow's first job: a run by hand is held to the rules too.
     benchmark = resolve_hyperparameters(args.benchmark, {args.benchmark: overrides}, args.division)
-    devices = load_target(args.target_file).training if args.target_file else TrainingDevices()
+    target = load_target(args.target_file) if args.target_file else None
+    devices = target.training if target else TrainingDevices()
+    out = args.out
+    if devices.distribution == "multi_worker":
+        from benchpipe.train.devices import slurm_worker, task_output
+
+        worker = slurm_worker(target.gpus)  # before TensorFlow sees a GPU
+        log.info("task %d of %d: %s", worker.rank, worker.workers, "writes the run" if worker.chief else "trains")
+        out = task_output(args.out, worker)
     outcome = train_run(
         benchmark,
         args.data,
-        args.out,
+        out,
         seed=args.seed,
         submission=Submission(args.org, args.platform, args.division, args.status),
         threads=args.threads,
@@ -271,7 +279,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # The line an admin's `sacct -j` starts from when a job's log says something went wrong.
         log.info("SLURM job %s on %s (partition %s)", job_id, os.environ.get("SLURMD_NODENAME", "?"),
                  os.environ.get("SLURM_JOB_PARTITION", "?"))
-    return launch(load_target(args.target_file), command, args.input, args.output, args.images)
+    return launch(load_target(args.target_file), command, args.input, args.output, args.images, args.across_nodes)
+
+
+def _cmd_slurm_task(args: argparse.Namespace) -> int:
+    from benchpipe.cluster import apptainer_task_env
+
+    command = args.task_command[1:] if args.task_command[:1] == ["--"] else args.task_command
+    if not command:
+        raise ConfigError("benchpipe slurm-task: no command after --")
+    os.environ.update(apptainer_task_env(dict(os.environ)))
+    os.execvp(command[0], command)
 
 
 def _cmd_image_wheelhouse(args: argparse.Namespace) -> None:
@@ -427,8 +445,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, default=Path("images"), help="folder of image records (images/<engine>/<image>.json)")
     p.add_argument("--input", type=Path, action="append", default=[], help="a path the command reads (repeat)")
     p.add_argument("--output", type=Path, required=True, help="the one path the command writes")
+    p.add_argument("--across-nodes", action="store_true",
+                   help="a training run of a target with slurm.nodes > 1: srun starts CMD on every node")
     p.add_argument("job_command", nargs=argparse.REMAINDER, metavar="-- CMD", help="the command to run")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "slurm-task", help="run CMD (apptainer exec ...) with this SLURM task's variables passed into the container",
+        description="Started by srun on every node of a multi-node run: SlurmClusterResolver in the container "
+        "needs each task's own SLURM_PROCID and step layout, which apptainer --cleanenv would drop.",
+    )
+    p.add_argument("task_command", nargs=argparse.REMAINDER, metavar="-- CMD")
+    p.set_defaults(func=_cmd_slurm_task)
 
     p = sub.add_parser("image", help="container images: wheelhouse, build, apptainer SIF")
     image = p.add_subparsers(dest="image_command", required=True)

@@ -33,6 +33,7 @@ class SlurmRequest:
     mem_mb: int | None = None
     runtime_min: int | None = None
     constraint: str | None = None
+    nodes: int = 1
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,13 @@ def load_target(path: Path) -> Target:
         raise ConfigError(str(exc)) from exc
     if data["name"] != path.stem:
         raise ConfigError(f"{path}: key 'name' is '{data['name']}' but the file is named '{path.stem}'")
+    nodes, distribution = data["slurm"]["nodes"], data["training"]["distribution"]
+    if (nodes > 1) != (distribution == "multi_worker"):
+        raise ConfigError(f"{path}: slurm.nodes is {nodes} and training.distribution is {distribution}: "
+                          "training across nodes is multi_worker, and multi_worker needs more than one node")
+    if nodes > 1 and data["runtime"] not in ("local", "apptainer"):
+        raise ConfigError(f"{path}: slurm.nodes is {nodes}, but runtime {data['runtime']} cannot start one task "
+                          "per GPU on every node through srun: use apptainer (or local)")
     return Target(
         name=data["name"],
         runtime=data["runtime"],

@@ -187,6 +187,19 @@ def target_threads(wildcards):
     return SLURM_REQUESTS[wildcards.target].get("cpus_per_task") or all_cores() or 1
 
 
+# Training runs across slurm.nodes: one task per GPU, started by srun inside the job.
+TRAIN_SLURM_REQUESTS = {name: slurm_resources(spec, training=True) for name, spec in TARGET_SPECS.items()}
+
+
+def train_threads(wildcards):
+    """Each task's share of cpus_per_task where a run spans nodes; as target_threads otherwise."""
+    return TRAIN_SLURM_REQUESTS[wildcards.target].get("cpus_per_task") or all_cores() or 1
+
+
+def across_nodes_option(wildcards):
+    return "--across-nodes" if TARGET_SPECS[wildcards.target].slurm.nodes > 1 else ""
+
+
 def slurm_resource(name):
     """One of a per-target job's SLURM resources; None leaves it out."""
     return lambda wildcards: SLURM_REQUESTS[wildcards.target].get(name)
@@ -197,6 +210,10 @@ SCRATCH = {"tmpdir": config["cluster"]["scratch_dir"]} if config["cluster"]["scr
 # Every per-target job's resources: what its target's slurm section asks for.
 try:
     TARGET_RESOURCES = {name: slurm_resource(name) for name in resource_names(list(TARGET_SPECS.values()))} | SCRATCH
+    TRAIN_RESOURCES = {
+        name: (lambda wildcards, name=name: TRAIN_SLURM_REQUESTS[wildcards.target].get(name))
+        for name in resource_names(list(TARGET_SPECS.values()), training=True)
+    } | SCRATCH
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 # Dataset steps need no accelerator: cluster.cpu_partition, or the cluster's default.

@@ -18,15 +18,16 @@ rule train:
         hyperparameters=hyperparameters_option,
         config_env=TRAIN_CONFIG_ENV,
         images=IMAGES_DIR,
-    threads: target_threads
+        across_nodes=across_nodes_option,
+    threads: train_threads
     resources:
-        **TARGET_RESOURCES,
+        **TRAIN_RESOURCES,
     conda:
         CONDA_ENV
     log:
         "logs/train/{target}/{benchmark}/run_{run}.log",
     shell:
-        "{params.config_env} benchpipe run --images {params.images:q}"
+        "{params.config_env} benchpipe run --images {params.images:q} {params.across_nodes}"
         " --target-file {input.target} --input {input.data} --input {input.target}"
         " --output {output} -- benchpipe train --benchmark {wildcards.benchmark} --data {input.data}"
         " --seed {params.seed} --org {params.org:q} --platform {wildcards.target}"

@@ -17,11 +17,14 @@ EXE = "apptainer"
 
 
 def exec_argv(target: Target, job: Job, mounts: list[Mount], sif: Path) -> list[str]:
+    # A multi-node run: srun starts `benchpipe slurm-task` on every node, which hands its task's
+    # SLURM variables through --cleanenv; the workers reach each other over the nodes' network.
+    launch = [*job.launcher, "benchpipe", "slurm-task", "--"] if job.launcher else []
     argv = [
-        EXE, "exec",
+        *launch, EXE, "exec",
         # A private /tmp, /dev and home, and no host variable but those passed with --env.
         "--containall", "--cleanenv",
-        "--net", "--network", "none",
+        *([] if job.launcher else ["--net", "--network", "none"]),
         "--pwd", str(job.workdir),
     ]
     for m in mounts:
@@ -41,6 +44,7 @@ class ApptainerRuntime(ContainerRuntime):
     """Runs as the invoking user by design; a SIF is read-only, so only the binds are writable."""
 
     name = "apptainer"
+    launches_across_nodes = True
 
     def version(self) -> str:
         return run_quiet([EXE, "--version"], "apptainer's version").strip()

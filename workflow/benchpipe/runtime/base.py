@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -54,11 +56,15 @@ class LocalRuntime(Runtime):
         import os
 
         # The host's environment as it is: local runs are for development, not isolation.
-        return subprocess.run(list(job.command), cwd=job.workdir, env={**os.environ, **job.env}).returncode
+        argv = [*job.launcher, *job.command]
+        return subprocess.run(argv, cwd=job.workdir, env={**os.environ, **job.env}).returncode
 
 
 class ContainerRuntime(Runtime):
     """Docker, Podman and Apptainer share the policy; each says it in its own syntax."""
+
+    # Whether srun can start one container per task on every node (apptainer: no daemon).
+    launches_across_nodes = False
 
     @abstractmethod
     def image_id(self, reference: str) -> str | None:
@@ -79,7 +85,9 @@ class ContainerRuntime(Runtime):
     def run(self, target: Target, job: Job, image: ImageRef | None) -> int:
         if image is None:
             raise RuntimeSetupError(f"target {target.name}: runtime {self.name} needs an image record")
-        guarded = Job(GUARD + job.command, job.workdir, job.inputs, job.output, job.env, job.user)
+        if job.launcher and not self.launches_across_nodes:
+            raise RuntimeSetupError(f"target {target.name}: runtime {self.name} cannot start a run on several nodes")
+        guarded = dataclasses.replace(job, command=GUARD + job.command)
         with OutputStaging(job) as staging:
             code = self.run_container(target, guarded, staging.mounts(), image.image_id)
             if code == 0:

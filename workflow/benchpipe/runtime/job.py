@@ -34,6 +34,9 @@ class Job:
     output: Path
     env: dict[str, str] = field(default_factory=dict)
     user: tuple[int, int] = field(default_factory=lambda: (os.getuid(), os.getgid()))
+    # What starts the command on every node of a multi-node run (benchpipe.cluster.srun_launcher);
+    # empty: the command runs once, here.
+    launcher: tuple[str, ...] = ()
 
     @classmethod
     def create(
@@ -43,6 +46,7 @@ class Job:
         output: Path,
         env: dict[str, str],
         user: tuple[int, int] | None = None,
+        launcher: list[str] | None = None,
     ) -> "Job":
         if not command:
             raise RuntimeSetupError("no command to run: give it after `--`")
@@ -56,7 +60,8 @@ class Job:
             if path == out.parent or out.parent in path.parents:
                 # The output's folder is replaced by an empty staging folder in the container.
                 raise RuntimeSetupError(f"input {path} lies in the output's folder {out.parent}")
-        return cls(tuple(command), workdir, resolved, out, dict(env), user or (os.getuid(), os.getgid()))
+        return cls(tuple(command), workdir, resolved, out, dict(env), user or (os.getuid(), os.getgid()),
+                   tuple(launcher or ()))
 
 
 def allowed_env(host_env: dict[str, str], allowlist: tuple[str, ...]) -> dict[str, str]:

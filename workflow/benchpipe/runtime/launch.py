@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from benchpipe import provenance
+from benchpipe.cluster import srun_launcher
 from benchpipe.config import Target
 from benchpipe.errors import RuntimeSetupError
 from benchpipe.runtime import for_engine, for_target
@@ -19,7 +20,8 @@ def image_record_path(images: Path, target: Target) -> Path:
     return images / target.runtime / f"{target.image}.json"
 
 
-def launch(target: Target, command: list[str], inputs: list[Path], output: Path, images: Path) -> int:
+def launch(target: Target, command: list[str], inputs: list[Path], output: Path, images: Path,
+           across_nodes: bool = False) -> int:
     runtime = for_target(target)
     try:
         runtime.check()
@@ -35,7 +37,13 @@ def launch(target: Target, command: list[str], inputs: list[Path], output: Path,
                 )
             env = {**allowed_env(dict(os.environ), target.env_allowlist), "HOME": CONTAINER_HOME, "PYTHONUNBUFFERED": "1"}
         env[PROVENANCE_ENV] = json.dumps(provenance.runtime_fields(runtime.name, runtime.version(), record))
-        job = Job.create(command, inputs, output, env)
+        launcher = None
+        if across_nodes and target.slurm.nodes > 1:
+            if not os.environ.get("SLURM_JOB_ID"):
+                raise RuntimeSetupError(f"trains on {target.slurm.nodes} nodes (slurm.nodes): run the workflow "
+                                        "with --profile profiles/slurm, so that the run gets its nodes")
+            launcher = srun_launcher(target)
+        job = Job.create(command, inputs, output, env, launcher=launcher)
     except RuntimeSetupError as exc:
         raise RuntimeSetupError(f"target {target.name}: {exc}") from exc
     return runtime.run(target, job, image)

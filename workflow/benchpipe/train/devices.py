@@ -6,7 +6,9 @@ strategy splits it across replicas, it never multiplies it.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from benchpipe.config import TrainingDevices
@@ -52,12 +54,63 @@ def resolve_precision(setting: str, gpus: list[Gpu]) -> str:
     return setting
 
 
+@dataclass(frozen=True)
+class SlurmWorker:
+    """This task's place in a multi-node training run, as SlurmClusterResolver reads it from SLURM."""
+
+    resolver: Any
+    rank: int
+    workers: int
+    cluster_spec: dict[str, list[str]]
+
+    @property
+    def chief(self) -> bool:
+        """Rank 0 writes the run (its one MLLOG log and the model); the others train alongside."""
+        return self.rank == 0
+
+
+_WORKER: SlurmWorker | None = None
+
+
+def task_output(out: Path, worker: SlurmWorker | None) -> Path:
+    """Where this task writes its run: ``out`` for rank 0 (or a run on one node), and for any
+    other rank a folder of its own that nobody reads, so that a run has one MLLOG log."""
+    if worker is None or worker.chief:
+        return out
+    return Path(tempfile.mkdtemp(prefix=f"benchpipe-rank{worker.rank}-")) / out.name
+
+
+def slurm_worker(gpus_per_node: int) -> SlurmWorker:
+    """Join the run as the task srun started: call before TensorFlow touches a GPU.
+
+    SlurmClusterResolver reads SLURM_PROCID and the step's node list and tasks per node, and
+    (GPU targets) narrows CUDA_VISIBLE_DEVICES to this task's GPU, one per task; make_strategy
+    then builds MultiWorkerMirroredStrategy on it.
+    """
+    global _WORKER
+    from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import SlurmClusterResolver
+
+    try:
+        resolver = SlurmClusterResolver(gpus_per_node=gpus_per_node, gpus_per_task=1 if gpus_per_node else 0,
+                                        auto_set_gpu=gpus_per_node > 0)
+        spec = resolver.cluster_spec().as_dict()
+    except RuntimeError as exc:  # a variable missing: not started by srun in a multi-node job
+        raise TrainingError(f"training.distribution multi_worker: {exc} (the workflow starts every task with srun "
+                            "in a job of slurm.nodes nodes)") from exc
+    _WORKER = SlurmWorker(resolver, resolver.task_id, sum(len(hosts) for hosts in spec.values()), spec)
+    return _WORKER
+
+
 def make_strategy(setting: str, gpus: list[Gpu]) -> Any:
     """The tf.distribute strategy for ``setting`` (target key training.distribution)."""
     import tensorflow as tf
 
     if setting == "default":
         return tf.distribute.get_strategy()
+    if setting == "multi_worker":
+        if _WORKER is None:
+            raise TrainingError("training.distribution multi_worker: this task has not joined its run (slurm_worker)")
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=_WORKER.resolver)
     if setting == "mirrored":
         if not gpus:
             raise TrainingError(
@@ -137,6 +190,8 @@ def distribution_name(strategy: Any) -> str:
     """The training.distribution value ``strategy`` stands for; the class name for any other strategy."""
     import tensorflow as tf
 
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi_worker"
     if isinstance(strategy, tf.distribute.MirroredStrategy):
         return "mirrored"
     if type(strategy) is type(tf.distribute.get_strategy()) and strategy.num_replicas_in_sync == 1:
