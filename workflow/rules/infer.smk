@@ -37,15 +37,17 @@ rule calibrate:
 rule infer:
     input:
         data=data_input,
+        # The calibration names the model it served, and depends on it: a changed model reruns
+        # calibration, hence the tests; listing every run here again cost the DAG a second
+        # per thousand jobs.
         calibration="runs/{target}/{benchmark}/calibrate/{scenario}",
-        model=served_model_input,
         target=target_file,
         image=image_record,
         images_first=IMAGES_FIRST,
     output:
         directory("runs/{target}/{benchmark}/infer/{scenario}/{mode}"),
     params:
-        run_inputs=lambda wildcards, input: " ".join(f"--input {m}" for m in input.model),
+        run_inputs=lambda wildcards: " ".join(f"--input {m}" for m in served_model_input(wildcards)),
         config_env=INFER_CONFIG_ENV,
         images=IMAGES_DIR,
     threads: target_threads
