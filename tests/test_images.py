@@ -95,3 +95,29 @@ def test_shipped_image_locks_are_fully_hashed(image):
     assert "mlcommons-loadgen" in names and "mlperf-logging" in names
     assert ("tensorflow-cpu" if image == "tensorflow-cpu" else "tensorflow") in names
     assert "snakemake" not in names  # the workflow engine stays on the host
+
+
+def test_a_sif_is_converted_from_podmans_image_where_docker_does_not_answer(tmp_path, monkeypatch):
+    import json
+    import tarfile
+
+    from engines import BASE_IMAGE, require_engine
+
+    from benchpipe.runtime import for_engine
+    from benchpipe.runtime.launch import sif_source_engine
+
+    require_engine("podman")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")  # a login node without Docker
+    assert sif_source_engine() == "podman"
+    # What apptainer build docker-archive:// reads: a docker-archive whose config is the image.
+    podman = for_engine("podman")
+    archive = tmp_path / "base.tar"
+    podman.save(BASE_IMAGE, archive)
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+        config = tar.extractfile(manifest[0]["Config"]).read()
+    assert f"sha256:{hashlib.sha256(config).hexdigest()}" == podman.image_id(BASE_IMAGE)
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # and no podman either
+    with pytest.raises(RuntimeSetupError, match="converted from a docker or podman image, and neither answers"):
+        sif_source_engine()

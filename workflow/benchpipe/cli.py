@@ -309,7 +309,7 @@ def _cmd_image_build(args: argparse.Namespace) -> None:
 def _cmd_image_sif(args: argparse.Namespace) -> None:
     from benchpipe.runtime.images import convert_to_sif
 
-    record = convert_to_sif(args.docker_record, args.out)
+    record = convert_to_sif(args.source_record, args.out)
     log.info("apptainer image %s (%s), record %s", record.sif, record.sif_sha256, args.out)
 
 
@@ -472,8 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--base", required=True, help="base image reference, e.g. benchpipe/debian:bookworm")
     q.add_argument("--out", type=Path, required=True, help="image record to write")
     q.set_defaults(func=_cmd_image_build)
-    q = image.add_parser("sif", help="convert a docker image to an apptainer SIF")
-    q.add_argument("--docker-record", type=Path, required=True)
+    q = image.add_parser("sif", help="convert a docker or podman image to an apptainer SIF")
+    q.add_argument("--source-record", "--docker-record", dest="source_record", type=Path, required=True,
+                   help="the image's record, images/<docker|podman>/<image>.json")
     q.add_argument("--out", type=Path, required=True)
     q.set_defaults(func=_cmd_image_sif)
 

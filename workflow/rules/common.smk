@@ -28,13 +28,21 @@ def targets_dir():
 
 TARGET_SPECS = {name: load_target(targets_dir() / f"{name}.yaml") for name in config["targets"]}
 
-# A missing engine or base image stops the workflow here, before any job, in one line.
-try:
-    from benchpipe.runtime.launch import preflight
+# A missing engine or base image stops the workflow here, before any job, in one line. Only
+# where Snakemake runs: images are built there, and a cluster job's node (which parses this
+# file again) needs no builder.
+# SIF_SOURCE: the engine whose image an apptainer SIF is converted from (docker, or podman).
+SIF_SOURCE = "docker"
+if workflow.is_main_process:
+    try:
+        from benchpipe.runtime.launch import preflight, sif_source_engine
 
-    preflight(list(TARGET_SPECS.values()), config["containers"]["base_image"], Path(config["cluster"]["images_dir"]))
-except RuntimeSetupError as exc:
-    raise WorkflowError(str(exc)) from None
+        if any(t.runtime == "apptainer" for t in TARGET_SPECS.values()):
+            SIF_SOURCE = sif_source_engine()
+        preflight(list(TARGET_SPECS.values()), config["containers"]["base_image"],
+                  Path(config["cluster"]["images_dir"]))
+    except RuntimeSetupError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 def dataset_of(benchmark):

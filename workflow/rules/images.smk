@@ -44,7 +44,7 @@ rule image:
 
 rule sif:
     input:
-        f"{IMAGES_DIR}/docker/{{image}}.json",
+        f"{IMAGES_DIR}/{SIF_SOURCE}/{{image}}.json",
     output:
         record=f"{IMAGES_DIR}/apptainer/{{image}}.json",
         sif=f"{IMAGES_DIR}/apptainer/{{image}}.sif",
@@ -54,4 +54,4 @@ rule sif:
     log:
         "logs/images/apptainer-{image}.log",
     shell:
-        "benchpipe image sif --docker-record {input} --out {output.record} > {log} 2>&1"
+        "benchpipe image sif --source-record {input} --out {output.record} > {log} 2>&1"

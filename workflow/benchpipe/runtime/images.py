@@ -2,7 +2,7 @@
 image built from it with the network off, and a record of exactly what went in.
 
     images/<engine>/<image>.json   ImageRecord: id, digest, base, lock and wheel hashes
-    images/apptainer/<image>.sif   converted from the docker image
+    images/apptainer/<image>.sif   converted from the docker (or podman) image
 """
 
 from __future__ import annotations
@@ -199,18 +199,18 @@ def build_image(
     return record
 
 
-def convert_to_sif(docker_record: Path, out: Path) -> ImageRecord:
-    """An apptainer SIF from the docker image of ``docker_record``, recorded beside it."""
+def convert_to_sif(source_record: Path, out: Path) -> ImageRecord:
+    """An apptainer SIF from the docker or podman image of ``source_record``, recorded beside it."""
     from benchpipe.runtime import for_engine
 
-    source = ImageRecord.read(docker_record)
-    docker, apptainer = for_engine("docker"), for_engine("apptainer")
+    source = ImageRecord.read(source_record)
+    builder, apptainer = for_engine(source.engine), for_engine("apptainer")
     apptainer.check()
     sif = out.with_suffix(".sif")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         archive = Path(tmp) / "image.tar"
-        docker.save(source.image_id, archive)
+        builder.save(source.image_id, archive)
         apptainer.convert(archive, sif)
     _, sif_sha = apptainer.inspect(str(sif))  # a SIF's digest is its file's sha256
     record = ImageRecord(

@@ -32,6 +32,12 @@ def launch(target: Target, command: list[str], inputs: list[Path], output: Path,
             image = ImageRef(record.image_id, Path(record.sif) if record.sif else None)
             reference = record.sif or record.image_id
             if isinstance(runtime, ContainerRuntime) and runtime.image_id(reference) is None:
+                if os.environ.get("SLURM_JOB_ID"):
+                    # Built on the login node: a node's own image store never saw it.
+                    raise RuntimeSetupError(
+                        f"{runtime.name} on node {os.environ.get('SLURMD_NODENAME', '?')} has no image {reference} "
+                        f"({record.tag}): a cluster's nodes need images where each of them sees them (an apptainer "
+                        "SIF in cluster.images_dir, or podman's additionalimagestores on a shared path): docs/hpc.md")
                 raise RuntimeSetupError(
                     f"{runtime.name} no longer has image {reference} ({record.tag}): run the workflow again to rebuild it"
                 )
@@ -49,6 +55,20 @@ def launch(target: Target, command: list[str], inputs: list[Path], output: Path,
     return runtime.run(target, job, image)
 
 
+def sif_source_engine() -> str:
+    """The engine that builds the image a SIF is converted from: docker where it answers, else
+    podman (login nodes often have podman and no Docker daemon)."""
+    reasons = []
+    for engine in ("docker", "podman"):
+        try:
+            for_engine(engine).check()
+            return engine
+        except RuntimeSetupError as exc:
+            reasons.append(f"{engine}: {exc}")
+    raise RuntimeSetupError("an apptainer image is converted from a docker or podman image, and neither answers here ("
+                            + "; ".join(reasons) + ")")
+
+
 def preflight(targets: list[Target], base_image: str, images: Path) -> None:
     """Before any job: each container target's engine answers and has the base image.
 
@@ -61,7 +81,7 @@ def preflight(targets: list[Target], base_image: str, images: Path) -> None:
         try:
             if target.runtime == "apptainer":
                 for_engine("apptainer").check()
-                builder = for_engine("docker")  # the SIF is converted from the docker image
+                builder = for_engine(sif_source_engine())  # the SIF is converted from its image
             else:
                 builder = for_engine(target.runtime, target)
             builder.check()

@@ -86,6 +86,11 @@ class PodmanRuntime(ContainerRuntime):
         if subprocess.run(argv + [str(context)]).returncode != 0:
             raise RuntimeSetupError(f"podman build of {tag} failed: see the log above")
 
+    def save(self, reference: str, archive: Path) -> None:
+        """The image as a docker-archive tar, the form `apptainer build docker-archive://` reads."""
+        self._podman("save", "--format", "docker-archive", "--output", str(archive), reference,
+                     what=f"an archive of image {reference}")
+
     def run_container(self, target: Target, job: Job, mounts: list[Mount], image_id: str) -> int:
         proc = subprocess.Popen(run_argv(target, job, mounts, image_id), stdin=subprocess.PIPE)
 
