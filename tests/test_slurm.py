@@ -1,6 +1,7 @@
 """The workflow on a real SLURM cluster (.ci/slurm-cluster: one node, two partitions, accounting):
 every dataset step, training run and LoadGen test is an sbatch job where its resources say, the tree
-is the one a local run of the same config gives, and a job cancelled with scancel is rerun alone.
+is the one a local run of the same config gives, a job cancelled with scancel is rerun alone,
+and jobs lost with their node are requeued while the workflow waits.
 
 Skipped where no cluster answers, except in CI, where .ci/run starts one and its absence fails.
 """
@@ -207,3 +208,42 @@ def wait_for_running_job(comment: str, timeout: float = 300) -> tuple[str, str]:
                 return job, text.rsplit("_", 1)[1]
         time.sleep(0.5)
     raise AssertionError(f"no job {comment}* of ours ran within {timeout} s")
+
+
+def test_jobs_lost_with_their_node_run_again_while_the_workflow_waits(cluster, tmp_path, repo_root, cli_env):
+    workdir = workflow_dir(tmp_path / "work")
+    node = subprocess.run(["sinfo", "-h", "-N", "-p", "accel", "-o", "%N"], capture_output=True, text=True,
+                          check=True).stdout.split()[0]
+    proc = subprocess.Popen(snakemake_argv(repo_root, workdir, "slurm", *QUICK_STATUS), env=cli_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lost, _ = wait_for_running_job("rule_infer_wildcards_")
+        # The node goes down under its running jobs (NODE_FAIL), then an admin brings it back.
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=benchpipe-test"], check=True)
+        node_back(node)
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        node_back(node)
+    # profiles/slurm has SLURM requeue the lost jobs: the same workflow finishes, nobody reruns it.
+    assert proc.returncode == 0, out[-5000:]
+    assert f"Job '{lost}' failed with status 'NODE_FAIL', but requeue is enabled" in out
+    assert sacct(lost)[lost] == ("accel", "COMPLETED")
+    assert out.count("rule train:") == 3  # nothing that had finished ran again
+    rows = {row["job"]: row["slurm_job_id"] for row in provenance_rows(workdir)}
+    assert lost in rows.values()
+    assert verify_manifest(workdir / TREE) > 20
+
+
+def node_back(node: str, timeout: float = 120) -> None:
+    """Return ``node`` to service, as an admin would after a failure, and wait until it takes jobs."""
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], capture_output=True,
+                               text=True).stdout.split()
+        if state and all(s in ("idle", "mixed", "allocated") for s in state):
+            return
+        time.sleep(1)
+    raise AssertionError(f"node {node} did not come back within {timeout} s")
