@@ -274,7 +274,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from benchpipe.config import load_target
     from benchpipe.runtime.launch import launch
 
-    command = args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command
+    command = _after_dashes(args.job_command)
     if job_id := os.environ.get("SLURM_JOB_ID"):
         # The line an admin's `sacct -j` starts from when a job's log says something went wrong.
         log.info("SLURM job %s on %s (partition %s)", job_id, os.environ.get("SLURMD_NODENAME", "?"),
@@ -282,10 +282,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return launch(load_target(args.target_file), command, args.input, args.output, args.images, args.across_nodes)
 
 
+def _after_dashes(remainder: list[str]) -> list[str]:
+    """A command given after `--` (argparse.REMAINDER keeps the dashes)."""
+    return remainder[1:] if remainder[:1] == ["--"] else remainder
+
+
 def _cmd_slurm_task(args: argparse.Namespace) -> int:
     from benchpipe.cluster import apptainer_task_env
 
-    command = args.task_command[1:] if args.task_command[:1] == ["--"] else args.task_command
+    command = _after_dashes(args.task_command)
     if not command:
         raise ConfigError("benchpipe slurm-task: no command after --")
     os.environ.update(apptainer_task_env(dict(os.environ)))

@@ -40,7 +40,7 @@ if workflow.is_main_process:
         if any(t.runtime == "apptainer" for t in TARGET_SPECS.values()):
             SIF_SOURCE = sif_source_engine()
         preflight(list(TARGET_SPECS.values()), config["containers"]["base_image"],
-                  Path(config["cluster"]["images_dir"]))
+                  Path(config["cluster"]["images_dir"]), SIF_SOURCE)
     except RuntimeSetupError as exc:
         raise WorkflowError(str(exc)) from None
 
@@ -175,10 +175,6 @@ def target_file(wildcards):
     return str(targets_dir() / f"{wildcards.target}.yaml")
 
 
-# Each target's SLURM resources (benchpipe.cluster), once: every job's resource looks them up.
-SLURM_REQUESTS = {name: slurm_resources(spec) for name, spec in TARGET_SPECS.items()}
-
-
 def all_cores():
     """--cores of a local run; None in a cluster run, which has no such total (each job asks for its own)."""
     try:
@@ -187,43 +183,46 @@ def all_cores():
         return None
 
 
-def target_threads(wildcards):
-    """A run takes every core it is given: its target's slurm.cpus_per_task, or the machine's.
+# Every job's TMPDIR: cluster.scratch_dir where set (Snakemake exports its tmpdir resource).
+SCRATCH = {"tmpdir": config["cluster"]["scratch_dir"]} if config["cluster"]["scratch_dir"] else {}
 
-    (A cluster job of a target without cpus_per_task gets one CPU: docs/hpc.md.)
+
+def slurm_requests(training):
+    """Each target's SLURM resources (benchpipe.cluster), once: every job's resource looks them up.
+
+    training: a run across slurm.nodes asks for its nodes and one task per GPU.
     """
-    return SLURM_REQUESTS[wildcards.target].get("cpus_per_task") or all_cores() or 1
+    return {name: slurm_resources(spec, training=training) for name, spec in TARGET_SPECS.items()}
 
 
+def job_resources(requests, training):
+    """A per-target rule's resources: what its target's slurm section asks for, and scratch."""
+    try:
+        names = resource_names(list(TARGET_SPECS.values()), training=training)
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+    return {name: (lambda wildcards, name=name: requests[wildcards.target].get(name)) for name in names} | SCRATCH
+
+
+def job_threads(requests):
+    """A run takes every core it is given: its target's cpus_per_task (a task's share where a run
+    spans nodes), or the machine's. (A cluster job of a target without it gets one CPU: docs/hpc.md.)"""
+    return lambda wildcards: requests[wildcards.target].get("cpus_per_task") or all_cores() or 1
+
+
+SLURM_REQUESTS = slurm_requests(training=False)
+TARGET_RESOURCES = job_resources(SLURM_REQUESTS, training=False)
+target_threads = job_threads(SLURM_REQUESTS)
 # Training runs across slurm.nodes: one task per GPU, started by srun inside the job.
-TRAIN_SLURM_REQUESTS = {name: slurm_resources(spec, training=True) for name, spec in TARGET_SPECS.items()}
-
-
-def train_threads(wildcards):
-    """Each task's share of cpus_per_task where a run spans nodes; as target_threads otherwise."""
-    return TRAIN_SLURM_REQUESTS[wildcards.target].get("cpus_per_task") or all_cores() or 1
+TRAIN_SLURM_REQUESTS = slurm_requests(training=True)
+TRAIN_RESOURCES = job_resources(TRAIN_SLURM_REQUESTS, training=True)
+train_threads = job_threads(TRAIN_SLURM_REQUESTS)
 
 
 def across_nodes_option(wildcards):
     return "--across-nodes" if TARGET_SPECS[wildcards.target].slurm.nodes > 1 else ""
 
 
-def slurm_resource(name):
-    """One of a per-target job's SLURM resources; None leaves it out."""
-    return lambda wildcards: SLURM_REQUESTS[wildcards.target].get(name)
-
-
-# Every job's TMPDIR: cluster.scratch_dir where set (Snakemake exports its tmpdir resource).
-SCRATCH = {"tmpdir": config["cluster"]["scratch_dir"]} if config["cluster"]["scratch_dir"] else {}
-# Every per-target job's resources: what its target's slurm section asks for.
-try:
-    TARGET_RESOURCES = {name: slurm_resource(name) for name in resource_names(list(TARGET_SPECS.values()))} | SCRATCH
-    TRAIN_RESOURCES = {
-        name: (lambda wildcards, name=name: TRAIN_SLURM_REQUESTS[wildcards.target].get(name))
-        for name in resource_names(list(TARGET_SPECS.values()), training=True)
-    } | SCRATCH
-except ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
 # Dataset steps need no accelerator: cluster.cpu_partition, or the cluster's default.
 CPU_RESOURCES = SCRATCH | (
     {"slurm_partition": config["cluster"]["cpu_partition"]} if config["cluster"]["cpu_partition"] else {}

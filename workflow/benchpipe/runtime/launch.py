@@ -69,7 +69,7 @@ def sif_source_engine() -> str:
                             + "; ".join(reasons) + ")")
 
 
-def preflight(targets: list[Target], base_image: str, images: Path) -> None:
+def preflight(targets: list[Target], base_image: str, images: Path, sif_source: str = "docker") -> None:
     """Before any job: each container target's engine answers and has the base image.
 
     A record that does not read, or whose image the engine no longer has, is removed, so
@@ -81,7 +81,7 @@ def preflight(targets: list[Target], base_image: str, images: Path) -> None:
         try:
             if target.runtime == "apptainer":
                 for_engine("apptainer").check()
-                builder = for_engine(sif_source_engine())  # the SIF is converted from its image
+                builder = for_engine(sif_source)  # the SIF is converted from its image (sif_source_engine)
             else:
                 builder = for_engine(target.runtime, target)
             builder.check()
