@@ -9,9 +9,11 @@ alternating the variants each round:
 * official: mlperf_logging's compliance-checker parser (``mlp_parser.parse_file`` for the
   ruleset the package checker runs), which returns every record in memory;
 * ours: ``parse_mllog``, which also returns every record (as Events) in memory;
-* ours-parquet: ``event_columns`` (the training-events columns of a log, streamed in batches)
-  written to the training-events Parquet table (the schema of results/tables.py): log to
-  table with flat memory, whatever the log's size.
+* ours-parquet: the log to the training-events Parquet table as ``benchpipe parse`` writes it
+  (``write_training_events``: ``event_batches`` streamed in batches, the run's summary derived
+  on the way, the log's sha256): log to table with flat memory, whatever the log's size; a log
+  of 32 MB or more is read by one process per CPU, a range of lines each;
+* ours-parquet-1cpu: the same in one process.
 
 Reported per variant: the median wall time of the parse alone (imports excluded), MB/s, and
 the child's peak resident memory (VmHWM) with its baseline after imports; then the ratio
@@ -33,6 +35,7 @@ import argparse
 import json
 import platform
 import random
+import resource
 import statistics
 import sys
 import time
@@ -41,7 +44,7 @@ from typing import Any
 
 from benchwork import RESULT_PREFIX, run_child, work_dir
 
-VARIANTS = ("official", "ours", "ours-parquet")
+VARIANTS = ("official", "ours", "ours-parquet", "ours-parquet-1cpu")
 BATCH_ROWS = 50_000  # rows per Parquet write: bounds memory, large enough to compress well
 HEADER = (("submission_benchmark", "resnet"), ("submission_org", "benchpipe"),
           ("submission_platform", "local-cpu"), ("submission_division", "closed"),
@@ -126,33 +129,29 @@ def parse_ours(log: Path) -> int:
     return len(parse_mllog(log))
 
 
-def parse_ours_parquet(log: Path) -> int:
-    """Log to the training-events table, streamed: never more than one batch of rows in memory."""
-    import pyarrow as pa
+def parse_ours_parquet(log: Path, workers: int | None = None) -> int:
+    """Log to the training-events table as `benchpipe parse` writes it (write_training_events):
+    streamed, a batch at a time; a log this large read by one process per CPU unless ``workers``."""
     import pyarrow.parquet as pq
 
-    from benchpipe.results.mllog_parser import event_columns
-    from benchpipe.results.tables import EVENTS_SCHEMA
+    from benchpipe.results import mllog_parser
+    from benchpipe.results.tables import EVENTS_SCHEMA, write_training_events
 
+    if workers is not None:
+        mllog_parser.PARALLEL_MIN_BYTES = 0 if workers > 1 else 1 << 62
     out = log.with_suffix(".parquet")
-    rows = 0
     with pq.ParquetWriter(out, EVENTS_SCHEMA, compression="zstd") as writer:
-        for columns in event_columns(log, BATCH_ROWS):
-            count = len(columns["line"])
-            # The columns every row of one log shares, then the log's own.
-            writer.write_table(pa.table({
-                "target": pa.repeat("local-cpu", count), "benchmark": pa.repeat("resnet", count),
-                "run": pa.repeat(pa.scalar(0, pa.int32()), count), **columns,
-            }, schema=EVENTS_SCHEMA))
-            rows += count
-    if pq.read_metadata(out).num_rows != rows:
-        raise RuntimeError(f"{out}: the table lost rows")
+        run = write_training_events(writer, "local-cpu", "resnet", 0, log)
+    if run["status"] != "success":
+        raise RuntimeError(f"{log}: the run reads as {run['status']}")
+    rows = pq.read_metadata(out).num_rows
     out.unlink()
     return rows
 
 
 def report_variant(variant: str, log: Path) -> int:
-    parse = {"official": parse_official, "ours": parse_ours, "ours-parquet": parse_ours_parquet}[variant]
+    parse = {"official": parse_official, "ours": parse_ours, "ours-parquet": parse_ours_parquet,
+             "ours-parquet-1cpu": lambda log: parse_ours_parquet(log, workers=1)}[variant]
     # The imports every variant needs, before the baseline: the parse alone is measured.
     import pyarrow.parquet  # noqa: F401
     import mlperf_logging.compliance_checker.mlp_parser  # noqa: F401
@@ -162,8 +161,10 @@ def report_variant(variant: str, log: Path) -> int:
     start = time.perf_counter()
     records = parse(log)
     seconds = time.perf_counter() - start
+    # The worker processes' peak too (ru_maxrss: the largest of the children waited for, in KiB).
+    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result = {"variant": variant, "seconds": seconds, "records": records,
-              "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline}
+              "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline, "workers_peak_rss_mb": workers_peak}
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
 
@@ -176,12 +177,13 @@ def measure(log: Path, variant: str, work: Path, round_: int) -> dict:
 
 
 def table(results: dict[str, list[dict]], megabytes: float) -> list[str]:
-    rows = ["| variant | median s | MB/s | records/s | peak RSS MB | RSS after imports MB |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| variant | median s | MB/s | records/s | peak RSS MB | RSS after imports MB | worker peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for variant, runs in results.items():
         median = statistics.median(r["seconds"] for r in runs)
         rows.append(f"| {variant} | {median:.2f} | {megabytes / median:.1f} | {runs[0]['records'] / median:,.0f} "
-                    f"| {max(r['peak_rss_mb'] for r in runs):.0f} | {runs[0]['baseline_rss_mb']:.0f} |")
+                    f"| {max(r['peak_rss_mb'] for r in runs):.0f} | {runs[0]['baseline_rss_mb']:.0f} "
+                    f"| {max(r['workers_peak_rss_mb'] for r in runs):.0f} |")
     return rows
 
 
@@ -205,7 +207,8 @@ def main() -> int:
         print("\n".join(table(results, megabytes)))
         medians = {v: statistics.median(r["seconds"] for r in runs) for v, runs in results.items()}
         print(f"\nofficial / ours: {medians['official'] / medians['ours']:.1f}x; "
-              f"official / ours-parquet: {medians['official'] / medians['ours-parquet']:.1f}x")
+              f"official / ours-parquet: {medians['official'] / medians['ours-parquet']:.1f}x; "
+              f"official / ours-parquet-1cpu: {medians['official'] / medians['ours-parquet-1cpu']:.1f}x")
         if args.big:
             log.unlink()
             big = work / "big.txt"

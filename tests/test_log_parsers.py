@@ -22,7 +22,7 @@ from benchpipe.errors import ParseError
 from benchpipe.package.official import TRAINING_RULESET
 from benchpipe.results import records
 from benchpipe.results.loadgen_parser import parse_detail_log
-from benchpipe.results.mllog_parser import (EVENT_COLUMNS, event_columns, metadata_json, parse_mllog,
+from benchpipe.results.mllog_parser import (EVENT_COLUMNS, event_batches, event_columns, metadata_json, parse_mllog,
                                             summarize_run, value_json)
 from benchpipe.results.tables import training_log_rows
 from benchpipe.train.mllog import RunLog
@@ -299,12 +299,25 @@ def edge_log(tmp_path: Path, name: str = "edge.txt") -> Path:
     return write(tmp_path, b"\n".join(lines) + b"\n", name)
 
 
-def columns_of(path: Path, rows: int = 50_000) -> dict[str, list]:
+def columns_of(path: Path, rows: int = 50_000, workers: int = 1) -> dict[str, list]:
+    """event_columns' columns as str, checked against event_batches' Arrow batches: the same
+    values, or, where a time does not fit the table's int64, an error naming its line."""
     columns: dict[str, list] = {name: [] for name in EVENT_COLUMNS}
     for batch in event_columns(path, rows):
         assert list(batch) == list(EVENT_COLUMNS)
         for name in EVENT_COLUMNS:
-            columns[name] += batch[name]
+            columns[name] += [v.decode() if type(v) is bytes else v for v in batch[name]]
+    too_big = [n for n, t in zip(columns["line"], columns["time_ms"]) if not -2**63 <= t < 2**63]
+    if too_big:
+        with pytest.raises(ParseError, match=rf"{re.escape(str(path))}: line {too_big[0]}: time_ms .* int64"):
+            list(event_batches(path, rows, workers))
+        return columns
+    arrow: dict[str, list] = {name: [] for name in EVENT_COLUMNS}
+    for batch in event_batches(path, rows, workers):
+        assert batch.schema.names == list(EVENT_COLUMNS)
+        for name, values in batch.to_pydict().items():
+            arrow[name] += values
+    assert arrow == columns
     return columns
 
 
@@ -322,7 +335,7 @@ def exact_events(path: Path) -> list[tuple]:
     found = []
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
-            for payload in records._payloads(raw.removesuffix(b"\n")):
+            for payload in records.record_payloads(raw.removesuffix(b"\n")):
                 record = json.loads(payload.decode())
                 metadata = record.get("metadata") or {}
                 time_ms = record["time_ms"]
@@ -450,6 +463,141 @@ def test_the_first_bad_record_in_the_file_is_the_one_named(tmp_path, first_bad, 
 def test_event_columns_of_a_log_without_records_is_a_parse_error(tmp_path):
     with pytest.raises(ParseError, match="no MLLOG records"):
         columns_of(write(tmp_path, b"only chatter\n"))
+
+
+# --- a large log, read by several processes --------------------------------------------------
+
+def fuzzed_log(tmp_path: Path, seed: int = 9, count: int = 3000) -> Path:
+    import random
+
+    rng = random.Random(seed)
+    pieces = ["null", "true", "false", "0", "-0", "7", "-12", "1.5", "1.50", "2e3", "1e+16", "NaN", "-Infinity",
+              str(2**63), str(-(2**80)), '""', '"a, b"', '"a:b"', '"a\\"b"', '"\\u00e9"', '"\u00e9"', "[]", '{"a": 1}']
+    keys = ["a", "b", "ab", "a b", "a!", "a,", "a:", "file", "lineno", "", "z"]
+    lines = []
+    for i in range(count):
+        meta = ", ".join(f'"{rng.choice(keys)}": {rng.choice(pieces)}' for _ in range(rng.randint(0, 4)))
+        time_text = rng.choice(["1700000000000", "5", "1.5e3", "-3"])
+        line = canonical(rng.choice(pieces), "{" + meta + "}", time_text=time_text, key=rng.choice(keys))
+        if rng.random() < 0.1:
+            line = line.replace(b", ", b",")
+        lines.append(rng.choice([b"", b"", b"0: ", b"[1,0]<stdout>:", b"chatter\n"]) + line
+                     + rng.choice([b"", b"", b"", b" ", b"\r"]))
+    return write(tmp_path, b"\n".join(lines) + b"\n")
+
+
+def small_ranges(monkeypatch, block: int = 512, range_bytes: int = 2000) -> None:
+    """Blocks and worker ranges small enough that a test log is cut into many of each."""
+    from benchpipe.results import mllog_parser
+
+    monkeypatch.setattr(records, "_BLOCK", block)
+    monkeypatch.setattr(mllog_parser, "_RANGE_BYTES", range_bytes)
+
+
+@pytest.mark.parametrize("block, range_bytes", [(64, 100), (512, 2000), (4096, 5000)])
+def test_line_ranges_cover_the_file_at_line_starts_with_their_line_numbers(tmp_path, monkeypatch, block, range_bytes):
+    path = fuzzed_log(tmp_path, count=500)
+    data = path.read_bytes() + b"no newline at the end"
+    path.write_bytes(data)
+    small_ranges(monkeypatch, block, range_bytes)
+    ranges = list(records.line_ranges(path, range_bytes))
+    assert len(ranges) > 5
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(data)
+    for (start, end, first), following in zip(ranges, [*ranges[1:], None]):
+        assert start == 0 or data[start - 1:start] == b"\n"
+        assert first == data.count(b"\n", 0, start) + 1
+        if following is not None:
+            assert following[0] == end
+
+
+def test_several_processes_read_a_log_as_one_does(tmp_path, monkeypatch):
+    path = fuzzed_log(tmp_path, seed=3)
+    small_ranges(monkeypatch)
+    one = columns_of(path, rows=97)
+    assert columns_of(path, rows=97, workers=2) == one == columns_from_events(path)
+    assert len(one["line"]) > 2000
+    # The edge records hold a time past int64: the same error, from whichever process meets it.
+    assert columns_of(edge_log(tmp_path), workers=3) == columns_from_events(edge_log(tmp_path))
+
+
+def test_several_processes_name_the_first_bad_line_of_the_log(tmp_path, monkeypatch):
+    good = [record("eval_accuracy", i / 100, epoch_num=i) for i in range(400)]
+    bad = garbled('{"key": "x",, }')
+    good[120] = good[330] = bad  # two ranges apart, the later one likely read first
+    path = write(tmp_path, b"\n".join(good) + b"\n")
+    small_ranges(monkeypatch)
+    assert len(list(records.line_ranges(path, 2000))) > 10
+    with pytest.raises(ParseError, match=r"line 121: malformed MLLOG record"):
+        list(event_batches(path, workers=2))
+
+
+def test_a_large_log_is_read_by_several_processes_by_default(tmp_path, monkeypatch):
+    from benchpipe.results import mllog_parser
+
+    path = fuzzed_log(tmp_path, count=300)
+    monkeypatch.setattr(mllog_parser, "PARALLEL_MIN_BYTES", path.stat().st_size)
+    monkeypatch.setattr(mllog_parser.os, "sched_getaffinity", lambda pid: {0, 1})
+    used = []
+    monkeypatch.setattr(mllog_parser, "_parallel_batches", lambda p, workers: used.append(workers) or iter(()))
+    list(event_batches(path))
+    assert used == [2]
+    monkeypatch.setattr(mllog_parser, "PARALLEL_MIN_BYTES", path.stat().st_size + 1)
+    assert sum(b.num_rows for b in event_batches(path)) > 0 and used == [2]
+
+
+def streamed_table(path: Path, out: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    from benchpipe.results.tables import EVENTS_SCHEMA, write_training_events
+
+    with pq.ParquetWriter(out, EVENTS_SCHEMA, compression="zstd") as writer:
+        return write_training_events(writer, "local-cpu", "digits", 1, path)
+
+
+@pytest.mark.parametrize("epochs", [0, 4, 60])
+def test_a_log_streamed_to_its_table_gives_what_its_events_give(tmp_path, monkeypatch, epochs):
+    """write_tables' path (event_batches, run summary from the few events it needs) against
+    parse_mllog's (every Event in memory): the same rows and the same run, by one process or
+    several, and the same file bytes whichever read it."""
+    import pyarrow.parquet as pq
+
+    from benchpipe.results import mllog_parser, tables
+
+    path = our_run_log(tmp_path / "mllog.txt", epochs=epochs)
+    with path.open("a") as f:  # a second, later run_stop and chatter: the first one counts
+        f.write("Epoch done\n" + canonical("null", '{"status": "aborted"}', key="run_stop").decode() + "\n")
+    rows, run = training_log_rows("local-cpu", "digits", 1, path)
+    monkeypatch.setattr(tables, "EVENTS_ROW_GROUP", 7)
+    one = streamed_table(path, tmp_path / "one.parquet")
+    monkeypatch.setattr(mllog_parser, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(mllog_parser.os, "sched_getaffinity", lambda pid: {0, 1})
+    small_ranges(monkeypatch, block=256, range_bytes=700)
+    several = streamed_table(path, tmp_path / "several.parquet")
+    assert one == several == run
+    assert run["status"] == "success" and run["epochs"] == epochs
+    assert pq.read_table(tmp_path / "one.parquet").to_pylist() == rows
+    assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "several.parquet").read_bytes()
+    assert pq.ParquetFile(tmp_path / "one.parquet").metadata.num_row_groups == -(-len(rows) // 7)
+
+
+def test_a_log_without_a_required_key_is_refused_on_the_streamed_path_too(tmp_path):
+    path = write(tmp_path, record("seed", 5) + b"\n" + record("run_start") + b"\n")
+    with pytest.raises(ParseError, match=r"mllog.txt: required key 'submission_benchmark' missing"):
+        streamed_table(path, tmp_path / "t.parquet")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (record("eval_accuracy", "high"), "line 3: eval_accuracy 'high' is not a number"),
+    (record("eval_accuracy", None), "line 3: eval_accuracy None is not a number"),
+    (record("block_start", first_epoch_num="one"), "line 3: block_start metadata .* must be integers"),
+])
+def test_a_summary_value_of_the_wrong_type_is_refused_naming_its_line_on_both_paths(tmp_path, bad, message):
+    head = record("submission_benchmark", "digits") + b"\n" + record("eval_accuracy", 0.5) + b"\n"
+    path = write(tmp_path, head + bad + b"\n")
+    with pytest.raises(ParseError, match=message):
+        summarize_run(parse_mllog(path), path)
+    with pytest.raises(ParseError, match=message):
+        streamed_table(path, tmp_path / "t.parquet")
 
 
 # --- LoadGen detail logs ------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -12,7 +13,8 @@ from typing import Any
 
 from benchpipe.errors import ParseError, TrainingError
 from benchpipe.layout import MLLOG_FILE, MODEL_DIR
-from benchpipe.results.records import collection_paused, decode, payload_batches, record_batches
+from benchpipe.results.records import (MARKER, TRAILING_SPACE, collection_paused, decode, line_blocks, line_ranges,
+                                       record_batches, record_payloads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,27 +128,160 @@ _CANONICAL = re.compile(
 )
 
 
+# The same, for a whole line of a block without CR, matched as bytes: the line is the marker
+# and such a record, nothing before or after. Strings leave out the colon as well, so that no
+# second marker can hide in the line (a record follows the last one); a string with a colon
+# takes the path above. Quantifiers are possessive: this pattern never needs to backtrack.
+_B_STR = rb'[ !#-9;-\[\]-~]*+'
+_B_META_STR = rb'[ !#-+\--9;-\[\]-~]*+'
+_B_META_KEY = rb'[#-+\--9;-\[\]-~]*+'
+_B_INT = rb'(?:0|-?[1-9][0-9]{0,17}+)'
+_B_FLOAT = rb'-?(?:0|[1-9][0-9]*+)(?:\.[0-9]++(?:[eE][-+]?[0-9]++)?|[eE][-+]?[0-9]++)'
+_B_META_PAIR = rb'"' + _B_META_KEY + rb'": (?:null|true|false|' + _B_INT + rb'|"' + _B_META_STR + rb'")'
+_CANONICAL_LINE = re.compile(
+    rb':::MLLOG \{"namespace": "' + _B_STR + rb'", "time_ms": (' + _B_INT + rb'), "event_type": "(' + _B_STR
+    + rb')", "key": "(' + _B_STR + rb')", "value": (?:(null|true|false|' + _B_INT + rb'|"' + _B_STR + rb'")|('
+    + _B_FLOAT + rb')), "metadata": \{(' + _B_META_PAIR + rb'(?:, ' + _B_META_PAIR + rb')*+)?\}\}'
+)
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# A log this large is read by several processes, a range of lines each (see event_batches).
+PARALLEL_MIN_BYTES = 32 << 20
+_RANGE_BYTES = 8 << 20
+
+
 def event_columns(path: Path, rows: int = 50_000) -> Iterator[dict[str, list[Any]]]:
     """The EVENT_COLUMNS of every record of a log, streamed, in batches of about ``rows`` records.
 
     Each batch holds what the events of parse_mllog give, encoded as training_log_rows
     encodes them, without an Event or a row dict per record: a log of any size goes to a
-    table with the memory of one batch. Raises what parse_mllog raises, naming the line.
+    table with the memory of one batch. Text columns hold str, or ASCII bytes where the
+    record took the fast path (Arrow takes both as strings; see event_batches). Raises what
+    parse_mllog raises, naming the line.
     """
+    seen = 0
+    for columns in _range_columns(path, 0, None, 1, rows):
+        seen += len(columns["line"])
+        yield columns
+    if not seen:
+        raise ParseError(f"{path}: no MLLOG records")
+
+
+def event_batches(path: Path, rows: int = 50_000, workers: int | None = None) -> Iterator[Any]:
+    """event_columns as Arrow record batches (EVENT_COLUMNS, typed as training_events types them).
+
+    A log of PARALLEL_MIN_BYTES or more is read by ``workers`` processes (default: one per
+    usable CPU), a range of lines each, and its batches come back in the log's order; at most
+    two ranges a process are in flight, so memory stays flat. The same batches, the same
+    errors (the first bad line of the log is the one named) as one process reading it all.
+    """
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if path.stat().st_size >= PARALLEL_MIN_BYTES else 1
+    if workers > 1:
+        yield from _parallel_batches(path, workers)
+        return
+    for columns in event_columns(path, rows):
+        yield _record_batch(columns, path)
+
+
+def _record_batch(columns: dict[str, list[Any]], path: Path) -> Any:
+    import pyarrow as pa
+
+    names = list(EVENT_COLUMNS)
+    types = [pa.int32(), pa.int64()] + [pa.string()] * 4
+    try:
+        arrays = [pa.array(columns[n], t) for n, t in zip(names, types)]
+    except OverflowError:
+        n, t = next((n, t) for n, t in zip(columns["line"], columns["time_ms"]) if not _INT64_MIN <= t <= _INT64_MAX)
+        raise ParseError(f"{path}: line {n}: time_ms {t} does not fit the events table's int64") from None
+    return pa.record_batch(arrays, names=names)
+
+
+def _parallel_batches(path: Path, workers: int) -> Iterator[Any]:
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    # fork: a worker needs nothing but this module, already loaded, and imports nothing anew.
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"))
+    try:
+        ranges = line_ranges(path, _RANGE_BYTES)
+        running = deque(pool.submit(_range_batch, path, *r) for _, r in zip(range(2 * workers), ranges))
+        seen = 0
+        while running:
+            batch = running.popleft().result()
+            following = next(ranges, None)
+            if following is not None:
+                running.append(pool.submit(_range_batch, path, *following))
+            if batch is not None:
+                seen += batch.num_rows
+                yield batch
+        if not seen:
+            raise ParseError(f"{path}: no MLLOG records")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _range_batch(path: Path, start: int, end: int, first: int) -> Any:
+    """One range of a log as one record batch (a worker's share); None where it holds no record."""
+    for columns in _range_columns(path, start, end, first, 0):
+        return _record_batch(columns, path)
+    return None
+
+
+def _range_columns(path: Path, start: int, end: int | None, first: int,
+                   rows: int) -> Iterator[dict[str, list[Any]]]:
+    """The columns of the records in a byte range of a log, in batches of ``rows`` or more (0: one)."""
     names = EVENT_COLUMNS
     columns: dict[str, list[Any]] = {name: [] for name in names}
-    seen = 0
     with collection_paused():
-        for payloads, complete in payload_batches(path):
-            _add_columns(payloads, complete, path, *(columns[name].append for name in names))
-            if len(columns["line"]) >= rows:
-                seen += len(columns["line"])
+        for lines, number, complete, has_cr in line_blocks(path, start, end, first):
+            appends = [columns[name].append for name in names]
+            if has_cr:  # lines that a CR cuts: every record of every piece, each on the general path
+                payloads = [(n, payload) for n, raw in enumerate(lines, number) if MARKER in raw
+                            for payload in record_payloads(raw)]
+                _add_columns(payloads, complete, path, *appends)
+            else:
+                _add_lines(lines, number, complete, path, *appends)
+            if rows and len(columns["line"]) >= rows:
                 yield columns
                 columns = {name: [] for name in names}
     if columns["line"]:
         yield columns
-    elif not seen:
-        raise ParseError(f"{path}: no MLLOG records")
+
+
+def _add_lines(lines: list[bytes], number: int, complete: bool, path: Path, line: Any, time_ms: Any,
+               event_type: Any, key: Any, value: Any, metadata: Any) -> None:
+    """_add_columns for the lines of a block without CR: a line that is exactly a canonical
+    record is taken from its bytes; any other that holds the marker goes to _add_columns."""
+    canonical, marker, skip, space = _CANONICAL_LINE.fullmatch, MARKER, len(MARKER), TRAILING_SPACE
+    appends = (line, time_ms, event_type, key, value, metadata)
+    for n, raw in enumerate(lines, number):
+        found = canonical(raw)
+        if found is not None:
+            t, e, k, v, f, meta = found.groups()
+            if f is not None:
+                v = f if repr(float(f)).encode() == f else None
+            if meta is None:
+                m = b"{}"
+            elif b', "' not in meta:
+                m = b"{" + meta + b"}"
+            else:
+                pairs = meta[1:].split(b', "')
+                pairs.sort()
+                m = (b'{"' + b', "'.join(pairs) + b"}"
+                     if len({p[:p.index(b'"')] for p in pairs}) == len(pairs) else None)
+            if v is not None and m is not None:
+                line(n)
+                time_ms(int(t))
+                event_type(e)
+                key(k)
+                value(v)
+                metadata(m)
+                continue
+        at = raw.rfind(marker)
+        if at >= 0:
+            _add_columns([(n, raw[at + skip:].rstrip(space))], complete, path, *appends)
 
 
 def _add_columns(payloads: list[tuple[int, bytes]], complete: bool, path: Path, line: Any, time_ms: Any,
@@ -210,34 +345,99 @@ def _time_ms(value: Any) -> int:
     return int(float(value))
 
 
+class RunSummary:
+    """What summarize_run derives, taken an event or a batch of events at a time: what it
+    keeps does not grow with the log (the first event of each key it reads, two maxima)."""
+
+    # The keys whose first event the summary reads.
+    FIRST = ("submission_benchmark", "submission_org", "submission_platform", "submission_division", "seed",
+             "run_start", "run_stop")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.first: dict[str, Event] = {}
+        self.best_accuracy: float | None = None
+        self.epochs: int | None = None
+        self.count = 0
+
+    def add(self, e: Event) -> None:
+        self.count += 1
+        if e.key in self.FIRST:
+            self.first.setdefault(e.key, e)
+        elif e.key == "eval_accuracy":
+            self._accuracy(e.line, e.value)
+        elif e.key == "block_start" and "first_epoch_num" in e.metadata:
+            self._block(e.line, e.metadata)
+
+    def add_batch(self, batch: Any) -> None:
+        """The events of an event_batches batch: the few it reads decoded back, the rest counted."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.count += batch.num_rows
+        keys = batch.column("key")
+        loads = json.loads
+        if not self.first.keys() >= set(self.FIRST):
+            kept = batch.filter(pc.is_in(keys, value_set=pa.array(self.FIRST))).to_pydict()
+            for row in zip(*(kept[name] for name in EVENT_COLUMNS)):
+                if row[3] not in self.first:
+                    self.first[row[3]] = Event(*row[:4], loads(row[4]), loads(row[5]))
+        accuracies = batch.filter(pc.equal(keys, "eval_accuracy"))
+        for n, value in zip(accuracies.column("line").to_pylist(), accuracies.column("value_json").to_pylist()):
+            self._accuracy(n, loads(value))
+        blocks = batch.filter(pc.equal(keys, "block_start"))
+        for n, metadata in zip(blocks.column("line").to_pylist(), blocks.column("metadata_json").to_pylist()):
+            if '"first_epoch_num"' in metadata:
+                self._block(n, loads(metadata))
+
+    def _accuracy(self, n: int, value: Any) -> None:
+        try:
+            accuracy = float(value)
+        except (TypeError, ValueError):
+            raise ParseError(f"{self.path}: line {n}: eval_accuracy {value!r} is not a number") from None
+        # What max() of them all gives, NaN included: a later value replaces one it exceeds.
+        if self.best_accuracy is None or accuracy > self.best_accuracy:
+            self.best_accuracy = accuracy
+
+    def _block(self, n: int, metadata: dict[str, Any]) -> None:
+        try:
+            last = int(metadata["first_epoch_num"]) + int(metadata.get("epoch_count", 1)) - 1
+        except (TypeError, ValueError, OverflowError):
+            raise ParseError(f"{self.path}: line {n}: block_start metadata {metadata!r}: first_epoch_num "
+                             "and epoch_count must be integers") from None
+        if self.epochs is None or last > self.epochs:
+            self.epochs = last
+
+    def run(self) -> TrainingRun:
+        first, path = self.first, self.path
+
+        def value(key: str) -> Any:
+            if key not in first:
+                raise ParseError(f"{path}: required key '{key}' missing")
+            return first[key].value
+
+        stop = first.get("run_stop")
+        return TrainingRun(
+            benchmark=str(value("submission_benchmark")),
+            org=str(value("submission_org")),
+            platform=str(value("submission_platform")),
+            division=str(value("submission_division")),
+            seed=int(first["seed"].value) if "seed" in first else None,
+            # A log without run_stop is a run that died: it never counts as a result.
+            status=str(stop.metadata.get("status", "aborted")) if stop else "aborted",
+            run_start_ms=first["run_start"].time_ms if "run_start" in first else None,
+            run_stop_ms=stop.time_ms if stop else None,
+            epochs=self.epochs or 0,
+            best_eval_accuracy=self.best_accuracy,
+            events=self.count,
+        )
+
+
 def summarize_run(events: list[Event], path: Path) -> TrainingRun:
-    first: dict[str, Event] = {}
+    summary = RunSummary(path)
     for e in events:
-        first.setdefault(e.key, e)
-    stop = first.get("run_stop")
-    accuracies = [float(e.value) for e in events if e.key == "eval_accuracy"]
-    epochs = [int(e.metadata["first_epoch_num"]) + int(e.metadata.get("epoch_count", 1)) - 1
-              for e in events if e.key == "block_start" and "first_epoch_num" in e.metadata]
-
-    def value(key: str) -> Any:
-        if key not in first:
-            raise ParseError(f"{path}: required key '{key}' missing")
-        return first[key].value
-
-    return TrainingRun(
-        benchmark=str(value("submission_benchmark")),
-        org=str(value("submission_org")),
-        platform=str(value("submission_platform")),
-        division=str(value("submission_division")),
-        seed=int(first["seed"].value) if "seed" in first else None,
-        # A log without run_stop is a run that died: it never counts as a result.
-        status=str(stop.metadata.get("status", "aborted")) if stop else "aborted",
-        run_start_ms=first["run_start"].time_ms if "run_start" in first else None,
-        run_stop_ms=stop.time_ms if stop else None,
-        epochs=max(epochs, default=0),
-        best_eval_accuracy=max(accuracies) if accuracies else None,
-        events=len(events),
-    )
+        summary.add(e)
+    return summary.run()
 
 
 def read_run(run_dir: Path) -> TrainingRun:

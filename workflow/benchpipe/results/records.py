@@ -28,7 +28,7 @@ from benchpipe.errors import ParseError
 PREFIX = ":::MLLOG "
 MARKER = PREFIX.encode("ascii")
 # What str.strip() removes among ASCII bytes: the official parser strips these after the record.
-_TRAILING_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+TRAILING_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
 # The file is read in blocks this large and cut into lines with one bytes.split per block:
@@ -82,14 +82,14 @@ def record_batches(path: Path, what: str) -> Iterator[list[tuple[int, dict[str, 
 def payload_batches(path: Path) -> Iterator[tuple[list[tuple[int, bytes]], bool]]:
     """(line number, JSON text) of every record, a list per block of the file, and whether the
     block's lines are complete (False only for a last line without a newline)."""
-    marker, skip, space = MARKER, len(MARKER), _TRAILING_SPACE
-    for lines, first, complete, has_cr in _blocks(path):
+    marker, skip, space = MARKER, len(MARKER), TRAILING_SPACE
+    for lines, first, complete, has_cr in line_blocks(path):
         found = []
         add = found.append
-        if has_cr:  # a lone CR or a CRLF ending somewhere in the block: _payloads cuts those lines
+        if has_cr:  # a lone CR or a CRLF ending somewhere in the block: record_payloads cuts those lines
             for n, raw in enumerate(lines, first):
                 if marker in raw:
-                    for payload in _payloads(raw):
+                    for payload in record_payloads(raw):
                         add((n, payload))
         else:
             for n, raw in enumerate(lines, first):
@@ -99,13 +99,22 @@ def payload_batches(path: Path) -> Iterator[tuple[list[tuple[int, bytes]], bool]
         yield found, complete
 
 
-def _blocks(path: Path) -> Iterator[tuple[list[bytes], int, bool, bool]]:
+def line_blocks(path: Path, start: int = 0, end: int | None = None,
+            first: int = 1) -> Iterator[tuple[list[bytes], int, bool, bool]]:
     """The file's lines (without their LF) a block at a time: the lines, the first one's number,
-    whether they are complete (all but a last line without a newline), whether any holds a CR."""
+    whether they are complete (all but a last line without a newline), whether any holds a CR.
+
+    start, end: a byte range of the file (a line starts at start; end is the file's end or just
+    past a LF), whose first line is line ``first`` of the file.
+    """
     try:
         with open(path, "rb", buffering=0) as f:
-            first, pending = 1, []  # pending: the start of a line that the block before cut
-            while block := f.read(_BLOCK):
+            if start:
+                f.seek(start)
+            left = -1 if end is None else end - start  # bytes still to read; -1: to the end
+            pending = []  # the start of a line that the block before cut
+            while left and (block := f.read(_BLOCK if left < 0 else min(_BLOCK, left))):
+                left -= len(block) if left > 0 else 0
                 cut = block.rfind(b"\n")
                 if cut < 0:  # a line longer than a block: gather it whole
                     pending.append(block)
@@ -121,7 +130,27 @@ def _blocks(path: Path) -> Iterator[tuple[list[bytes], int, bool, bool]]:
         raise ParseError(f"{path}: cannot read: {exc}") from exc
 
 
-def _payloads(raw: bytes) -> Sequence[bytes]:
+def line_ranges(path: Path, size: int) -> Iterator[tuple[int, int, int]]:
+    """(start, end, first line) of consecutive byte ranges of about ``size`` bytes that cover the
+    file and end just past a LF (the last one at the file's end): pieces of a log that separate
+    processes can read with line_blocks, each knowing the number of its first line."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            start, first, offset, newlines = 0, 1, 0, 0  # newlines: before offset
+            while block := f.read(_BLOCK):
+                cut = block.rfind(b"\n")
+                if cut >= 0 and offset + cut + 1 - start >= size:
+                    yield start, offset + cut + 1, first
+                    start, first = offset + cut + 1, newlines + block.count(b"\n", 0, cut + 1) + 1
+                newlines += block.count(b"\n")
+                offset += len(block)
+            if offset > start:
+                yield start, offset, first
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read: {exc}") from exc
+
+
+def record_payloads(raw: bytes) -> Sequence[bytes]:
     """The JSON text after the last marker of each CR-separated piece of ``raw`` (one line, its LF cut off)."""
     # A CR ends a line for the official reader (universal newlines): a lone one (a progress bar
     # redrawing itself) starts a new piece that can hold a record of its own; the CR of a CRLF
@@ -130,7 +159,7 @@ def _payloads(raw: bytes) -> Sequence[bytes]:
     for piece in raw.split(b"\r"):
         at = piece.rfind(MARKER)
         if at >= 0:
-            found.append(piece[at + len(MARKER):].rstrip(_TRAILING_SPACE))
+            found.append(piece[at + len(MARKER):].rstrip(TRAILING_SPACE))
     return found
 
 

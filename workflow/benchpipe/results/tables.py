@@ -32,7 +32,7 @@ from benchpipe.infer.loadgen_run import ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS, 
 from benchpipe.infer.models import read_model_record
 from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_accuracy_txt, parse_detail_log
 from benchpipe.layout import MLLOG_FILE
-from benchpipe.results.mllog_parser import parse_mllog, summarize_run
+from benchpipe.results.mllog_parser import RunSummary, TrainingRun, event_batches, parse_mllog, summarize_run
 from benchpipe.train.scoring import Score, olympic_score
 
 EVENTS_SCHEMA = pa.schema([
@@ -77,16 +77,15 @@ TABLES = {
 }
 
 
-def training_rows(target: str, benchmark: str, index: int, run_dir: Path) -> tuple[list[dict], dict]:
-    return training_log_rows(target, benchmark, index, run_dir / MLLOG_FILE)
-
-
 def training_log_rows(target: str, benchmark: str, index: int, path: Path) -> tuple[list[dict], dict]:
-    """(training_events rows, runs row) of one MLLOG log, wherever it lies (a run folder, a tree)."""
+    """(training_events rows, runs row) of one MLLOG log, wherever it lies (a run folder, a tree).
+
+    From parse_mllog's Events, the other path from the one write_tables takes: the audit
+    re-derives a tree's tables with it.
+    """
     from benchpipe.results.mllog_parser import metadata_json, value_json
 
     events = parse_mllog(path)
-    run = summarize_run(events, path)
     # value_json and metadata_json: json.dumps(value) and json.dumps(metadata, sort_keys=True),
     # without the fresh encoder json.dumps makes per call.
     event_rows = [
@@ -95,14 +94,7 @@ def training_log_rows(target: str, benchmark: str, index: int, path: Path) -> tu
          "value_json": value_json(e.value), "metadata_json": metadata_json(e.metadata)}
         for e in events
     ]
-    run_row = {
-        "target": target, "benchmark": benchmark, "run": index, "division": run.division,
-        "seed": run.seed, "status": run.status, "run_start_ms": run.run_start_ms,
-        "run_stop_ms": run.run_stop_ms, "time_to_train_min": run.time_to_train_min,
-        "epochs": run.epochs, "best_eval_accuracy": run.best_eval_accuracy,
-        "quality_target": benchmarks.get(benchmark).quality_target, "log_sha256": sha256_file(path),
-    }
-    return event_rows, run_row
+    return event_rows, run_row(target, benchmark, index, path, summarize_run(events, path))
 
 
 def score_rows(run_rows: list[dict]) -> list[dict]:
@@ -206,29 +198,72 @@ def provenance_row(target: str, benchmark: str, job: str, job_dir: Path) -> dict
     return row
 
 
-def build_tables(runs: Path, run_dirs: list[Path], test_dirs: list[Path]) -> dict[str, pa.Table]:
-    """Tables from exactly the given run and test directories (not whatever else lies in runs/)."""
-    rows: dict[str, list[dict]] = {name: [] for name in TABLES}
-    for run_dir in sorted(run_dirs, key=lambda p: layout.identify_run(runs, p)):
-        target, benchmark, index = layout.identify_run(runs, run_dir)
-        events, run_row = training_rows(target, benchmark, index, run_dir)
-        rows["training_events.parquet"] += events
-        rows["runs.parquet"].append(run_row)
-        rows["provenance.parquet"].append(provenance_row(target, benchmark, f"train/run_{index}", run_dir))
-    rows["scores.parquet"] = score_rows(rows["runs.parquet"])
-    for test_dir in sorted(test_dirs, key=lambda p: layout.identify_test(runs, p)):
-        target, benchmark, scenario, mode = layout.identify_test(runs, test_dir)
-        rows["inference.parquet"].append(inference_row(target, benchmark, scenario, mode, test_dir))
-        rows["provenance.parquet"].append(provenance_row(target, benchmark, f"infer/{scenario}/{mode}", test_dir))
-    return {name: pa.Table.from_pylist(rows[name], schema=schema) for name, schema in TABLES.items()}
+# training_events' row groups: this many rows each, whatever batches the parser gave, so that
+# the same logs give the same file on any machine (a large log's batches follow its CPU count).
+EVENTS_ROW_GROUP = 1 << 16
+
+
+def write_training_events(writer: pq.ParquetWriter, target: str, benchmark: str, index: int, path: Path) -> dict:
+    """One MLLOG log's events appended to an open training_events writer, streamed (a large log
+    by several processes: event_batches); returns the log's runs row, derived on the way."""
+    summary = RunSummary(path)
+    pending: list[pa.RecordBatch] = []
+
+    def write(table: pa.Table) -> None:
+        rows = table.num_rows
+        writer.write_table(table.add_column(0, "target", pa.repeat(target, rows))
+                           .add_column(1, "benchmark", pa.repeat(benchmark, rows))
+                           .add_column(2, "run", pa.repeat(pa.scalar(index, pa.int32()), rows)),
+                           row_group_size=EVENTS_ROW_GROUP)
+
+    for batch in event_batches(path):
+        summary.add_batch(batch)
+        pending.append(batch)
+        if sum(b.num_rows for b in pending) >= EVENTS_ROW_GROUP:
+            table = pa.Table.from_batches(pending)
+            whole = table.num_rows - table.num_rows % EVENTS_ROW_GROUP
+            write(table.slice(0, whole))
+            pending = table.slice(whole).to_batches()
+    if pending:
+        write(pa.Table.from_batches(pending))
+    return run_row(target, benchmark, index, path, summary.run())
+
+
+def run_row(target: str, benchmark: str, index: int, path: Path, run: TrainingRun) -> dict:
+    return {
+        "target": target, "benchmark": benchmark, "run": index, "division": run.division,
+        "seed": run.seed, "status": run.status, "run_start_ms": run.run_start_ms,
+        "run_stop_ms": run.run_stop_ms, "time_to_train_min": run.time_to_train_min,
+        "epochs": run.epochs, "best_eval_accuracy": run.best_eval_accuracy,
+        "quality_target": benchmarks.get(benchmark).quality_target, "log_sha256": sha256_file(path),
+    }
 
 
 def write_tables(runs: Path, out: Path, run_dirs: list[Path], test_dirs: list[Path]) -> dict[str, int]:
-    tables = build_tables(runs, run_dirs, test_dirs)
+    """The tables of exactly the given run and test directories (not whatever else lies in runs/).
+
+    training_events goes to its file a batch at a time: a log of any size, with the memory of a batch.
+    """
+    rows: dict[str, list[dict]] = {name: [] for name in TABLES if name != "training_events.parquet"}
+    written = {}
     with atomic_dir(out) as tmp:
-        for name, table in tables.items():
-            pq.write_table(table, tmp / name, compression="zstd")
-    return {name: t.num_rows for name, t in tables.items()}
+        events = tmp / "training_events.parquet"
+        with pq.ParquetWriter(events, EVENTS_SCHEMA, compression="zstd") as writer:
+            for run_dir in sorted(run_dirs, key=lambda p: layout.identify_run(runs, p)):
+                target, benchmark, index = layout.identify_run(runs, run_dir)
+                rows["runs.parquet"].append(
+                    write_training_events(writer, target, benchmark, index, run_dir / MLLOG_FILE))
+                rows["provenance.parquet"].append(provenance_row(target, benchmark, f"train/run_{index}", run_dir))
+        written["training_events.parquet"] = pq.read_metadata(events).num_rows
+        rows["scores.parquet"] = score_rows(rows["runs.parquet"])
+        for test_dir in sorted(test_dirs, key=lambda p: layout.identify_test(runs, p)):
+            target, benchmark, scenario, mode = layout.identify_test(runs, test_dir)
+            rows["inference.parquet"].append(inference_row(target, benchmark, scenario, mode, test_dir))
+            rows["provenance.parquet"].append(provenance_row(target, benchmark, f"infer/{scenario}/{mode}", test_dir))
+        for name, table_rows in rows.items():
+            pq.write_table(pa.Table.from_pylist(table_rows, schema=TABLES[name]), tmp / name, compression="zstd")
+            written[name] = len(table_rows)
+    return {name: written[name] for name in TABLES}
 
 
 def read_table(tables_dir: Path, name: str) -> list[dict]:
