@@ -135,12 +135,12 @@ def parse_ours_parquet(log: Path, workers: int | None = None) -> int:
     import pyarrow.parquet as pq
 
     from benchpipe.results import mllog_parser
-    from benchpipe.results.tables import EVENTS_SCHEMA, write_training_events
+    from benchpipe.results.tables import EVENTS_SCHEMA, EVENTS_WRITE_OPTIONS, write_training_events
 
     if workers is not None:
         mllog_parser.PARALLEL_MIN_BYTES = 0 if workers > 1 else 1 << 62
     out = log.with_suffix(".parquet")
-    with pq.ParquetWriter(out, EVENTS_SCHEMA, compression="zstd") as writer:
+    with pq.ParquetWriter(out, EVENTS_SCHEMA, **EVENTS_WRITE_OPTIONS) as writer:
         run = write_training_events(writer, "local-cpu", "resnet", 0, log)
     if run["status"] != "success":
         raise RuntimeError(f"{log}: the run reads as {run['status']}")

@@ -538,7 +538,7 @@ def test_a_large_log_is_read_by_several_processes_by_default(tmp_path, monkeypat
     monkeypatch.setattr(mllog_parser, "PARALLEL_MIN_BYTES", path.stat().st_size)
     monkeypatch.setattr(mllog_parser.os, "sched_getaffinity", lambda pid: {0, 1})
     used = []
-    monkeypatch.setattr(mllog_parser, "_parallel_batches", lambda p, workers: used.append(workers) or iter(()))
+    monkeypatch.setattr(mllog_parser, "_parallel_batches", lambda p, workers, summarize: used.append(workers) or iter(()))
     list(event_batches(path))
     assert used == [2]
     monkeypatch.setattr(mllog_parser, "PARALLEL_MIN_BYTES", path.stat().st_size + 1)
@@ -548,9 +548,9 @@ def test_a_large_log_is_read_by_several_processes_by_default(tmp_path, monkeypat
 def streamed_table(path: Path, out: Path) -> dict:
     import pyarrow.parquet as pq
 
-    from benchpipe.results.tables import EVENTS_SCHEMA, write_training_events
+    from benchpipe.results.tables import EVENTS_SCHEMA, EVENTS_WRITE_OPTIONS, write_training_events
 
-    with pq.ParquetWriter(out, EVENTS_SCHEMA, compression="zstd") as writer:
+    with pq.ParquetWriter(out, EVENTS_SCHEMA, **EVENTS_WRITE_OPTIONS) as writer:
         return write_training_events(writer, "local-cpu", "digits", 1, path)
 
 
@@ -565,7 +565,8 @@ def test_a_log_streamed_to_its_table_gives_what_its_events_give(tmp_path, monkey
 
     path = our_run_log(tmp_path / "mllog.txt", epochs=epochs)
     with path.open("a") as f:  # a second, later run_stop and chatter: the first one counts
-        f.write("Epoch done\n" + canonical("null", '{"status": "aborted"}', key="run_stop").decode() + "\n")
+        f.write("Epoch done\n" + canonical("null", '{"status": "aborted"}', key="run_stop").decode() + "\n"
+                + canonical("NaN", key="eval_accuracy").decode() + "\n")
     rows, run = training_log_rows("local-cpu", "digits", 1, path)
     monkeypatch.setattr(tables, "EVENTS_ROW_GROUP", 7)
     one = streamed_table(path, tmp_path / "one.parquet")
@@ -575,6 +576,8 @@ def test_a_log_streamed_to_its_table_gives_what_its_events_give(tmp_path, monkey
     several = streamed_table(path, tmp_path / "several.parquet")
     assert one == several == run
     assert run["status"] == "success" and run["epochs"] == epochs
+    # The NaN evaluation at the end is never the best, wherever it lies.
+    assert run["best_eval_accuracy"] == (0.9 + epochs / 100 if epochs else None)
     assert pq.read_table(tmp_path / "one.parquet").to_pylist() == rows
     assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "several.parquet").read_bytes()
     assert pq.ParquetFile(tmp_path / "one.parquet").metadata.num_row_groups == -(-len(rows) // 7)

@@ -147,7 +147,7 @@ _CANONICAL_LINE = re.compile(
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # A log this large is read by several processes, a range of lines each (see event_batches).
 PARALLEL_MIN_BYTES = 32 << 20
-_RANGE_BYTES = 8 << 20
+_RANGE_BYTES = 4 << 20
 
 
 def event_columns(path: Path, rows: int = 50_000) -> Iterator[dict[str, list[Any]]]:
@@ -167,21 +167,29 @@ def event_columns(path: Path, rows: int = 50_000) -> Iterator[dict[str, list[Any
         raise ParseError(f"{path}: no MLLOG records")
 
 
-def event_batches(path: Path, rows: int = 50_000, workers: int | None = None) -> Iterator[Any]:
+def event_batches(path: Path, rows: int = 50_000, workers: int | None = None,
+                  summary: RunSummary | None = None) -> Iterator[Any]:
     """event_columns as Arrow record batches (EVENT_COLUMNS, typed as training_events types them).
 
     A log of PARALLEL_MIN_BYTES or more is read by ``workers`` processes (default: one per
     usable CPU), a range of lines each, and its batches come back in the log's order; at most
     two ranges a process are in flight, so memory stays flat. The same batches, the same
     errors (the first bad line of the log is the one named) as one process reading it all.
+    ``summary``, if given, takes every batch (in the worker that read it, then merged in order).
     """
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if path.stat().st_size >= PARALLEL_MIN_BYTES else 1
     if workers > 1:
-        yield from _parallel_batches(path, workers)
+        for batch, part in _parallel_batches(path, workers, summary is not None):
+            if summary is not None:
+                summary.merge(part)
+            yield batch
         return
     for columns in event_columns(path, rows):
-        yield _record_batch(columns, path)
+        batch = _record_batch(columns, path)
+        if summary is not None:
+            summary.add_batch(batch)
+        yield batch
 
 
 def _record_batch(columns: dict[str, list[Any]], path: Path) -> Any:
@@ -197,7 +205,7 @@ def _record_batch(columns: dict[str, list[Any]], path: Path) -> Any:
     return pa.record_batch(arrays, names=names)
 
 
-def _parallel_batches(path: Path, workers: int) -> Iterator[Any]:
+def _parallel_batches(path: Path, workers: int, summarize: bool) -> Iterator[tuple[Any, RunSummary | None]]:
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -206,27 +214,34 @@ def _parallel_batches(path: Path, workers: int) -> Iterator[Any]:
     pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"))
     try:
         ranges = line_ranges(path, _RANGE_BYTES)
-        running = deque(pool.submit(_range_batch, path, *r) for _, r in zip(range(2 * workers), ranges))
+        running = deque(pool.submit(_range_batch, path, *r, summarize) for _, r in zip(range(2 * workers), ranges))
         seen = 0
         while running:
-            batch = running.popleft().result()
+            batch, part = running.popleft().result()
             following = next(ranges, None)
             if following is not None:
-                running.append(pool.submit(_range_batch, path, *following))
+                running.append(pool.submit(_range_batch, path, *following, summarize))
             if batch is not None:
                 seen += batch.num_rows
-                yield batch
+                yield batch, part
         if not seen:
             raise ParseError(f"{path}: no MLLOG records")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _range_batch(path: Path, start: int, end: int, first: int) -> Any:
-    """One range of a log as one record batch (a worker's share); None where it holds no record."""
+def _range_batch(path: Path, start: int, end: int, first: int,
+                 summarize: bool) -> tuple[Any, RunSummary | None]:
+    """One range of a log as one record batch, and its summary if asked (a worker's share);
+    no batch where the range holds no record."""
     for columns in _range_columns(path, start, end, first, 0):
-        return _record_batch(columns, path)
-    return None
+        batch = _record_batch(columns, path)
+        part = None
+        if summarize:
+            part = RunSummary(path)
+            part.add_batch(batch)
+        return batch, part
+    return None, None
 
 
 def _range_columns(path: Path, start: int, end: int | None, first: int,
@@ -347,7 +362,8 @@ def _time_ms(value: Any) -> int:
 
 class RunSummary:
     """What summarize_run derives, taken an event or a batch of events at a time: what it
-    keeps does not grow with the log (the first event of each key it reads, two maxima)."""
+    keeps does not grow with the log (the first event of each key it reads, two maxima).
+    Summaries of consecutive parts of a log merge into the whole log's."""
 
     # The keys whose first event the summary reads.
     FIRST = ("submission_benchmark", "submission_org", "submission_platform", "submission_division", "seed",
@@ -390,12 +406,26 @@ class RunSummary:
             if '"first_epoch_num"' in metadata:
                 self._block(n, loads(metadata))
 
+    def merge(self, later: RunSummary) -> None:
+        """Take the summary of the part of the log that follows this one's."""
+        self.count += later.count
+        for key, event in later.first.items():
+            self.first.setdefault(key, event)
+        if later.best_accuracy is not None:
+            self._best(later.best_accuracy)
+        if later.epochs is not None and (self.epochs is None or later.epochs > self.epochs):
+            self.epochs = later.epochs
+
     def _accuracy(self, n: int, value: Any) -> None:
         try:
             accuracy = float(value)
         except (TypeError, ValueError):
             raise ParseError(f"{self.path}: line {n}: eval_accuracy {value!r} is not a number") from None
-        # What max() of them all gives, NaN included: a later value replaces one it exceeds.
+        # A NaN (a diverged evaluation) is never the best; max() would keep one that came first.
+        if accuracy == accuracy:
+            self._best(accuracy)
+
+    def _best(self, accuracy: float) -> None:
         if self.best_accuracy is None or accuracy > self.best_accuracy:
             self.best_accuracy = accuracy
 

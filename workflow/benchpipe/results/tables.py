@@ -201,6 +201,9 @@ def provenance_row(target: str, benchmark: str, job: str, job_dir: Path) -> dict
 # training_events' row groups: this many rows each, whatever batches the parser gave, so that
 # the same logs give the same file on any machine (a large log's batches follow its CPU count).
 EVENTS_ROW_GROUP = 1 << 16
+# Dictionaries only where values repeat: on the line, time and JSON columns they cost time
+# and make the file larger.
+EVENTS_WRITE_OPTIONS = {"compression": "zstd", "use_dictionary": ["target", "benchmark", "event_type", "key"]}
 
 
 def write_training_events(writer: pq.ParquetWriter, target: str, benchmark: str, index: int, path: Path) -> dict:
@@ -216,8 +219,7 @@ def write_training_events(writer: pq.ParquetWriter, target: str, benchmark: str,
                            .add_column(2, "run", pa.repeat(pa.scalar(index, pa.int32()), rows)),
                            row_group_size=EVENTS_ROW_GROUP)
 
-    for batch in event_batches(path):
-        summary.add_batch(batch)
+    for batch in event_batches(path, summary=summary):
         pending.append(batch)
         if sum(b.num_rows for b in pending) >= EVENTS_ROW_GROUP:
             table = pa.Table.from_batches(pending)
@@ -248,7 +250,7 @@ def write_tables(runs: Path, out: Path, run_dirs: list[Path], test_dirs: list[Pa
     written = {}
     with atomic_dir(out) as tmp:
         events = tmp / "training_events.parquet"
-        with pq.ParquetWriter(events, EVENTS_SCHEMA, compression="zstd") as writer:
+        with pq.ParquetWriter(events, EVENTS_SCHEMA, **EVENTS_WRITE_OPTIONS) as writer:
             for run_dir in sorted(run_dirs, key=lambda p: layout.identify_run(runs, p)):
                 target, benchmark, index = layout.identify_run(runs, run_dir)
                 rows["runs.parquet"].append(
