@@ -575,6 +575,7 @@ def test_a_log_streamed_to_its_table_gives_what_its_events_give(tmp_path, monkey
     small_ranges(monkeypatch, block=256, range_bytes=700)
     several = streamed_table(path, tmp_path / "several.parquet")
     assert one == several == run
+    assert mllog_parser.read_run(path.parent) == summarize_run(parse_mllog(path), path)
     assert run["status"] == "success" and run["epochs"] == epochs
     # The NaN evaluation at the end is never the best, wherever it lies.
     assert run["best_eval_accuracy"] == (0.9 + epochs / 100 if epochs else None)

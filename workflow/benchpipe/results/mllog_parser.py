@@ -471,8 +471,12 @@ def summarize_run(events: list[Event], path: Path) -> TrainingRun:
 
 
 def read_run(run_dir: Path) -> TrainingRun:
+    """The run a run folder's log tells, read streamed: memory does not grow with the log."""
     path = run_dir / MLLOG_FILE
-    return summarize_run(parse_mllog(path), path)
+    summary = RunSummary(path)
+    for _ in event_batches(path, summary=summary):
+        pass
+    return summary.run()
 
 
 def select_model(run_dirs: list[Path]) -> Path:
