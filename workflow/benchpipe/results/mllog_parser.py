@@ -178,7 +178,7 @@ def event_batches(path: Path, rows: int = 50_000, workers: int | None = None,
     ``summary``, if given, takes every batch (in the worker that read it, then merged in order).
     """
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if path.stat().st_size >= PARALLEL_MIN_BYTES else 1
+        workers = _usable_cpus() if path.stat().st_size >= PARALLEL_MIN_BYTES else 1
     if workers > 1:
         for batch, part in _parallel_batches(path, workers, summary is not None):
             if summary is not None:
@@ -190,6 +190,18 @@ def event_batches(path: Path, rows: int = 50_000, workers: int | None = None,
         if summary is not None:
             summary.add_batch(batch)
         yield batch
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, under SLURM its allocation); 1 where
+    processes cannot be forked."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _record_batch(columns: dict[str, list[Any]], path: Path) -> Any:
