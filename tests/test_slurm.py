@@ -1,7 +1,8 @@
 """The workflow on a real SLURM cluster (.ci/slurm-cluster: one node, two partitions, accounting):
 every dataset step, training run and LoadGen test is an sbatch job where its resources say, the tree
 is the one a local run of the same config gives, a job cancelled with scancel is rerun alone,
-and jobs lost with their node are requeued while the workflow waits.
+jobs lost with their node are requeued while the workflow waits, and a job killed at its time
+limit is submitted again with more time.
 
 Skipped where no cluster answers, except in CI, where .ci/run starts one and its absence fails.
 """
@@ -70,11 +71,13 @@ def cluster() -> None:
         pytest.skip(f"no SLURM cluster: {why} (start one with .ci/slurm-cluster)")
 
 
-def workflow_dir(root: Path) -> Path:
+def workflow_dir(root: Path, slurm: dict | None = None, **config: dict) -> Path:
+    """A workflow directory for the reduced suite; ``slurm`` and ``config``: settings to change."""
     root.mkdir(parents=True)
     (root / "targets").mkdir()
-    (root / "targets" / f"{TARGET}.yaml").write_text(yaml.safe_dump(CLUSTER_TARGET))
-    (root / "config.yaml").write_text(yaml.safe_dump({**CONFIG, "targets_dir": str(root / "targets")}))
+    target = {**CLUSTER_TARGET, "slurm": {**CLUSTER_TARGET["slurm"], **(slurm or {})}}
+    (root / "targets" / f"{TARGET}.yaml").write_text(yaml.safe_dump(target))
+    (root / "config.yaml").write_text(yaml.safe_dump({**CONFIG, **config, "targets_dir": str(root / "targets")}))
     return root
 
 
@@ -247,3 +250,29 @@ def node_back(node: str, timeout: float = 120) -> None:
             return
         time.sleep(1)
     raise AssertionError(f"node {node} did not come back within {timeout} s")
+
+
+def test_a_job_killed_at_its_time_limit_runs_again_with_more_time(cluster, tmp_path, repo_root, cli_env):
+    # One LoadGen test (SingleStream: it lasts its min_duration, plus the job's start) outlasts its
+    # target's one-minute limit: SLURM kills it (TIMEOUT), the profile's retry submits it again
+    # with twice the time (three times on a third attempt), and the same workflow finishes.
+    workdir = workflow_dir(tmp_path / "work", slurm={"runtime_min": 1},
+                           inference={"scenarios": ["SingleStream"], "min_duration_ms": 75_000})
+    proc = subprocess.run(snakemake_argv(repo_root, workdir, "slurm", *QUICK_STATUS), env=cli_env,
+                          capture_output=True, text=True, timeout=1200)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    logs = workdir / ".snakemake" / "slurm_logs" / "rule_infer"
+    attempts = {folder.name: sorted((log.stem for log in folder.glob("*.log")), key=int) for folder in logs.iterdir()}
+    performance = next(jobs for name, jobs in attempts.items() if "performance" in name)
+    states = sacct(*performance)
+    assert len(performance) >= 2 and [states[job][1] for job in performance] == (
+        ["TIMEOUT"] * (len(performance) - 1) + ["COMPLETED"]), states
+    assert f"SLURM-job '{performance[0]}' failed, SLURM status is: 'TIMEOUT'" in out
+    # Each attempt asked for its attempt's multiple of the target's minute (sacct's Timelimit).
+    limits = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,Timelimit", "-j", ",".join(performance)],
+                            capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert sorted(limits) == sorted(f"{job}|00:0{attempt}:00" for attempt, job in enumerate(performance, 1)), limits
+    rows = {row["job"]: row["slurm_job_id"] for row in provenance_rows(workdir)}
+    assert rows["infer/SingleStream/performance"] == performance[-1]
+    assert verify_manifest(workdir / TREE) > 10

@@ -196,12 +196,19 @@ def slurm_requests(training):
 
 
 def job_resources(requests, training):
-    """A per-target rule's resources: what its target's slurm section asks for, and scratch."""
+    """A per-target rule's resources: what its target's slurm section asks for, and scratch.
+
+    The time limit grows with each attempt: a job that SLURM killed at its limit (TIMEOUT) and
+    that Snakemake submits again (profiles/slurm's retries) gets twice, then three times, the time.
+    """
     try:
         names = resource_names(list(TARGET_SPECS.values()), training=training)
     except ConfigError as exc:
         raise WorkflowError(str(exc)) from None
-    return {name: (lambda wildcards, name=name: requests[wildcards.target].get(name)) for name in names} | SCRATCH
+    resources = {name: (lambda wildcards, name=name: requests[wildcards.target].get(name)) for name in names}
+    if "runtime" in resources:
+        resources["runtime"] = lambda wildcards, attempt: requests[wildcards.target]["runtime"] * attempt
+    return resources | SCRATCH
 
 
 def job_threads(requests):
