@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from json import encoder as _json_encoder
 from pathlib import Path
@@ -111,37 +111,22 @@ EVENT_COLUMNS = ("line", "time_ms", "event_type", "key", "value_json", "metadata
 # when every value in it is one whose JSON text json.dumps writes back unchanged: null, true,
 # false, an integer without sign of zero or leading zeros (18 digits at most), a float whose
 # text is its repr (checked after the match), a string of printable ASCII without quote or
-# backslash. Its columns are then slices of the text, with no decoding and re-encoding.
-_STR = r'[ !#-\[\]-~]*'
+# backslash. Its columns are then slices of the line's bytes, with no decoding and re-encoding.
+# Matched from just after the line's last marker to its end; quantifiers are possessive, as
+# nothing in this pattern needs to backtrack.
+_STR = rb'[ !#-\[\]-~]*+'
 # Metadata strings leave out the comma too, and its keys the space and "!" as well: so a pair
 # starts after every ', "' and nowhere else, and sorting the pairs' text sorts them by key
 # (after a key comes its closing quote, which sorts before every character left in a key).
-_META_STR = r'[ !#-+\--\[\]-~]*'
-_META_KEY = r'[#-+\--\[\]-~]*'
-_INT = r'(?:0|-?[1-9][0-9]{0,17})'
-_FLOAT = r'-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)'
-_META_PAIR = rf'"{_META_KEY}": (?:null|true|false|{_INT}|"{_META_STR}")'
+_META_STR = rb'[ !#-+\--\[\]-~]*+'
+_META_KEY = rb'[#-+\--\[\]-~]*+'
+_INT = rb'(?:0|-?[1-9][0-9]{0,17}+)'
+_FLOAT = rb'-?(?:0|[1-9][0-9]*+)(?:\.[0-9]++(?:[eE][-+]?[0-9]++)?|[eE][-+]?[0-9]++)'
+_META_PAIR = rb'"' + _META_KEY + rb'": (?:null|true|false|' + _INT + rb'|"' + _META_STR + rb'")'
 _CANONICAL = re.compile(
-    rf'\{{"namespace": "{_STR}", "time_ms": ({_INT}), "event_type": "({_STR})", "key": "({_STR})", '
-    rf'"value": (?:(null|true|false|{_INT}|"{_STR}")|({_FLOAT})), '
-    rf'"metadata": \{{({_META_PAIR}(?:, {_META_PAIR})*)?\}}\}}'
-)
-
-
-# The same, for a whole line of a block without CR, matched as bytes: the line is the marker
-# and such a record, nothing before or after. Strings leave out the colon as well, so that no
-# second marker can hide in the line (a record follows the last one); a string with a colon
-# takes the path above. Quantifiers are possessive: this pattern never needs to backtrack.
-_B_STR = rb'[ !#-9;-\[\]-~]*+'
-_B_META_STR = rb'[ !#-+\--9;-\[\]-~]*+'
-_B_META_KEY = rb'[#-+\--9;-\[\]-~]*+'
-_B_INT = rb'(?:0|-?[1-9][0-9]{0,17}+)'
-_B_FLOAT = rb'-?(?:0|[1-9][0-9]*+)(?:\.[0-9]++(?:[eE][-+]?[0-9]++)?|[eE][-+]?[0-9]++)'
-_B_META_PAIR = rb'"' + _B_META_KEY + rb'": (?:null|true|false|' + _B_INT + rb'|"' + _B_META_STR + rb'")'
-_CANONICAL_LINE = re.compile(
-    rb':::MLLOG \{"namespace": "' + _B_STR + rb'", "time_ms": (' + _B_INT + rb'), "event_type": "(' + _B_STR
-    + rb')", "key": "(' + _B_STR + rb')", "value": (?:(null|true|false|' + _B_INT + rb'|"' + _B_STR + rb'")|('
-    + _B_FLOAT + rb')), "metadata": \{(' + _B_META_PAIR + rb'(?:, ' + _B_META_PAIR + rb')*+)?\}\}'
+    rb'\{"namespace": "' + _STR + rb'", "time_ms": (' + _INT + rb'), "event_type": "(' + _STR
+    + rb')", "key": "(' + _STR + rb')", "value": (?:(null|true|false|' + _INT + rb'|"' + _STR + rb'")|('
+    + _FLOAT + rb')), "metadata": \{(' + _META_PAIR + rb'(?:, ' + _META_PAIR + rb')*+)?\}\}'
 )
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -263,13 +248,11 @@ def _range_columns(path: Path, start: int, end: int | None, first: int,
     columns: dict[str, list[Any]] = {name: [] for name in names}
     with collection_paused():
         for lines, number, complete, has_cr in line_blocks(path, start, end, first):
-            appends = [columns[name].append for name in names]
-            if has_cr:  # lines that a CR cuts: every record of every piece, each on the general path
-                payloads = [(n, payload) for n, raw in enumerate(lines, number) if MARKER in raw
+            numbered: Iterable[tuple[int, bytes]] = enumerate(lines, number)
+            if has_cr:  # lines that a CR cuts: each piece's record, after the marker it followed
+                numbered = [(n, MARKER + payload) for n, raw in numbered if MARKER in raw
                             for payload in record_payloads(raw)]
-                _add_columns(payloads, complete, path, *appends)
-            else:
-                _add_lines(lines, number, complete, path, *appends)
+            _add_columns(numbered, complete, path, *(columns[name].append for name in names))
             if rows and len(columns["line"]) >= rows:
                 yield columns
                 columns = {name: [] for name in names}
@@ -277,14 +260,20 @@ def _range_columns(path: Path, start: int, end: int | None, first: int,
         yield columns
 
 
-def _add_lines(lines: list[bytes], number: int, complete: bool, path: Path, line: Any, time_ms: Any,
-               event_type: Any, key: Any, value: Any, metadata: Any) -> None:
-    """_add_columns for the lines of a block without CR: a line that is exactly a canonical
-    record is taken from its bytes; any other that holds the marker goes to _add_columns."""
-    canonical, marker, skip, space = _CANONICAL_LINE.fullmatch, MARKER, len(MARKER), TRAILING_SPACE
-    appends = (line, time_ms, event_type, key, value, metadata)
-    for n, raw in enumerate(lines, number):
-        found = canonical(raw)
+def _add_columns(numbered: Iterable[tuple[int, bytes]], complete: bool, path: Path, line: Any, time_ms: Any,
+                 event_type: Any, key: Any, value: Any, metadata: Any) -> None:
+    """The columns of each (line number, line) that holds a record: a canonical one's from its
+    bytes, any other's from its decoded JSON, encoded as training_log_rows encodes an Event."""
+    canonical, marker, skip, space = _CANONICAL.fullmatch, MARKER, len(MARKER), TRAILING_SPACE
+    encode_value, encode_metadata = value_json, metadata_json
+    for n, raw in numbered:
+        at = raw.rfind(marker)
+        if at < 0:
+            continue
+        at += skip
+        found = canonical(raw, at)
+        if found is None and raw[-1:] in space:  # trailing whitespace: the official parser strips it
+            found = canonical(raw[at:].rstrip(space))
         if found is not None:
             t, e, k, v, f, meta = found.groups()
             if f is not None:
@@ -296,6 +285,7 @@ def _add_lines(lines: list[bytes], number: int, complete: bool, path: Path, line
             else:
                 pairs = meta[1:].split(b', "')
                 pairs.sort()
+                # A key twice: json.loads keeps the last value. Not this path's business.
                 m = (b'{"' + b', "'.join(pairs) + b"}"
                      if len({p[:p.index(b'"')] for p in pairs}) == len(pairs) else None)
             if v is not None and m is not None:
@@ -306,42 +296,7 @@ def _add_lines(lines: list[bytes], number: int, complete: bool, path: Path, line
                 value(v)
                 metadata(m)
                 continue
-        at = raw.rfind(marker)
-        if at >= 0:
-            _add_columns([(n, raw[at + skip:].rstrip(space))], complete, path, *appends)
-
-
-def _add_columns(payloads: list[tuple[int, bytes]], complete: bool, path: Path, line: Any, time_ms: Any,
-                 event_type: Any, key: Any, value: Any, metadata: Any) -> None:
-    canonical, encode_value, encode_metadata = _CANONICAL.fullmatch, value_json, metadata_json
-    for n, payload in payloads:
-        try:
-            found = canonical(payload.decode())
-        except UnicodeDecodeError:
-            found = None
-        if found is not None:
-            t, e, k, v, f, meta = found.groups()
-            if f is not None:
-                v = f if repr(float(f)) == f else None
-            if meta is None:
-                m = "{}"
-            elif ', "' not in meta:
-                m = "{" + meta + "}"
-            else:
-                pairs = meta[1:].split(', "')
-                pairs.sort()
-                # A key twice: json.loads keeps the last value. Not this path's business.
-                m = '{"' + ', "'.join(pairs) + "}" if len({p[:p.index('"')] for p in pairs}) == len(pairs) else None
-            if v is not None and m is not None:
-                line(n)
-                time_ms(int(t))
-                event_type(e)
-                key(k)
-                value(v)
-                metadata(m)
-                continue
-        # Any other record: decoded, and encoded as training_log_rows encodes an Event.
-        record = decode(payload, path, n, "MLLOG", complete)
+        record = decode(raw[at:].rstrip(space), path, n, "MLLOG", complete)
         get = record.get
         t, e, k, m = get("time_ms"), get("event_type"), get("key"), get("metadata")
         if type(m) is not dict or type(t) is not int or type(e) is not str or type(k) is not str:
