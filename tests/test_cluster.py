@@ -119,6 +119,26 @@ def test_a_job_stopped_by_scancel_reads_as_cancelled_to_the_plugin(monkeypatch):
     assert states == {"7": "CANCELLED", "8": "COMPLETED", "9": "TIMEOUT"}
 
 
+def test_a_requeued_jobs_missing_node_is_never_excluded_from_later_submissions(monkeypatch):
+    import snakemake_executor_plugin_slurm as plugin
+
+    from benchpipe.cluster import mend_slurm_node_exclusion
+
+    job = SimpleNamespace(resources=_Resources({"slurm_partition": "accel"}), threads=1)
+    params = {"run_uuid": "uuid", "slurm_logfile": "log", "comment_str": "rule_infer", "account": "",
+              "partition": "-p accel", "workdir": "/work"}
+    # What the plugin excludes after a NODE_FAIL: sacct's node list of the job, which SLURM has
+    # already requeued, then that of a job that held a node.
+    failed = {"None assigned", "vm"}
+    monkeypatch.setattr(plugin, "get_submit_command", plugin.get_submit_command)  # restored afterwards
+    assert "--exclude=None assigned" in plugin.get_submit_command(job, params, failed_nodes={"None assigned"})
+    assert mend_slurm_node_exclusion() is True
+    assert mend_slurm_node_exclusion() is False  # once
+    line = plugin.get_submit_command(job, params, failed_nodes=failed)
+    assert line.count("--exclude") == 1 and "--exclude=vm" in line and "None" not in line
+    assert "--exclude" not in plugin.get_submit_command(job, params, failed_nodes={"None assigned"})
+
+
 # A training run on 2 nodes x 4 GPUs, at the level of what SLURM, srun and TensorFlow are given.
 MULTI_NODE = {"name": "cluster-2x4", "runtime": "apptainer", "image": "tensorflow-cuda",
               "devices": {"kind": "gpu", "count": 4}, "training": {"distribution": "multi_worker"},

@@ -254,8 +254,8 @@ def node_back(node: str, timeout: float = 120) -> None:
 
 def test_a_job_killed_at_its_time_limit_runs_again_with_more_time(cluster, tmp_path, repo_root, cli_env):
     # One LoadGen test (SingleStream: it lasts its min_duration, plus the job's start) outlasts its
-    # target's one-minute limit: SLURM kills it (TIMEOUT), the profile's retry submits it again
-    # with twice the time (three times on a third attempt), and the same workflow finishes.
+    # target's one-minute limit: SLURM kills it (TIMEOUT), the infer rule's retry submits it
+    # again with twice the time (three times on a third attempt), and the same workflow finishes.
     workdir = workflow_dir(tmp_path / "work", slurm={"runtime_min": 1},
                            inference={"scenarios": ["SingleStream"], "min_duration_ms": 75_000})
     proc = subprocess.run(snakemake_argv(repo_root, workdir, "slurm", *QUICK_STATUS), env=cli_env,

@@ -9,6 +9,7 @@ and a job asking for one would run without GPUs and without a word.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -94,6 +95,34 @@ def srun_launcher(target: Target) -> list[str]:
 def apptainer_task_env(environ: dict[str, str]) -> dict[str, str]:
     """The SLURM variables of this task, named so that apptainer --cleanenv passes them in."""
     return {f"{APPTAINER_PASS}{name}": environ[name] for name in TASK_VARIABLES if name in environ}
+
+
+# What sacct prints as the node list of a job that holds no node: a pending or just requeued one.
+_NO_NODE = re.compile(r"^(None assigned|\(null\)|None)?$")
+
+
+def mend_slurm_node_exclusion() -> bool:
+    """Keep snakemake-executor-plugin-slurm from excluding a node that is not one; True if mended.
+
+    After a NODE_FAIL the plugin (2.8.0) asks sacct for the job's node and excludes it from
+    every later submission. A job that SLURM has already requeued holds no node, and sacct
+    says ``None assigned``: every later sbatch then carries ``--exclude=None assigned``, which
+    sbatch refuses, and the workflow fails a job that never ran. Only real node names are
+    passed on from here on. Applied, like mend_slurm_status_query, by the main process.
+    """
+    plugin = sys.modules.get("snakemake_executor_plugin_slurm")
+    submit_command = getattr(plugin, "get_submit_command", None)
+    if submit_command is None or getattr(submit_command, "mended", False):
+        return False
+
+    def real_nodes_only(job: Any, params: Any, settings: Any = None, failed_nodes: Any = None,
+                        **kwargs: Any) -> str:
+        nodes = {node for node in failed_nodes or () if not _NO_NODE.match(node.strip())}
+        return submit_command(job, params, settings, failed_nodes=nodes, **kwargs)
+
+    real_nodes_only.mended = True  # type: ignore[attr-defined]
+    plugin.get_submit_command = real_nodes_only  # type: ignore[union-attr]
+    return True
 
 
 def mend_slurm_status_query() -> bool:

@@ -122,11 +122,13 @@ except (ConfigError, DatasetError) as exc:
     raise WorkflowError(str(exc)) from None
 
 if workflow.is_main_process:
-    from benchpipe.cluster import mend_slurm_status_query
+    from benchpipe.cluster import mend_slurm_node_exclusion, mend_slurm_status_query
     from benchpipe.resume import WorkflowRunning, hold_workflow_lock
 
     # A job stopped by scancel must fail the run, not hang it: see there.
     mend_slurm_status_query()
+    # A requeued job's "node" must not be excluded from later submissions: see there.
+    mend_slurm_node_exclusion()
 
     # Held until this process ends; see benchpipe/resume.py. A dry run changes nothing: it
     # may look at a live run's directory.
@@ -199,7 +201,8 @@ def job_resources(requests, training):
     """A per-target rule's resources: what its target's slurm section asks for, and scratch.
 
     The time limit grows with each attempt: a job that SLURM killed at its limit (TIMEOUT) and
-    that Snakemake submits again (profiles/slurm's retries) gets twice, then three times, the time.
+    that Snakemake submits again (a rule's retries, or --retries) gets twice, then three times,
+    the time.
     """
     try:
         names = resource_names(list(TARGET_SPECS.values()), training=training)
