@@ -494,7 +494,7 @@ def small_ranges(monkeypatch, block: int = 512, range_bytes: int = 2000) -> None
     monkeypatch.setattr(mllog_parser, "_RANGE_BYTES", range_bytes)
 
 
-@pytest.mark.parametrize("block, range_bytes", [(64, 100), (512, 2000), (4096, 5000)])
+@pytest.mark.parametrize("block, range_bytes", [(64, 100), (512, 2000), (4096, 5000), (8192, 300)])
 def test_line_ranges_cover_the_file_at_line_starts_with_their_line_numbers(tmp_path, monkeypatch, block, range_bytes):
     path = fuzzed_log(tmp_path, count=500)
     data = path.read_bytes() + b"no newline at the end"
@@ -503,11 +503,14 @@ def test_line_ranges_cover_the_file_at_line_starts_with_their_line_numbers(tmp_p
     ranges = list(records.line_ranges(path, range_bytes))
     assert len(ranges) > 5
     assert ranges[0][0] == 0 and ranges[-1][1] == len(data)
+    longest = max(len(line) + 1 for line in data.split(b"\n"))
     for (start, end, first), following in zip(ranges, [*ranges[1:], None]):
         assert start == 0 or data[start - 1:start] == b"\n"
         assert first == data.count(b"\n", 0, start) + 1
         if following is not None:
             assert following[0] == end
+            # About range_bytes each, however large a block is: a worker's memory follows its range.
+            assert range_bytes <= end - start < range_bytes + longest
 
 
 def test_several_processes_read_a_log_as_one_does(tmp_path, monkeypatch):
@@ -529,6 +532,53 @@ def test_several_processes_name_the_first_bad_line_of_the_log(tmp_path, monkeypa
     assert len(list(records.line_ranges(path, 2000))) > 10
     with pytest.raises(ParseError, match=r"line 121: malformed MLLOG record"):
         list(event_batches(path, workers=2))
+
+
+def test_text_that_is_not_unicode_is_refused_naming_its_line(tmp_path, monkeypatch):
+    # JSON may escape a lone surrogate, which no UTF-8 table column can hold.
+    good = [record("eval_accuracy", i / 100, epoch_num=i) for i in range(50)]
+    good[30] = record("eval_accuracy").replace(b'"key": "eval_accuracy"', b'"key": "\\ud800"')
+    path = write(tmp_path, b"\n".join(good) + b"\n")
+    assert parse_mllog(path)[30].key == "\ud800"  # a value Python holds, as the official parser does
+    with pytest.raises(ParseError, match=r"line 31: key holds a lone surrogate"):
+        list(event_batches(path, workers=1))
+    small_ranges(monkeypatch, block=256, range_bytes=700)
+    with pytest.raises(ParseError, match=r"line 31: key holds a lone surrogate"):
+        list(event_batches(path, workers=2))
+
+
+def test_parsing_a_log_to_its_table_never_loads_pandas(tmp_path):
+    """pa.array and pa.scalar load pandas (55 MB a process, workers included) to ask whether
+    their input is a pandas object: the parse builds its Arrow arrays without them."""
+    import subprocess
+    import sys
+
+    fuzz = fuzzed_log(tmp_path, seed=5).read_bytes()  # records on the fast path and off it
+    path = our_run_log(tmp_path / "mllog.txt", epochs=20)
+    path.write_bytes(path.read_bytes() + fuzz)
+    attempts = tmp_path / "pandas-imports"
+    script = f"""
+import os, sys
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas":
+            with open({str(attempts)!r}, "a") as f:
+                f.write(f"{{os.getpid()}}\\n")
+sys.meta_path.insert(0, Watch())
+from pathlib import Path
+import pyarrow.parquet as pq
+from benchpipe.results import mllog_parser, records
+from benchpipe.results.tables import EVENTS_SCHEMA, EVENTS_WRITE_OPTIONS, write_training_events
+mllog_parser.PARALLEL_MIN_BYTES, mllog_parser._RANGE_BYTES, records._BLOCK = 0, 5000, 4096
+mllog_parser.os.sched_getaffinity = lambda pid: {{0, 1}}
+with pq.ParquetWriter({str(tmp_path / "t.parquet")!r}, EVENTS_SCHEMA, **EVENTS_WRITE_OPTIONS) as writer:
+    write_training_events(writer, "local-cpu", "digits", 0, Path({str(path)!r}))
+print(pq.read_metadata({str(tmp_path / "t.parquet")!r}).num_rows)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == len(parse_mllog(path))
+    assert not attempts.exists(), f"pandas imported by processes {attempts.read_text().split()}"
 
 
 def test_a_large_log_is_read_by_several_processes_by_default(tmp_path, monkeypatch):

@@ -132,7 +132,7 @@ _CANONICAL = re.compile(
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # A log this large is read by several processes, a range of lines each (see event_batches).
 PARALLEL_MIN_BYTES = 32 << 20
-_RANGE_BYTES = 4 << 20
+_RANGE_BYTES = 1 << 20
 
 
 def event_columns(path: Path, rows: int = 50_000) -> Iterator[dict[str, list[Any]]]:
@@ -193,13 +193,64 @@ def _record_batch(columns: dict[str, list[Any]], path: Path) -> Any:
     import pyarrow as pa
 
     names = list(EVENT_COLUMNS)
-    types = [pa.int32(), pa.int64()] + [pa.string()] * 4
     try:
-        arrays = [pa.array(columns[n], t) for n, t in zip(names, types)]
+        arrays = [int_array(columns["line"], pa.int32()), int_array(columns["time_ms"], pa.int64())]
     except OverflowError:
-        n, t = next((n, t) for n, t in zip(columns["line"], columns["time_ms"]) if not _INT64_MIN <= t <= _INT64_MAX)
+        n, t = next(((n, t) for n, t in zip(columns["line"], columns["time_ms"])
+                     if not _INT64_MIN <= t <= _INT64_MAX), (columns["line"][-1], None))
+        if t is None:
+            raise ParseError(f"{path}: line {n}: past the events table's int32 line numbers") from None
         raise ParseError(f"{path}: line {n}: time_ms {t} does not fit the events table's int64") from None
+    for name in names[2:]:
+        try:
+            arrays.append(string_array(columns[name]))
+        except UnicodeEncodeError:
+            n = next(n for n, v in zip(columns["line"], columns[name]) if not _encodes(v))
+            raise ParseError(f"{path}: line {n}: {name.removesuffix('_json')} holds a lone surrogate "
+                             "(a \\ud800-\\udfff escape), which is not Unicode text") from None
     return pa.record_batch(arrays, names=names)
+
+
+# Arrow arrays built from their buffers, not by pa.array: pa.array (and pa.scalar) on Python
+# objects imports pandas, to ask whether the input is a pandas object. That costs 55 MB and
+# half a second in every process that parses, workers included, for no use; this is as fast.
+def int_array(values: list[int], type_: Any) -> Any:
+    """An int32 or int64 Arrow array of ``values``; OverflowError where one does not fit."""
+    from array import array
+
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(array(_TYPECODES[type_.bit_width], values))])
+
+
+def string_array(values: list[bytes | str]) -> Any:
+    """A string Arrow array of ``values``: UTF-8 bytes, or str (UnicodeEncodeError where one
+    is not Unicode text)."""
+    from array import array
+    from itertools import accumulate
+
+    import pyarrow as pa
+
+    try:
+        data = b"".join(values)  # type: ignore[arg-type]
+    except TypeError:  # some str among them
+        values = [v if type(v) is bytes else v.encode() for v in values]  # type: ignore[union-attr]
+        data = b"".join(values)  # type: ignore[arg-type]
+    offsets = array("i", accumulate(map(len, values), initial=0))
+    return pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+_TYPECODES = {32: "i", 64: "q"}
+
+
+def _encodes(value: bytes | str) -> bool:
+    if type(value) is bytes:
+        return True
+    try:
+        value.encode()  # type: ignore[union-attr]
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parallel_batches(path: Path, workers: int, summarize: bool) -> Iterator[tuple[Any, RunSummary | None]]:
@@ -354,21 +405,20 @@ class RunSummary:
 
     def add_batch(self, batch: Any) -> None:
         """The events of an event_batches batch: the few it reads decoded back, the rest counted."""
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         self.count += batch.num_rows
         keys = batch.column("key")
         loads = json.loads
         if not self.first.keys() >= set(self.FIRST):
-            kept = batch.filter(pc.is_in(keys, value_set=pa.array(self.FIRST))).to_pydict()
+            kept = batch.filter(pc.is_in(keys, value_set=string_array(list(self.FIRST)))).to_pydict()
             for row in zip(*(kept[name] for name in EVENT_COLUMNS)):
                 if row[3] not in self.first:
                     self.first[row[3]] = Event(*row[:4], loads(row[4]), loads(row[5]))
-        accuracies = batch.filter(pc.equal(keys, "eval_accuracy"))
+        accuracies = batch.filter(pc.equal(keys, string_array(["eval_accuracy"])[0]))
         for n, value in zip(accuracies.column("line").to_pylist(), accuracies.column("value_json").to_pylist()):
             self._accuracy(n, loads(value))
-        blocks = batch.filter(pc.equal(keys, "block_start"))
+        blocks = batch.filter(pc.equal(keys, string_array(["block_start"])[0]))
         for n, metadata in zip(blocks.column("line").to_pylist(), blocks.column("metadata_json").to_pylist()):
             if '"first_epoch_num"' in metadata:
                 self._block(n, loads(metadata))

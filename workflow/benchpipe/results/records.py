@@ -138,11 +138,14 @@ def line_ranges(path: Path, size: int) -> Iterator[tuple[int, int, int]]:
         with open(path, "rb", buffering=0) as f:
             start, first, offset, newlines = 0, 1, 0, 0  # newlines: before offset
             while block := f.read(_BLOCK):
-                cut = block.rfind(b"\n")
-                if cut >= 0 and offset + cut + 1 - start >= size:
-                    yield start, offset + cut + 1, first
-                    start, first = offset + cut + 1, newlines + block.count(b"\n", 0, cut + 1) + 1
-                newlines += block.count(b"\n")
+                counted = 0  # the block's newlines before this are in ``newlines``
+                # Every range a block ends, not just one: a range may be far smaller than a block.
+                while (cut := block.find(b"\n", max(start + size - 1 - offset, counted))) >= 0:
+                    newlines += block.count(b"\n", counted, cut + 1)
+                    counted = cut + 1
+                    yield start, offset + counted, first
+                    start, first = offset + counted, newlines + 1
+                newlines += block.count(b"\n", counted)
                 offset += len(block)
             if offset > start:
                 yield start, offset, first

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from benchpipe import benchmarks, layout, provenance
@@ -32,7 +31,8 @@ from benchpipe.infer.loadgen_run import ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS, 
 from benchpipe.infer.models import read_model_record
 from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_accuracy_txt, parse_detail_log
 from benchpipe.layout import MLLOG_FILE
-from benchpipe.results.mllog_parser import RunSummary, TrainingRun, event_batches, parse_mllog, summarize_run
+from benchpipe.results.mllog_parser import (RunSummary, TrainingRun, event_batches, int_array, parse_mllog, string_array,
+                                            summarize_run)
 from benchpipe.train.scoring import Score, olympic_score
 
 EVENTS_SCHEMA = pa.schema([
@@ -212,11 +212,14 @@ def write_training_events(writer: pq.ParquetWriter, target: str, benchmark: str,
     summary = RunSummary(path)
     pending: list[pa.RecordBatch] = []
 
+    # Arrow scalars made without pa.scalar, which loads pandas (see string_array).
+    keys = (string_array([target])[0], string_array([benchmark])[0], int_array([index], pa.int32())[0])
+
     def write(table: pa.Table) -> None:
         rows = table.num_rows
-        writer.write_table(table.add_column(0, "target", pa.repeat(target, rows))
-                           .add_column(1, "benchmark", pa.repeat(benchmark, rows))
-                           .add_column(2, "run", pa.repeat(pa.scalar(index, pa.int32()), rows)),
+        writer.write_table(table.add_column(0, "target", pa.repeat(keys[0], rows))
+                           .add_column(1, "benchmark", pa.repeat(keys[1], rows))
+                           .add_column(2, "run", pa.repeat(keys[2], rows)),
                            row_group_size=EVENTS_ROW_GROUP)
 
     for batch in event_batches(path, summary=summary):
@@ -281,7 +284,15 @@ def read_table(tables_dir: Path, name: str) -> list[dict]:
 
 
 PARTITIONS = ("round", "division", "target")
-PARTITIONING = ds.partitioning(pa.schema([(key, pa.string()) for key in PARTITIONS]), flavor="hive")
+PARTITION_SCHEMA = pa.schema([(key, pa.string()) for key in PARTITIONS])
+
+
+def _partitioning() -> Any:
+    # pyarrow.dataset loads pandas: 55 MB that parsing (every worker process forked from it
+    # included) has no use for, so only the tree's tables import it.
+    import pyarrow.dataset as ds
+
+    return ds, ds.partitioning(PARTITION_SCHEMA, flavor="hive")
 
 
 def table_folder(name: str) -> str:
@@ -292,7 +303,7 @@ def table_folder(name: str) -> str:
 def partitioned_schema(name: str) -> pa.Schema:
     """What reading a tree's table gives: its columns but target, then the partition keys."""
     kept = [f for f in TABLES[name] if f.name not in PARTITIONS]
-    return pa.schema(kept + list(PARTITIONING.schema))
+    return pa.schema(kept + list(PARTITION_SCHEMA))
 
 
 def write_partitioned(table: pa.Table, out: Path, round_: str, division: str) -> None:
@@ -308,8 +319,9 @@ def write_partitioned(table: pa.Table, out: Path, round_: str, division: str) ->
         out.mkdir(parents=True)
         pq.write_table(full.drop_columns(list(PARTITIONS)), out / "part-0.parquet", compression="zstd")
         return
+    ds, partitioning = _partitioning()
     ds.write_dataset(
-        full, out, format="parquet", partitioning=PARTITIONING, basename_template="part-{i}.parquet",
+        full, out, format="parquet", partitioning=partitioning, basename_template="part-{i}.parquet",
         existing_data_behavior="error", use_threads=False,  # rows keep their order within a partition
         file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
     )
@@ -317,4 +329,5 @@ def write_partitioned(table: pa.Table, out: Path, round_: str, division: str) ->
 
 def read_partitioned(folder: Path) -> pa.Table:
     """A tree's table folder as one table, partition columns included (see partitioned_schema)."""
-    return ds.dataset(folder, format="parquet", partitioning=PARTITIONING).to_table()
+    ds, partitioning = _partitioning()
+    return ds.dataset(folder, format="parquet", partitioning=partitioning).to_table()
