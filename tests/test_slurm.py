@@ -2,7 +2,8 @@
 every dataset step, training run and LoadGen test is an sbatch job where its resources say, the tree
 is the one a local run of the same config gives, a job cancelled with scancel is rerun alone,
 jobs lost with their node are requeued while the workflow waits, and a job killed at its time
-limit is submitted again with more time.
+limit is submitted again with more time, and a podman target's jobs run on the node in the image
+built before them.
 
 Skipped where no cluster answers, except in CI, where .ci/run starts one and its absence fails.
 """
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -71,11 +73,11 @@ def cluster() -> None:
         pytest.skip(f"no SLURM cluster: {why} (start one with .ci/slurm-cluster)")
 
 
-def workflow_dir(root: Path, slurm: dict | None = None, **config: dict) -> Path:
-    """A workflow directory for the reduced suite; ``slurm`` and ``config``: settings to change."""
+def workflow_dir(root: Path, slurm: dict | None = None, target: dict | None = None, **config: dict) -> Path:
+    """A workflow directory for the reduced suite; ``slurm``, ``target`` and ``config``: settings to change."""
     root.mkdir(parents=True)
     (root / "targets").mkdir()
-    target = {**CLUSTER_TARGET, "slurm": {**CLUSTER_TARGET["slurm"], **(slurm or {})}}
+    target = {**CLUSTER_TARGET, **(target or {}), "slurm": {**CLUSTER_TARGET["slurm"], **(slurm or {})}}
     (root / "targets" / f"{TARGET}.yaml").write_text(yaml.safe_dump(target))
     (root / "config.yaml").write_text(yaml.safe_dump({**CONFIG, **config, "targets_dir": str(root / "targets")}))
     return root
@@ -276,3 +278,41 @@ def test_a_job_killed_at_its_time_limit_runs_again_with_more_time(cluster, tmp_p
     rows = {row["job"]: row["slurm_job_id"] for row in provenance_rows(workdir)}
     assert rows["infer/SingleStream/performance"] == performance[-1]
     assert verify_manifest(workdir / TREE) > 10
+
+
+def test_a_podman_targets_jobs_run_on_the_node_in_the_image_built_before_them(cluster, tmp_path, repo_root,
+                                                                                cli_env):
+    # What most clusters allow besides Apptainer: a daemonless engine on the compute node. The
+    # image is built where Snakemake runs (a local rule), once, before the first job that needs it.
+    from engines import IMAGE, require_engine
+
+    require_engine("podman")
+    podman = yaml.safe_load((repo_root / "config" / "targets" / "podman-cpu.yaml").read_text())
+    workdir = workflow_dir(
+        tmp_path / "work", target={key: podman[key] for key in ("runtime", "image", "oci_runtime", "ulimits")},
+        inference={"scenarios": ["Offline"], "min_duration_ms": 1000},
+    )
+    submit(repo_root, workdir, cli_env, "slurm", *QUICK_STATUS)
+    jobs = slurm_logs(workdir)
+    assert "image" not in jobs and "wheelhouse" not in jobs, jobs
+    assert {rule: len(ids) for rule, ids in jobs.items()} == {
+        "datasets": 1, "describe_system": 1, "train": 3, "calibrate": 1, "infer": 2}
+    recorded = sacct(*(job for ids in jobs.values() for job in ids))
+    assert {state for _, state in recorded.values()} == {"COMPLETED"}, recorded
+
+    # Every job that ran in a container ran in that image, on the node, under its SLURM job.
+    record = json.loads((workdir / "images" / "podman" / f"{IMAGE}.json").read_text())
+    rows = provenance_rows(workdir)
+    assert len(rows) == 3 + 2 and {(r["runtime"], r["image_id"], r["image_digest"]) for r in rows} == {
+        ("podman", record["image_id"], record["digest"])}
+    assert sorted(r["slurm_job_id"] for r in rows) == sorted(jobs["train"] + jobs["infer"])
+    built = (workdir / "images" / "podman" / f"{IMAGE}.json").stat().st_mtime
+    in_image = [job for rule in ("train", "calibrate", "infer") for job in jobs[rule]]
+    starts = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "Start", "-j", ",".join(in_image)],
+                            capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    # sacct's start times are whole seconds, in the node's (here: this host's) local time.
+    assert built < min(datetime.fromisoformat(start).timestamp() for start in starts) + 1
+    assert verify_manifest(workdir / TREE) > 10
+    assert subprocess.run(["podman", "--runtime", "runc", "ps", "--all", "--quiet", "--filter",
+                           f"label=org.benchpipe.job={TARGET}"], capture_output=True, text=True,
+                          check=True).stdout == ""
