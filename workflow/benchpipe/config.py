@@ -116,8 +116,9 @@ def load_target(path: Path) -> Target:
     )
 
 
-def check_config(config: dict[str, Any], base_dir: Path) -> None:
-    """What the schema cannot say: that named benchmarks and targets exist.
+def check_config(config: dict[str, Any], base_dir: Path) -> dict[str, Target]:
+    """What the schema cannot say: that named benchmarks and targets exist; returns the
+    targets, by name, as their files (checked) say.
 
     Called by the Snakefile after snakemake.utils.validate, so that a bad config fails
     before any job runs.
@@ -129,6 +130,7 @@ def check_config(config: dict[str, Any], base_dir: Path) -> None:
                 f"config key 'benchmarks[{i}]': unknown benchmark '{name}' (known: {', '.join(known)})"
             )
     targets_dir = base_dir / config["targets_dir"]
+    targets = {}
     for i, name in enumerate(config["targets"]):
         path = targets_dir / f"{name}.yaml"
         if not path.is_file():
@@ -137,7 +139,8 @@ def check_config(config: dict[str, Any], base_dir: Path) -> None:
                 f"config key 'targets[{i}]': unknown target '{name}': no file {path} "
                 f"(available: {', '.join(available) or 'none'})"
             )
-        load_target(path)
+        targets[name] = load_target(path)
+    return targets
 
 
 def inference_benchmarks(config: dict[str, Any]) -> list[str]:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from benchpipe import benchmarks as bp_benchmarks
 from benchpipe.cluster import resource_names, slurm_resources
-from benchpipe.config import check_config, check_inference_settings, inference_benchmarks, inference_modes, load_target
+from benchpipe.config import check_config, check_inference_settings, inference_benchmarks, inference_modes
 from benchpipe.errors import ConfigError, DatasetError, RuntimeSetupError
 
 try:
-    check_config(config, Path(workflow.basedir))
+    TARGET_SPECS = check_config(config, Path(workflow.basedir))
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
 
@@ -25,8 +25,6 @@ def targets_dir():
     base = Path(config["targets_dir"])
     return base if base.is_absolute() else Path(workflow.basedir) / base
 
-
-TARGET_SPECS = {name: load_target(targets_dir() / f"{name}.yaml") for name in config["targets"]}
 
 # A missing engine or base image stops the workflow here, before any job, in one line. Only
 # where Snakemake runs: images are built there, and a cluster job's node (which parses this
@@ -173,8 +171,8 @@ def run_seed(wildcards):
     return config["training"]["seed"] + int(wildcards.run)
 
 
-def target_file(wildcards):
-    return str(targets_dir() / f"{wildcards.target}.yaml")
+# A pattern, not a function: Snakemake fills a pattern's wildcards for far less than a call.
+TARGET_FILE = str(targets_dir() / "{target}.yaml")
 
 
 def all_cores():
@@ -348,3 +346,18 @@ def audit_options(wildcards):
     """The audit re-runs MLCommons' inference checker when the config names a checkout."""
     checker = config["inference"].get("checker")
     return shlex.join(["--inference-checker", checker]) if checker else ""
+
+
+def sign_rule_functions(rules):
+    """Give each function of the rules (inputs, params, resources) the parameters Snakemake
+    would find with inspect.signature, through its overwrite_function_params hook."""
+    import inspect
+
+    from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, overwrite_function_params
+
+    for r in rules:
+        items = [*r.input, *r.params]
+        items += [getattr(resource, "_evaluator", None) for resource in r.resources.values()]
+        for item in items:
+            if inspect.isfunction(item) and not hasattr(item, FUNC_OVERWRITE_PARAMS_ATTR):
+                overwrite_function_params(item, inspect.signature(item).parameters)

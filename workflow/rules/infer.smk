@@ -8,7 +8,7 @@ rule calibrate:
     input:
         data=data_input,
         model=served_model_input,
-        target=target_file,
+        target=TARGET_FILE,
         image=image_record,
         images_first=IMAGES_FIRST,
     output:
@@ -41,7 +41,7 @@ rule infer:
         # calibration, hence the tests; listing every run here again cost the DAG a second
         # per thousand jobs.
         calibration="runs/{target}/{benchmark}/calibrate/{scenario}",
-        target=target_file,
+        target=TARGET_FILE,
         image=image_record,
         images_first=IMAGES_FIRST,
     output:

@@ -3,7 +3,7 @@
 
 rule describe_system:
     input:
-        target=target_file,
+        target=TARGET_FILE,
         image=image_record,
         images_first=IMAGES_FIRST,
     output:

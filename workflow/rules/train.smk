@@ -5,7 +5,7 @@
 rule train:
     input:
         data=data_input,
-        target=target_file,
+        target=TARGET_FILE,
         image=image_record,
         images_first=IMAGES_FIRST,
     output:
