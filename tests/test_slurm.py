@@ -96,12 +96,16 @@ def submit(repo_root: Path, workdir: Path, env: dict, profile: str, *extra: str)
     return proc
 
 
+def sacct_lines(job_ids: list[str] | tuple[str, ...], fields: str) -> list[str]:
+    """One "|"-separated line of ``fields`` per job, as SLURM's accounting recorded them."""
+    return subprocess.run(["sacct", "-n", "-X", "-P", "-o", fields, "-j", ",".join(job_ids)],
+                          capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+
+
 def sacct(*job_ids: str) -> dict[str, tuple[str, str]]:
     """Job id -> (partition, state), as SLURM's accounting recorded them."""
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,Partition,State", "-j", ",".join(job_ids)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
     return {job: (partition, state.split()[0]) for job, partition, state in
-            (line.split("|") for line in out.splitlines())}
+            (line.split("|") for line in sacct_lines(job_ids, "JobID,Partition,State"))}
 
 
 def slurm_logs(workdir: Path) -> dict[str, list[str]]:
@@ -272,8 +276,7 @@ def test_a_job_killed_at_its_time_limit_runs_again_with_more_time(cluster, tmp_p
         ["TIMEOUT"] * (len(performance) - 1) + ["COMPLETED"]), states
     assert f"SLURM-job '{performance[0]}' failed, SLURM status is: 'TIMEOUT'" in out
     # Each attempt asked for its attempt's multiple of the target's minute (sacct's Timelimit).
-    limits = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,Timelimit", "-j", ",".join(performance)],
-                            capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    limits = sacct_lines(performance, "JobID,Timelimit")
     assert sorted(limits) == sorted(f"{job}|00:0{attempt}:00" for attempt, job in enumerate(performance, 1)), limits
     rows = {row["job"]: row["slurm_job_id"] for row in provenance_rows(workdir)}
     assert rows["infer/SingleStream/performance"] == performance[-1]
@@ -284,7 +287,7 @@ def test_a_podman_targets_jobs_run_on_the_node_in_the_image_built_before_them(cl
                                                                                 cli_env):
     # What most clusters allow besides Apptainer: a daemonless engine on the compute node. The
     # image is built where Snakemake runs (a local rule), once, before the first job that needs it.
-    from engines import IMAGE, require_engine
+    from engines import IMAGE, require_engine, running_containers
 
     require_engine("podman")
     podman = yaml.safe_load((repo_root / "config" / "targets" / "podman-cpu.yaml").read_text())
@@ -301,18 +304,16 @@ def test_a_podman_targets_jobs_run_on_the_node_in_the_image_built_before_them(cl
     assert {state for _, state in recorded.values()} == {"COMPLETED"}, recorded
 
     # Every job that ran in a container ran in that image, on the node, under its SLURM job.
-    record = json.loads((workdir / "images" / "podman" / f"{IMAGE}.json").read_text())
+    record_path = workdir / "images" / "podman" / f"{IMAGE}.json"
+    record = json.loads(record_path.read_text())
     rows = provenance_rows(workdir)
     assert len(rows) == 3 + 2 and {(r["runtime"], r["image_id"], r["image_digest"]) for r in rows} == {
         ("podman", record["image_id"], record["digest"])}
     assert sorted(r["slurm_job_id"] for r in rows) == sorted(jobs["train"] + jobs["infer"])
-    built = (workdir / "images" / "podman" / f"{IMAGE}.json").stat().st_mtime
+    built = record_path.stat().st_mtime
     in_image = [job for rule in ("train", "calibrate", "infer") for job in jobs[rule]]
-    starts = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "Start", "-j", ",".join(in_image)],
-                            capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    starts = sacct_lines(in_image, "Start")
     # sacct's start times are whole seconds, in the node's (here: this host's) local time.
     assert built < min(datetime.fromisoformat(start).timestamp() for start in starts) + 1
     assert verify_manifest(workdir / TREE) > 10
-    assert subprocess.run(["podman", "--runtime", "runc", "ps", "--all", "--quiet", "--filter",
-                           f"label=org.benchpipe.job={TARGET}"], capture_output=True, text=True,
-                          check=True).stdout == ""
+    assert running_containers("podman", TARGET) == []
