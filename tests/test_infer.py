@@ -60,6 +60,9 @@ def test_calibrated_performance_run_is_valid_the_first_time(cli_env, digits_data
                                  loadgen_model="digits", division="closed")
     assert problems == []
     assert detail.get("effective_min_duration_ms") == MIN_MS
+    # Server's user.conf has LoadGen issue overdue queries together, as calibration ran them
+    # (LoadGen logs the setting in Server runs only).
+    assert detail.get("requested_server_coalesce_queries") is (True if scenario == "Server" else None)
     conf = (out / "user.conf").read_text()
     assert conf == (calibration / "user.conf").read_text()
     assert f"digits.{scenario}.min_duration = {MIN_MS}" in conf and "not valid for a round" in conf

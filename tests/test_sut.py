@@ -16,12 +16,14 @@ import mlperf_loadgen as lg
 import numpy as np
 import pytest
 
+import benchpipe.infer.calibrate as calibrate_module
 from benchpipe.errors import InferenceError
 from benchpipe.infer.calibrate import (
     CONFIRM_LENGTH,
     CUT_SHORT,
     SAFETY_MARGIN,
     SEARCH_MAX_DURATION_FACTOR,
+    SERVER_COALESCE_QUERIES,
     Calibration,
     ServerOutcome,
     calibrate,
@@ -442,22 +444,32 @@ def test_server_search_finds_a_rate_whose_real_run_is_valid(model_dir, features,
     assert calibration.server_target_qps <= backed_off * (1 + 1e-6)  # rounded
     assert all(p99 <= bound_ns for q, valid, p99 in tried if valid)
 
-    # The real run as run_test makes it: a fresh, warmed predictor, as long as the confirming run.
+    # The real run as run_test makes it: a fresh, warmed predictor, as long as the confirming run,
+    # LoadGen issuing as its user.conf asks (coalesce_queries).
     predictor = CompiledPredictor(model_dir, SHAPE, predictor_batch_sizes(calibration.batching))
     predictor.warm_up(WARM_UP_S)
     sut = sut_for("Server", predictor, qsl, calibration.batching)
     # Only some responses logged: logging every one would load the run more than the search's were.
     start_test(sut, qsl, settings("Server", server_target_qps=calibration.server_target_qps,
                                   server_target_latency_ns=bound_ns, min_duration_ms=run_ms * CONFIRM_LENGTH,
-                                  min_query_count=1001, accuracy_log_probability=0.02),
+                                  min_query_count=1001, accuracy_log_probability=0.02,
+                                  server_coalesce_queries=SERVER_COALESCE_QUERIES),
                tmp_path, PERFORMANCE_COUNT)
     result = check_run(tmp_path, expected, every=False)
     assert result["result_validity"] == "VALID", (result.get("result_invalid_reason"), tried)
     assert result["early_stopping_met"] is True
 
 
-def test_an_overloaded_search_run_is_cut_short_and_not_valid(model_dir, features, tmp_path):
-    """A rate far above capacity stops issuing at SEARCH_MAX_DURATION_FACTOR x the plan, not after every query."""
+@pytest.mark.parametrize("coalesce", [False, True], ids=["one-query-per-call", "coalesced"])
+def test_an_overloaded_search_run_ends_on_schedule_and_is_not_valid(model_dir, features, tmp_path, monkeypatch,
+                                                                     coalesce):
+    """A rate far above capacity ends within SEARCH_MAX_DURATION_FACTOR x its plan, not after every query.
+
+    Issuing one query per call, LoadGen falls behind its schedule and max_duration_ms cuts the
+    issuing short. Coalesced, it issues the whole schedule on time, and the SUT answers what is
+    already past the bound at once (shed_after_s).
+    """
+    monkeypatch.setattr(calibrate_module, "SERVER_COALESCE_QUERIES", coalesce)
     qsl = make_qsl(features)
     batching = Batching("Server", batch_size=8, max_batch=8, max_wait_s=0.001, workers=2, latency_budget_s=0.008)
     predictor = CompiledPredictor(model_dir, SHAPE, predictor_batch_sizes(batching))
@@ -467,10 +479,15 @@ def test_an_overloaded_search_run_is_cut_short_and_not_valid(model_dir, features
                          duration_ms=duration_ms)
     took = time.perf_counter() - started
     log = next(tmp_path.glob(f"*/{DETAIL_LOG}"))
-    assert CUT_SHORT in log.read_text()
     values = parse_detail_log(log).values
+    assert values["requested_server_coalesce_queries"] is coalesce
     assert values["generated_query_count"] >= qps * duration_ms / 1e3 * 0.99  # the schedule: 600,000 queries
-    assert values["result_query_count"] < values["generated_query_count"] / 4
+    if coalesce:
+        assert values["result_query_count"] == values["generated_query_count"]
+        assert values["result_overlatency_query_count"] > values["result_query_count"] / 2
+    else:
+        assert CUT_SHORT in log.read_text()
+        assert values["result_query_count"] < values["generated_query_count"] / 4
     assert not outcome.valid and 0 < outcome.computed_qps < qps
     # The plan (0.3 s) times the factor, the drain, LoadGen's start and end: well under the uncut run's seconds.
     assert took < duration_ms / 1e3 * SEARCH_MAX_DURATION_FACTOR + 2

@@ -22,6 +22,7 @@ from benchpipe.atomic import atomic_dir
 from benchpipe.benchmarks.base import Benchmark
 from benchpipe.errors import InferenceError
 from benchpipe.hashing import sha256_file
+from benchpipe.infer.calibrate import SERVER_COALESCE_QUERIES
 from benchpipe.infer.compliance import ACCURACY_LOG, COMPLIANCE_TESTS, audit_config
 from benchpipe.infer.models import ServedModel, input_sample_shape, read_model_record
 from benchpipe.infer.sut import RESPONSE_DTYPE, SCENARIOS
@@ -122,6 +123,8 @@ def user_conf(benchmark: Benchmark, scenario: str, kind: RunKind, calibration) -
             f"(p99 bound {task.server_latency_ms} ms)"
         )
         lines.append(_line(prefix, "target_qps", round(calibration.server_target_qps, 1)))
+        # As calibration found the rate: overdue queries in one issue call (SERVER_COALESCE_QUERIES).
+        lines.append(_line(prefix, "coalesce_queries", int(SERVER_COALESCE_QUERIES)))
         if task.official_name is None:
             # MLPerf models take their bound from mlperf.conf; benchpipe's own state theirs.
             lines.append(_line(prefix, "target_latency", task.server_latency_ms))
