@@ -381,6 +381,23 @@ def test_a_failing_batch_is_answered_and_raised_after_the_test(model_dir, tmp_pa
     assert (tmp_path / DETAIL_LOG).is_file()
 
 
+class FailingGather(SampleLibrary):
+    """A library whose gathers fail: Offline's gathers of several batches at once."""
+
+    def batch(self, indices):
+        raise InferenceError(f"cannot gather {len(indices)} samples")
+
+
+def test_a_failing_offline_gather_answers_its_batches_and_is_raised(model_dir, features, tmp_path):
+    predictor = CompiledPredictor(model_dir, SHAPE, [4])
+    qsl = FailingGather(ArraySamples(features, np.zeros(len(features), np.int32), "rows"))
+    with pytest.raises(InferenceError, match=r"BatchSUT failed.*cannot gather \d+ samples"):
+        start_test(BatchSUT(predictor, qsl, 4), qsl, settings("Offline", min_duration_ms=100, offline_expected_qps=100),
+                   tmp_path, PERFORMANCE_COUNT)
+    values = parse_detail_log(tmp_path / DETAIL_LOG).values
+    assert values["result_query_count"] == 1  # LoadGen ended: every sample was answered, empty
+
+
 # --- settings and calibration ----------------------------------------------------------------------
 
 
