@@ -12,6 +12,9 @@ What is measured, side by side in one process, for each model:
 * Server: the highest target QPS whose short Server run was VALID in calibration's search
   (``benchpipe.infer.calibrate``, ``ServerSUT``'s dynamic batching) vs the LoadGen Offline
   rate: how much of the Offline throughput survives the latency bound.
+* Offline ceiling: one Offline test through ``BatchSUT`` with ``InstantPredictor``: what
+  LoadGen and the SUT cost per sample (the QSL gather, the responses, LoadGen's own work)
+  with no model at all.
 * Server ceiling: the same search, the same batching, with a predictor that answers at
   once without computing (``InstantPredictor``): the highest rate LoadGen's Server
   scheduling, its Python callback and ``ServerSUT`` sustain with no model at all. No model
@@ -52,7 +55,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchpipe.infer.calibrate import SAFETY_MARGIN
+from benchpipe.infer.calibrate import SAFETY_MARGIN, SEARCH_LATENCY_FRACTION
 from benchpipe.system import cpu_model
 from benchwork import prepared_data, work_dir
 
@@ -108,6 +111,7 @@ class Measured:
     server_confirmed: bool = False
     ceiling_qps: float | None = None
     ceiling_note: str = ""
+    offline_ceiling: float | None = None
 
 
 class InstantPredictor:
@@ -265,6 +269,14 @@ def measure(subject: Subject, args: argparse.Namespace, work: Path) -> Measured:
               f"vs raw {result.offline_raw[-1]:,.0f} samples/s; SingleStream p90 LoadGen "
               f"{result.ss_loadgen_ns[-1] / 1e6:.3f} vs raw {result.ss_raw_ns[-1] / 1e6:.3f} ms", flush=True)
 
+    # LoadGen and BatchSUT with a predictor that does no work: the harness's own Offline rate.
+    instant = InstantPredictor([batch])
+    values = loadgen_run(BatchSUT(instant, subject.qsl, batch), subject,
+                         loadgen_settings("Offline", args.duration_ms, offline_expected_qps=20 * target),
+                         work / f"{subject.name}-offline-ceiling")
+    result.offline_ceiling = float(values["result_samples_per_second"])
+    print(f"{subject.name} Offline ceiling (instant predictor): {result.offline_ceiling:,.0f} samples/s", flush=True)
+
     started = time.perf_counter()
     try:
         calibration = calibrate("Server", subject.model_dir, subject.sample_shape, subject.qsl,
@@ -272,13 +284,19 @@ def measure(subject: Subject, args: argparse.Namespace, work: Path) -> Measured:
                                 loadgen_model=subject.name, performance_sample_count=subject.performance_count,
                                 budget_s=args.server_budget_s, run_ms=args.server_run_ms,
                                 log_dir=work / f"{subject.name}-server")
-        result.server_valid_qps = max(q for q, valid, _ in calibration.search if valid)
+        strict = [q for q, valid, _ in calibration.search if valid]
+        # None within the search's margin: calibration fell back on LoadGen's own verdict.
+        result.server_valid_qps = max(strict) if strict else None
         result.server_target_qps = calibration.server_target_qps
         result.server_runs = len(calibration.search)
         last_qps, last_valid, _ = calibration.search[-1]
         result.server_confirmed = last_valid and abs(last_qps - calibration.server_target_qps) < 1e-3 * last_qps
         b = calibration.batching
-        result.server_note = (f"max_batch {b.max_batch}, max_wait {b.max_wait_s * 1e3:.2f} ms, {b.workers} workers; "
+        fallback = ("" if strict else
+                    f"no run within the search's margin (p99 ≤ {SEARCH_LATENCY_FRACTION:.0%} of the bound), "
+                    f"real-run target {calibration.server_target_qps:,.0f} from LoadGen's verdict alone; ")
+        result.server_note = (fallback
+                              + f"max_batch {b.max_batch}, max_wait {b.max_wait_s * 1e3:.2f} ms, {b.workers} workers; "
                               f"{len(calibration.search)} runs: "
                               + ", ".join(f"{q:,.0f}{'✓' if ok else '✗'}" for q, ok, _ in calibration.search))
     except InferenceError as exc:
@@ -335,6 +353,10 @@ def table(subject: Subject, m: Measured, args: argparse.Namespace) -> None:
     print(f"| Offline samples/s, batch {subject.offline_batch} | {fmt(off_l)} | {fmt(off_r)} | "
           f"**{off_l / off_r:.3f}** | "
           f"{', '.join(fmt(x) for x in m.offline_loadgen)}; {', '.join(fmt(x) for x in m.offline_raw)} |")
+    if m.offline_ceiling is not None:
+        print(f"| Offline ceiling: samples/s with an instant predictor (no model) vs raw | {fmt(m.offline_ceiling)} | "
+              f"{fmt(off_r)} | **{m.offline_ceiling / off_r:.2f}** | LoadGen and BatchSUT alone: "
+              f"{1e6 / m.offline_ceiling:.2f} us a sample, against {1e6 / off_r:.2f} us for the raw model |")
     print(f"| SingleStream p90 latency, ms | {ss_l:.3f} | {ss_r:.3f} | **{ss_l / ss_r:.3f}** | "
           f"{', '.join(f'{x / 1e6:.3f}' for x in m.ss_loadgen_ns)}; "
           f"{', '.join(f'{x / 1e6:.3f}' for x in m.ss_raw_ns)} |")
