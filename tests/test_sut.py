@@ -423,7 +423,8 @@ def test_batching_round_trips_and_names_the_bad_key():
 def test_server_batching_follows_the_bound():
     costs = {1: 0.001, 2: 0.0015, 4: 0.002, 8: 0.003, 16: 0.005}
     chosen = server_batching(costs, bound_s=0.012)
-    assert chosen.max_batch == 8 and chosen.max_wait_s == pytest.approx(0.003)
+    assert chosen.max_batch == 8 and chosen.max_wait_s == pytest.approx(0.0006)  # a twentieth of the bound
+    assert server_batching(costs, bound_s=0.012, max_wait_fraction=0.25).max_wait_s == pytest.approx(0.003)
     assert chosen.latency_budget_s == pytest.approx(0.0096)
     # No batch within a quarter of the bound, one sample within the budget: one at a time, no waiting.
     single = server_batching(costs, bound_s=0.002)

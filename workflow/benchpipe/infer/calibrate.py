@@ -45,10 +45,14 @@ LATENCY_RUN_MS = 1000
 LATENCY_RUN_QUERIES = 100
 # Server batching, as fractions of the p99 bound. A sample can arrive just after every
 # worker started a batch: it waits up to one batch's compute for a worker, up to max_wait
-# for its batch to form, then its own batch's compute; with a batch costing at most a
-# quarter of the bound and max_wait a quarter, that is three quarters, inside the budget.
+# for its batch to form, then its own batch's compute. With a batch costing at most a
+# quarter of the bound and max_wait a twentieth, that is 0.55 of the bound, which leaves
+# the search's margin (SEARCH_LATENCY_FRACTION, 0.7) room for the host's own stalls: on a
+# shared 2-core host a fixed 2 ms computation takes 4.3 ms at its p99. With max_wait a
+# quarter (0.75 in all, past the margin), digits' searches found a median 13,800 queries/s,
+# against 20,900 with a twentieth (bench/server_max_wait.py, 3 rounds each, alternated).
 MAX_BATCH_COST_FRACTION = 0.25
-MAX_WAIT_FRACTION = 0.25
+MAX_WAIT_FRACTION = 0.05
 # The batcher's own deadline, below the bound: LoadGen's issue thread, the GIL and the
 # responses take time the batcher does not see.
 LATENCY_BUDGET_FRACTION = 0.8
@@ -236,7 +240,8 @@ def latency_run(scenario: str, predictor: CompiledPredictor, qsl: SampleLibrary,
     return result.latency_ns(key)
 
 
-def server_batching(batch_seconds: dict[int, float], bound_s: float, workers: int = SERVER_WORKERS) -> Batching:
+def server_batching(batch_seconds: dict[int, float], bound_s: float, workers: int = SERVER_WORKERS,
+                    max_wait_fraction: float = MAX_WAIT_FRACTION) -> Batching:
     """max_batch: the largest measured size costing at most a quarter of the bound.
 
     When even one sample costs more than that but less than the batcher's budget, samples
@@ -246,7 +251,7 @@ def server_batching(batch_seconds: dict[int, float], bound_s: float, workers: in
     budget_s = bound_s * LATENCY_BUDGET_FRACTION
     fitting = [size for size, cost in sorted(batch_seconds.items()) if cost <= bound_s * MAX_BATCH_COST_FRACTION]
     if fitting:
-        max_batch, max_wait_s = fitting[-1], bound_s * MAX_WAIT_FRACTION
+        max_batch, max_wait_s = fitting[-1], bound_s * max_wait_fraction
     else:
         smallest = min(batch_seconds)
         if batch_seconds[smallest] >= budget_s:
@@ -397,13 +402,15 @@ def calibrate(
     run_ms: int | None = None,
     search_max_runs: int = SEARCH_MAX_RUNS,
     log_dir: Path | None = None,
+    server_max_wait_fraction: float = MAX_WAIT_FRACTION,
 ) -> Calibration:
     """Measure ``scenario`` for its user.conf; ``model``: a SavedModel directory, a
     ``factory(batch_sizes)`` or a ready predictor (whose sizes then bound the Server batch).
 
     The QSL is loaded with the real performance sample count, as the test will load it.
     ``budget_s`` bounds the Server search (a run is not started that would end after it);
-    ``run_ms`` shortens or lengthens each LoadGen run (default: LATENCY_RUN_MS, SEARCH_RUN_MS).
+    ``run_ms`` shortens or lengthens each LoadGen run (default: LATENCY_RUN_MS, SEARCH_RUN_MS);
+    ``server_max_wait_fraction``: the Server batcher's max_wait as a fraction of the bound.
     """
     if scenario not in SCENARIOS:
         raise InferenceError(f"scenario '{scenario}' is not one of {', '.join(SCENARIOS)}")
@@ -426,7 +433,7 @@ def calibrate(
                 return Calibration(scenario, batching, **{key: latency})
             search = _Search(deadline, run_ms or SEARCH_RUN_MS, search_max_runs)
             return _calibrate_server(make, qsl, server_latency_bound_ns, loadgen_model, performance_sample_count,
-                                     search, workers, runs)
+                                     search, workers, runs, server_max_wait_fraction)
     finally:
         qsl.release()
 
@@ -439,10 +446,11 @@ class _Search:
 
 
 def _calibrate_server(make: Callable[..., CompiledPredictor], qsl: SampleLibrary, bound_ns: int, loadgen_model: str,
-                      performance_count: int, search: _Search, workers: int, runs: _Runs) -> Calibration:
+                      performance_count: int, search: _Search, workers: int, runs: _Runs,
+                      max_wait_fraction: float) -> Calibration:
     bound_s = bound_ns * 1e-9
     probe = make(powers_of_two_up_to(SERVER_MAX_BATCH_CAP), stop_above_s=bound_s * MAX_BATCH_COST_FRACTION)
-    batching = server_batching(probe.batch_seconds, bound_s, workers)
+    batching = server_batching(probe.batch_seconds, bound_s, workers, max_wait_fraction)
     offline_qps = measure_offline(probe, qsl, batching.max_batch)
 
     def run(qps: float, duration_ms: int) -> ServerOutcome:
