@@ -54,6 +54,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from benchpipe.infer.calibrate import SAFETY_MARGIN, SEARCH_LATENCY_FRACTION
 from benchpipe.system import cpu_model
@@ -284,21 +285,18 @@ def measure(subject: Subject, args: argparse.Namespace, work: Path) -> Measured:
                                 loadgen_model=subject.name, performance_sample_count=subject.performance_count,
                                 budget_s=args.server_budget_s, run_ms=args.server_run_ms,
                                 log_dir=work / f"{subject.name}-server")
-        strict = [q for q, valid, _ in calibration.search if valid]
-        # None within the search's margin: calibration fell back on LoadGen's own verdict.
-        result.server_valid_qps = max(strict) if strict else None
+        summary = search_summary(calibration)
+        result.server_valid_qps = summary.best_qps
         result.server_target_qps = calibration.server_target_qps
         result.server_runs = len(calibration.search)
-        last_qps, last_valid, _ = calibration.search[-1]
-        result.server_confirmed = last_valid and abs(last_qps - calibration.server_target_qps) < 1e-3 * last_qps
+        result.server_confirmed = summary.confirmed
         b = calibration.batching
-        fallback = ("" if strict else
+        fallback = ("" if summary.best_qps is not None else
                     f"no run within the search's margin (p99 ≤ {SEARCH_LATENCY_FRACTION:.0%} of the bound), "
                     f"real-run target {calibration.server_target_qps:,.0f} from LoadGen's verdict alone; ")
         result.server_note = (fallback
                               + f"max_batch {b.max_batch}, max_wait {b.max_wait_s * 1e3:.2f} ms, {b.workers} workers; "
-                              f"{len(calibration.search)} runs: "
-                              + ", ".join(f"{q:,.0f}{'✓' if ok else '✗'}" for q, ok, _ in calibration.search))
+                              f"{len(calibration.search)} runs: {summary.runs}")
     except InferenceError as exc:
         result.server_note = f"no VALID rate: {exc}"
     print(f"{subject.name} Server search: {time.perf_counter() - started:.1f} s; {result.server_note}", flush=True)
@@ -306,6 +304,26 @@ def measure(subject: Subject, args: argparse.Namespace, work: Path) -> Measured:
         server_ceiling(subject, args, work, calibration.batching, median_offline=statistics.median(result.offline_loadgen),
                        result=result)
     return result
+
+
+def runs_text(tried: list[tuple[float, bool, int]]) -> str:
+    """A Server search's runs as printed: each rate, ✓ where the search counted it VALID."""
+    return ", ".join(f"{q:,.0f}{'✓' if ok else '✗'}" for q, ok, _ in tried)
+
+
+class SearchSummary(NamedTuple):
+    best_qps: float | None  # the highest rate the search counted VALID; None: no run within its margin
+    confirmed: bool  # the last run, at the real-run target, was VALID
+    runs: str  # runs_text of the search
+
+
+def search_summary(calibration) -> SearchSummary:
+    """What a Server calibration's search found, for the tables."""
+    tried = calibration.search
+    strict = [q for q, valid, _ in tried if valid]
+    last_qps, last_valid, _ = tried[-1]
+    confirmed = last_valid and abs(last_qps - calibration.server_target_qps) < 1e-3 * last_qps
+    return SearchSummary(max(strict) if strict else None, confirmed, runs_text(tried))
 
 
 def server_ceiling(subject: Subject, args: argparse.Namespace, work: Path, batching, *, median_offline: float,
@@ -327,7 +345,7 @@ def server_ceiling(subject: Subject, args: argparse.Namespace, work: Path, batch
             median_offline, started + args.server_budget_s, bound_ns, f"{subject.name} ceiling",
             duration_ms=args.server_run_ms)
         result.ceiling_qps = max(q for q, valid, _ in tried if valid)
-        result.ceiling_note = f"{len(tried)} runs: " + ", ".join(f"{q:,.0f}{'✓' if ok else '✗'}" for q, ok, _ in tried)
+        result.ceiling_note = f"{len(tried)} runs: {runs_text(tried)}"
     except InferenceError as exc:
         result.ceiling_note = f"no VALID rate: {exc}"
     finally:

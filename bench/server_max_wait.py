@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def search(fraction: float, model: Path, qsl, task, args: argparse.Namespace, log_dir: Path):
     from benchpipe.errors import InferenceError
     from benchpipe.infer.calibrate import calibrate
+    from infer_scenarios_vs_raw import search_summary
 
     try:
         calibration = calibrate("Server", model, qsl.source.sample_shape, qsl,
@@ -59,13 +60,10 @@ def search(fraction: float, model: Path, qsl, task, args: argparse.Namespace, lo
                                 log_dir=log_dir, server_max_wait_fraction=fraction)
     except InferenceError as exc:
         return None, None, False, f"no rate: {exc}"
-    strict = [q for q, valid, _ in calibration.search if valid]
-    last_qps, last_valid, _ = calibration.search[-1]
-    confirmed = last_valid and abs(last_qps - calibration.server_target_qps) < 1e-3 * last_qps
-    runs = ", ".join(f"{q:,.0f}{'✓' if ok else '✗'}" for q, ok, _ in calibration.search)
+    summary = search_summary(calibration)
     b = calibration.batching
-    note = f"max_batch {b.max_batch}, max_wait {b.max_wait_s * 1e3:.2f} ms; {runs}"
-    return (max(strict) if strict else None), calibration.server_target_qps, confirmed, note
+    note = f"max_batch {b.max_batch}, max_wait {b.max_wait_s * 1e3:.2f} ms; {summary.runs}"
+    return summary.best_qps, calibration.server_target_qps, summary.confirmed, note
 
 
 def main(argv: list[str] | None = None) -> int:

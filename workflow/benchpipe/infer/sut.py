@@ -270,9 +270,10 @@ class Responses:
     needs its own: a call reuses the objects of the one before it.
     """
 
+    _buffer: np.ndarray  # each response's data: one int32 of it
+    _pool: list[Any]  # the QuerySampleResponse objects, one per slot of _buffer
+
     def __init__(self, capacity: int) -> None:
-        self._buffer = np.zeros(0, RESPONSE_DTYPE)
-        self._pool: list[Any] = []
         self._grow(max(capacity, 1))
 
     def _grow(self, capacity: int) -> None:
@@ -387,7 +388,7 @@ class BatchSUT(_Running):
         # Offline gathers several batches at once, up to GATHER_BYTES: one gather per batch
         # cost about 6 % of digits' samples/s through LoadGen: 100 us of wall time a batch,
         # against 4 us of copying, waiting on the GIL and the scheduler between compute calls.
-        batch_bytes = batch_size * 4 * int(np.prod(qsl.source.sample_shape, dtype=np.int64))
+        batch_bytes = batch_size * np.dtype(np.float32).itemsize * int(np.prod(qsl.source.sample_shape))
         self._batches_per_gather = max(1, GATHER_BYTES // max(batch_bytes, 1))
 
     def issue_queries(self, response_ids: list[int], sample_indices: list[int]) -> None:
