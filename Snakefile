@@ -19,7 +19,7 @@ try:
     validate(config, "schemas/config.schema.json")
 except WorkflowError:
     # snakemake's message quotes the whole schema; say which key is wrong in one line.
-    from benchpipe.config import explain_invalid_config
+    from benchpipe.contracts.config import explain_invalid_config
 
     raise WorkflowError(f"invalid config: {explain_invalid_config(config)}") from None
 

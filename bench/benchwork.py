@@ -36,11 +36,11 @@ def prepared_data(data: Path | None, work: Path) -> Path:
     """``data`` if given (a prepared dataset to reuse), else digits prepared under ``work``."""
     if data is not None:
         return data.resolve()
-    from benchpipe import benchmarks
+    from benchpipe.contracts import registry
     from benchpipe.datasets.prepare import prepare
 
     out = work / "data" / BENCHMARK
-    prepare(benchmarks.get(BENCHMARK), out)
+    prepare(registry.get(BENCHMARK), out)
     return out
 
 

@@ -39,8 +39,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchpipe.system import cpu_model
 from benchwork import BENCHMARK, prepared_data, work_dir
+
+from benchpipe.package.system import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = REPO / "config" / "targets"
@@ -103,7 +104,8 @@ def time_to_train_s(run_dir: Path) -> float:
 
 
 def samples_per_second(test_dir: Path) -> float:
-    from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
+    from benchpipe.contracts.layout import DETAIL_LOG
+    from benchpipe.results.loadgen_parser import parse_detail_log
 
     detail = parse_detail_log(test_dir / DETAIL_LOG)
     assert detail.get("result_validity") == "VALID", f"{test_dir}: {detail.get('result_invalid_reason')}"

@@ -46,7 +46,7 @@ _CHILD = """
 import json, sys, time
 from pathlib import Path
 from benchpipe.datasets.fetch import fetch_source
-from benchpipe.datasets.source import Source
+from benchpipe.contracts.benchmark import Source
 url, sha256, size, dest = sys.argv[1:]
 started = time.perf_counter()
 fetch_source(Source("data.bin", url, sha256, size=int(size)), Path(dest))

@@ -56,9 +56,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from benchpipe.infer.calibrate import SAFETY_MARGIN, SEARCH_LATENCY_FRACTION
-from benchpipe.system import cpu_model
 from benchwork import prepared_data, work_dir
+
+from benchpipe.infer.calibrate import SAFETY_MARGIN, SEARCH_LATENCY_FRACTION
+from benchpipe.package.system import cpu_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -136,15 +137,15 @@ class InstantPredictor:
 
 
 def export_digits(work: Path) -> Path:
-    from benchpipe import benchmarks
+    from benchpipe.contracts import registry
 
     out = work / "digits-model"
-    benchmarks.get("digits").build_model().export(str(out), format="tf_saved_model", verbose=False)
+    registry.get("digits").build_model().export(str(out), format="tf_saved_model", verbose=False)
     return out
 
 
 def export_resnet(work: Path, size: int) -> Path:
-    from benchpipe.train.resnet.model import build_resnet50
+    from benchpipe.benchmarks.resnet.model import build_resnet50
 
     out = work / f"resnet50-{size}"
     build_resnet50(size, 10, zero_init_residual=False).export(str(out), format="tf_saved_model", verbose=False)
@@ -154,7 +155,7 @@ def export_resnet(work: Path, size: int) -> Path:
 def subjects(args: argparse.Namespace, work: Path) -> list[Subject]:
     import numpy as np
 
-    from benchpipe import benchmarks
+    from benchpipe.contracts import registry
     from benchpipe.infer.samples import ArraySamples, ParquetSamples, SampleLibrary
 
     chosen = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -163,7 +164,7 @@ def subjects(args: argparse.Namespace, work: Path) -> list[Subject]:
         sys.exit(f"--models: unknown {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
     found = []
     if "digits" in chosen:
-        task = benchmarks.get("digits").inference
+        task = registry.get("digits").inference
         source = ParquetSamples(prepared_data(args.data, work), "eval")
         model = args.digits_model.resolve() if args.digits_model else export_digits(work)
         label = f"digits CNN ({'SavedModel ' + str(model) if args.digits_model else 'random weights'})"
@@ -192,8 +193,9 @@ def loadgen_settings(scenario: str, duration_ms: int, **values):
 
 
 def loadgen_run(sut, subject: Subject, settings, log_dir: Path) -> dict:
+    from benchpipe.contracts.layout import DETAIL_LOG
     from benchpipe.infer.sut import start_test
-    from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
+    from benchpipe.results.loadgen_parser import parse_detail_log
 
     start_test(sut, subject.qsl, settings, log_dir, subject.performance_count)
     detail = parse_detail_log(log_dir / DETAIL_LOG)
@@ -228,7 +230,7 @@ def raw_p90_ns(predictor, samples, duration_s: float) -> float:
 def measure(subject: Subject, args: argparse.Namespace, work: Path) -> Measured:
     import numpy as np
 
-    from benchpipe.errors import InferenceError
+    from benchpipe.contracts.errors import InferenceError
     from benchpipe.infer.calibrate import calibrate, measure_offline
     from benchpipe.infer.sut import BatchSUT, CompiledPredictor
 
@@ -329,7 +331,7 @@ def search_summary(calibration) -> SearchSummary:
 def server_ceiling(subject: Subject, args: argparse.Namespace, work: Path, batching, *, median_offline: float,
                    result: Measured) -> None:
     """The Server search again, same batching, with InstantPredictor: LoadGen's and the SUT's own limit."""
-    from benchpipe.errors import InferenceError
+    from benchpipe.contracts.errors import InferenceError
     from benchpipe.infer.calibrate import _Runs, search_server_qps, server_run
     from benchpipe.infer.sut import predictor_batch_sizes
 

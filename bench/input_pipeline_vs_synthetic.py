@@ -37,7 +37,7 @@ import numpy as np
 from benchwork import work_dir
 from preprocess_workers import make_tree
 
-from benchpipe.system import cpu_model
+from benchpipe.package.system import cpu_model
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,9 +89,9 @@ def main() -> int:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from benchpipe.benchmarks.resnet.input_pipeline import split_size, train_dataset
     from benchpipe.datasets.imagenet import Subset, check_layout
     from benchpipe.datasets.tfrecord import convert
-    from benchpipe.train.resnet.input_pipeline import split_size, train_dataset
 
     script_start = time.perf_counter()
     with work_dir("bench-input-pipeline-", args.keep) as work:

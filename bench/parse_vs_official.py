@@ -114,7 +114,7 @@ def peak_rss_mb() -> float:
 def parse_official(log: Path) -> int:
     import importlib
 
-    from benchpipe.package.official import TRAINING_RULESET
+    from benchpipe.contracts.rounds import TRAINING_RULESET
 
     parser = importlib.import_module(
         f"mlperf_logging.compliance_checker.mlp_parser.ruleset_{TRAINING_RULESET.replace('.', '')}"
@@ -194,8 +194,9 @@ def report_variant(variant: str, log: Path) -> int:
     parse = {"official": parse_official, "ours": parse_ours, "ours-parquet": parse_ours_parquet,
              "ours-parquet-1cpu": lambda log: parse_ours_parquet(log, workers=1)}[variant]
     # The imports every variant needs, before the baseline: the parse alone is measured.
-    import pyarrow.parquet  # noqa: F401
     import mlperf_logging.compliance_checker.mlp_parser  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
     import benchpipe.results.tables  # noqa: F401
 
     baseline = peak_rss_mb()

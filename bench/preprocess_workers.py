@@ -40,7 +40,7 @@ import numpy as np
 from benchwork import work_dir
 
 from benchpipe.datasets.tfrecord import init_worker
-from benchpipe.system import cpu_model
+from benchpipe.package.system import cpu_model
 
 BENCHPIPE = str(Path(sys.executable).parent / "benchpipe")
 SIZES = ((375, 500), (500, 375))  # (height, width): ImageNet's most common shapes

@@ -78,7 +78,7 @@ from pathlib import Path
 
 from benchwork import report_child, run_child, work_dir
 
-from benchpipe.system import cpu_model
+from benchpipe.package.system import cpu_model
 
 BENCHMARK = "resnet"
 VARIANTS = ("harness", "plain", "harness-cold", "plain-cold")
@@ -119,9 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def small_benchmark(args: argparse.Namespace):
     """``resnet`` with the size knobs of ``args``; the rest (LARS, label smoothing, target) as is."""
-    from benchpipe import benchmarks
+    from benchpipe.contracts import registry
 
-    resnet = benchmarks.get(BENCHMARK)
+    resnet = registry.get(BENCHMARK)
     hp = dataclasses.replace(resnet.hyperparameters, image_size=args.image_size, global_batch_size=args.batch,
                              max_epochs=args.max_epochs, warmup_epochs=args.warmup_epochs)
     return dataclasses.replace(

@@ -29,9 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchpipe.infer.calibrate import SAFETY_MARGIN, SEARCH_LATENCY_FRACTION
-from benchpipe.system import cpu_model
 from benchwork import prepared_data, work_dir
+
+from benchpipe.infer.calibrate import SAFETY_MARGIN, SEARCH_LATENCY_FRACTION
+from benchpipe.package.system import cpu_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -48,9 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def search(fraction: float, model: Path, qsl, task, args: argparse.Namespace, log_dir: Path):
-    from benchpipe.errors import InferenceError
-    from benchpipe.infer.calibrate import calibrate
     from infer_scenarios_vs_raw import search_summary
+
+    from benchpipe.contracts.errors import InferenceError
+    from benchpipe.infer.calibrate import calibrate
 
     try:
         calibration = calibrate("Server", model, qsl.source.sample_shape, qsl,
@@ -76,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from benchpipe import benchmarks
-    from benchpipe.infer.samples import ParquetSamples, SampleLibrary
     from infer_scenarios_vs_raw import export_digits
 
-    task = benchmarks.get("digits").inference
+    from benchpipe.contracts import registry
+    from benchpipe.infer.samples import ParquetSamples, SampleLibrary
+
+    task = registry.get("digits").inference
     found: dict[float, list[tuple]] = {f: [] for f in fractions}
     with work_dir("bench-max-wait-", args.keep) as work:
         os.chdir(work)

@@ -47,8 +47,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchpipe.system import cpu_model
 from benchwork import BENCHMARK, prepared_data, report_child, run_child, work_dir
+
+from benchpipe.package.system import cpu_model
 
 VARIANTS = ("harness", "plain", "harness-cold", "plain-cold")
 
@@ -73,11 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_harness(args: argparse.Namespace, warm_up: bool) -> dict:
-    from benchpipe import benchmarks
+    from benchpipe.contracts import registry
     from benchpipe.results.mllog_parser import parse_mllog, read_run
     from benchpipe.train.harness import Submission, train_run
 
-    benchmark = benchmarks.get(BENCHMARK)
+    benchmark = registry.get(BENCHMARK)
     started = time.perf_counter()
     outcome = train_run(benchmark, args.data, args.out, seed=args.seed,
                         submission=Submission("bench", "local", "closed", "research"),
@@ -98,13 +99,18 @@ def run_harness(args: argparse.Namespace, warm_up: bool) -> dict:
 def run_plain(args: argparse.Namespace, warm_up: bool) -> dict:
     import keras
 
-    from benchpipe import benchmarks
+    from benchpipe.contracts import registry
     from benchpipe.datasets.prepare import load_split
     from benchpipe.train.harness import (
-        DataShape, compile_model, configure_tensorflow, eval_blocks, top1, warm_up_steps,
+        DataShape,
+        compile_model,
+        configure_tensorflow,
+        eval_blocks,
+        top1,
+        warm_up_steps,
     )
 
-    benchmark = benchmarks.get(BENCHMARK)
+    benchmark = registry.get(BENCHMARK)
     hp = benchmark.hyperparameters
     started_all = time.perf_counter()
     configure_tensorflow(args.seed, args.threads)

@@ -61,24 +61,24 @@ def submitted(tmp_path_factory, cli_env) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_data(tmp_path_factory) -> Path:
-    from benchpipe import benchmarks
+    from benchpipe.contracts import registry
     from benchpipe.datasets.prepare import prepare
 
     out = tmp_path_factory.mktemp("data") / "digits"
-    prepare(benchmarks.get("digits"), out)
+    prepare(registry.get("digits"), out)
     return out
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, digits_data) -> Path:
     """One successful digits run: runs/local-cpu/digits/train/run_0 with mllog.txt and model/."""
-    from benchpipe import benchmarks
+    from benchpipe.contracts import registry
     from benchpipe.train.harness import Submission, train_run
 
     runs = tmp_path_factory.mktemp("runs")
     out = runs / "local-cpu" / "digits" / "train" / "run_0"
     outcome = train_run(
-        benchmarks.get("digits"), digits_data, out, seed=7,
+        registry.get("digits"), digits_data, out, seed=7,
         submission=Submission("benchpipe", "local-cpu", "closed", "research"), threads=THREADS,
     )
     assert outcome.status == "success", outcome

@@ -16,7 +16,7 @@ IMAGE = "tensorflow-cpu"
 
 
 def require_engine(engine: str) -> None:
-    from benchpipe.errors import RuntimeSetupError
+    from benchpipe.contracts.errors import RuntimeSetupError
     from benchpipe.runtime import for_engine
 
     try:
@@ -31,7 +31,7 @@ def require_engine(engine: str) -> None:
 
 
 def _target_stub(engine: str):
-    from benchpipe.config import load_target
+    from benchpipe.contracts.config import load_target
 
     return load_target(Path(__file__).resolve().parents[1] / "config" / "targets" / f"{engine}-cpu.yaml")
 

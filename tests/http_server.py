@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from benchpipe.datasets.source import Source
+from benchpipe.contracts.benchmark import Source
 
 PAYLOAD = os.urandom(8 * 1024 + 123)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -7,10 +7,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from benchpipe.datasets.archive import extract_archive, is_archive
-from benchpipe.errors import DatasetError
 from tar_members import add_members, file_member, special_member
+
+from benchpipe.contracts.errors import DatasetError
+from benchpipe.datasets.archive import extract_archive, is_archive
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> Path:

@@ -1,6 +1,6 @@
 import pytest
 
-from benchpipe.atomic import atomic_dir, atomic_file
+from benchpipe.contracts.atomic import atomic_dir, atomic_file
 
 
 def test_dir_appears_only_on_success(tmp_path):

@@ -13,12 +13,12 @@ import pytest
 import yaml
 from http_server import PAYLOAD, PAYLOAD_SHA
 
-from benchpipe import benchmarks
+from benchpipe.contracts import registry
+from benchpipe.contracts.errors import DatasetError
+from benchpipe.contracts.hashing import sha256_file
 from benchpipe.datasets.bundle import MANIFEST, bundle, import_bundle
-from benchpipe.errors import DatasetError
-from benchpipe.hashing import sha256_file
 
-DIGITS = benchmarks.get("digits").sources[0]
+DIGITS = registry.get("digits").sources[0]
 
 
 def two_sources(served) -> dict:
@@ -143,7 +143,7 @@ def test_bundle_cli_with_sources_json(tmp_path, served, cli_env):
     [
         (["--benchmarks", "nope"], "unknown benchmark 'nope'"),
         (["--benchmarks", "digits", "--sources-json", "{"], "--sources-json: not valid JSON"),
-        (["--benchmarks", "digits", "--sources-json", '{"other": {}}'], "'other' is not among the bundled benchmarks"),
+        (["--benchmarks", "digits", "--sources-json", '{"other": {}}'], "--sources-json: 'other' is not among the benchmarks digits"),
         (["--benchmarks", "digits", "--sources-json", '{"digits": {"digits.csv.gz": {}}}'],
          "digits.digits.csv.gz.urls"),
         (["--benchmarks", "digits", "--sources-json", '{"digits": {"x.gz": {"urls": ["http://h/x"]}}}'],
@@ -297,6 +297,8 @@ UNLISTED = "0" * 64
         (file_info(f"sha256/{UNLISTED}", b"x"), f"sha256/{UNLISTED}", "is not listed in manifest.json"),
         (file_info(MANIFEST, b"{}"), MANIFEST, "appears twice"),
     ],
+    # Named, not numbered by their random payload's hash: every test process collects the same ids.
+    ids=["parent", "absolute", "escape", "symlink", "hardlink", "device", "directory", "unlisted", "twice"],
 )
 def test_unsafe_or_unlisted_members_are_refused_by_name(tmp_path, bundled, extra, name, reason):
     out, _ = bundled
@@ -420,8 +422,8 @@ def test_offline_workflow_runs_after_importing_a_bundle(repo_root, tmp_path, cli
 
 
 def test_offline_hint_carries_the_configured_sources(tmp_path: Path) -> None:
+    from benchpipe.contracts.benchmark import Source
     from benchpipe.datasets.offline import require_cached
-    from benchpipe.datasets.source import Source
 
     source = Source(name="mnist.npz", url="http://127.0.0.1:9/mnist.npz", sha256="ab" * 32)
     overrides = {"mnist": {"mnist.npz": {"urls": ["http://127.0.0.1:9/mnist.npz"], "sha256": "ab" * 32}},

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from benchpipe.cluster import SLURM_RESOURCES, resource_names, slurm_resources
-from benchpipe.config import load_target
-from benchpipe.errors import ConfigError, TrainingError
+from benchpipe.contracts.config import load_target
+from benchpipe.contracts.errors import ConfigError, TrainingError
+from benchpipe.runtime.slurm import SLURM_RESOURCES, resource_names, slurm_resources
 
 SLURM = {"partition": "gpu", "account": "mlperf", "gpu_model": "a100", "cpus_per_task": 16, "mem_mb": 64000,
          "runtime_min": 240, "constraint": "ib"}
@@ -106,7 +106,7 @@ def test_a_job_stopped_by_scancel_reads_as_cancelled_to_the_plugin(monkeypatch):
 
     import snakemake_executor_plugin_slurm as plugin
 
-    from benchpipe.cluster import mend_slurm_status_query
+    from benchpipe.runtime.slurm_plugin import mend_slurm_status_query
 
     # sacct's own spelling of a job scancel stopped, and of one that ended well.
     sacct = "printf '7|CANCELLED by 1000\\n8|COMPLETED\\n9|TIMEOUT\\n'"
@@ -122,7 +122,7 @@ def test_a_job_stopped_by_scancel_reads_as_cancelled_to_the_plugin(monkeypatch):
 def test_a_requeued_jobs_missing_node_is_never_excluded_from_later_submissions(monkeypatch):
     import snakemake_executor_plugin_slurm as plugin
 
-    from benchpipe.cluster import mend_slurm_node_exclusion
+    from benchpipe.runtime.slurm_plugin import mend_slurm_node_exclusion
 
     job = SimpleNamespace(resources=_Resources({"slurm_partition": "accel"}), threads=1)
     params = {"run_uuid": "uuid", "slurm_logfile": "log", "comment_str": "rule_infer", "account": "",
@@ -187,9 +187,9 @@ def test_a_multi_node_run_asks_slurm_for_its_nodes_and_one_task_per_gpu(tmp_path
 
 
 def test_srun_starts_the_container_on_every_node_with_the_tasks_slurm_variables(tmp_path, cli_env):
-    from benchpipe.cluster import srun_launcher
     from benchpipe.runtime.apptainer import exec_argv
     from benchpipe.runtime.job import Job
+    from benchpipe.runtime.slurm import srun_launcher
 
     target = multi_node_target(tmp_path)
     job = Job(("benchpipe", "train", "--benchmark", "resnet"), tmp_path, (), tmp_path / "run_0",

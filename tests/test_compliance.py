@@ -17,17 +17,10 @@ from pathlib import Path
 import pytest
 from loadgen_logs import label_of, run_loadgen, wrong_for_odd
 
-from benchpipe.errors import InferenceError
-from benchpipe.infer.compliance import (
-    COMPLIANCE_TESTS,
-    ROUND,
-    VERIFY_ACCURACY,
-    VERIFY_PERFORMANCE,
-    Verification,
-    audit_config,
-    verify_test01,
-    verify_test04,
-)
+from benchpipe.contracts.errors import InferenceError
+from benchpipe.contracts.layout import VERIFY_ACCURACY
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS, ROUND
+from benchpipe.infer.compliance import VERIFY_PERFORMANCE, Verification, audit_config, verify_test01, verify_test04
 from benchpipe.results.loadgen_parser import parse_detail_log
 
 MODEL = "resnet50"

@@ -3,8 +3,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchpipe.config import check_config, load_config, load_target
-from benchpipe.errors import ConfigError
+from benchpipe.contracts.config import check_config, load_target, read_yaml
+from benchpipe.contracts.errors import ConfigError, ValidationError
+from benchpipe.contracts.schemas import validate
+
+
+def load_config(path: Path, base_dir: Path) -> dict:
+    """As the Snakefile does: the schema with its defaults filled in, then the package's checks."""
+    config = read_yaml(path) or {}
+    try:
+        validate(config, "config.schema.json", what=str(path), fill_defaults=True)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+    check_config(config, base_dir)
+    return config
 
 
 def write(tmp_path: Path, data) -> Path:

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from engines import build_image, require_engine, running_containers, write_target
 
 pytestmark = pytest.mark.slow
@@ -123,7 +122,7 @@ def test_only_allowlisted_variables_reach_the_job(engine_work, cli_env, tmp_path
 
 def test_files_belong_to_the_invoking_user(engine_work, tmp_path, monkeypatch):
     """As root (as in CI) the job must still run as the invoking user: here, uid 4321."""
-    from benchpipe.config import load_target
+    from benchpipe.contracts.config import load_target
     from benchpipe.runtime import for_target
     from benchpipe.runtime.base import ImageRef
     from benchpipe.runtime.images import ImageRecord

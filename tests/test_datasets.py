@@ -5,10 +5,10 @@ import shutil
 import numpy as np
 import pytest
 
-from benchpipe import benchmarks
 from benchpipe.benchmarks.digits import preprocess
+from benchpipe.contracts import registry
+from benchpipe.contracts.errors import DatasetError
 from benchpipe.datasets.prepare import load_split, prepare, read_manifest
-from benchpipe.errors import DatasetError
 
 
 def test_digits_split_is_fixed_and_complete(digits_data):
@@ -26,7 +26,7 @@ def test_digits_split_is_fixed_and_complete(digits_data):
 def test_manifest_records_source_and_shard_hashes(digits_data):
     manifest = read_manifest(digits_data)
     source = manifest["sources"][0]
-    assert source["sha256"] == benchmarks.get("digits").sources[0].sha256
+    assert source["sha256"] == registry.get("digits").sources[0].sha256
     assert (digits_data / source["path"]).is_file()
     assert sum(s["rows"] for s in manifest["shards"]) == 1797
     assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
@@ -34,7 +34,7 @@ def test_manifest_records_source_and_shard_hashes(digits_data):
 
 def test_preprocessing_is_deterministic(digits_data, tmp_path):
     again = tmp_path / "digits"
-    prepare(benchmarks.get("digits"), again)
+    prepare(registry.get("digits"), again)
     assert read_manifest(again) == read_manifest(digits_data)
 
 
@@ -54,7 +54,7 @@ def test_bad_csv_line_is_named(tmp_path):
 
 
 def test_failed_prepare_leaves_nothing(tmp_path):
-    bench = benchmarks.get("digits")
+    bench = registry.get("digits")
 
     def broken(raw_dir):
         raise DatasetError("boom")
@@ -72,7 +72,7 @@ def test_missing_manifest_says_what_to_run(tmp_path):
 
 def test_verified_download_is_kept_for_a_rerun(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
-    bench = benchmarks.get("digits")
+    bench = registry.get("digits")
     out = tmp_path / "data" / "digits"
     prepare(bench, out)
     cached = tmp_path / "home-cache" / "benchpipe" / "sha256" / bench.sources[0].sha256
@@ -91,7 +91,7 @@ def test_archive_source_is_verified_then_unpacked(tmp_path):
     import io
     import tarfile
 
-    bench = benchmarks.get("digits")
+    bench = registry.get("digits")
     prepare(bench, tmp_path / "seed" / "digits")
     payload = (tmp_path / "seed" / "digits" / "raw" / "digits.csv.gz").read_bytes()
     buffer = io.BytesIO()
@@ -135,7 +135,7 @@ def test_killed_at_random_points_then_rerun_gives_the_clean_result(served, tmp_p
     import subprocess
     import time
 
-    from benchpipe.hashing import sha256_file
+    from benchpipe.contracts.hashing import sha256_file
 
     data = _digits_bytes()
     served.state.data = data

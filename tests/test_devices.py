@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from benchpipe.config import TrainingDevices, load_target
-from benchpipe.errors import ConfigError, TrainingError
+from benchpipe.contracts.config import TrainingDevices, load_target
+from benchpipe.contracts.errors import ConfigError, TrainingError
 from benchpipe.train.devices import (
     Gpu,
     ThreadCounts,

@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from http_server import GROWTH, PAYLOAD, PAYLOAD_SHA, Served
+
+from benchpipe.contracts.benchmark import Source
+from benchpipe.contracts.errors import DatasetError
+from benchpipe.contracts.hashing import sha256_file
 from benchpipe.datasets import fetch
 from benchpipe.datasets.fetch import cached_source, fetch_source
 from benchpipe.datasets.progress import DownloadProgress
-from benchpipe.datasets.source import Source
-from benchpipe.errors import DatasetError
-from benchpipe.hashing import sha256_file
-from http_server import GROWTH, PAYLOAD, PAYLOAD_SHA, Served
 
 FAST = {"backoff": 0.0, "timeout": 5.0}
 

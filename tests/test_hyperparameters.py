@@ -9,21 +9,20 @@ import sys
 import pytest
 from mlperf_logging.compliance_checker import mlp_compliance
 
-from benchpipe import benchmarks
-from benchpipe.benchmarks.resnet import ResNetTraining
-from benchpipe.errors import ConfigError
-from benchpipe.hyperparameters import (
+from benchpipe.benchmarks.hyperparameters import (
     NOMINAL_STEPS_PER_EPOCH,
     apply_hyperparameters,
     check_closed,
     closed_events,
     departures,
-    log_lines,
     resolve_hyperparameters,
-    rule_failures,
 )
+from benchpipe.benchmarks.resnet.benchmark import ResNetTraining
+from benchpipe.contracts import registry
+from benchpipe.contracts.errors import ConfigError
+from benchpipe.mlcommons.rules import log_lines, rule_failures
 
-RESNET = benchmarks.get("resnet")
+RESNET = registry.get("resnet")
 WHERE = "training.hyperparameters.resnet"
 LARS_WEIGHT_DECAY_CHECK = "CHECK \" is_integer(math.log2(v['value'] / 0.0001)) \""
 
@@ -49,7 +48,7 @@ def test_overrides_reach_the_benchmark_and_what_its_trainer_logs():
     assert logged["global_batch_size"] == 1632 and logged["opt_name"] == "sgd"
     assert logged["sgd_opt_base_learning_rate"] == 7.0
     assert used.rules_file == RESNET.rules_file and used.name == "resnet"
-    assert benchmarks.get("resnet").hyperparameters.global_batch_size == 3264  # the reference is not changed
+    assert registry.get("resnet").hyperparameters.global_batch_size == 3264  # the reference is not changed
 
 
 def test_no_overrides_leave_the_reference():
@@ -138,7 +137,7 @@ def test_overrides_must_be_a_mapping():
 @pytest.mark.parametrize("name", ["digits", "mnist", "resnet"])
 def test_reference_hyperparameters_pass_the_closed_checks(name):
     used = _closed(name)
-    assert used.hyperparameters == benchmarks.get(name).hyperparameters
+    assert used.hyperparameters == registry.get(name).hyperparameters
     assert rule_failures(used.rules_file, closed_events(used)) == []
 
 
@@ -301,7 +300,7 @@ def test_departures_follow_the_field_order_and_skip_equal_values():
 
 @pytest.mark.parametrize("name", ["digits", "mnist", "resnet"])
 def test_every_logged_hyperparameter_maps_to_a_config_key_or_to_benchpipe(name):
-    for hp in (benchmarks.get(name).hyperparameters,
+    for hp in (registry.get(name).hyperparameters,
                *([dataclasses.replace(RESNET.hyperparameters, optimizer="sgd")] if name == "resnet" else [])):
         sources = hp.mllog_sources()
         items = hp.mllog_items(NOMINAL_STEPS_PER_EPOCH)
@@ -312,7 +311,7 @@ def test_every_logged_hyperparameter_maps_to_a_config_key_or_to_benchpipe(name):
 
 def test_the_preflight_imports_no_tensorflow(repo_root):
     code = (
-        "import sys; from benchpipe.hyperparameters import resolve_hyperparameters; "
+        "import sys; from benchpipe.benchmarks.hyperparameters import resolve_hyperparameters; "
         "resolve_hyperparameters('resnet', {'resnet': {'global_batch_size': 1632, 'base_learning_rate': 7.4}}, 'closed'); "
         "resolve_hyperparameters('digits', {}, 'closed'); "
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
-
-from benchpipe.datasets.tfrecord import CROP, MEAN_RGB, convert, shard_count
-from benchpipe.errors import DatasetError
 from imagenet_tree import SYNSETS, jpeg, layout, make_tree
+
+from benchpipe.contracts.errors import DatasetError
+from benchpipe.datasets.tfrecord import CROP, MEAN_RGB, convert, shard_count
 
 
 def file_hashes(root: Path) -> dict[str, str]:

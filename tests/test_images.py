@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchpipe.errors import RuntimeSetupError
+from benchpipe.contracts.errors import RuntimeSetupError
 from benchpipe.runtime.images import ImageRecord, read_lock, verify_wheelhouse
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from benchpipe.benchmarks import get
-from benchpipe.errors import InferenceError
-from benchpipe.infer.loadgen_run import LoadGenTest, RunKind, accuracy_from_log, read_calibration
+from benchpipe.contracts.errors import InferenceError
+from benchpipe.contracts.records import RunKind
+from benchpipe.contracts.registry import get
+from benchpipe.infer.loadgen_run import LoadGenTest, accuracy_from_log, read_calibration
 from benchpipe.infer.models import savedmodel_sha256
 from benchpipe.infer.validity import check_performance
 from benchpipe.results.loadgen_parser import parse_accuracy_txt, parse_detail_log

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from inference_tree import TreeSpec, build_tree, copy_tree, run_performance
 
-from benchpipe.errors import ConfigError, ValidationError
-from benchpipe.package.inference_checker import (
+from benchpipe.contracts.errors import ConfigError, ValidationError
+from benchpipe.mlcommons.inference_checker import (
     CONFIG_KEY,
     DURATION_ERROR,
     VERDICT_DEVELOPMENT,
-    checker_dir,
     checker_commit,
+    checker_dir,
     parse_output,
     run_inference_checker,
 )

@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from imagenet_tree import SYNSETS, layout, make_tree
 
-from benchpipe.datasets.imagenet import Subset
-from benchpipe.datasets.tfrecord import MEAN_RGB, convert
-from benchpipe.errors import DatasetError
-from benchpipe.train.resnet.input_pipeline import (
+from benchpipe.benchmarks.resnet.input_pipeline import (
     AREA_RANGE,
     ASPECT_RATIO_RANGE,
     MIN_OBJECT_COVERED,
@@ -24,7 +22,9 @@ from benchpipe.train.resnet.input_pipeline import (
     split_size,
     train_dataset,
 )
-from imagenet_tree import SYNSETS, layout, make_tree
+from benchpipe.contracts.errors import DatasetError
+from benchpipe.datasets.imagenet import Subset
+from benchpipe.datasets.tfrecord import MEAN_RGB, convert
 
 # 23 a synset puts 69 train images in two shards (64 a shard): the shard interleave counts.
 TRAIN_PER_CLASS = 23

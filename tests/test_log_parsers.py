@@ -18,12 +18,19 @@ from typing import Any
 
 import pytest
 
-from benchpipe.errors import ParseError
-from benchpipe.package.official import TRAINING_RULESET
+from benchpipe.contracts.errors import ParseError
+from benchpipe.contracts.rounds import TRAINING_RULESET
 from benchpipe.results import records
 from benchpipe.results.loadgen_parser import parse_detail_log
-from benchpipe.results.mllog_parser import (EVENT_COLUMNS, event_batches, event_columns, metadata_json, parse_mllog,
-                                            summarize_run, value_json)
+from benchpipe.results.mllog_parser import (
+    EVENT_COLUMNS,
+    event_batches,
+    event_columns,
+    metadata_json,
+    parse_mllog,
+    summarize_run,
+    value_json,
+)
 from benchpipe.results.tables import training_log_rows
 from benchpipe.train.mllog import RunLog
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from benchpipe.errors import ManifestError
-from benchpipe.hashing import sha256_file, sha256_files
+from benchpipe.contracts.errors import ManifestError
+from benchpipe.contracts.hashing import sha256_file, sha256_files
 from benchpipe.package.manifest import FORMAT, TreeMismatch, verify_manifest, verify_tree, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from http_server import Served
 
-from benchpipe import benchmarks
 from benchpipe.benchmarks.mnist import ORIGIN, RAW_FILE, SHA256, SIZE, preprocess
+from benchpipe.contracts import registry
+from benchpipe.contracts.errors import DatasetError
 from benchpipe.datasets.prepare import load_split, read_manifest
-from benchpipe.errors import DatasetError
 
-MNIST = benchmarks.get("mnist")
+MNIST = registry.get("mnist")
 TRAIN, TEST = 600, 100  # the published file has 60000 and 10000
 
 
@@ -191,7 +191,7 @@ def test_model_maps_images_to_ten_logits():
 
 @pytest.mark.slow
 def test_short_training_run_is_logged_and_compliant(served: Served, served_arrays, tmp_path, cli_env):
-    from benchpipe.package.checks import run_compliance_checker
+    from benchpipe.mlcommons.checkers import run_compliance_checker
     from benchpipe.results.mllog_parser import parse_mllog, read_run
     from benchpipe.train.harness import Submission, train_run
 

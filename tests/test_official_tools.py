@@ -15,9 +15,10 @@ from mlperf_logging.mllog import constants
 from mlperf_logging.mllog.mllog import MLLogger
 from mlperf_logging.system_desc_checker.system_desc_checker import check_system_desc
 
-from benchpipe.config import Target
-from benchpipe.errors import ConfigError, ValidationError
-from benchpipe.package.official import (
+from benchpipe.contracts.config import Target
+from benchpipe.contracts.errors import ConfigError, ValidationError
+from benchpipe.contracts.schemas import validate
+from benchpipe.mlcommons.training import (
     OFFICIAL_TRAINING_BENCHMARKS,
     TRAINING_SYSTEM_FIELDS,
     check_closed_batch_size,
@@ -28,8 +29,7 @@ from benchpipe.package.official import (
     run_package_checker,
     run_result_summarizer,
 )
-from benchpipe.schemas import validate
-from benchpipe.system import describe_system
+from benchpipe.package.system import describe_system
 
 SYSTEM = "test-cpu"
 TARGET = Target(SYSTEM, "local", "cpu", 1, system={"cooling": "air", "host_storage_type": "local disk"})

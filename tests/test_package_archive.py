@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import zstandard
-
-from benchpipe.errors import ManifestError
-from benchpipe.package.archive import ArchiveError, pack, unpack
-from benchpipe.package.manifest import verify_tree, write_manifest
 from tar_members import add_members, file_member, special_member
+
+from benchpipe.contracts.errors import ArchiveError, ManifestError
+from benchpipe.package.archive import pack, unpack
+from benchpipe.package.manifest import verify_tree, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 import pytest
 
-from benchpipe.errors import ValidationError
+from benchpipe.contracts.errors import ValidationError
 from benchpipe.package.checks import check_score, validate_rows
 
 PERF = {
@@ -68,7 +68,7 @@ def _dataset(tmp_path, manifest):
 
 
 def test_dataset_check_records_the_manifest_the_results_came_from(tmp_path):
-    from benchpipe.hashing import sha256_file
+    from benchpipe.contracts.hashing import sha256_file
     from benchpipe.package.checks import check_dataset
 
     data = _dataset(tmp_path, {"sources": [{"name": "a.gz", "sha256": "ab" * 32}], "shards": [{}, {}],

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from benchpipe.errors import ParseError
+from benchpipe.contracts.errors import ParseError
 from benchpipe.results.loadgen_parser import parse_accuracy_txt, parse_detail_log
 from benchpipe.results.mllog_parser import parse_mllog, summarize_run
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchpipe import provenance
-from benchpipe.errors import ParseError, RuntimeSetupError
+from benchpipe.contracts.errors import ParseError, RuntimeSetupError
 from benchpipe.package.files import dump_json
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchpipe.errors import BenchpipeError
+from benchpipe.contracts.errors import BenchpipeError
 from benchpipe.report import read_audit, write_report
 
 SCENARIOS = ("MultiStream", "Offline", "Server", "SingleStream")

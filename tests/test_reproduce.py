@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchpipe.errors import BenchpipeError, ConfigError
+from benchpipe.contracts.errors import BenchpipeError, ConfigError
 from benchpipe.package.manifest import write_manifest
 from benchpipe.reproduce import Selection, reproduce
 from benchpipe.results.loadgen_parser import parse_accuracy_txt

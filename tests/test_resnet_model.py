@@ -13,18 +13,17 @@ import yaml
 from mlperf_logging import compliance_checker
 from mlperf_logging.compliance_checker.mlp_compliance import is_integer
 
-from benchpipe.errors import ConfigError
-from benchpipe.train.resnet.model import build_resnet50
-from benchpipe.train.resnet.optimizers import (
+from benchpipe.benchmarks.resnet.hyperparameters import ResNetHyperparameters, mllog_hyperparameters
+from benchpipe.benchmarks.resnet.model import build_resnet50
+from benchpipe.benchmarks.resnet.optimizers import (
     LARS,
     PolynomialWarmup,
-    ResNetHyperparameters,
     SGDWithL2,
     label_smoothing_loss,
     learning_rate_schedule,
     make_optimizer,
-    mllog_hyperparameters,
 )
+from benchpipe.contracts.errors import ConfigError
 
 RULES = Path(compliance_checker.__file__).parent
 

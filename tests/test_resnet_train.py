@@ -9,18 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from imagenet_tree import SUBSET, SYNSETS, layout, make_tree
 
-from benchpipe import benchmarks
+from benchpipe.contracts import registry
+from benchpipe.contracts.errors import DatasetError
 from benchpipe.datasets.tfrecord import convert
-from benchpipe.errors import DatasetError
-from benchpipe.package.checks import run_compliance_checker
+from benchpipe.mlcommons.checkers import run_compliance_checker
 from benchpipe.results.mllog_parser import parse_mllog, read_run
 from benchpipe.train.harness import Submission, train_run
-from imagenet_tree import SUBSET, SYNSETS, layout, make_tree
 
 pytestmark = pytest.mark.slow
 
-RESNET = benchmarks.get("resnet")
+RESNET = registry.get("resnet")
 # Small images and batches, an evaluation after every epoch: the code path of a real run
 # in seconds. 12 train images in batches of 4 make 3 steps an epoch.
 TINY = dataclasses.replace(
@@ -178,8 +178,9 @@ def test_the_same_seed_on_cpu_gives_the_same_evaluations_and_weights(closed_run,
 
 
 def test_no_step_is_traced_inside_the_timed_run(imagenet, tmp_path):
-    from benchpipe.benchmarks.resnet import ResNetTrainer
     from tracing import record_traces
+
+    from benchpipe.benchmarks.resnet.benchmark import ResNetTrainer
 
     traced_at_ms: list[float] = []
 

@@ -114,7 +114,7 @@ def test_killed_at_three_points_the_same_command_finishes(tmp_path, repo_root, c
 
 
 def test_a_live_runs_lock_names_it_and_a_killed_runs_locks_go(tmp_path):
-    from benchpipe.resume import hold_workflow_lock
+    from benchpipe.pipeline.lock import hold_workflow_lock
 
     metadata = tmp_path / ".snakemake"
     (metadata / "locks").mkdir(parents=True)
@@ -122,7 +122,7 @@ def test_a_live_runs_lock_names_it_and_a_killed_runs_locks_go(tmp_path):
     held = hold_workflow_lock(metadata)
     assert held is not None and not any((metadata / "locks").iterdir())
     # Another process (a lock is per process): refused, with the holder named.
-    probe = ("import sys; from pathlib import Path; from benchpipe.resume import hold_workflow_lock; "
+    probe = ("import sys; from pathlib import Path; from benchpipe.pipeline.lock import hold_workflow_lock; "
              "hold_workflow_lock(Path(sys.argv[1]))")
     refused = subprocess.run([sys.executable, "-c", probe, str(metadata)], capture_output=True, text=True)
     assert refused.returncode != 0 and "WorkflowRunning" in refused.stderr

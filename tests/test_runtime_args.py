@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from benchpipe.config import load_target
-from benchpipe.errors import ConfigError, RuntimeSetupError
+from benchpipe.contracts.config import load_target
+from benchpipe.contracts.errors import ConfigError, RuntimeSetupError
 from benchpipe.runtime.apptainer import build_argv, exec_argv
 from benchpipe.runtime.base import GUARD
 from benchpipe.runtime.docker import container_options

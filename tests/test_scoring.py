@@ -1,6 +1,6 @@
 import pytest
 
-from benchpipe.train.scoring import olympic_score
+from benchpipe.results.scoring import olympic_score
 
 
 def test_drops_fastest_and_slowest():

@@ -180,7 +180,7 @@ def test_a_cancelled_job_is_the_only_one_run_again(cluster, tmp_path, repo_root,
     try:
         cancelled, run = wait_for_running_job("rule_train_wildcards_")
         subprocess.run(["scancel", cancelled], check=True, timeout=60)
-        out, _ = proc.communicate(timeout=600)  # the plugin alone would wait forever (benchpipe.cluster)
+        out, _ = proc.communicate(timeout=600)  # the plugin alone would wait forever (benchpipe.runtime.slurm_plugin)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import benchpipe.infer.calibrate as calibrate_module
-from benchpipe.errors import InferenceError
+from benchpipe.contracts.errors import InferenceError
+from benchpipe.contracts.layout import DETAIL_LOG
 from benchpipe.infer.calibrate import (
     CONFIRM_LENGTH,
     CUT_SHORT,
@@ -26,12 +27,12 @@ from benchpipe.infer.calibrate import (
     SERVER_COALESCE_QUERIES,
     Calibration,
     ServerOutcome,
+    _Runs,
     calibrate,
     measure_offline,
     search_server_qps,
     server_batching,
     server_run,
-    _Runs,
 )
 from benchpipe.infer.loadgen_run import WARM_UP_S
 from benchpipe.infer.samples import ArraySamples, ImageNetValSamples, ParquetSamples, SampleLibrary, record_offsets
@@ -45,7 +46,7 @@ from benchpipe.infer.sut import (
     start_test,
     sut_for,
 )
-from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
+from benchpipe.results.loadgen_parser import parse_detail_log
 
 SHAPE = (8, 8, 1)
 TOTAL = 100
@@ -259,7 +260,7 @@ def test_imagenet_at_224_reads_the_preprocessed_arrays(imagenet, tmp_path):
 def test_imagenet_at_a_small_size_decodes_only_the_requested_records(imagenet):
     import tensorflow as tf
 
-    from benchpipe.train.resnet.input_pipeline import preprocess_eval
+    from benchpipe.benchmarks.resnet.input_pipeline import preprocess_eval
 
     source = ImageNetValSamples(imagenet, 32)
     assert source.sample_shape == (32, 32, 3) and "TFRecord" in source.describe()

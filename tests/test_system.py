@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from benchpipe.config import Target
-from benchpipe.errors import ValidationError
-from benchpipe.schemas import load_schema
-from benchpipe.system import describe_system, write_description
+from benchpipe.contracts.config import Target
+from benchpipe.contracts.errors import ValidationError
+from benchpipe.contracts.schemas import load_schema
+from benchpipe.package.system import describe_system, write_description
 
 TARGET = Target("local-cpu", "local", "cpu", 1, system={"cooling": "liquid", "host_storage_type": "NVMe"})
 
@@ -31,7 +31,7 @@ def test_user_field_must_be_nonempty():
 
 
 def test_official_system_desc_checker_verdict(tmp_path):
-    from benchpipe.package.checks import run_system_desc_checker
+    from benchpipe.mlcommons.checkers import run_system_desc_checker
     from benchpipe.package.tree import INFERENCE_ONLY, TRAINING_STATUS
 
     desc = describe_system(TARGET, submitter="acme", division="closed", status="research")

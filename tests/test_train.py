@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from benchpipe import benchmarks
-from benchpipe.errors import TrainingError
-from benchpipe.package.checks import run_compliance_checker
+from benchpipe.contracts import registry
+from benchpipe.contracts.errors import TrainingError
+from benchpipe.mlcommons.checkers import run_compliance_checker
 from benchpipe.results.mllog_parser import parse_mllog, read_run, select_model
 from benchpipe.train.harness import Block, Submission, eval_blocks, train_run
 
-DIGITS = benchmarks.get("digits")
+DIGITS = registry.get("digits")
 SUBMISSION = Submission("benchpipe", "local-cpu", "closed", "research")
 
 

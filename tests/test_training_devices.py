@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from benchpipe import benchmarks
-from benchpipe.config import TrainingDevices
+from benchpipe.contracts import registry
+from benchpipe.contracts.config import TrainingDevices
+from benchpipe.contracts.errors import TrainingError
 from benchpipe.datasets.prepare import load_split
-from benchpipe.errors import TrainingError
 from benchpipe.results.mllog_parser import parse_mllog
 from benchpipe.train.devices import TrainingPlacement
 from benchpipe.train.harness import Submission, train_run
 
-DIGITS = benchmarks.get("digits")
-RESNET = benchmarks.get("resnet")
+DIGITS = registry.get("digits")
+RESNET = registry.get("resnet")
 SUBMISSION = Submission("benchpipe", "local-cpu", "closed", "research")
 UNREACHABLE = dataclasses.replace(DIGITS, quality_target=1.01)
 EPOCHS = 2
@@ -155,8 +155,8 @@ def _replica_copies_child() -> dict:
     import keras
     import numpy as np
 
+    from benchpipe.benchmarks.resnet.optimizers import LARS, SGDWithL2
     from benchpipe.train.harness import check_replicas_agree, diverged_replica_copies
-    from benchpipe.train.resnet.optimizers import LARS, SGDWithL2
 
     results: dict = {}
     models = {}
@@ -328,8 +328,9 @@ def test_the_resnet_optimizers_update_every_replica_alike(two_replicas):
 
 @pytest.fixture(scope="module")
 def imagenet(tmp_path_factory) -> Path:
-    from benchpipe.datasets.tfrecord import convert
     from imagenet_tree import layout, make_tree
+
+    from benchpipe.datasets.tfrecord import convert
 
     out = tmp_path_factory.mktemp("converted") / "imagenet"
     convert(layout(make_tree(tmp_path_factory.mktemp("imagenet-src"))), out, workers=1)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from loadgen_logs import run_loadgen
 
-from benchpipe.errors import ValidationError
+from benchpipe.contracts.errors import ValidationError
+from benchpipe.contracts.rounds import OFFICIAL_MIN_DURATION_MS
 from benchpipe.infer.compliance import audit_config
 from benchpipe.infer.validity import (
     EARLY_STOPPING_SCENARIOS,
-    OFFICIAL_MIN_DURATION_MS,
     ROUND_SEEDS,
     check_accuracy,
     check_performance,

@@ -95,7 +95,7 @@ def test_end_to_end_on_reduced_config(repo_root, submitted, cli_env):
 
     # The dataset's manifest (sha256 of every source and shard) travels into the tree, and
     # every training run and LoadGen test names it as the data it read.
-    from benchpipe.hashing import sha256_file
+    from benchpipe.contracts.hashing import sha256_file
 
     data_manifest = sha256_file(workdir / "data" / "digits" / "manifest.json")
     assert sha256_file(tree / "benchpipe" / "datasets" / "digits" / "manifest.json") == data_manifest

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from engines import require_engine, running_containers
 
 from benchpipe.package.manifest import verify_manifest
-from engines import require_engine, running_containers
 
 pytestmark = pytest.mark.slow
 CANARY = "benchpipe-canary-93120"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from benchpipe.package.manifest import verify_manifest
-from benchpipe.package.official import run_package_checker
 from imagenet_tree import SUBSET, SYNSETS, make_tree
+
+from benchpipe.mlcommons.training import run_package_checker
+from benchpipe.package.manifest import verify_manifest
 
 ORG = "acme"
 # Small images and batches: 12 train images in batches of 4, 3 steps an epoch; 2 epochs end

@@ -31,13 +31,19 @@ from typing import Any
 
 import pyarrow as pa
 
-from benchpipe import benchmarks
-from benchpipe.errors import BenchpipeError, ValidationError
-from benchpipe.infer.loadgen_run import ACCURACY_LOG
-from benchpipe.package.layout import (
-    CHECKS_JSON, CONFIG_JSON, INFERENCE_SECTIONS, RAW_DIR, RULES_DIR, TABLES_DIR, TRAINING_SECTIONS,
+from benchpipe.contracts import registry
+from benchpipe.contracts.errors import BenchpipeError, ValidationError
+from benchpipe.contracts.layout import (
+    ACCURACY_LOG,
+    CHECKS_JSON,
+    CONFIG_JSON,
+    INFERENCE_SECTIONS,
+    RAW_DIR,
+    RULES_DIR,
+    TABLES_DIR,
+    TRAINING_SECTIONS,
 )
-from benchpipe.schemas import validate
+from benchpipe.contracts.schemas import validate
 
 ITEMS = ("manifest", "json", "tables", "scores", "checkers")
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
@@ -142,14 +148,14 @@ def _manifest(tree: Path, item: Item, roots: list[str]) -> None:
 
 def _check_json(rel: Path, data: Any) -> None:
     """What a JSON file of the tree must meet beyond parsing; raises BenchpipeError naming it."""
-    from benchpipe.package import official
+    from benchpipe.mlcommons import training
     from benchpipe.package.inference import INFERENCE_STATUS
 
     parts = rel.parts
     if rel == CONFIG_JSON:
         validate(data, "config.schema.json", what=str(rel))
     elif len(parts) >= 2 and parts[-2] == "systems" and _under(rel, TRAINING_SECTIONS):
-        official.check_training_system_desc(data, str(rel))
+        training.check_training_system_desc(data, str(rel))
     elif len(parts) >= 2 and parts[-2] == "systems" and _under(rel, INFERENCE_SECTIONS):
         # The same description as the target's, its status in the inference rules' words.
         ours = {label: status for status, label in INFERENCE_STATUS.items()}
@@ -240,7 +246,7 @@ def training_logs(tree: Path) -> dict[tuple[str, str, int], Path]:
 
 def detail_logs(tree: Path) -> dict[tuple[str, str, str, str], Path]:
     """(target, benchmark, scenario, mode) -> the mlperf_log_detail.txt of every LoadGen test in the tree."""
-    from benchpipe.results.loadgen_parser import DETAIL_LOG
+    from benchpipe.contracts.layout import DETAIL_LOG
 
     logs = {}
     for section in INFERENCE_SECTIONS:
@@ -265,7 +271,7 @@ def _benchmark_of(model: str) -> str:
     """The benchmark whose results folder is ``model`` (resnet's is MLPerf's name for it)."""
     from benchpipe.package.inference import section_of
 
-    return next((name for name in benchmarks.names() if section_of(Path(), name)[1] == model), model)
+    return next((name for name in registry.names() if section_of(Path(), name)[1] == model), model)
 
 
 def _compare(item: Item, what: str, table: dict[tuple, dict], derived: dict[tuple, dict],
@@ -285,8 +291,8 @@ def _compare(item: Item, what: str, table: dict[tuple, dict], derived: dict[tupl
 
 
 def _tables(tree: Path, item: Item, seen: _Seen) -> None:
+    from benchpipe.contracts.layout import ACCURACY_TXT
     from benchpipe.results.tables import LOADGEN_FIELDS, loadgen_fields, training_log_rows
-    from benchpipe.infer.loadgen_run import ACCURACY_TXT
 
     rows = seen.tables = _read_tables(tree, item)
     events, runs = [], []
@@ -364,27 +370,27 @@ def _checkers(tree: Path, item: Item, inference_checker: Path | None) -> None:
 
 
 def _training_checkers(tree: Path, copy: Path, item: Item, reports: Path) -> None:
-    from benchpipe.package import checks, official
+    from benchpipe.mlcommons import checkers, training
 
     for n, ((_, benchmark, _), log) in enumerate(training_logs(copy).items()):
         # benchpipe's own benchmarks' rules travel in the tree; the MLPerf ones come with mlperf-logging.
         own = tree / RULES_DIR / f"{benchmark}.yaml"
-        rules = own if own.is_file() else benchmarks.get(benchmark).rules_file
-        result = checks.run_compliance_checker(log.relative_to(copy), rules, reports / f"compliance_{n}.log", cwd=copy)
+        rules = own if own.is_file() else registry.get(benchmark).rules_file
+        result = checkers.run_compliance_checker(log.relative_to(copy), rules, reports / f"compliance_{n}.log", cwd=copy)
         item.checked += 1
         if not result.passed:
             item.fail(f"{log.relative_to(copy)}: compliance checker: {result.problems()}")
     for section in TRAINING_SECTIONS:
         for system in sorted((copy / section).glob("*/systems/*.json")):
-            result = checks.run_system_desc_checker(system.relative_to(copy), reports / f"system_{system.stem}.log",
+            result = checkers.run_system_desc_checker(system.relative_to(copy), reports / f"system_{system.stem}.log",
                                                    cwd=copy)
             item.checked += 1
             if not result.passed:
                 item.fail(f"{system.relative_to(copy)}: system description checker: {result.problems()}")
     for org_dir in sorted(p for p in (copy / "training").glob("*") if p.is_dir()):
-        verdicts = [official.run_package_checker(org_dir, reports / f"package_checker_{org_dir.name}.log")]
+        verdicts = [training.run_package_checker(org_dir, reports / f"package_checker_{org_dir.name}.log")]
         for name in sorted({p.name for p in org_dir.glob("results/*/*") if p.is_dir()}):
-            verdicts.append(official.run_result_summarizer(
+            verdicts.append(training.run_result_summarizer(
                 org_dir, reports / f"summary_{org_dir.name}_{name}.csv",
                 reports / f"result_summarizer_{org_dir.name}_{name}.log", benchmark=name))
         for verdict in verdicts:
@@ -395,7 +401,7 @@ def _training_checkers(tree: Path, copy: Path, item: Item, reports: Path) -> Non
 
 def _loadgen_rules(tree: Path, copy: Path, item: Item, settings: dict[str, Any]) -> None:
     """benchpipe's LoadGen rules (infer.validity) on every test, and TEST01/TEST04 verified again."""
-    from benchpipe.infer.loadgen_run import RunKind
+    from benchpipe.contracts.records import RunKind
     from benchpipe.infer.validity import check_accuracy, check_performance
     from benchpipe.results.loadgen_parser import parse_detail_log
 
@@ -409,7 +415,7 @@ def _loadgen_rules(tree: Path, copy: Path, item: Item, settings: dict[str, Any])
         else:
             problems = check_performance(
                 detail, log, scenario=scenario, official=kind.official, min_duration_ms=kind.min_duration_ms,
-                loadgen_model=benchmarks.get(benchmark).inference.loadgen_model, division=division,
+                loadgen_model=registry.get(benchmark).inference.loadgen_model, division=division,
                 compliance_test=None if mode == "performance" else mode)
         for problem in problems:
             item.fail(problem.replace(str(copy) + "/", ""))
@@ -441,8 +447,8 @@ def _compliance_tests(tree: Path, copy: Path, item: Item, kind) -> None:
 
 def _inference_checker(copy: Path, item: Item, settings: dict[str, Any], checkout: Path | None,
                        reports: Path) -> None:
-    from benchpipe.infer.loadgen_run import RunKind
-    from benchpipe.package.inference_checker import run_inference_checker
+    from benchpipe.contracts.records import RunKind
+    from benchpipe.mlcommons.inference_checker import run_inference_checker
 
     if not (copy / "inference").is_dir():
         return

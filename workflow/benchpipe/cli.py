@@ -14,17 +14,17 @@ import os
 import sys
 from pathlib import Path
 
-from benchpipe.errors import BenchpipeError, ConfigError
+from benchpipe.contracts.errors import BenchpipeError, ConfigError
 
 log = logging.getLogger("benchpipe")
 
 
 def _cmd_datasets_prepare(args: argparse.Namespace) -> None:
-    from benchpipe import benchmarks
+    from benchpipe.contracts import registry
     from benchpipe.datasets.prepare import prepare
     from benchpipe.datasets.source import override_sources
 
-    benchmark = benchmarks.get(args.benchmark)
+    benchmark = registry.get(args.benchmark)
     if args.sources_json:
         try:
             overrides = json.loads(args.sources_json)
@@ -63,10 +63,11 @@ def _cmd_datasets_imagenet(args: argparse.Namespace) -> None:
 
 
 def _cmd_datasets_bundle(args: argparse.Namespace) -> None:
-    from benchpipe.datasets.bundle import benchmark_sources, bundle, parse_sources_json
+    from benchpipe.datasets.bundle import bundle, parse_sources_json
+    from benchpipe.datasets.source import benchmark_sources
 
     overrides = parse_sources_json(args.sources_json) if args.sources_json else {}
-    entries = bundle(benchmark_sources(args.benchmarks, overrides), args.out, cache_dir=args.cache_dir)
+    entries = bundle(benchmark_sources(args.benchmarks, overrides, "--sources-json"), args.out, cache_dir=args.cache_dir)
     sizes = {e.sha256: e.size for e in entries}
     print(f"{args.out}: {len(entries)} sources of {' '.join(args.benchmarks)} in {len(sizes)} files, "
           f"{sum(sizes.values())} bytes")
@@ -94,8 +95,8 @@ def _json_option(text: str | None, option: str) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from benchpipe.config import TrainingDevices, load_target
-    from benchpipe.hyperparameters import resolve_hyperparameters
+    from benchpipe.benchmarks.hyperparameters import resolve_hyperparameters
+    from benchpipe.contracts.config import TrainingDevices, load_target
     from benchpipe.train.harness import Submission, train_run
 
     overrides = _json_option(args.hyperparameters_json, "--hyperparameters-json")
@@ -139,8 +140,9 @@ def _served_model(args: argparse.Namespace):
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> None:
-    from benchpipe import benchmarks
-    from benchpipe.infer.loadgen_run import RunKind, calibrate_scenario
+    from benchpipe.contracts import registry
+    from benchpipe.contracts.records import RunKind
+    from benchpipe.infer.loadgen_run import calibrate_scenario
 
     _limit_threads(args.threads)
     kind = RunKind.from_settings({
@@ -148,17 +150,17 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
         "accuracy_samples": args.accuracy_samples,
     })
     model = _served_model(args)
-    calibrate_scenario(benchmarks.get(args.benchmark), args.data, model, args.scenario, kind, args.out)
+    calibrate_scenario(registry.get(args.benchmark), args.data, model, args.scenario, kind, args.out)
     log.info("%s calibrated with %s: user.conf in %s", args.scenario, model.path, args.out)
 
 
 def _cmd_infer(args: argparse.Namespace) -> None:
-    from benchpipe import benchmarks
+    from benchpipe.contracts import registry
     from benchpipe.infer.loadgen_run import LoadGenTest, run_test
 
     _limit_threads(args.threads)
     test = LoadGenTest(args.scenario, args.mode)
-    run_test(benchmarks.get(args.benchmark), args.data, test, args.calibration, args.out)
+    run_test(registry.get(args.benchmark), args.data, test, args.calibration, args.out)
     log.info("%s %s: logs in %s", args.scenario, args.mode, args.out)
 
 
@@ -169,8 +171,8 @@ def _cmd_model_sha256(args: argparse.Namespace) -> None:
 
 
 def _cmd_system(args: argparse.Namespace) -> None:
-    from benchpipe.config import load_target
-    from benchpipe.system import describe_system, write_description
+    from benchpipe.contracts.config import load_target
+    from benchpipe.package.system import describe_system, write_description
 
     target = load_target(args.target_file)
     description = describe_system(target, submitter=args.submitter, division=args.division, status=args.status)
@@ -211,8 +213,8 @@ def _cmd_verify(args: argparse.Namespace) -> None:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from benchpipe.atomic import atomic_file
     from benchpipe.audit import audit
+    from benchpipe.contracts.atomic import atomic_file
 
     report = audit(args.tree, inference_checker=args.inference_checker)
     out = args.report or args.tree.resolve().parent / f"{args.tree.resolve().name}.audit.json"
@@ -224,7 +226,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from benchpipe.atomic import atomic_file
+    from benchpipe.contracts.atomic import atomic_file
     from benchpipe.reproduce import Selection, default_work, report, reproduce
 
     selections = [Selection.parse(text) for text in args.select]
@@ -271,7 +273,7 @@ def _cmd_unpack(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchpipe.config import load_target
+    from benchpipe.contracts.config import load_target
     from benchpipe.runtime.launch import launch
 
     command = _after_dashes(args.job_command)
@@ -288,7 +290,7 @@ def _after_dashes(remainder: list[str]) -> list[str]:
 
 
 def _cmd_slurm_task(args: argparse.Namespace) -> int:
-    from benchpipe.cluster import apptainer_task_env
+    from benchpipe.runtime.slurm import apptainer_task_env
 
     command = _after_dashes(args.task_command)
     if not command:

@@ -32,8 +32,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchpipe.runtime.job import PROVENANCE_ENV
+from benchpipe.contracts.layout import DATASET_MANIFEST
 
+# The runtime's half, handed by `benchpipe run` to the job in this one variable.
+PROVENANCE_ENV = "BENCHPIPE_PROVENANCE"
 PROVENANCE_FILE = "provenance.json"
 # Keys of provenance.json, in the provenance table's column order (wheels become JSON text).
 FIELDS = (
@@ -80,7 +82,7 @@ def code_state() -> dict[str, Any]:
     Read on the host (`benchpipe run`), where the checkout is: an image holds no git. An
     installed package outside any checkout records None, as does a machine without git.
     """
-    from benchpipe.paths import SOURCE_ROOT
+    from benchpipe.contracts.paths import SOURCE_ROOT
 
     def git(*args: str) -> str | None:
         try:
@@ -100,7 +102,7 @@ def slurm_job_id() -> str | None:
     """The SLURM job the result was made in (an auditor's `sacct -j` finds it); None outside SLURM."""
     value = os.environ.get("SLURM_JOB_ID") or None
     if value is not None and not value.isdigit():
-        from benchpipe.errors import RuntimeSetupError
+        from benchpipe.contracts.errors import RuntimeSetupError
 
         raise RuntimeSetupError(f"SLURM_JOB_ID={value!r}: not a SLURM job id (digits)")
     return value
@@ -141,11 +143,16 @@ def handed_config_sha256() -> str | None:
     if not value:
         return None
     if not _SHA256.match(value):
-        from benchpipe.errors import RuntimeSetupError
+        from benchpipe.contracts.errors import RuntimeSetupError
 
         # A malformed hash would be recorded as if it named a config: refuse it here.
         raise RuntimeSetupError(f"{CONFIG_SHA256_ENV}={value!r}: not a sha256 (64 lowercase hex digits)")
     return value
+
+
+def local_runtime_version() -> str:
+    """The local runtime's version: the interpreter and the platform that run the job."""
+    return f"{platform.python_implementation()} {platform.python_version()} on {platform.platform()}"
 
 
 def runtime_fields(runtime: str, runtime_version: str, record: Any | None) -> dict[str, Any]:
@@ -198,16 +205,13 @@ def collect(dataset_dir: Path | None = None) -> dict[str, Any]:
         fields = json.loads(handed)
     else:
         # Started without `benchpipe run`: on the host, as the local runtime would.
-        from benchpipe.runtime.base import LocalRuntime
-
-        fields = runtime_fields("local", LocalRuntime().version(), None)
+        fields = runtime_fields("local", local_runtime_version(), None)
     fields.update(python_version=platform.python_version(), packages_sha256=_packages_sha256(), **_tensorflow(),
                   **_versions())
     if dataset_dir is not None:
-        from benchpipe.datasets.prepare import MANIFEST
-        from benchpipe.hashing import sha256_file
+        from benchpipe.contracts.hashing import sha256_file
 
-        fields["dataset_manifest_sha256"] = sha256_file(Path(dataset_dir) / MANIFEST)
+        fields["dataset_manifest_sha256"] = sha256_file(Path(dataset_dir) / DATASET_MANIFEST)
     return {key: fields.get(key) for key in FIELDS}
 
 
@@ -218,7 +222,7 @@ def write(directory: Path, dataset_dir: Path | None = None) -> dict[str, Any]:
 
 
 def read(directory: Path) -> dict[str, Any]:
-    from benchpipe.errors import ParseError
+    from benchpipe.contracts.errors import ParseError
 
     path = directory / PROVENANCE_FILE
     try:

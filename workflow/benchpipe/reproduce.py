@@ -53,9 +53,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchpipe import benchmarks
-from benchpipe.errors import BenchpipeError, ConfigError, RuntimeSetupError
-from benchpipe.package.layout import CONFIG_JSON, DATASETS_DIR, RAW_DIR, TABLES_DIR
+from benchpipe.contracts import registry
+from benchpipe.contracts.errors import BenchpipeError, ConfigError, RuntimeSetupError
+from benchpipe.contracts.layout import CONFIG_JSON, DATASETS_DIR, RAW_DIR, TABLES_DIR
 
 TIME_TOLERANCE = 0.25
 TIME_FLOOR_S = 1.0
@@ -228,8 +228,8 @@ def _provenance_row(tree: Path, selection: Selection) -> dict[str, Any]:
 
 def _target_file(context: _Context, selection: Selection, row: dict[str, Any]) -> Path:
     """The target the result ran on: ``--target-file``, else the checkout's config/targets/<target>.yaml."""
-    from benchpipe.config import load_target
-    from benchpipe.paths import SOURCE_ROOT
+    from benchpipe.contracts.config import load_target
+    from benchpipe.contracts.paths import SOURCE_ROOT
 
     path = context.options.target_file
     if path is None:
@@ -246,7 +246,7 @@ def _target_file(context: _Context, selection: Selection, row: dict[str, Any]) -
 
 def _missing_image(row: dict[str, Any], target_file: Path) -> str | None:
     """Why the recorded image cannot be used here, with the commands that rebuild it; None if it can."""
-    from benchpipe.config import load_target
+    from benchpipe.contracts.config import load_target
     from benchpipe.runtime import for_engine
 
     engine, image_id, digest = row["runtime"], row["image_id"], row["image_digest"]
@@ -268,8 +268,8 @@ def _missing_image(row: dict[str, Any], target_file: Path) -> str | None:
 
 def _rebuild_advice(row: dict[str, Any]) -> str:
     """The commands the workflow's image rules run (workflow/rules/images.smk), from a benchpipe checkout."""
-    from benchpipe.hashing import sha256_file
-    from benchpipe.paths import SOURCE_ROOT
+    from benchpipe.contracts.hashing import sha256_file
+    from benchpipe.contracts.paths import SOURCE_ROOT
 
     image, engine = row["image"], row["runtime"]
     lock = Path("containers", image, "requirements.lock")
@@ -316,12 +316,12 @@ def _run(argv: list[str], log: Path, context: _Context, what: str, kind: str) ->
 
 def _dataset(context: _Context, benchmark: str) -> Path:
     """The dataset the tree's results were made from: ``--data`` if given, else prepared again; checked by sha256."""
+    from benchpipe.contracts.hashing import sha256_file
     from benchpipe.datasets.prepare import MANIFEST, prepare
-    from benchpipe.hashing import sha256_file
 
     if benchmark in context.datasets:
         return context.datasets[benchmark]
-    bench = benchmarks.get(benchmark)
+    bench = registry.get(benchmark)
     expected = context.tree / DATASETS_DIR / bench.dataset_name / MANIFEST
     data = context.options.data
     if data is None:
@@ -421,8 +421,7 @@ def _compare(result: Comparison, recorded, rerun, recorded_acc: list, rerun_acc:
 
 def _reproduce_test(context: _Context, selection: Selection, work: Path) -> Comparison:
     from benchpipe.audit import detail_logs
-    from benchpipe.infer.loadgen_run import ACCURACY_TXT
-    from benchpipe.results.loadgen_parser import DETAIL_LOG
+    from benchpipe.contracts.layout import ACCURACY_TXT, DETAIL_LOG
     from benchpipe.results.tables import loadgen_fields
 
     logs = detail_logs(context.tree)
@@ -472,8 +471,8 @@ def _model(context: _Context, selection: Selection, want: str) -> Path:
 def _calibration(context: _Context, selection: Selection, scenario_dir: Path, model: Path, sha256: str,
                  out: Path) -> Path:
     """A calibration folder as `benchpipe calibrate` wrote it: the tree's user.conf and calibration, the model."""
-    from benchpipe.infer.loadgen_run import CALIBRATION, USER_CONF
-    from benchpipe.infer.models import ServedModel
+    from benchpipe.contracts.layout import CALIBRATION, USER_CONF
+    from benchpipe.contracts.records import ServedModel
 
     recorded = context.tree / RAW_DIR / selection.target / selection.benchmark / selection.scenario / CALIBRATION
     if not recorded.is_file():

@@ -9,7 +9,7 @@ rule audit:
         f"{SUBMISSION_TREE}.audit.json",
     params:
         tree=lambda wildcards, input: input[0].removesuffix(".verified"),
-        checker=audit_options,
+        checker=options.audit(config),
     conda:
         CONDA_ENV
     log:

@@ -5,7 +5,7 @@ rule datasets:
     output:
         directory("data/{benchmark}"),
     params:
-        options=datasets_options,
+        options=lambda wildcards: options.datasets(config, wildcards.benchmark),
     resources:
         **CPU_RESOURCES,
     conda:
@@ -26,7 +26,7 @@ if config["datasets"]["imagenet"]:
         output:
             directory("data/imagenet"),
         params:
-            options=imagenet_options,
+            options=options.imagenet(config),
         resources:
             **CPU_RESOURCES,
         threads: config["datasets"]["workers"] or all_cores() or 1

@@ -14,8 +14,8 @@ rule calibrate:
     output:
         directory("runs/{target}/{benchmark}/calibrate/{scenario}"),
     params:
-        model=served_model_options,
-        kind=run_kind_options(),
+        model=lambda wildcards: options.served_model(config, wildcards.benchmark, train_runs(wildcards)),
+        kind=options.run_kind(config),
         run_inputs=lambda wildcards, input: " ".join(f"--input {m}" for m in input.model),
         config_env=INFER_CONFIG_ENV,
         images=IMAGES_DIR,

@@ -30,7 +30,7 @@ rule describe_system:
 rule package:
     input:
         tables="tables",
-        datasets=sorted({dataset_of(b) for b in BENCHMARKS}),
+        datasets=sorted({dataset_dir(b) for b in BENCHMARKS}),
         systems=expand("runs/{target}/system.json", target=TARGETS),
         train=ALL_TRAIN_RUNS,
         tests=ALL_TESTS,

@@ -15,7 +15,7 @@ rule train:
         org=SUBMISSION["submitter"],
         division=SUBMISSION["division"],
         status=SUBMISSION["status"],
-        hyperparameters=hyperparameters_option,
+        hyperparameters=lambda wildcards: options.hyperparameters(config, wildcards.benchmark),
         config_env=TRAIN_CONFIG_ENV,
         images=IMAGES_DIR,
         across_nodes=across_nodes_option,

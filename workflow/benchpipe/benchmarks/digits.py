@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchpipe.benchmarks.base import Benchmark, Hyperparameters, InferenceTask, Split
-from benchpipe.datasets.source import Source
-from benchpipe.errors import DatasetError
+from benchpipe.contracts.benchmark import Benchmark, Hyperparameters, InferenceTask, Source, Split
+from benchpipe.contracts.errors import DatasetError
 
 RAW_FILE = "digits.csv.gz"
 PIXELS = 64

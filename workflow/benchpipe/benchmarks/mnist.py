@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchpipe.benchmarks.base import Benchmark, Hyperparameters, InferenceTask, Split
-from benchpipe.datasets.source import Source
-from benchpipe.errors import DatasetError
+from benchpipe.contracts.benchmark import Benchmark, Hyperparameters, InferenceTask, Source, Split
+from benchpipe.contracts.errors import DatasetError
 
 RAW_FILE = "mnist.npz"
 IMAGE_SHAPE = (28, 28)

@@ -13,8 +13,8 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from benchpipe.atomic import atomic_dir
-from benchpipe.errors import DatasetError
+from benchpipe.contracts.atomic import atomic_dir
+from benchpipe.contracts.errors import DatasetError
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 # Python's own extraction filter (3.11.4+) checks again what _check_tar checked.

@@ -34,11 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from benchpipe.atomic import atomic_file
-from benchpipe.errors import DatasetError
-
-from .fetch import cache_store, cached_source, default_cache_dir
-from .source import Source, override_sources
+from benchpipe.contracts.atomic import atomic_file
+from benchpipe.contracts.benchmark import Source
+from benchpipe.contracts.errors import DatasetError
+from benchpipe.datasets.fetch import cache_store, cached_source, default_cache_dir
 
 logger = logging.getLogger("benchpipe.datasets")
 
@@ -79,23 +78,6 @@ class ImportReport:
 
 
 # --- bundle ------------------------------------------------------------------------------
-
-
-def benchmark_sources(
-    names: Sequence[str], overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
-) -> dict[str, tuple[Source, ...]]:
-    """Each named benchmark's sources, with per-benchmark overrides (``datasets.sources``) applied."""
-    from benchpipe import benchmarks
-
-    overrides = overrides or {}
-    unknown = sorted(set(overrides) - set(names))
-    if unknown:
-        raise DatasetError(f"--sources-json: {', '.join(map(repr, unknown))} is not among the bundled benchmarks")
-    result = {}
-    for name in dict.fromkeys(names):
-        declared = benchmarks.get(name).sources
-        result[name] = override_sources(name, declared, overrides.get(name, {}))
-    return result
 
 
 def parse_sources_json(text: str) -> dict[str, dict[str, dict[str, Any]]]:

@@ -26,11 +26,10 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from benchpipe.errors import DatasetError
-from benchpipe.hashing import sha256_file
-
-from .progress import DownloadProgress
-from .source import Source
+from benchpipe.contracts.benchmark import Source
+from benchpipe.contracts.errors import DatasetError
+from benchpipe.contracts.hashing import sha256_file
+from benchpipe.datasets.progress import DownloadProgress
 
 logger = logging.getLogger("benchpipe.datasets")
 

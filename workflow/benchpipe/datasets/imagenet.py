@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchpipe.errors import DatasetError
+from benchpipe.contracts.errors import DatasetError
 
 FULL_TRAIN_IMAGES = 1_281_167
 FULL_VAL_IMAGES = 50_000

@@ -8,10 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchpipe.errors import DatasetError
-
-from .fetch import cache_entry
-from .source import Source
+from benchpipe.contracts.benchmark import Source
+from benchpipe.contracts.errors import DatasetError
+from benchpipe.datasets.fetch import cache_entry
 
 
 def missing_from_cache(

@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchpipe.atomic import atomic_dir
-from benchpipe.benchmarks.base import Benchmark, Split
+from benchpipe.contracts.atomic import atomic_dir
+from benchpipe.contracts.benchmark import Benchmark, Split
+from benchpipe.contracts.errors import DatasetError
+from benchpipe.contracts.hashing import sha256_file
 from benchpipe.datasets.archive import extract_archive, is_archive, unpacked_name
 from benchpipe.datasets.fetch import cached_source, default_cache_dir
 from benchpipe.datasets.offline import require_cached
-from benchpipe.errors import DatasetError
-from benchpipe.hashing import sha256_file
 
 SHARD_ROWS = 512
 MANIFEST = "manifest.json"

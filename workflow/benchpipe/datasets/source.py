@@ -1,35 +1,14 @@
-"""What a benchmark declares about each file its dataset is built from."""
+"""A benchmark's declared sources with a config's overrides (``datasets.sources``) applied."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchpipe.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Source:
-    """One raw dataset file: where it comes from, and the size and sha256 it must have.
-
-    ``url`` is ``https://``, ``http://``, ``file://<absolute path>`` or
-    ``package://<python.package>/<path inside it>`` for data shipped inside an installed
-    Python package. ``mirrors`` are further URLs of the same bytes, tried in order when one
-    fails or serves other bytes. ``size`` (bytes), when known, lets a fetch refuse a wrong
-    file before reading all of it.
-    """
-
-    name: str
-    url: str
-    sha256: str
-    mirrors: tuple[str, ...] = ()
-    size: int | None = None
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        return (self.url, *self.mirrors)
+from benchpipe.contracts import registry
+from benchpipe.contracts.benchmark import Source
+from benchpipe.contracts.errors import ConfigError
 
 
 def override_sources(
@@ -61,3 +40,19 @@ def override_sources(
             changes["size"] = override["size"]
         result.append(dataclasses.replace(source, **changes))
     return tuple(result)
+
+
+def benchmark_sources(
+    names: Sequence[str], overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] | None, key: str
+) -> dict[str, tuple[Source, ...]]:
+    """Each named benchmark's sources, with its overrides applied (a benchmark without sources
+    maps to none); ``key`` names where the overrides came from, for an override of a benchmark
+    that is not among ``names``."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ConfigError(f"{key}: {', '.join(map(repr, unknown))} is not among the benchmarks {', '.join(names)}")
+    return {
+        name: override_sources(name, registry.get(name).sources, overrides.get(name, {}))
+        for name in dict.fromkeys(names)
+    }

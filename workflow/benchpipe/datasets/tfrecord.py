@@ -34,10 +34,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchpipe.atomic import atomic_dir
+from benchpipe.contracts.atomic import atomic_dir
+from benchpipe.contracts.errors import DatasetError
+from benchpipe.contracts.hashing import sha256_file
 from benchpipe.datasets.imagenet import Image, ImageNetFiles, name_list
-from benchpipe.errors import DatasetError
-from benchpipe.hashing import sha256_file
 
 MANIFEST = "manifest.json"
 INPUTS = "inputs.parquet"

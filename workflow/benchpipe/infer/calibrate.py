@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from benchpipe.errors import BenchpipeError, InferenceError
+from benchpipe.contracts.errors import BenchpipeError, InferenceError
 from benchpipe.infer.samples import SampleLibrary
 from benchpipe.infer.sut import (
     MULTI_STREAM_SAMPLES,
@@ -193,7 +193,8 @@ class RunResult:
 def _loadgen_run(sut: BatchSUT | ServerSUT, qsl: SampleLibrary, settings, log_dir: Path,
                  performance_count: int) -> RunResult:
     """One calibration run; a run that max_duration_ms cut short counts as not VALID."""
-    from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
+    from benchpipe.contracts.layout import DETAIL_LOG
+    from benchpipe.results.loadgen_parser import parse_detail_log
 
     start_test(sut, qsl, settings, log_dir, performance_count)
     path = log_dir / DETAIL_LOG

@@ -23,14 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchpipe.atomic import atomic_file
-from benchpipe.errors import InferenceError, ParseError
-from benchpipe.results.loadgen_parser import DETAIL_LOG, DetailLog, parse_detail_log
+from benchpipe.contracts.atomic import atomic_file
+from benchpipe.contracts.errors import InferenceError, ParseError
+from benchpipe.contracts.layout import ACCURACY_LOG, DETAIL_LOG, VERIFY_ACCURACY
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS, ROUND
+from benchpipe.results.loadgen_parser import RESULT_KEY, DetailLog, parse_detail_log
 
-ROUND = "v6.1"
-COMPLIANCE_TESTS = ("TEST01", "TEST04")
-ACCURACY_LOG = "mlperf_log_accuracy.json"
-VERIFY_ACCURACY = "verify_accuracy.txt"
 VERIFY_PERFORMANCE = "verify_performance.txt"
 PASS_LINE = "TEST PASS"
 FAIL_LINE = "TEST FAIL"
@@ -294,14 +292,9 @@ def _accuracy_reasons(c: _AccuracyComparison, reference: Path, test: Path) -> li
     ]
 
 
-# TEST01/verify_performance.py reads these from the detail logs; TEST04/verify_performance.py
-# reads the same figures from the summaries (it turns the latencies into rates, 1e9 / ns).
-RESULT_KEY = {
-    "Offline": "result_samples_per_second",
-    "SingleStream": "early_stopping_latency_ss",
-    "MultiStream": "early_stopping_latency_ms",
-    "Server": "result_completed_samples_per_sec",
-}
+# TEST01/verify_performance.py reads RESULT_KEY's figures from the detail logs;
+# TEST04/verify_performance.py reads the same from the summaries (it turns the latencies into
+# rates, 1e9 / ns).
 LATENCY_SCENARIOS = ("SingleStream", "MultiStream")
 THRESHOLD = 0.10
 # Both scripts relax the bound to 20 % below these scores of the submission run, because short

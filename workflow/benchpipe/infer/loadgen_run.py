@@ -18,22 +18,20 @@ from typing import Any
 import numpy as np
 
 from benchpipe import provenance
-from benchpipe.atomic import atomic_dir
-from benchpipe.benchmarks.base import Benchmark
-from benchpipe.errors import InferenceError
-from benchpipe.hashing import sha256_file
+from benchpipe.contracts.atomic import atomic_dir
+from benchpipe.contracts.benchmark import Benchmark
+from benchpipe.contracts.errors import InferenceError
+from benchpipe.contracts.hashing import sha256_file
+from benchpipe.contracts.layout import ACCURACY_LOG, ACCURACY_TXT, AUDIT_CONFIG, CALIBRATION, USER_CONF
+from benchpipe.contracts.records import RunKind, ServedModel, read_model_record
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS
 from benchpipe.infer.calibrate import SERVER_COALESCE_QUERIES
-from benchpipe.infer.compliance import ACCURACY_LOG, COMPLIANCE_TESTS, audit_config
-from benchpipe.infer.models import ServedModel, input_sample_shape, read_model_record
+from benchpipe.infer.compliance import audit_config
+from benchpipe.infer.models import input_sample_shape
 from benchpipe.infer.sut import RESPONSE_DTYPE, SCENARIOS
-from benchpipe.infer.validity import OFFICIAL_MIN_DURATION_MS
 
 MODES = ("performance", "accuracy")
 TEST_MODES = (*MODES, *COMPLIANCE_TESTS)
-USER_CONF = "user.conf"
-CALIBRATION = "calibration.json"
-AUDIT_CONFIG = "audit.config"
-ACCURACY_TXT = "accuracy.txt"
 # Offline issues one query of target_qps x min_duration samples: a target below the real
 # rate ends the test before min_duration (INVALID), so aim above the calibrated rate.
 OFFLINE_QPS_HEADROOM = 1.25
@@ -44,31 +42,6 @@ LATENCY_HEADROOM = 0.5
 CALIBRATION_BUDGET_S = 60.0
 # Before each test, so that its first second is not slower than the rest (CompiledPredictor.warm_up).
 WARM_UP_S = 1.0
-
-
-@dataclass(frozen=True)
-class RunKind:
-    """Development (short, accuracy on a subset, labelled) or official (what a round needs)."""
-
-    official: bool
-    min_duration_ms: int
-    accuracy_samples: int | None  # None: the whole dataset
-
-    @classmethod
-    def from_settings(cls, inference: dict[str, Any]) -> RunKind:
-        if inference.get("official"):
-            return cls(True, OFFICIAL_MIN_DURATION_MS, None)
-        return cls(False, int(inference["min_duration_ms"]), inference.get("accuracy_samples"))
-
-    @property
-    def label(self) -> str:
-        if self.official:
-            return "official"
-        return (
-            f"development (min_duration {self.min_duration_ms} ms"
-            + (f", accuracy on the first {self.accuracy_samples} samples" if self.accuracy_samples else "")
-            + "): not valid for a round"
-        )
 
 
 @dataclass(frozen=True)
@@ -237,8 +210,9 @@ def require_valid(log_dir: Path, test: LoadGenTest) -> None:
     with the same calibrated user.conf. On a shared machine one stall longer than the
     latency bound can sink a short Server run, whatever rate calibration chose.
     """
+    from benchpipe.contracts.layout import DETAIL_LOG
     from benchpipe.infer.validity import invalid_reason
-    from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
+    from benchpipe.results.loadgen_parser import parse_detail_log
 
     detail = parse_detail_log(log_dir / DETAIL_LOG)
     validity = detail.get("result_validity")

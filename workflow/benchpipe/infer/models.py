@@ -8,31 +8,14 @@ weights were measured.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchpipe.errors import InferenceError
-from benchpipe.hashing import sha256_file
+from benchpipe.contracts.errors import InferenceError
+from benchpipe.contracts.hashing import sha256_file
+from benchpipe.contracts.records import ServedModel
 
-MODEL_RECORD = "model.json"
 SAVED_MODEL_PB = "saved_model.pb"
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    path: str
-    sha256: str
-    origin: str  # "training" (benchpipe trained it) or "supplied" (inference.models)
-    description: str  # one line for READMEs and measurements.json
-
-    @property
-    def retrained(self) -> bool:
-        return self.origin == "training"
-
-    def write(self, directory: Path) -> None:
-        (directory / MODEL_RECORD).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
 
 def savedmodel_sha256(directory: Path) -> str:
@@ -67,9 +50,7 @@ def supplied_model(directory: Path, expected_sha256: str, benchmark: str) -> Ser
 
 def trained_model(train_runs: list[Path]) -> ServedModel:
     """The model of the first training run that reached its target (open runs: see select_model)."""
-    from benchpipe.results.mllog_parser import select_model
-
-    from benchpipe.results.mllog_parser import read_run
+    from benchpipe.results.mllog_parser import read_run, select_model
 
     model_dir = select_model(train_runs)
     digest = savedmodel_sha256(model_dir)
@@ -82,14 +63,6 @@ def trained_model(train_runs: list[Path]) -> ServedModel:
         str(model_dir), digest, "training",
         f"SavedModel exported by benchpipe training run {run_dir} ({how}; sha256 {digest})",
     )
-
-
-def read_model_record(directory: Path) -> ServedModel:
-    path = directory / MODEL_RECORD
-    try:
-        return ServedModel(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        raise InferenceError(f"{path}: cannot read the served model's record: {exc}") from exc
 
 
 def input_sample_shape(directory: Path) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from benchpipe.errors import BenchpipeError, InferenceError
+from benchpipe.contracts.errors import BenchpipeError, InferenceError
 
 
 class SampleSource(Protocol):
@@ -117,7 +117,7 @@ class ParquetSamples:
         self._starts = np.asarray([s.start for s in self._shards], dtype=np.int64)
 
     def _verified(self, listed: list[dict], manifest_path: Path) -> list[_Shard]:
-        from benchpipe.hashing import sha256_file
+        from benchpipe.contracts.hashing import sha256_file
 
         shards, start = [], 0
         for entry in listed:
@@ -238,7 +238,7 @@ class ImageNetValSamples:
             self._record_offsets: dict[int, list[tuple[int, int]]] = {}
 
     def _shard_table(self, listed: int) -> tuple[list[Path], np.ndarray]:
-        from benchpipe.train.resnet.input_pipeline import _split_shards, read_manifest
+        from benchpipe.benchmarks.resnet.input_pipeline import _split_shards, read_manifest
 
         try:
             manifest = read_manifest(self.data_dir)
@@ -298,7 +298,7 @@ class ImageNetValSamples:
     def _decode_records(self, picked: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
-        from benchpipe.train.resnet.input_pipeline import preprocess_eval
+        from benchpipe.benchmarks.resnet.input_pipeline import preprocess_eval
 
         out = np.empty((len(picked), *self.sample_shape), dtype=np.float32)
         for part, (rows, positions) in _scatter_by_part(picked, self._starts).items():

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from benchpipe.errors import InferenceError
+from benchpipe.contracts.errors import InferenceError
 from benchpipe.infer.samples import SampleLibrary
 
 __all__ = [

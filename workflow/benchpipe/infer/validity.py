@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchpipe.errors import ValidationError
-from benchpipe.infer.compliance import COMPLIANCE_TESTS, ROUND, expected_effective_settings
+from benchpipe.contracts.errors import ValidationError
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS, OFFICIAL_MIN_DURATION_MS, ROUND
+from benchpipe.infer.compliance import expected_effective_settings
 from benchpipe.results.loadgen_parser import DetailLog
 
 # The seeds of loadgen/mlperf.conf in the v6.1 tree, which mlcommons-loadgen 6.0.17 builds in;
@@ -22,7 +23,6 @@ ROUND_SEEDS: dict[str, int] = {
     "sample_index_rng_seed": 2747215439041700203,
     "schedule_rng_seed": 16159082839903944936,
 }
-OFFICIAL_MIN_DURATION_MS = 600_000
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 # The checker's Config.uses_early_stopping: these scenarios must meet LoadGen's early-stopping
 # criterion, and their min query count is then not checked.

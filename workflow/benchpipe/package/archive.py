@@ -31,8 +31,8 @@ from typing import BinaryIO
 
 import zstandard
 
-from benchpipe.atomic import atomic_dir, atomic_file
-from benchpipe.errors import ArchiveError, ManifestError
+from benchpipe.contracts.atomic import atomic_dir, atomic_file
+from benchpipe.contracts.errors import ArchiveError, ManifestError
 from benchpipe.package.manifest import MANIFEST, Verified, read_manifest, verify_tree
 
 ZSTD_LEVEL = 10

@@ -1,19 +1,16 @@
-"""Everything checked before a tree is written: schemas, the official compliance checker,
-LoadGen validity and accuracy, and that tables agree with the raw logs they came from."""
+"""benchpipe's own checks before a tree is written: table rows against their schemas, scores,
+provenance, datasets, and that tables agree with the raw logs they came from. MLCommons'
+checkers run through ``benchpipe.mlcommons``."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchpipe.errors import ValidationError
-from benchpipe.hashing import sha256_file
-from benchpipe.package.official import TRAINING_RULESET
-from benchpipe.schemas import validate
+from benchpipe.contracts.errors import ValidationError
+from benchpipe.contracts.hashing import sha256_file
+from benchpipe.contracts.schemas import validate
 
 ROW_SCHEMAS = {
     "training_events.parquet": "training_event.schema.json",
@@ -22,19 +19,6 @@ ROW_SCHEMAS = {
     "inference.parquet": "inference_result.schema.json",
     "provenance.parquet": "provenance.schema.json",
 }
-
-
-@dataclass(frozen=True)
-class ComplianceResult:
-    log: Path
-    passed: bool
-    output: str
-
-    def problems(self) -> str:
-        """The checker's error lines, joined: what a user must fix."""
-        lines = [l.strip() for l in self.output.splitlines()]
-        errors = [l for l in lines if l.startswith(("ERROR", "WARNING")) and l != "ERROR - FAILED"]
-        return "; ".join(errors) or (lines[-1] if lines else "no output")
 
 
 def validate_rows(table_name: str, rows: list[dict]) -> None:
@@ -53,39 +37,6 @@ def check_log_hash(what: str, log: Path, expected: str) -> None:
             f"{log}: sha256 {actual} differs from the {expected} recorded in {what}: "
             "the tables are stale, re-run the parse stage"
         )
-
-
-def run_compliance_checker(
-    log: Path, rules: Path, output_log: Path, cwd: Path | None = None
-) -> ComplianceResult:
-    """The official checker with our rules; it exits 1 on failure.
-
-    ``log`` and ``output_log`` may be relative to ``cwd``, so that the checker's report
-    names the log as it lies in a submission tree.
-    """
-    base = cwd or Path.cwd()
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlperf_logging.compliance_checker", str(log),
-         "--usage", "training", "--ruleset", TRAINING_RULESET,
-         # The checker joins --config onto its own package directory: only an absolute
-         # path reaches our rules.
-         "--config", str(rules.resolve()), "--log_output", str((base / output_log).resolve())],
-        capture_output=True, text=True, cwd=base,
-    )
-    return ComplianceResult(log, proc.returncode == 0, proc.stdout + proc.stderr)
-
-
-def run_system_desc_checker(system_json: Path, output_log: Path, cwd: Path | None = None) -> ComplianceResult:
-    """The official system-description checker; it exits 0 even on failure, so read its verdict."""
-    base = cwd or Path.cwd()
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlperf_logging.system_desc_checker", str(system_json),
-         "training", TRAINING_RULESET, "--log_output", str((base / output_log).resolve())],
-        capture_output=True, text=True, cwd=base,
-    )
-    output = proc.stdout + proc.stderr
-    passed = proc.returncode == 0 and "System description checker passed" in output
-    return ComplianceResult(system_json, passed, output)
 
 
 def check_score(row: dict) -> None:

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from benchpipe.paths import PACKAGE_DIR
+from benchpipe.contracts.paths import PACKAGE_DIR
 
 
 def dump_json(path: Path, data: Any) -> None:

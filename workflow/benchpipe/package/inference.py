@@ -15,17 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchpipe import benchmarks, layout
-from benchpipe.config import inference_benchmarks, inference_modes
-from benchpipe.schemas import validate
-from benchpipe.errors import ValidationError
-from benchpipe.infer.compliance import COMPLIANCE_TESTS, PASS_LINE, VERIFY_ACCURACY, verify_test01, verify_test04
-from benchpipe.infer.loadgen_run import ACCURACY_LOG, ACCURACY_TXT, CALIBRATION, USER_CONF, RunKind
-from benchpipe.infer.models import read_model_record
+from benchpipe.contracts import layout, registry
+from benchpipe.contracts.config import inference_benchmarks, inference_modes
+from benchpipe.contracts.errors import ValidationError
+from benchpipe.contracts.layout import (
+    ACCURACY_LOG,
+    ACCURACY_TXT,
+    CALIBRATION,
+    DETAIL_LOG,
+    RAW_DIR,
+    USER_CONF,
+    VERIFY_ACCURACY,
+)
+from benchpipe.contracts.records import RunKind, read_model_record
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS
+from benchpipe.contracts.schemas import validate
+from benchpipe.infer.compliance import PASS_LINE, verify_test01, verify_test04
 from benchpipe.infer.validity import check_accuracy, check_performance
 from benchpipe.package.files import copy_code, copy_file, dump_json
-from benchpipe.package.layout import RAW_DIR
-from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_detail_log
+from benchpipe.results.loadgen_parser import parse_detail_log
 
 INFERENCE_STATUS = {"onprem": "available", "cloud": "available", "preview": "preview", "research": "rdi"}
 ACCURACY_LOG_LIMIT = 10 * 1024  # official trees keep at most 10 KiB of the accuracy log
@@ -74,7 +82,7 @@ def check_scenario(group: ScenarioResults, settings: dict) -> dict[str, Any]:
     """benchpipe's own rules on one scenario's tests; the compliance verdicts. Raises on any failure."""
     kind = RunKind.from_settings(settings["inference"])
     division = settings["submission"]["division"]
-    task = benchmarks.get(group.benchmark).inference
+    task = registry.get(group.benchmark).inference
     problems: list[str] = []
     models = {read_model_record(d).sha256 for d in group.tests.values()}
     if len(models) != 1:
@@ -145,7 +153,7 @@ def _verify(test: str, group: ScenarioResults):
 
 def section_of(root: Path, benchmark: str) -> tuple[Path, str]:
     """(section root, results folder name): MLPerf's tree for MLPerf models, benchpipe's otherwise."""
-    official_name = benchmarks.get(benchmark).inference.official_name
+    official_name = registry.get(benchmark).inference.official_name
     if official_name:
         return root / "inference", official_name
     return root / "benchpipe" / "inference", benchmark
@@ -242,7 +250,7 @@ def check_round_scenarios(settings: dict, systems: dict[str, dict], names: list[
     if settings["submission"]["division"] != "closed":
         return
     for name in names:
-        official_name = benchmarks.get(name).inference.official_name
+        official_name = registry.get(name).inference.official_name
         for target, description in systems.items():
             if official_name in EDGE_ONLY_IN_CLOSED and description.get("system_type") != "edge":
                 raise ValidationError(
@@ -280,9 +288,9 @@ def write_inference(root: Path, runs_dir: Path, settings: dict, systems: dict, r
 
 
 def _run_checker(root: Path, settings: dict, names: list[str], kind: RunKind) -> dict[str, Any] | None:
-    from benchpipe.package.inference_checker import run_inference_checker
+    from benchpipe.mlcommons.inference_checker import run_inference_checker
 
-    if not any(benchmarks.get(n).inference.official_name for n in names):
+    if not any(registry.get(n).inference.official_name for n in names):
         return None
     return run_inference_checker(
         Path(settings["inference"]["checker"]), root / "inference",

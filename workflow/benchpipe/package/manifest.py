@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from benchpipe.errors import ManifestError
-from benchpipe.hashing import sha256_files
+from benchpipe.contracts.errors import ManifestError
+from benchpipe.contracts.hashing import sha256_files
 
 MANIFEST = "manifest.json"
 FORMAT = "benchpipe-manifest/2"

@@ -18,18 +18,16 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from benchpipe import benchmarks, layout
-from benchpipe.atomic import atomic_dir
-from benchpipe.datasets.prepare import MANIFEST as DATASET_MANIFEST
-from benchpipe.errors import ValidationError
-from benchpipe.package import checks, inference, official
-from benchpipe.package import layout as tree_layout
-from benchpipe.package.manifest import verify_manifest, write_manifest
+from benchpipe.contracts import layout, registry, rounds
+from benchpipe.contracts.atomic import atomic_dir
+from benchpipe.contracts.errors import ValidationError
+from benchpipe.contracts.layout import DATASET_MANIFEST, DETAIL_LOG, MLLOG_FILE
+from benchpipe.contracts.schemas import validate
+from benchpipe.mlcommons import checkers, training
+from benchpipe.package import checks, inference
 from benchpipe.package.files import copy_code, copy_file, dump_json
-from benchpipe.layout import MLLOG_FILE
-from benchpipe.results.loadgen_parser import DETAIL_LOG
+from benchpipe.package.manifest import verify_manifest, write_manifest
 from benchpipe.results.tables import TABLES, read_table, table_folder, write_partitioned
-from benchpipe.schemas import validate
 
 TRAINING_STATUS = {
     "onprem": "Available on-premise",
@@ -100,11 +98,11 @@ def training_org_dir(root: Path, org: str, benchmark: str) -> Path:
     summarizer crashes on them), so benchpipe's own benchmarks go to
     ``benchpipe/training/<org>/``, in the same layout, checked by benchpipe's rules.
     """
-    base = root / "training" if official.is_official(benchmark) else root / "benchpipe" / "training"
+    base = root / "training" if training.is_official(benchmark) else root / "benchpipe" / "training"
     return base / org
 
 
-def _write_training_systems(root: Path, org_dir: Path, systems) -> list[checks.ComplianceResult]:
+def _write_training_systems(root: Path, org_dir: Path, systems) -> list[checkers.ComplianceResult]:
     results = []
     for target, description in systems.items():
         training_desc = {k: v for k, v in description.items() if k not in INFERENCE_ONLY}
@@ -114,7 +112,7 @@ def _write_training_systems(root: Path, org_dir: Path, systems) -> list[checks.C
         section = ("official",) if org_dir.parent == root / "training" else ()
         report = Path("benchpipe", "compliance", *section, "systems", f"{target}.log")
         (root / report).parent.mkdir(parents=True, exist_ok=True)
-        results.append(checks.run_system_desc_checker(system_json.relative_to(root), report, cwd=root))
+        results.append(checkers.run_system_desc_checker(system_json.relative_to(root), report, cwd=root))
     return results
 
 
@@ -144,7 +142,7 @@ def _write_training(root: Path, request: PackageRequest, systems, rows, hyperpar
     for org_dir in sorted(org_dirs):
         compliance += _write_training_systems(root, org_dir, systems)
     for name in request.settings["benchmarks"]:
-        bench = benchmarks.get(name)
+        bench = registry.get(name)
         org_dir = training_org_dir(root, org, name)
         impl = org_dir / "benchmarks" / name / "implementations" / "benchpipe"
         if not impl.exists():
@@ -157,12 +155,12 @@ def _write_training(root: Path, request: PackageRequest, systems, rows, hyperpar
             report = Path("benchpipe", "compliance", target, name, f"result_{row['run']}.log")
             (root / report).parent.mkdir(parents=True, exist_ok=True)
             compliance.append(
-                checks.run_compliance_checker(dst.relative_to(root), bench.rules_file, report, cwd=root)
+                checkers.run_compliance_checker(dst.relative_to(root), bench.rules_file, report, cwd=root)
             )
-        if not official.is_official(name):
+        if not training.is_official(name):
             # The official rules come with mlperf-logging (its version is in checks.json);
             # benchpipe's own rules travel with the logs they judged.
-            copy_file(bench.rules_file, root / tree_layout.RULES_DIR / f"{name}.yaml")
+            copy_file(bench.rules_file, root / layout.RULES_DIR / f"{name}.yaml")
     failed = [c for c in compliance if not c.passed]
     if failed:
         first = failed[0]
@@ -180,25 +178,25 @@ RESULTS_SUMMARY = OFFICIAL_REPORTS / "results_summary.csv"
 def _run_official_tools(root: Path, org: str, names: list[str]) -> dict[str, Any] | None:
     """MLCommons' package checker and result summarizer on training/<org>/, as reviewers run them.
 
-    Both exit 0 whatever they find, so their verdicts are read (benchpipe.package.official);
+    Both exit 0 whatever they find, so their verdicts are read (benchpipe.mlcommons.training);
     the summarizer's CSV stays in the tree beside their logs.
     """
-    official_names = sorted(n for n in names if official.is_official(n))
+    official_names = sorted(n for n in names if training.is_official(n))
     if not official_names:
         return None
     org_dir = root / "training" / org
-    checker = official.run_package_checker(org_dir, root / OFFICIAL_REPORTS / "package_checker.log").require()
+    checker = training.run_package_checker(org_dir, root / OFFICIAL_REPORTS / "package_checker.log").require()
     summaries = {}
     for name in official_names:
         csv_out = root / RESULTS_SUMMARY if len(official_names) == 1 else root / OFFICIAL_REPORTS / f"{name}_summary.csv"
-        verdict = official.run_result_summarizer(
+        verdict = training.run_result_summarizer(
             org_dir, csv_out, root / OFFICIAL_REPORTS / f"result_summarizer_{name}.log", benchmark=name
         ).require()
         summaries[name] = {"csv": str(csv_out.relative_to(root)), "minutes": verdict.scores}
     return {
-        "ruleset": f"training {official.TRAINING_RULESET}",
-        "mlperf_logging": official.mlperf_logging_version(),
-        "package_checker": {"verdict": official.PACKAGE_VERDICT_OK, "log": str(checker.log.relative_to(root.resolve()))},
+        "ruleset": f"training {rounds.TRAINING_RULESET}",
+        "mlperf_logging": training.mlperf_logging_version(),
+        "package_checker": {"verdict": training.PACKAGE_VERDICT_OK, "log": str(checker.log.relative_to(root.resolve()))},
         "result_summarizer": summaries,
     }
 
@@ -209,7 +207,7 @@ def _hyperparameters(settings: dict) -> dict[str, Any]:
     Checked again here, as before the first job: a tree is never written from runs whose
     closed hyperparameters the rules refuse.
     """
-    from benchpipe.hyperparameters import departures, resolve_hyperparameters
+    from benchpipe.benchmarks.hyperparameters import departures, resolve_hyperparameters
 
     table = settings["training"].get("hyperparameters", {})
     report = {}
@@ -217,7 +215,7 @@ def _hyperparameters(settings: dict) -> dict[str, Any]:
         used = resolve_hyperparameters(name, table, settings["submission"]["division"])
         report[name] = {
             "values": dataclasses.asdict(used.hyperparameters),
-            "departures_from_reference": departures(used, benchmarks.get(name)),
+            "departures_from_reference": departures(used, registry.get(name)),
         }
     return report
 
@@ -231,7 +229,7 @@ def package(request: PackageRequest) -> dict[str, Any]:
     for row in rows["scores.parquet"]:
         checks.check_score(row)
     stacks = checks.check_provenance(rows["provenance.parquet"])
-    dataset_names = {name: benchmarks.get(name).dataset_name for name in settings["benchmarks"]}
+    dataset_names = {name: registry.get(name).dataset_name for name in settings["benchmarks"]}
     datasets = {
         name: checks.check_dataset(name, request.datasets_dir / dataset, rows["provenance.parquet"])
         for name, dataset in dataset_names.items()
@@ -246,16 +244,16 @@ def package(request: PackageRequest) -> dict[str, Any]:
         )
         for name in TABLES:
             write_partitioned(pq.read_table(request.tables_dir / name, schema=TABLES[name]),
-                              tmp / tree_layout.TABLES_DIR / table_folder(name),
+                              tmp / layout.TABLES_DIR / table_folder(name),
                               settings["submission"]["round"], settings["submission"]["division"])
         for dataset in sorted(set(dataset_names.values())):
             # The dataset's manifest: the sha256 of every source and shard the results were made from.
             copy_file(request.datasets_dir / dataset / DATASET_MANIFEST,
-                  tmp / tree_layout.DATASETS_DIR / dataset / DATASET_MANIFEST)
-        dump_json(tmp / tree_layout.CONFIG_JSON, settings)
-        dump_json(tmp / tree_layout.CHECKS_JSON, {
+                  tmp / layout.DATASETS_DIR / dataset / DATASET_MANIFEST)
+        dump_json(tmp / layout.CONFIG_JSON, settings)
+        dump_json(tmp / layout.CHECKS_JSON, {
             "training_compliance": compliance,
-            "training_ruleset": checks.TRAINING_RULESET,
+            "training_ruleset": rounds.TRAINING_RULESET,
             "official_tools": official_tools,
             "hyperparameters": hyperparameters,
             "software": stacks,

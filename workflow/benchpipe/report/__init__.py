@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchpipe.errors import BenchpipeError
+from benchpipe.contracts.errors import BenchpipeError
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def audit_for(tree: Path, root_sha256: str | None, audit_path: Path | None,
 def write_report(tree: Path, out: Path, *, audit_path: Path | None = None,
                  inference_checker: Path | None = None) -> Written:
     from benchpipe import __version__
-    from benchpipe.atomic import atomic_file
+    from benchpipe.contracts.atomic import atomic_file
     from benchpipe.report.data import load
     from benchpipe.report.figures import draw_all
     from benchpipe.report.page import render

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchpipe.errors import BenchpipeError
-from benchpipe.package.layout import TABLES_DIR
+from benchpipe.contracts.errors import BenchpipeError
+from benchpipe.contracts.layout import TABLES_DIR
 
 # LoadGen's latency summary, in the order a distribution is read: (label, detail log key).
 LATENCY_POINTS = (

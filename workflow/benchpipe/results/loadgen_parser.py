@@ -7,10 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchpipe.errors import ParseError
+from benchpipe.contracts.errors import ParseError
 from benchpipe.results.records import collection_paused, read_records
 
-DETAIL_LOG = "mlperf_log_detail.txt"
+# The detail-log key that holds each scenario's result (samples/s, or a latency in ns), as
+# TEST01's verify_performance.py and the submission checker read it.
+RESULT_KEY = {
+    "Offline": "result_samples_per_second",
+    "SingleStream": "early_stopping_latency_ss",
+    "MultiStream": "early_stopping_latency_ms",
+    "Server": "result_completed_samples_per_sec",
+}
 _ACCURACY = re.compile(r"^accuracy=([0-9.]+)%")
 
 

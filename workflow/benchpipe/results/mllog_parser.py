@@ -11,10 +11,18 @@ from json import encoder as _json_encoder
 from pathlib import Path
 from typing import Any
 
-from benchpipe.errors import ParseError, TrainingError
-from benchpipe.layout import MLLOG_FILE, MODEL_DIR
-from benchpipe.results.records import (MARKER, TRAILING_SPACE, collection_paused, decode, line_blocks, line_ranges,
-                                       record_batches, record_payloads)
+from benchpipe.contracts.errors import ParseError, TrainingError
+from benchpipe.contracts.layout import MLLOG_FILE, MODEL_DIR
+from benchpipe.results.records import (
+    MARKER,
+    TRAILING_SPACE,
+    collection_paused,
+    decode,
+    line_blocks,
+    line_ranges,
+    record_batches,
+    record_payloads,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchpipe.errors import ParseError
+from benchpipe.contracts.errors import ParseError
 
 PREFIX = ":::MLLOG "
 MARKER = PREFIX.encode("ascii")

@@ -22,18 +22,25 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchpipe import benchmarks, layout, provenance
-from benchpipe.atomic import atomic_dir
-from benchpipe.errors import ParseError
-from benchpipe.hashing import sha256_file
-from benchpipe.infer.compliance import RESULT_KEY
-from benchpipe.infer.loadgen_run import ACCURACY_TXT, OFFICIAL_MIN_DURATION_MS, read_calibration
-from benchpipe.infer.models import read_model_record
-from benchpipe.results.loadgen_parser import DETAIL_LOG, parse_accuracy_txt, parse_detail_log
-from benchpipe.layout import MLLOG_FILE
-from benchpipe.results.mllog_parser import (RunSummary, TrainingRun, event_batches, int_array, parse_mllog, string_array,
-                                            summarize_run)
-from benchpipe.train.scoring import Score, olympic_score
+from benchpipe import provenance
+from benchpipe.contracts import layout, registry
+from benchpipe.contracts.atomic import atomic_dir
+from benchpipe.contracts.errors import ParseError
+from benchpipe.contracts.hashing import sha256_file
+from benchpipe.contracts.layout import ACCURACY_TXT, DETAIL_LOG, MLLOG_FILE
+from benchpipe.contracts.records import read_model_record, read_run_kind
+from benchpipe.contracts.rounds import OFFICIAL_MIN_DURATION_MS
+from benchpipe.results.loadgen_parser import RESULT_KEY, parse_accuracy_txt, parse_detail_log
+from benchpipe.results.mllog_parser import (
+    RunSummary,
+    TrainingRun,
+    event_batches,
+    int_array,
+    parse_mllog,
+    string_array,
+    summarize_run,
+)
+from benchpipe.results.scoring import Score, olympic_score
 
 EVENTS_SCHEMA = pa.schema([
     ("target", pa.string()), ("benchmark", pa.string()), ("run", pa.int32()),
@@ -145,10 +152,10 @@ LOADGEN_FIELDS = (
 
 def inference_row(target: str, benchmark: str, scenario: str, mode: str, test_dir: Path) -> dict:
     fields = loadgen_fields(scenario, mode, test_dir / DETAIL_LOG, test_dir / ACCURACY_TXT)
-    kind, _ = read_calibration(test_dir)
+    kind = read_run_kind(test_dir)
     return {
         "target": target, "benchmark": benchmark, "scenario": scenario, "mode": mode, **fields,
-        "accuracy_target": benchmarks.get(benchmark).inference.accuracy_target if mode == "accuracy" else None,
+        "accuracy_target": registry.get(benchmark).inference.accuracy_target if mode == "accuracy" else None,
         # Valid for an official round needs the full duration; benchpipe's own checks come on top.
         "official_round_valid": (kind.official and fields["min_duration_ms"] >= OFFICIAL_MIN_DURATION_MS
                                  and fields["result_validity"] == "VALID"),
@@ -240,7 +247,7 @@ def run_row(target: str, benchmark: str, index: int, path: Path, run: TrainingRu
         "seed": run.seed, "status": run.status, "run_start_ms": run.run_start_ms,
         "run_stop_ms": run.run_stop_ms, "time_to_train_min": run.time_to_train_min,
         "epochs": run.epochs, "best_eval_accuracy": run.best_eval_accuracy,
-        "quality_target": benchmarks.get(benchmark).quality_target, "log_sha256": sha256_file(path),
+        "quality_target": registry.get(benchmark).quality_target, "log_sha256": sha256_file(path),
     }
 
 

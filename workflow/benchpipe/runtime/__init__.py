@@ -5,8 +5,8 @@ Nothing else in benchpipe imports docker or calls podman or apptainer.
 
 from __future__ import annotations
 
-from benchpipe.config import Target
-from benchpipe.errors import RuntimeSetupError
+from benchpipe.contracts.config import Target
+from benchpipe.contracts.errors import RuntimeSetupError
 from benchpipe.runtime.base import ContainerRuntime, Runtime
 
 

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from benchpipe.config import Target
-from benchpipe.errors import RuntimeSetupError
+from benchpipe.contracts.config import Target
+from benchpipe.contracts.errors import RuntimeSetupError
 from benchpipe.runtime.base import ContainerRuntime, ImageRef, run_quiet
 from benchpipe.runtime.job import Job, Mount
 
@@ -58,7 +58,7 @@ class ApptainerRuntime(ContainerRuntime):
         return reference if Path(reference).is_file() else None
 
     def inspect(self, reference: str) -> tuple[str, str]:
-        from benchpipe.hashing import sha256_file
+        from benchpipe.contracts.hashing import sha256_file
 
         digest = f"sha256:{sha256_file(Path(reference))}"
         return digest, digest

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-
 import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from benchpipe.config import Target
-from benchpipe.errors import RuntimeSetupError
+from benchpipe.contracts.config import Target
+from benchpipe.contracts.errors import RuntimeSetupError
+from benchpipe.provenance import local_runtime_version
 from benchpipe.runtime.job import Job, Mount, OutputStaging
 
 GUARD = ("python", "-m", "benchpipe.runtime.guard", "--")
@@ -45,9 +45,7 @@ class LocalRuntime(Runtime):
     name = "local"
 
     def version(self) -> str:
-        import platform
-
-        return f"{platform.python_implementation()} {platform.python_version()} on {platform.platform()}"
+        return local_runtime_version()
 
     def check(self) -> None:
         return None

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchpipe.config import Target
-from benchpipe.errors import RuntimeSetupError
+from benchpipe.contracts.config import Target
+from benchpipe.contracts.errors import RuntimeSetupError
 from benchpipe.runtime.base import ContainerRuntime
 from benchpipe.runtime.job import Job, Mount
 
@@ -32,7 +32,8 @@ def _client():
 
 def container_options(target: Target, job: Job, mounts: list[Mount], image_id: str) -> dict[str, Any]:
     """Keyword arguments of `client.containers.create` for one job: the whole policy, in one place."""
-    from docker.types import DeviceRequest, Mount as DockerMount, Ulimit
+    from docker.types import DeviceRequest, Ulimit
+    from docker.types import Mount as DockerMount
 
     resources = target.resources
     options: dict[str, Any] = {

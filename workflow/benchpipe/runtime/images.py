@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchpipe.atomic import atomic_dir, atomic_file
-from benchpipe.errors import RuntimeSetupError
-from benchpipe.hashing import sha256_file
+from benchpipe.contracts.atomic import atomic_dir, atomic_file
+from benchpipe.contracts.errors import RuntimeSetupError
+from benchpipe.contracts.hashing import sha256_file
 
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")

@@ -10,11 +10,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchpipe.errors import RuntimeSetupError
+from benchpipe.contracts.errors import RuntimeSetupError
 
 # Set by the runtime, never taken from the host: a container job's home is its private /tmp.
 CONTAINER_HOME = "/tmp"
-PROVENANCE_ENV = "BENCHPIPE_PROVENANCE"
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class Job:
     output: Path
     env: dict[str, str] = field(default_factory=dict)
     user: tuple[int, int] = field(default_factory=lambda: (os.getuid(), os.getgid()))
-    # What starts the command on every node of a multi-node run (benchpipe.cluster.srun_launcher);
+    # What starts the command on every node of a multi-node run (benchpipe.runtime.slurm.srun_launcher);
     # empty: the command runs once, here.
     launcher: tuple[str, ...] = ()
 

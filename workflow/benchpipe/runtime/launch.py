@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 
 from benchpipe import provenance
-from benchpipe.cluster import srun_launcher
-from benchpipe.config import Target
-from benchpipe.errors import RuntimeSetupError
+from benchpipe.contracts.config import Target
+from benchpipe.contracts.errors import RuntimeSetupError
+from benchpipe.provenance import PROVENANCE_ENV
 from benchpipe.runtime import for_engine, for_target
 from benchpipe.runtime.base import ContainerRuntime, ImageRef
 from benchpipe.runtime.images import ImageRecord
-from benchpipe.runtime.job import CONTAINER_HOME, PROVENANCE_ENV, Job, allowed_env
+from benchpipe.runtime.job import CONTAINER_HOME, Job, allowed_env
+from benchpipe.runtime.slurm import srun_launcher
 
 
 def image_record_path(images: Path, target: Target) -> Path:

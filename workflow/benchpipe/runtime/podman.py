@@ -8,8 +8,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from benchpipe.config import Target
-from benchpipe.errors import RuntimeSetupError
+from benchpipe.contracts.config import Target
+from benchpipe.contracts.errors import RuntimeSetupError
 from benchpipe.runtime.base import ContainerRuntime, run_quiet
 from benchpipe.runtime.job import Job, Mount
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchpipe.config import TrainingDevices
-from benchpipe.errors import TrainingError
+from benchpipe.contracts.config import TrainingDevices
+from benchpipe.contracts.errors import TrainingError
 
 # Tensor cores, which make float16 matmuls pay, came with compute capability 7.0 (Volta).
 MIXED_PRECISION_MIN_CAPABILITY = (7, 0)

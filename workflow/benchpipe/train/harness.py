@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from benchpipe import provenance
-from benchpipe.atomic import atomic_dir
-from benchpipe.benchmarks.base import Benchmark, Split, TrainerHooks
-from benchpipe.config import TrainingDevices
+from benchpipe.contracts.atomic import atomic_dir
+from benchpipe.contracts.benchmark import Benchmark, Split, TrainerHooks
+from benchpipe.contracts.config import TrainingDevices
+from benchpipe.contracts.errors import TrainingError
+from benchpipe.contracts.layout import DEVICES_FILE, MLLOG_FILE, MODEL_DIR
+from benchpipe.contracts.paths import SOURCE_ROOT
 from benchpipe.datasets.prepare import MANIFEST, load_split, read_manifest
-from benchpipe.errors import TrainingError
-from benchpipe.layout import DEVICES_FILE, MLLOG_FILE, MODEL_DIR
-from benchpipe.paths import SOURCE_ROOT
 from benchpipe.train.devices import (
     ThreadCounts,
     TrainingPlacement,

@@ -9,7 +9,7 @@ from typing import Any
 
 from mlperf_logging.mllog import mllog as _mllog
 
-from benchpipe.errors import TrainingError
+from benchpipe.contracts.errors import TrainingError
 
 
 def plain(value: Any) -> Any:

@@ -9,8 +9,8 @@ from typing import Any
 import jsonschema
 from jsonschema import validators
 
-from benchpipe.errors import ValidationError
-from benchpipe.paths import SCHEMAS_DIR
+from benchpipe.contracts.errors import ValidationError
+from benchpipe.contracts.paths import SCHEMAS_DIR
 
 
 @lru_cache(maxsize=None)

@@ -9,9 +9,9 @@ from importlib import metadata
 from pathlib import Path
 
 from benchpipe import provenance
-from benchpipe.atomic import atomic_file
-from benchpipe.config import Target
-from benchpipe.schemas import validate
+from benchpipe.contracts.atomic import atomic_file
+from benchpipe.contracts.config import Target
+from benchpipe.contracts.schemas import validate
 
 SCHEMA = "system_desc.schema.json"
 UNKNOWN = "N/A"  # the official trees' word for a field that does not apply

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from benchpipe.errors import ConfigError
+from benchpipe.contracts.errors import ConfigError
 
 BATCH_NORM_MOMENTUM = 0.9
 BATCH_NORM_EPSILON = 1e-5

@@ -8,11 +8,31 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
-from benchpipe.datasets.source import Source
-
 if TYPE_CHECKING:  # TensorFlow is imported only by the stages that need it.
     import keras
     import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class Source:
+    """One raw dataset file: where it comes from, and the size and sha256 it must have.
+
+    ``url`` is ``https://``, ``http://``, ``file://<absolute path>`` or
+    ``package://<python.package>/<path inside it>`` for data shipped inside an installed
+    Python package. ``mirrors`` are further URLs of the same bytes, tried in order when one
+    fails or serves other bytes. ``size`` (bytes), when known, lets a fetch refuse a wrong
+    file before reading all of it.
+    """
+
+    name: str
+    url: str
+    sha256: str
+    mirrors: tuple[str, ...] = ()
+    size: int | None = None
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.mirrors)
 
 
 @dataclass(frozen=True)
@@ -37,7 +57,7 @@ class Hyperparameters:
     """SGD with momentum and polynomial decay, logged under the ResNet closed-division keys.
 
     Its fields are the keys of ``training.hyperparameters.<benchmark>``. Every hyperparameter
-    class offers the methods below: benchpipe.hyperparameters reads them to check a config
+    class offers the methods below: benchpipe.benchmarks.hyperparameters reads them to check a config
     before any job runs.
     """
 

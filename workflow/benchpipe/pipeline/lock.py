@@ -17,7 +17,7 @@ import socket
 from pathlib import Path
 from typing import IO
 
-from benchpipe.errors import BenchpipeError
+from benchpipe.contracts.errors import BenchpipeError
 
 
 class WorkflowRunning(BenchpipeError):

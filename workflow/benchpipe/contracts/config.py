@@ -8,9 +8,10 @@ from typing import Any
 
 import yaml
 
-from benchpipe import benchmarks
-from benchpipe.errors import ConfigError, ValidationError
-from benchpipe.schemas import validate
+from benchpipe.contracts import registry
+from benchpipe.contracts.errors import ConfigError, ValidationError
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS
+from benchpipe.contracts.schemas import validate
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def check_config(config: dict[str, Any], base_dir: Path) -> dict[str, Target]:
     Called by the Snakefile after snakemake.utils.validate, so that a bad config fails
     before any job runs.
     """
-    known = benchmarks.names()
+    known = registry.names()
     for i, name in enumerate(config["benchmarks"]):
         if name not in known:
             raise ConfigError(
@@ -155,34 +156,10 @@ def inference_benchmarks(config: dict[str, Any]) -> list[str]:
 
 def inference_modes(config: dict[str, Any]) -> list[str]:
     """The tests of each scenario: the compliance tests only in the closed division, as the rules ask."""
-    from benchpipe.infer.compliance import COMPLIANCE_TESTS
-
     modes = ["performance", "accuracy"]
     if config["submission"]["division"] == "closed":
         modes += list(COMPLIANCE_TESTS)
     return modes
-
-
-def check_inference_settings(config: dict[str, Any]) -> None:
-    """inference.models name tested benchmarks, and a tree of MLPerf models has a checker to run."""
-    inference = config["inference"]
-    tested = inference_benchmarks(config)
-    for name in inference.get("models", {}):
-        if name not in tested:
-            raise ConfigError(f"inference.models.{name}: {name} is not a benchmark that LoadGen tests")
-    official = [name for name in tested if benchmarks.get(name).inference.official_name]
-    if not official:
-        return
-    if not inference.get("checker"):
-        raise ConfigError(
-            f"inference.checker: {', '.join(official)} goes into MLPerf's inference tree, which the "
-            "official submission checker must pass: set inference.checker to your checkout of "
-            "mlcommons/inference"
-        )
-    from benchpipe.package.inference_checker import checker_dir
-
-    # Relative to the working directory, as the package job that runs the checker sees it.
-    checker_dir(Path(inference["checker"]))
 
 
 def explain_invalid_config(config: dict[str, Any]) -> str:
@@ -192,14 +169,3 @@ def explain_invalid_config(config: dict[str, Any]) -> str:
     except ValidationError as exc:
         return str(exc)
     return "config does not match schemas/config.schema.json"
-
-
-def load_config(path: Path, base_dir: Path | None = None) -> dict[str, Any]:
-    """Read, validate (filling defaults) and check a config file, as the Snakefile does."""
-    config = read_yaml(path) or {}
-    try:
-        validate(config, "config.schema.json", what=str(path), fill_defaults=True)
-    except ValidationError as exc:
-        raise ConfigError(str(exc)) from exc
-    check_config(config, base_dir or Path.cwd())
-    return config

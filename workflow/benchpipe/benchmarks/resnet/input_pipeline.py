@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from benchpipe.contracts.errors import DatasetError, TrainingError
+from benchpipe.contracts.hashing import sha256_file
 from benchpipe.datasets.imagenet import name_list
 from benchpipe.datasets.tfrecord import MANIFEST, MEAN_RGB
-from benchpipe.errors import DatasetError, TrainingError
-from benchpipe.hashing import sha256_file
 
 SPLITS = ("train", "val")
 IMAGE_SIZE = 224

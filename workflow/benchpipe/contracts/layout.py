@@ -1,9 +1,20 @@
-"""The runs tree: where each job writes, read back by the parser and the packager.
+"""The two trees benchpipe writes, and the names of the files in them.
+
+**The runs tree** (``runs/``): where each job writes; parse and package read it back.
 
     runs/<target>/system.json
-    runs/<target>/<benchmark>/train/run_<i>/{mllog.txt, model/}
+    runs/<target>/<benchmark>/train/run_<i>/{mllog.txt, model/, devices.json, provenance.json}
     runs/<target>/<benchmark>/calibrate/<scenario>/{calibration.json, user.conf, model.json}
     runs/<target>/<benchmark>/infer/<scenario>/<mode>/{mlperf_log_*, user.conf[, accuracy.txt]}
+
+**The submission tree** (``submissions/<round>/``): MLPerf's layout, plus benchpipe's own
+files under ``benchpipe/``, written by packaging and read by audit, reproduce and report.
+
+    benchpipe/config.json, benchpipe/checks.json
+    benchpipe/tables/<table>/round=.../division=.../target=.../part-0.parquet
+    benchpipe/datasets/<dataset>/manifest.json
+    benchpipe/compliance/rules/<benchmark>.yaml
+    benchpipe/raw/<target>/<benchmark>/<scenario>/{mlperf_log_accuracy.json, calibration.json}
 """
 
 from __future__ import annotations
@@ -11,12 +22,27 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from benchpipe.errors import ParseError
+from benchpipe.contracts.errors import ParseError
 
-_RUN = re.compile(r"^run_(\d+)$")
+# --- Files a job writes (the runs tree) -------------------------------------------------
 MLLOG_FILE = "mllog.txt"
 MODEL_DIR = "model"
 DEVICES_FILE = "devices.json"  # what the run trained on: strategy, replicas, precision, threads
+DATASET_MANIFEST = "manifest.json"  # a prepared dataset's sources and shards, with their sha256
+# LoadGen's logs, as LoadGen names them.
+DETAIL_LOG = "mlperf_log_detail.txt"
+SUMMARY_LOG = "mlperf_log_summary.txt"
+ACCURACY_LOG = "mlperf_log_accuracy.json"
+# What benchpipe writes beside them.
+USER_CONF = "user.conf"
+CALIBRATION = "calibration.json"
+AUDIT_CONFIG = "audit.config"
+ACCURACY_TXT = "accuracy.txt"
+MODEL_RECORD = "model.json"
+VERIFY_ACCURACY = "verify_accuracy.txt"
+
+# --- The runs tree -----------------------------------------------------------------------
+_RUN = re.compile(r"^run_(\d+)$")
 
 
 def system_file(runs: Path, target: str) -> Path:
@@ -64,3 +90,16 @@ def _relative_parts(runs: Path, path: Path, depth: int) -> tuple[str, ...]:
     if len(parts) != depth:
         raise ParseError(f"{path}: expected {depth} levels below {runs}, found {len(parts)}")
     return parts
+
+
+# --- The submission tree ------------------------------------------------------------------
+OWN = Path("benchpipe")
+CONFIG_JSON = OWN / "config.json"
+CHECKS_JSON = OWN / "checks.json"
+TABLES_DIR = OWN / "tables"
+DATASETS_DIR = OWN / "datasets"
+RULES_DIR = OWN / "compliance" / "rules"
+RAW_DIR = OWN / "raw"
+# MLPerf's layouts, and the same layouts for benchpipe's own benchmarks and models.
+TRAINING_SECTIONS = ("training", "benchpipe/training")
+INFERENCE_SECTIONS = ("inference", "benchpipe/inference")

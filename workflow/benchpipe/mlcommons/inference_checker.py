@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchpipe.errors import ConfigError, ValidationError
+from benchpipe.contracts.errors import ConfigError, ValidationError
 
 CONFIG_KEY = "inference.checker"
 DEFAULT_VERSION = "v6.1"  # matches the seeds built into mlcommons-loadgen 6.0.17

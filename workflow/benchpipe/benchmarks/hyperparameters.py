@@ -17,26 +17,19 @@ Nothing here imports TensorFlow: the workflow runs these checks while it parses 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import yaml
-from mlperf_logging.compliance_checker import mlp_compliance
-
-from benchpipe import benchmarks
-from benchpipe.benchmarks.base import Benchmark, HyperparameterSet
-from benchpipe.errors import ConfigError
-from benchpipe.package import official
+from benchpipe.contracts import registry
+from benchpipe.contracts.benchmark import Benchmark, HyperparameterSet
+from benchpipe.contracts.errors import ConfigError
+from benchpipe.mlcommons import training
+from benchpipe.mlcommons.rules import RuleFailure, rule_failures
 
 CONFIG_KEY = "training.hyperparameters"
 DIVISIONS = ("closed", "open")
-# Where the compliance checker resolves the rules files that a rule enqueues.
-CHECKER_DIR = Path(mlp_compliance.__file__).parent
 # The MLLOG decay steps are the only hyperparameter event that depends on the dataset's size.
 # The closed rules leave ResNet's free and ask digits' and mnist's only to be positive, which
 # max_epochs >= 1 and any positive steps_per_epoch ensure: a nominal one stands in for the
@@ -125,111 +118,6 @@ def departures(used: Benchmark, reference: Benchmark) -> dict[str, dict[str, Any
     return found
 
 
-# ---------------------------------------------------------------------------------------------
-# The official rules files, replayed on the hyperparameter events
-
-
-@dataclass(frozen=True)
-class RuleFailure:
-    """One rule that refuses one logged event."""
-
-    key: str  # the MLLOG key
-    value: Any  # its value, as the checker reads it back from the log
-    code: str  # the CHECK expression, as the rules file writes it
-    rules_file: str  # as the checker names it: relative to its own folder, or the file's name
-    enqueued_by: str | None  # the rules file whose POST enqueued it; None: the entry file
-    error: str | None = None  # what the expression raised, if it raised
-
-    def describe(self) -> str:
-        origin = f" (enqueued by {self.enqueued_by})" if self.enqueued_by else ""
-        raised = f" (it raised {self.error})" if self.error else ""
-        return f'{self.rules_file}{origin} refuses: CHECK "{self.code}"{raised}'
-
-
-def log_lines(events: list[tuple[str, Any]]) -> list[Any]:
-    """The events as the checker's own parser reads them from a log: values through JSON."""
-    parser = importlib.import_module(
-        f"mlperf_logging.compliance_checker.mlp_parser.ruleset_{official.TRAINING_RULESET.replace('.', '')}"
-    )
-    text = [
-        ":::MLLOG " + json.dumps({"namespace": "", "time_ms": 0, "event_type": "POINT_IN_TIME",
-                                  "key": key, "value": value, "metadata": {}})
-        for key, value in events
-    ]
-    lines, errors = parser.parse_generator(text)
-    if errors:
-        raise ConfigError(f"MLLOG events the compliance checker cannot parse: {errors[0][1]}: {errors[0][0]}")
-    return lines
-
-
-def _label(path: Path) -> str:
-    try:
-        return str(path.relative_to(CHECKER_DIR))
-    except ValueError:
-        return path.name
-
-
-def _load_rules(path: Path, enqueued_by: str | None) -> list[dict[str, Any]]:
-    try:
-        # The checker's loader: every scalar stays a string, as the checker evaluates it.
-        return yaml.load(path.read_text(), Loader=yaml.BaseLoader) or []
-    except (OSError, yaml.YAMLError) as exc:
-        origin = f" (enqueued by {enqueued_by})" if enqueued_by else ""
-        raise ConfigError(f"{path}{origin}: cannot read the compliance rules: {exc}") from exc
-
-
-def _as_list(code: str | list[str]) -> list[str]:
-    return code if isinstance(code, list) else [code]
-
-
-def rule_failures(rules_file: Path, events: list[tuple[str, Any]]) -> list[RuleFailure]:
-    """What the compliance checker's CHECKs refuse among ``events``, in log order.
-
-    As mlp_compliance.ComplianceChecker does: start from ``rules_file``, run each file's BEGIN
-    block, then for each event in order its PRE, CHECK and POST, with the checker's globals
-    (``s``, ``is_integer``, ``math``, ``enqueue_config``) and ``ll``/``v``; load the files that
-    POSTs enqueue; a later file's rule for a key replaces an earlier file's verdict on it. Only
-    occurrence counts (REQ), ATLEAST_ONE_CHECK and the END block are left out: they judge a
-    whole run's log. (No training 4.0.0 or 3.1.0 file uses FIRST_CHECK.)
-    """
-    lines = log_lines(events)
-    queue: list[tuple[str, str | None]] = [(str(rules_file), None)]
-    failed: dict[str, RuleFailure] = {}
-    while queue:
-        name, enqueued_by = queue.pop(0)
-        path = CHECKER_DIR / name  # an absolute name stays itself, as in the checker
-        label = _label(path)
-        records = _load_rules(path, enqueued_by)
-        enqueued: list[str] = []
-        state = {"enqueue_config": enqueued.append, "s": {}, "is_integer": mlp_compliance.is_integer,
-                 "math": math}
-        for record in records:
-            if "BEGIN" in record:
-                exec(record["BEGIN"]["CODE"].strip(), state, {})
-        rules = {r["KEY"]["NAME"]: r["KEY"] for r in records if "KEY" in r}
-        for key in rules:
-            failed.pop(key, None)
-        for line in lines:
-            rule = rules.get(line.key)
-            if rule is None:
-                continue
-            local = {"ll": line, "v": line.value}
-            if "PRE" in rule:
-                exec(rule["PRE"].strip(), state, local)
-            for code in _as_list(rule.get("CHECK", [])):
-                try:
-                    passed, error = bool(eval(code.strip(), state, local)), None
-                except Exception as exc:  # the checker counts any exception as a failed CHECK
-                    passed, error = False, f"{type(exc).__name__}: {exc}"
-                if not passed and line.key not in failed:
-                    failed[line.key] = RuleFailure(line.key, line.value["value"], code, label, enqueued_by, error)
-            if "POST" in rule:
-                exec(rule["POST"].strip(), state, local)
-        queue.extend((child, label) for child in enqueued)
-    order = [line.key for line in lines]
-    return sorted(failed.values(), key=lambda f: order.index(f.key))
-
-
 def closed_events(benchmark: Benchmark) -> list[tuple[str, Any]]:
     """What a closed run of ``benchmark`` logs before its hyperparameters, then the hyperparameters.
 
@@ -256,7 +144,7 @@ def _alternatives(values: tuple[Any, ...]) -> str:
 def check_closed(benchmark: Benchmark, where: str) -> None:
     """Refuse hyperparameters that the closed division does not allow; ``where`` names them."""
     hp = benchmark.hyperparameters
-    reference = benchmarks.get(benchmark.name).hyperparameters
+    reference = registry.get(benchmark.name).hyperparameters
     for key, fixed in hp.closed_fixed().items():
         value = getattr(hp, key)
         if value not in fixed.allowed:
@@ -267,8 +155,8 @@ def check_closed(benchmark: Benchmark, where: str) -> None:
     failures = rule_failures(benchmark.rules_file, closed_events(benchmark))
     if failures:
         raise ConfigError(_refusal(failures[0], hp, where))
-    if official.is_official(benchmark.name):
-        official.check_closed_batch_size(benchmark.name, hp.global_batch_size, where=f"{where}.global_batch_size")
+    if training.is_official(benchmark.name):
+        training.check_closed_batch_size(benchmark.name, hp.global_batch_size, where=f"{where}.global_batch_size")
 
 
 def resolve_hyperparameters(name: str, settings: dict[str, Any] | None, division: str) -> Benchmark:
@@ -279,7 +167,7 @@ def resolve_hyperparameters(name: str, settings: dict[str, Any] | None, division
     if not isinstance(table, dict):
         raise ConfigError(f"{CONFIG_KEY}: must map benchmark names to hyperparameters, not {_show(table)}")
     where = f"{CONFIG_KEY}.{name}"
-    used = apply_hyperparameters(benchmarks.get(name), table.get(name), where)
+    used = apply_hyperparameters(registry.get(name), table.get(name), where)
     if division == "closed":
         check_closed(used, where)
     return used

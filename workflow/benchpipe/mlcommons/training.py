@@ -53,9 +53,9 @@ from typing import Any
 
 from mlperf_logging.benchmark_meta import get_allowed_benchmarks, get_result_file_counts
 
-from benchpipe.errors import ConfigError, ValidationError
+from benchpipe.contracts.errors import ConfigError, ValidationError
+from benchpipe.contracts.rounds import TRAINING_RULESET
 
-TRAINING_RULESET = "4.0.0"
 PACKAGE_VERDICT_OK = "PACKAGE CHECKER FOUND NO ERRORS, SUCCESS !"
 TIMEOUT_S = 1800
 

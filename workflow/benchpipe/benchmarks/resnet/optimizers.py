@@ -31,15 +31,12 @@ from keras import ops
 
 # The workflow checks these against the closed rules while it parses the config, where an
 # import of Keras would cost seconds.
-from benchpipe.benchmarks.resnet import (  # noqa: F401  (re-exported)
-    OPTIMIZERS,
+from benchpipe.benchmarks.resnet.hyperparameters import (
     ResNetHyperparameters,
     check_optimizer,
-    decay_steps_for,
-    mllog_hyperparameters,
     schedule_steps,
 )
-from benchpipe.errors import ConfigError
+from benchpipe.contracts.errors import ConfigError
 
 _BATCH_NORM_NAMES = frozenset({"gamma", "beta"})
 _BIAS_NAMES = frozenset({"bias"})

@@ -1,0 +1,28 @@
+"""The registry of benchmark plug-ins: each name, and the module (in ``benchpipe.benchmarks``)
+that defines its ``BENCHMARK``, loaded on first use as a plug-in is."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+from benchpipe.contracts.benchmark import Benchmark
+from benchpipe.contracts.errors import ConfigError
+
+_MODULES = {
+    "digits": "benchpipe.benchmarks.digits",
+    "mnist": "benchpipe.benchmarks.mnist",
+    "resnet": "benchpipe.benchmarks.resnet.benchmark",
+}
+
+
+def names() -> list[str]:
+    return sorted(_MODULES)
+
+
+# The DAG asks once per job: import_module's locking, every time, was a tenth of a millisecond.
+@functools.cache
+def get(name: str) -> Benchmark:
+    if name not in _MODULES:
+        raise ConfigError(f"unknown benchmark '{name}' (known: {', '.join(names())})")
+    return importlib.import_module(_MODULES[name]).BENCHMARK

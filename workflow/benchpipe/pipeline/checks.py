@@ -1,0 +1,148 @@
+"""The workflow's config, checked before any job runs.
+
+The schema (``schemas/config.schema.json``) has been applied by then; what is checked here
+needs the package: that benchmarks and targets exist, that each benchmark's data can be
+reached (its sources, the user's licensed copy, or the offline cache), hyperparameters the
+division allows, inference settings with a checker where MLPerf models are tested, and, in
+the process that drives the run, the engines and base images of container targets and the
+lock that keeps a second run out of the same directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchpipe.benchmarks.hyperparameters import resolve_hyperparameters
+from benchpipe.contracts import registry
+from benchpipe.contracts.benchmark import Source
+from benchpipe.contracts.config import Target, check_config, inference_benchmarks, inference_modes
+from benchpipe.contracts.errors import ConfigError, RuntimeSetupError
+from benchpipe.contracts.layout import DATASET_MANIFEST
+from benchpipe.datasets.fetch import default_cache_dir
+from benchpipe.datasets.offline import require_cached
+from benchpipe.datasets.source import benchmark_sources
+from benchpipe.mlcommons.inference_checker import checker_dir
+from benchpipe.pipeline.lock import hold_workflow_lock
+from benchpipe.runtime.launch import preflight, sif_source_engine
+from benchpipe.runtime.slurm_plugin import mend_slurm_node_exclusion, mend_slurm_status_query
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """What the rules read from a checked config."""
+
+    targets: dict[str, Target]  # by name, as their files say
+    infer_benchmarks: list[str]  # the benchmarks LoadGen tests
+    modes: list[str]  # the tests of each scenario
+    sources: dict[str, tuple[Source, ...]]  # each downloaded dataset's sources, overrides applied
+    sif_source: str  # the engine whose image an apptainer SIF is converted from
+    lock: Any = field(default=None, repr=False)  # held while this process lives
+
+
+def dataset_dir(benchmark: str) -> str:
+    """The folder under data/ a benchmark trains on (resnet: data/imagenet)."""
+    return f"data/{registry.get(benchmark).dataset_name}"
+
+
+def check_licensed_datasets(config: Mapping[str, Any]) -> None:
+    """A benchmark whose data is never downloaded needs the user's copy, or data/ prepared by hand."""
+    for name in config["benchmarks"]:
+        bench = registry.get(name)
+        if bench.sources or Path(dataset_dir(name), DATASET_MANIFEST).is_file():
+            continue
+        if bench.dataset_name == "imagenet" and config["datasets"]["imagenet"]:
+            continue
+        raise ConfigError(
+            f"benchmarks: {name} trains on {dataset_dir(name)}, which is never downloaded: set "
+            "datasets.imagenet to your licensed copy (train_dir, val_dir, val_map), or write "
+            f"{dataset_dir(name)} with `benchpipe datasets imagenet`"
+        )
+
+
+def check_hyperparameters(config: Mapping[str, Any]) -> None:
+    """training.hyperparameters applied to each benchmark; closed ones checked against the rules."""
+    settings = config["training"]["hyperparameters"]
+    unknown = sorted(set(settings) - set(config["benchmarks"]))
+    if unknown:
+        raise ConfigError(f"training.hyperparameters: {', '.join(unknown)} is not in benchmarks")
+    for name in config["benchmarks"]:
+        resolve_hyperparameters(name, settings, config["submission"]["division"])
+
+
+def check_inference_settings(config: Mapping[str, Any]) -> None:
+    """inference.models name tested benchmarks, and a tree of MLPerf models has a checker to run."""
+    inference = config["inference"]
+    tested = inference_benchmarks(config)
+    for name in inference.get("models", {}):
+        if name not in tested:
+            raise ConfigError(f"inference.models.{name}: {name} is not a benchmark that LoadGen tests")
+    official = [name for name in tested if registry.get(name).inference.official_name]
+    if not official:
+        return
+    if not inference.get("checker"):
+        raise ConfigError(
+            f"inference.checker: {', '.join(official)} goes into MLPerf's inference tree, which the "
+            "official submission checker must pass: set inference.checker to your checkout of "
+            "mlcommons/inference"
+        )
+    # Relative to the working directory, as the package job that runs the checker sees it.
+    checker_dir(Path(inference["checker"]))
+
+
+def downloaded_sources(config: Mapping[str, Any]) -> dict[str, tuple[Source, ...]]:
+    """Each downloaded dataset's sources, with datasets.sources applied; in an offline run,
+    every one a datasets job will need must already be in the cache."""
+    settings = config["datasets"]
+    every = benchmark_sources(config["benchmarks"], settings["sources"], "datasets.sources")
+    sources = {name: declared for name, declared in every.items() if declared}
+    if settings["offline"]:
+        require_cached(
+            {b: s for b, s in sources.items() if not Path(dataset_dir(b), DATASET_MANIFEST).is_file()},
+            Path(settings["cache_dir"] or default_cache_dir()),
+            settings["sources"],
+        )
+    return sources
+
+
+def check_workflow(
+    config: Mapping[str, Any], base_dir: Path, *, main_process: bool = True, dry_run: bool = False
+) -> Workflow:
+    """Everything the rules need, checked; raises a BenchpipeError naming the key or file.
+
+    A cluster job's process parses the Snakefile again: it checks only what its rules read.
+    The process that drives the run also checks what costs more (the closed rules load the
+    RCP checker's scipy), probes the engines, mends the SLURM plugin and takes the lock.
+    """
+    targets = check_config(dict(config), base_dir)
+    # All jobs run the `benchpipe` command line: a missing one is reported here, not per job.
+    if shutil.which("benchpipe") is None:
+        raise RuntimeSetupError(
+            "the `benchpipe` command is not on PATH: activate the environment (`. .venv/bin/activate`) "
+            "or run `make submit`"
+        )
+    sif_source = "docker"
+    if main_process:
+        # Only here: images are built where Snakemake runs, and a cluster node needs no builder.
+        if any(t.runtime == "apptainer" for t in targets.values()):
+            sif_source = sif_source_engine()
+        preflight(list(targets.values()), config["containers"]["base_image"],
+                  Path(config["cluster"]["images_dir"]), sif_source)
+    infer = inference_benchmarks(config)
+    if main_process:
+        check_licensed_datasets(config)
+        check_hyperparameters(config)
+        check_inference_settings(config)
+    sources = downloaded_sources(config)
+    lock = None
+    if main_process:
+        # A job stopped by scancel must fail the run, and a requeued job's "node" must not be
+        # excluded from later submissions: see benchpipe.runtime.slurm_plugin.
+        mend_slurm_status_query()
+        mend_slurm_node_exclusion()
+        # A dry run changes nothing: it may look at a live run's directory.
+        lock = None if dry_run else hold_workflow_lock(Path(".snakemake"))
+    return Workflow(targets, infer, inference_modes(config), sources, sif_source, lock)

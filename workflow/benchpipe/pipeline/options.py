@@ -1,0 +1,69 @@
+"""What each rule passes to the `benchpipe` command line, built from the checked config.
+
+Each function returns one shell-quoted string of options (empty where there are none), so
+that a rule's shell line stays a template and the same options reach a container, a cluster
+node or an auditor's shell unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def served_model(config: Mapping[str, Any], benchmark: str, train_runs: Sequence[str]) -> str:
+    """Where the served model comes from: the user's SavedModel, or the training runs."""
+    supplied = config["inference"]["models"].get(benchmark)
+    if supplied:
+        return shlex.join(["--model", supplied["savedmodel"], "--model-sha256", supplied["sha256"]])
+    return shlex.join(["--train-runs", *train_runs])
+
+
+def run_kind(config: Mapping[str, Any]) -> str:
+    """Development (short, accuracy on a subset) or official, for `benchpipe calibrate`."""
+    settings = config["inference"]
+    if settings["official"]:
+        return "--official"
+    options = ["--min-duration-ms", str(settings["min_duration_ms"])]
+    if settings["accuracy_samples"]:
+        options += ["--accuracy-samples", str(settings["accuracy_samples"])]
+    return shlex.join(options)
+
+
+def hyperparameters(config: Mapping[str, Any], benchmark: str) -> str:
+    overrides = config["training"]["hyperparameters"].get(benchmark)
+    return shlex.join(["--hyperparameters-json", json.dumps(overrides, sort_keys=True)]) if overrides else ""
+
+
+def datasets(config: Mapping[str, Any], benchmark: str) -> str:
+    settings = config["datasets"]
+    options = []
+    if settings["cache_dir"]:
+        options += ["--cache-dir", settings["cache_dir"]]
+    if settings["offline"]:
+        options.append("--offline")
+    overrides = settings["sources"].get(benchmark)
+    if overrides:
+        options += ["--sources-json", json.dumps(overrides, sort_keys=True)]
+    return shlex.join(options)
+
+
+def imagenet(config: Mapping[str, Any]) -> str:
+    """`benchpipe datasets imagenet` options from datasets.imagenet (the user's licensed copy)."""
+    settings = config["datasets"]["imagenet"]
+    options = ["--train-dir", settings["train_dir"], "--val-dir", settings["val_dir"], "--val-map", settings["val_map"]]
+    if settings.get("bounding_boxes"):
+        options += ["--bounding-boxes", settings["bounding_boxes"]]
+    if settings.get("synsets", 1000) != 1000:
+        options += ["--synsets", str(settings["synsets"])]
+    for key, value in (settings.get("subset") or {}).items():
+        options += [f"--{key.replace('_', '-')}", str(value)]
+    return shlex.join(options)
+
+
+def audit(config: Mapping[str, Any]) -> str:
+    """The audit re-runs MLCommons' inference checker when the config names a checkout."""
+    checker = config["inference"].get("checker")
+    return shlex.join(["--inference-checker", checker]) if checker else ""
