@@ -1,0 +1,168 @@
+"""What the workflow asks of the package (benchpipe.pipeline): the config checked before any
+job, each rule's command-line options, per-target resources, and the Snakemake hook."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from benchpipe.contracts.errors import ConfigError, DatasetError, RuntimeSetupError
+from benchpipe.contracts.schemas import validate
+from benchpipe.pipeline import options
+from benchpipe.pipeline.checks import check_workflow
+from benchpipe.pipeline.resources import job_resources, job_threads, slurm_requests
+from benchpipe.pipeline.snakemake_hooks import sign_rule_functions
+
+
+def config(**sections) -> dict:
+    """A config as the Snakefile holds it: the schema's defaults filled in."""
+    data = {"submission": {"submitter": "acme"}, **sections}
+    validate(data, "config.schema.json", what="config", fill_defaults=True)
+    return data
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, cli_env) -> Path:
+    """An empty working directory with `benchpipe` on PATH, as a workflow run has."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", cli_env["PATH"])
+    return tmp_path
+
+
+def test_a_checked_config_gives_the_rules_what_they_read(workdir, repo_root):
+    workflow = check_workflow(config(), repo_root, main_process=True, dry_run=False)
+    assert list(workflow.targets) == ["local-cpu"] and workflow.targets["local-cpu"].runtime == "local"
+    assert workflow.infer_benchmarks == ["digits"]
+    assert workflow.modes == ["performance", "accuracy", "TEST01", "TEST04"]  # closed by default
+    assert [s.name for s in workflow.sources["digits"]] == ["digits.csv.gz"]
+    # The process that drives the run holds the lock: another run in this directory is refused
+    # (a lock is per process, so the other run is another process).
+    assert workflow.lock is not None
+    probe = ("import sys; from pathlib import Path; from benchpipe.pipeline.lock import hold_workflow_lock; "
+             "hold_workflow_lock(Path('.snakemake'))")
+    refused = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=workdir)
+    assert refused.returncode != 0 and "WorkflowRunning: " in refused.stderr and "already running" in refused.stderr
+    workflow.lock.close()
+    # A cluster job's process and a dry run take no lock.
+    assert check_workflow(config(), repo_root, main_process=False).lock is None
+    assert check_workflow(config(), repo_root, main_process=True, dry_run=True).lock is None
+
+
+def test_open_division_runs_no_compliance_tests(workdir, repo_root):
+    workflow = check_workflow(config(submission={"submitter": "acme", "division": "open"}), repo_root,
+                              main_process=False)
+    assert workflow.modes == ["performance", "accuracy"]
+
+
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"benchmarks": ["nope"]}, "config key 'benchmarks[0]': unknown benchmark 'nope'"),
+        ({"targets": ["moon"]}, "config key 'targets[0]': unknown target 'moon'"),
+        ({"training": {"hyperparameters": {"mnist": {}}}}, "training.hyperparameters: mnist is not in benchmarks"),
+        ({"training": {"hyperparameters": {"digits": {"momentum": 0.5}}}},
+         "training.hyperparameters.digits.momentum"),
+        ({"inference": {"benchmarks": ["mnist"]}}, "inference.benchmarks: mnist is not in benchmarks"),
+        ({"datasets": {"sources": {"mnist": {}}}}, "datasets.sources: 'mnist' is not among the benchmarks digits"),
+        ({"benchmarks": ["resnet"]}, "benchmarks: resnet trains on data/imagenet, which is never downloaded"),
+    ],
+)
+def test_a_bad_config_is_refused_naming_its_key(workdir, repo_root, sections, message):
+    with pytest.raises(ConfigError) as err:
+        check_workflow(config(**sections), repo_root, main_process=True, dry_run=True)
+    assert message in str(err.value)
+
+
+def test_an_mlperf_model_needs_the_inference_checker(workdir, repo_root):
+    (workdir / "data" / "imagenet").mkdir(parents=True)
+    (workdir / "data" / "imagenet" / "manifest.json").write_text("{}")
+    settings = config(benchmarks=["resnet"], submission={"submitter": "acme", "division": "open"})
+    with pytest.raises(ConfigError, match="inference.checker: resnet goes into MLPerf's inference tree"):
+        check_workflow(settings, repo_root, main_process=True, dry_run=True)
+    settings["inference"]["checker"] = str(workdir / "no-checkout")
+    with pytest.raises(ConfigError, match="no-checkout"):
+        check_workflow(settings, repo_root, main_process=True, dry_run=True)
+
+
+def test_an_offline_run_needs_every_source_in_the_cache(workdir, repo_root):
+    settings = config(datasets={"offline": True, "cache_dir": str(workdir / "cache")})
+    with pytest.raises(DatasetError, match="digits.csv.gz"):
+        check_workflow(settings, repo_root, main_process=False)
+    # A dataset already prepared needs nothing from the cache.
+    (workdir / "data" / "digits").mkdir(parents=True)
+    (workdir / "data" / "digits" / "manifest.json").write_text("{}")
+    assert "digits" in check_workflow(settings, repo_root, main_process=False).sources
+
+
+def test_without_the_command_line_on_path_nothing_runs(workdir, repo_root, monkeypatch):
+    monkeypatch.setenv("PATH", str(workdir))
+    with pytest.raises(RuntimeSetupError, match="`benchpipe` command is not on PATH"):
+        check_workflow(config(), repo_root, main_process=False)
+
+
+def test_options_quote_what_the_config_says():
+    settings = config(
+        training={"hyperparameters": {"digits": {"momentum": 0.8}}},
+        datasets={"cache_dir": "/c d", "offline": True,
+                  "sources": {"digits": {"digits.csv.gz": {"urls": ["file:///x y"]}}}},
+        inference={"min_duration_ms": 1500, "accuracy_samples": 100, "checker": "/inf"},
+    )
+    assert shlex.split(options.hyperparameters(settings, "digits")) == ["--hyperparameters-json", '{"momentum": 0.8}']
+    assert options.hyperparameters(settings, "mnist") == ""
+    assert shlex.split(options.datasets(settings, "digits")) == [
+        "--cache-dir", "/c d", "--offline", "--sources-json", '{"digits.csv.gz": {"urls": ["file:///x y"]}}']
+    assert shlex.split(options.run_kind(settings)) == ["--min-duration-ms", "1500", "--accuracy-samples", "100"]
+    assert options.audit(settings) == "--inference-checker /inf"
+    assert shlex.split(options.served_model(settings, "digits", ["runs/a b/run_0"])) == ["--train-runs", "runs/a b/run_0"]
+    settings["inference"]["models"] = {"digits": {"savedmodel": "/m", "sha256": "ab"}}
+    assert options.served_model(settings, "digits", []) == "--model /m --model-sha256 ab"
+    settings["inference"]["official"] = True
+    assert options.run_kind(settings) == "--official"
+
+
+def test_imagenet_options_carry_the_subset():
+    settings = config(datasets={"imagenet": {"train_dir": "/t", "val_dir": "/v", "val_map": "/m", "synsets": 10,
+                                             "subset": {"train_per_class": 5}}})
+    assert shlex.split(options.imagenet(settings)) == [
+        "--train-dir", "/t", "--val-dir", "/v", "--val-map", "/m", "--synsets", "10", "--train-per-class", "5"]
+
+
+def test_per_target_resources_and_threads(tmp_path):
+    from benchpipe.contracts.config import load_target
+
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump({"name": "gpu", "runtime": "local", "devices": {"kind": "gpu", "count": 2},
+                                    "slurm": {"cpus_per_task": 8, "runtime_min": 30}}))
+    targets = {"gpu": load_target(path)}
+    requests = slurm_requests(targets, training=False)
+    resources = job_resources(targets, requests, training=False, scratch={"tmpdir": "/scratch"})
+    job = SimpleNamespace(target="gpu")
+    assert resources["gpu"](job) == 2 and resources["cpus_per_task"](job) == 8
+    # A job killed at its time limit gets twice, then three times the time.
+    assert [resources["runtime"](job, attempt) for attempt in (1, 2, 3)] == [30, 60, 90]
+    assert resources["tmpdir"] == "/scratch"
+    assert job_threads(requests, 2)(job) == 8
+    assert job_threads({"gpu": {}}, 2)(job) == 2 and job_threads({"gpu": {}}, None)(job) == 1
+
+
+def test_rule_functions_are_signed_once():
+    from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR
+
+    def data(wildcards):
+        return "x"
+
+    def threads(wildcards, attempt):
+        return 1
+
+    rule = SimpleNamespace(input=[data, "plain"], params=[data],
+                           resources={"runtime": SimpleNamespace(_evaluator=threads)})
+    assert sign_rule_functions([rule]) == 2
+    assert list(getattr(data, FUNC_OVERWRITE_PARAMS_ATTR)) == ["wildcards"]
+    assert list(getattr(threads, FUNC_OVERWRITE_PARAMS_ATTR)) == ["wildcards", "attempt"]
+    assert sign_rule_functions([rule]) == 0
