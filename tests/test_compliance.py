@@ -17,11 +17,15 @@ from pathlib import Path
 import pytest
 from loadgen_logs import label_of, run_loadgen, wrong_for_odd
 
-from benchpipe.contracts.errors import InferenceError
+from benchpipe.contracts.errors import ConfigError, InferenceError, ValidationError
 from benchpipe.contracts.layout import VERIFY_ACCURACY
 from benchpipe.contracts.rounds import COMPLIANCE_TESTS, ROUND
 from benchpipe.infer.compliance import VERIFY_PERFORMANCE, Verification, audit_config, verify_test01, verify_test04
+from benchpipe.mlcommons import compliance_tests as official
 from benchpipe.results.loadgen_parser import parse_detail_log
+
+# LoadGen's verdicts here depend on timing: these tests run in a pass of their own (Makefile).
+pytestmark = pytest.mark.timing
 
 MODEL = "resnet50"
 # Offline: one query of target_qps x min_duration x 1.1 = 1650 samples, 0.33 s at the nominal
@@ -288,3 +292,105 @@ def test_label_of_is_the_deterministic_sut():
     indices = np.arange(12)
     assert label_of(indices).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     assert (wrong_for_odd(indices) != label_of(indices)).tolist() == [i % 2 == 1 for i in range(12)]
+
+
+# --- MLCommons' own run_verification.py, and ours beside it ----------------------------------------
+
+def _official_test01(checkout: Path, runs, run: str, out: Path) -> official.OfficialVerdict:
+    return official.verify_test01(
+        checkout, accuracy_log=runs["accuracy"] / "mlperf_log_accuracy.json",
+        submission_perf_dir=runs["performance"], test_dir=runs[run], output_dir=out, dtype="int32",
+    )
+
+
+def _official_test04(checkout: Path, runs, run: str, out: Path, submission: str = "performance"):
+    return official.verify_test04(checkout, submission_perf_dir=runs[submission], test_dir=runs[run], output_dir=out)
+
+
+def _relative_files(verdict: official.OfficialVerdict) -> list[str]:
+    return [p.relative_to(verdict.folder).as_posix() for p in verdict.files]
+
+
+@pytest.mark.parametrize("run, accuracy, performance", [
+    ("TEST01", True, True),
+    ("TEST01_wrong", False, True),  # odd samples answered otherwise in performance mode
+    ("TEST01_fast", True, False),  # twice the submission run's throughput
+])
+def test_official_test01_and_ours_agree(runs, tmp_path, inference_checkout, run, accuracy, performance):
+    verdict = _official_test01(inference_checkout, runs, run, tmp_path)
+    ours = _test01(runs, run)
+    assert verdict.passed == ours.passed == (accuracy and performance)
+    assert {c.name: c.passed for c in verdict.checks} == {VERIFY_ACCURACY: accuracy, VERIFY_PERFORMANCE: performance}
+    assert verdict.accuracy_passed is ours.accuracy_passed is accuracy
+    assert ("TEST PASS" in ours.files[VERIFY_PERFORMANCE]) is performance
+    expected = "TEST PASS" if accuracy else "TEST FAIL"
+    assert f"{VERIFY_ACCURACY}: {expected}" in verdict.decided_by
+    if not performance:
+        assert f"{VERIFY_PERFORMANCE}: TEST FAIL: Test score invalid" in verdict.decided_by
+        assert verdict.reasons == [f"TEST01/{VERIFY_PERFORMANCE}: TEST FAIL: Test score invalid ({verdict.script})"]
+    # The script's own counters. Its mismatch count compares each answer with the previous one for
+    # the sample (ours with the accuracy run's): the counts differ, whether there are any does not.
+    counts = dict(line.split(" = ") for line in (verdict.folder / VERIFY_ACCURACY).read_text().splitlines()
+                  if line.startswith("num_"))
+    assert (int(counts["num_perf_log_data_mismatch"]) > 0) is (ours.figures["mismatched"] > 0) is (not accuracy)
+    assert int(counts["num_perf_log_qsl_idx_match"]) == ours.figures["compared"] == 1650
+    # The folder as the round's tree holds it, the run's logs copied unchanged.
+    assert verdict.folder == tmp_path / "TEST01" and verdict.test == "TEST01" and verdict.round == ROUND
+    assert verdict.tree_path == "{division}/{submitter}/results/{system}/{benchmark}/{scenario}/TEST01"
+    assert _relative_files(verdict) == [
+        "accuracy/mlperf_log_accuracy.json", "performance/run_1/mlperf_log_detail.txt",
+        "performance/run_1/mlperf_log_summary.txt", VERIFY_ACCURACY, VERIFY_PERFORMANCE,
+    ]
+    assert (verdict.folder / "accuracy" / "mlperf_log_accuracy.json").read_bytes() == \
+        (runs[run] / "mlperf_log_accuracy.json").read_bytes()
+
+
+@pytest.mark.parametrize("run, submission, passed", [
+    ("TEST04", "performance", True),
+    ("TEST01_fast", "performance", False),  # Offline, twice as fast as the submission run
+    ("caching_TEST04", "caching_performance", False),  # SingleStream, a SUT that caches answers
+])
+def test_official_test04_and_ours_agree(runs, tmp_path, inference_checkout, run, submission, passed):
+    verdict = _official_test04(inference_checkout, runs, run, tmp_path, submission)
+    scenario = parse_detail_log(runs[run] / "mlperf_log_detail.txt").get("effective_scenario")
+    ours = _test04(runs, run, submission=submission, scenario=scenario)
+    assert verdict.passed is ours.passed is passed
+    assert verdict.accuracy_passed is None and [c.name for c in verdict.checks] == [VERIFY_PERFORMANCE]
+    assert verdict.decided_by == [f"{VERIFY_PERFORMANCE}: " + ("TEST PASS" if passed else "TEST FAIL: Test score invalid")]
+    # TEST04's script reads the summaries, ours the detail logs: the same rates.
+    text = (verdict.folder / VERIFY_PERFORMANCE).read_text()
+    official_scores = [float(line.split(" = ")[1]) for line in text.splitlines() if line.endswith(tuple("0123456789"))
+                       and " score = " in line]
+    assert official_scores == pytest.approx([ours.figures["reference_score"], ours.figures["test_score"]], rel=1e-4)
+    assert _relative_files(verdict) == [
+        "performance/run_1/mlperf_log_detail.txt", "performance/run_1/mlperf_log_summary.txt", VERIFY_PERFORMANCE,
+    ]
+
+
+def test_official_output_is_what_the_checker_reads(runs, tmp_path, inference_checkout):
+    root = tmp_path / "Offline"
+    assert _official_test01(inference_checkout, runs, "TEST01", root).passed
+    assert _official_test04(inference_checkout, runs, "TEST04", root).passed
+    check = _official_compliance_check(inference_checkout, root)
+    assert check.dir_exists_check() and check.accuracy_check() and check.compliance_performance_check()
+
+
+def test_official_verification_fails_loudly_without_a_verdict(runs, tmp_path, inference_checkout):
+    # TEST04's script ends a scenario mismatch with a line that is neither TEST PASS nor TEST FAIL.
+    with pytest.raises(ValidationError, match=r"TEST04/run_verification.py: .*verify_performance.txt holds no "
+                                              r"'TEST PASS' or 'TEST FAIL' line; its last line: Test and reference "
+                                              r"scenarios do not match!"):
+        _official_test04(inference_checkout, runs, "caching_TEST04", tmp_path)
+    # The script copies into what is there: a stale verify file could pass for its verdict.
+    with pytest.raises(ValidationError, match=r"TEST04: exists; .* needs a fresh output folder"):
+        _official_test04(inference_checkout, runs, "TEST04", tmp_path)
+    with pytest.raises(ValidationError, match=rf"{tmp_path}/mlperf_log_detail.txt: missing: the submission run's"):
+        official.verify_test01(inference_checkout, accuracy_log=runs["accuracy"] / "mlperf_log_accuracy.json",
+                               submission_perf_dir=tmp_path, test_dir=runs["TEST01"], output_dir=tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"constants.py: TEST01_ACC_PATH has no round 'v0.1'"):
+        official.verify_test01(inference_checkout, accuracy_log=runs["accuracy"] / "mlperf_log_accuracy.json",
+                               submission_perf_dir=runs["performance"], test_dir=runs["TEST01"],
+                               output_dir=tmp_path / "out", round="v0.1")
+    with pytest.raises(ConfigError, match="is not a checkout of mlcommons/inference"):
+        official.verify_test04(tmp_path, submission_perf_dir=runs["performance"], test_dir=runs["TEST04"],
+                               output_dir=tmp_path / "out")

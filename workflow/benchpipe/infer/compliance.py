@@ -186,6 +186,12 @@ class Verification:
     reasons: list[str] = field(default_factory=list)  # why it failed, one rule per line
     figures: dict[str, float] = field(default_factory=dict)  # counts and scores behind the verdict
 
+    @property
+    def accuracy_passed(self) -> bool | None:
+        """TEST01's comparison of answers (verify_accuracy.txt); None for TEST04, which has none."""
+        text = self.files.get(VERIFY_ACCURACY)
+        return None if text is None else PASS_LINE in text.splitlines()
+
     def write(self, directory: Path) -> list[Path]:
         written = []
         for name, text in self.files.items():
@@ -449,14 +455,16 @@ def _test04_performance(ref: _PerfResult, run: _PerfResult, scenario: str) -> _P
     return _verdict("TEST04", lines, ref, run, failure, figures)
 
 
-def verify_test01(*, accuracy_dir: Path, test_dir: Path, submission_perf_dir: Path, scenario: str) -> Verification:
+def verify_test01(*, accuracy_dir: Path, test_dir: Path, submission_perf_dir: Path, scenario: str,
+                  test_accuracy_dir: Path | None = None) -> Verification:
     """TEST01 from the accuracy run's, the TEST01 run's and the submission performance run's logs.
 
     Reads accuracy_dir/mlperf_log_accuracy.json (the full log, before any truncation),
-    test_dir/{mlperf_log_accuracy.json, mlperf_log_detail.txt} and
+    test_dir/mlperf_log_detail.txt, the TEST01 run's mlperf_log_accuracy.json from
+    test_accuracy_dir (default test_dir; a tree keeps it in TEST01/accuracy/) and
     submission_perf_dir/mlperf_log_detail.txt.
     """
-    reference_log, test_log = accuracy_dir / ACCURACY_LOG, test_dir / ACCURACY_LOG
+    reference_log, test_log = accuracy_dir / ACCURACY_LOG, (test_accuracy_dir or test_dir) / ACCURACY_LOG
     comparison = _compare_responses(
         _accuracy_entries(reference_log, "accuracy run"), _accuracy_entries(test_log, "TEST01 run")
     )
