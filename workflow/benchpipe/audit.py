@@ -435,8 +435,12 @@ def _compliance_tests(tree: Path, copy: Path, item: Item, kind) -> None:
                 # The accuracy log in results/ is truncated, as the rules allow; the whole one is in raw/.
                 system, model = scenario_dir.parent.parent.name, scenario_dir.parent.name
                 full = tree / RAW_DIR / system / _benchmark_of(model) / scenario_dir.name
+                # MLCommons' run_verification.py keeps the TEST01 run's accuracy log in TEST01/accuracy/;
+                # trees packaged before that kept it beside the performance logs.
+                logged = test_dir / "accuracy"
                 verification = verify_test01(accuracy_dir=full, test_dir=run,
-                                             submission_perf_dir=perf, scenario=scenario_dir.name)
+                                             submission_perf_dir=perf, scenario=scenario_dir.name,
+                                             test_accuracy_dir=logged if (logged / ACCURACY_LOG).is_file() else run)
             else:
                 verification = verify_test04(test_dir=run, submission_perf_dir=perf, scenario=scenario_dir.name)
             item.checked += 1

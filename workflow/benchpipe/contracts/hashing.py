@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 # Large enough that the per-read Python overhead is lost in the digest time, small enough
 # that one buffer per worker keeps memory flat however large the files are.
@@ -90,3 +91,17 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0  # hashing it will raise, with the path in the message
+
+
+class HashingReader:
+    """A file that hashes what is read from it, so that the bytes written into an archive are
+    the bytes checked (tarfile reads its members through ``read``)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        self.digest.update(chunk)
+        return chunk

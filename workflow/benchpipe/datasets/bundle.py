@@ -37,6 +37,7 @@ from typing import IO, Any
 from benchpipe.contracts.atomic import atomic_file
 from benchpipe.contracts.benchmark import Source
 from benchpipe.contracts.errors import DatasetError
+from benchpipe.contracts.hashing import HashingReader
 from benchpipe.datasets.fetch import cache_store, cached_source, default_cache_dir
 
 logger = logging.getLogger("benchpipe.datasets")
@@ -158,23 +159,10 @@ def _member_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-class _HashingReader:
-    """A file that hashes what is read from it, so the bytes tarred are the bytes checked."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self._raw.read(size)
-        self.digest.update(chunk)
-        return chunk
-
-
 def _add_cached(tar: tarfile.TarFile, entry: BundleEntry, path: Path) -> None:
     try:
         with open(path, "rb") as raw:
-            reader = _HashingReader(raw)
+            reader = HashingReader(raw)
             tar.addfile(_member_info(entry.member, entry.size), reader)
     except OSError as exc:
         raise DatasetError(f"cannot add cache entry {path} to the bundle: {exc}") from exc

@@ -33,6 +33,7 @@ import zstandard
 
 from benchpipe.contracts.atomic import atomic_dir, atomic_file
 from benchpipe.contracts.errors import ArchiveError, ManifestError
+from benchpipe.contracts.hashing import HashingReader
 from benchpipe.package.manifest import MANIFEST, Verified, read_manifest, verify_tree
 
 ZSTD_LEVEL = 10
@@ -114,22 +115,11 @@ def pack(tree: Path, out: Path) -> Packed:
     return Packed(out, verified, sink.size, sink.digest.hexdigest())
 
 
-class _HashingReader:
-    def __init__(self, f: BinaryIO) -> None:
-        self.f = f
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.f.read(size)
-        self.digest.update(data)
-        return data
-
-
 def _add_file(tar: tarfile.TarFile, tree: Path, name: str, expected: str | None) -> None:
     path = tree / name
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
-        reader = _HashingReader(f)
+        reader = HashingReader(f)
         tar.addfile(_info(name, folder=False, size=st.st_size, executable=bool(st.st_mode & 0o111)), reader)
         # The tree was verified before packing began; what is packed must still be what was verified.
         if f.read(1) or (expected is not None and reader.digest.hexdigest() != expected):
