@@ -177,7 +177,7 @@ def test_format_1_still_verifies(tmp_path):
 
 
 def test_unknown_format_and_no_manifest(tmp_path):
-    with pytest.raises(ManifestError, match="manifest.json: cannot read"):
+    with pytest.raises(ManifestError, match="manifest.json: missing"):
         verify_tree(tmp_path)
     (tmp_path / "manifest.json").write_text('{"format": "other/9", "files": {}}')
     with pytest.raises(ManifestError, match="format 'other/9'"):

@@ -32,6 +32,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchpipe.contracts.errors import ParseError
+from benchpipe.contracts.jsonfile import read_json
 from benchpipe.contracts.layout import DATASET_MANIFEST
 
 # The runtime's half, handed by `benchpipe run` to the job in this one variable.
@@ -222,15 +224,10 @@ def write(directory: Path, dataset_dir: Path | None = None) -> dict[str, Any]:
 
 
 def read(directory: Path) -> dict[str, Any]:
-    from benchpipe.contracts.errors import ParseError
-
     path = directory / PROVENANCE_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ParseError(f"{path}: missing: the job that wrote {directory} recorded no provenance") from exc
-    except json.JSONDecodeError as exc:
-        raise ParseError(f"{path}: not JSON: {exc}") from exc
+    data = read_json(path, ParseError, missing=f"the job that wrote {directory} recorded no provenance")
+    if not isinstance(data, dict):
+        raise ParseError(f"{path}: not a JSON object")
     # Recorded since jobs run on clusters; files from before ran outside SLURM.
     for key in _ADDED_SINCE:
         data.setdefault(key, None)

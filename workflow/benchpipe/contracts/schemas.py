@@ -10,16 +10,13 @@ import jsonschema
 from jsonschema import validators
 
 from benchpipe.contracts.errors import ValidationError
+from benchpipe.contracts.jsonfile import read_json
 from benchpipe.contracts.paths import SCHEMAS_DIR
 
 
 @lru_cache(maxsize=None)
 def load_schema(name: str) -> dict[str, Any]:
-    path = SCHEMAS_DIR / name
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ValidationError(f"schema {path} is missing") from exc
+    return read_json(SCHEMAS_DIR / name, ValidationError, missing="a schema of benchpipe's own: reinstall benchpipe")
 
 
 def _with_defaults(cls: type) -> type:

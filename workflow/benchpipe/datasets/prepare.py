@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from benchpipe.contracts.atomic import atomic_dir
 from benchpipe.contracts.benchmark import Benchmark, Split
 from benchpipe.contracts.errors import DatasetError
+from benchpipe.contracts.jsonfile import read_json
 from benchpipe.contracts.hashing import sha256_file
 from benchpipe.datasets.archive import extract_archive, is_archive, unpacked_name
 from benchpipe.datasets.fetch import cached_source, default_cache_dir
@@ -116,13 +117,7 @@ def prepare(
 
 
 def read_manifest(data_dir: Path) -> dict[str, Any]:
-    path = data_dir / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: missing: run `benchpipe datasets prepare` first") from exc
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON: {exc}") from exc
+    return read_json(data_dir / MANIFEST, DatasetError, missing="run `benchpipe datasets prepare` first")
 
 
 def load_split(data_dir: Path, split: str) -> Split:

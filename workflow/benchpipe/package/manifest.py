@@ -49,6 +49,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from benchpipe.contracts.errors import ManifestError
+from benchpipe.contracts.jsonfile import read_json
 from benchpipe.contracts.hashing import sha256_files
 
 MANIFEST = "manifest.json"
@@ -222,13 +223,11 @@ def write_manifest(tree: Path, workers: int | None = None) -> dict[str, Any]:
 def read_manifest(tree: Path) -> dict[str, Any]:
     """The manifest of ``tree``, its shape checked; files are not looked at."""
     path = tree / MANIFEST
+    manifest = read_json(path, ManifestError)
     try:
-        manifest = json.loads(path.read_text())
         listed = manifest["files"]
         fmt = manifest.get("format")
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ManifestError(f"{path}: not a benchpipe manifest: {exc}") from exc
     if fmt not in (FORMAT, FORMAT_1):
         raise ManifestError(f"{path}: format {fmt!r}, expected {FORMAT!r} or {FORMAT_1!r}")
