@@ -6,12 +6,14 @@ sha256 before anything reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from benchpipe.contracts.benchmark import Benchmark, Hyperparameters, InferenceTask, Source, Split
+from benchpipe.benchmarks import digits
+from benchpipe.contracts.benchmark import Benchmark, InferenceTask, Source, Split
 from benchpipe.contracts.errors import DatasetError
 
 RAW_FILE = "mnist.npz"
@@ -118,19 +120,10 @@ BENCHMARK = Benchmark(
     sources=(Source(name=RAW_FILE, url=ORIGIN, sha256=SHA256, mirrors=(MIRROR,), size=SIZE),),
     preprocess=preprocess,
     build_model=build_model,
-    hyperparameters=Hyperparameters(
-        # digits' optimizer settings; a larger batch for 40x the samples keeps an epoch at
-        # ~470 steps, and the target is usually met in the first two or three epochs, so
-        # the limit leaves room for an unlucky seed.
-        global_batch_size=128,
-        base_learning_rate=0.05,
-        end_learning_rate=0.0001,
-        decay_poly_power=2.0,
-        weight_decay=0.0001,
-        momentum=0.9,
-        warmup_epochs=0,
-        max_epochs=10,
-    ),
+    # digits' optimizer settings; a larger batch for 40x the samples keeps an epoch at ~470
+    # steps, and the target is usually met in the first two or three epochs, so the limit
+    # leaves room for an unlucky seed.
+    hyperparameters=dataclasses.replace(digits.BENCHMARK.hyperparameters, global_batch_size=128, max_epochs=10),
     quality_target=QUALITY_TARGET,
     num_runs=5,
     inference=InferenceTask(

@@ -52,6 +52,21 @@ class FixedInClosed:
     rule: str  # where the training rules say so, quoted
 
 
+def sgd_problems(hp: Any) -> list[tuple[str, str]]:
+    """(key, why) for the settings every benchpipe optimizer shares: ``hp`` has
+    global_batch_size, base_learning_rate, weight_decay and momentum."""
+    found = []
+    if hp.global_batch_size < 1:
+        found.append(("global_batch_size", "must be at least 1"))
+    if not hp.base_learning_rate > 0:
+        found.append(("base_learning_rate", "must be positive"))
+    if hp.weight_decay < 0:
+        found.append(("weight_decay", "must not be negative"))
+    if not 0 <= hp.momentum < 1:
+        found.append(("momentum", "must be in [0, 1)"))
+    return found
+
+
 @dataclass(frozen=True)
 class Hyperparameters:
     """SGD with momentum and polynomial decay, logged under the ResNet closed-division keys.
@@ -103,19 +118,11 @@ class Hyperparameters:
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, why) for each value that the harness's Keras SGD and PolynomialDecay cannot run."""
-        found = []
-        if self.global_batch_size < 1:
-            found.append(("global_batch_size", "must be at least 1"))
-        if not self.base_learning_rate > 0:
-            found.append(("base_learning_rate", "must be positive"))
+        found = sgd_problems(self)
         if self.end_learning_rate < 0:
             found.append(("end_learning_rate", "must not be negative"))
         if not self.decay_poly_power > 0:
             found.append(("decay_poly_power", "must be positive"))
-        if self.weight_decay < 0:
-            found.append(("weight_decay", "must not be negative"))
-        if not 0 <= self.momentum < 1:
-            found.append(("momentum", "must be in [0, 1)"))
         if self.warmup_epochs != 0:
             # The log would show a warm-up that the run does not do.
             found.append(("warmup_epochs", "must be 0: the harness's schedule has no warm-up"))

@@ -21,7 +21,7 @@ from benchpipe.benchmarks.resnet.hyperparameters import (
     ResNetHyperparameters,
     mllog_hyperparameters,
 )
-from benchpipe.contracts.benchmark import Benchmark, FixedInClosed, InferenceTask, Split
+from benchpipe.contracts.benchmark import Benchmark, FixedInClosed, InferenceTask, Split, sgd_problems
 from benchpipe.contracts.errors import DatasetError
 from benchpipe.mlcommons.rules import training_rules_file
 
@@ -61,20 +61,12 @@ class ResNetTraining:
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, why) for each value that the model, the optimizers or the loss cannot run."""
-        found = []
-        if self.global_batch_size < 1:
-            found.append(("global_batch_size", "must be at least 1"))
-        if not self.base_learning_rate > 0:
-            found.append(("base_learning_rate", "must be positive"))
+        found = sgd_problems(self)
         if self.warmup_epochs < 0:
             found.append(("warmup_epochs", "must not be negative"))
         if self.max_epochs <= max(self.warmup_epochs, 0):
             found.append(("max_epochs", f"must exceed warmup_epochs ({self.warmup_epochs}): "
                                         "the schedule decays after the warm-up"))
-        if self.weight_decay < 0:
-            found.append(("weight_decay", "must not be negative"))
-        if not 0 <= self.momentum < 1:
-            found.append(("momentum", "must be in [0, 1)"))
         if self.optimizer not in OPTIMIZERS:
             found.append(("optimizer", "must be " + " or ".join(f'"{name}"' for name in OPTIMIZERS)))
         if self.image_size < MIN_IMAGE_SIZE:
