@@ -16,7 +16,6 @@ from benchpipe.infer.validity import (
     ROUND_SEEDS,
     check_accuracy,
     check_performance,
-    raise_if_problems,
     rules_for,
 )
 from benchpipe.results.loadgen_parser import DetailLog, parse_detail_log
@@ -197,10 +196,3 @@ def test_missing_keys_are_problems_not_crashes(runs):
     truncated = replace(detail, values={k: v for k, v in detail.values.items() if not k.startswith("result_")})
     problems = _check(runs, "valid", detail=truncated)
     assert f"{path}: rule 'result_validity': key 'result_validity' missing from the log" in problems
-
-
-def test_raise_if_problems():
-    raise_if_problems([], "resnet/Offline")
-    with pytest.raises(ValidationError) as info:
-        raise_if_problems(["a: rule 'x': bad", "b: rule 'y': worse"], "resnet/Offline performance")
-    assert str(info.value) == "resnet/Offline performance: 2 problem(s):\na: rule 'x': bad\nb: rule 'y': worse"

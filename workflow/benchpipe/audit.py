@@ -95,14 +95,16 @@ def audit(tree: Path, inference_checker: Path | None = None) -> AuditReport:
     if not tree.is_dir():
         raise BenchpipeError(f"{tree}: not a folder: nothing to audit")
     roots: list[str] = []
-    items = [
-        _guarded("manifest", lambda item: _manifest(tree, item, roots)),
-        _guarded("json", lambda item: _json_files(tree, item)),
-    ]
     seen = _Seen()
-    items.append(_guarded("tables", lambda item: _tables(tree, item, seen)))
-    items.append(_guarded("scores", lambda item: _scores(tree, item, seen)))
-    items.append(_guarded("checkers", lambda item: _checkers(tree, item, inference_checker)))
+    checks: dict[str, Callable[[Item], None]] = {
+        "manifest": lambda item: _manifest(tree, item, roots),
+        "json": lambda item: _json_files(tree, item),
+        "tables": lambda item: _tables(tree, item, seen),
+        "scores": lambda item: _scores(tree, item, seen),
+        "checkers": lambda item: _checkers(tree, item, inference_checker),
+    }
+    # In ITEMS' order: the manifest names the root, and the scores use what the tables read.
+    items = [_guarded(name, checks[name]) for name in ITEMS]
     return AuditReport(str(tree), items, roots[0] if roots else None)
 
 
@@ -146,16 +148,39 @@ def _manifest(tree: Path, item: Item, roots: list[str]) -> None:
 # --- 2. JSON files -----------------------------------------------------------------------------
 
 
-def _check_json(rel: Path, data: Any) -> None:
-    """What a JSON file of the tree must meet beyond parsing; raises BenchpipeError naming it."""
+def _rounds(tree: Path) -> tuple[str, str]:
+    """(training ruleset, inference round) the tree was made for, as its config.json says.
+
+    The config was stored with the schema's defaults filled in; one that cannot be read is the
+    json item's finding, and the defaults stand in so that the other items still run.
+    """
+    from benchpipe.contracts import rounds
+
+    try:
+        settings = json.loads((tree / CONFIG_JSON).read_text())
+        return settings["training"]["ruleset"], settings["inference"]["round"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return rounds.TRAINING_RULESET, rounds.ROUND
+
+
+def _check_json(rel: Path, data: Any, made_for: tuple[str, str]) -> None:
+    """What a JSON file of the tree must meet beyond parsing; raises BenchpipeError naming it.
+
+    ``made_for``: the (training ruleset, inference round) of the tree's config.json.
+    """
     from benchpipe.mlcommons import training
     from benchpipe.package.inference import INFERENCE_STATUS
 
     parts = rel.parts
     if rel == CONFIG_JSON:
         validate(data, "config.schema.json", what=str(rel))
+    elif rel == CHECKS_JSON:
+        recorded = (data.get("training_ruleset"), data.get("inference_round"))
+        if recorded != made_for:
+            raise ValidationError(f"{rel}: records training {recorded[0]} and inference {recorded[1]}, "
+                                  f"{CONFIG_JSON} says training {made_for[0]} and inference {made_for[1]}")
     elif len(parts) >= 2 and parts[-2] == "systems" and _under(rel, TRAINING_SECTIONS):
-        training.check_training_system_desc(data, str(rel))
+        training.check_training_system_desc(data, str(rel), made_for[0])
     elif len(parts) >= 2 and parts[-2] == "systems" and _under(rel, INFERENCE_SECTIONS):
         # The same description as the target's, its status in the inference rules' words.
         ours = {label: status for status, label in INFERENCE_STATUS.items()}
@@ -173,6 +198,7 @@ def _under(rel: Path, sections: Iterable[str]) -> bool:
 
 
 def _json_files(tree: Path, item: Item) -> None:
+    made_for = _rounds(tree)
     for path in sorted(tree.rglob("*.json")):
         rel = path.relative_to(tree)
         if CODE_PARTS & set(rel.parts) or path.is_symlink():
@@ -182,7 +208,7 @@ def _json_files(tree: Path, item: Item) -> None:
         item.checked += 1
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            _check_json(rel, data)
+            _check_json(rel, data, made_for)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             item.fail(f"{rel}: not JSON: {exc}")
         except BenchpipeError as exc:
@@ -295,9 +321,10 @@ def _tables(tree: Path, item: Item, seen: _Seen) -> None:
     from benchpipe.results.tables import LOADGEN_FIELDS, loadgen_fields, training_log_rows
 
     rows = seen.tables = _read_tables(tree, item)
+    ruleset, round_ = _rounds(tree)
     events, runs = [], []
     for (target, benchmark, run), log in training_logs(tree).items():
-        event_rows, run_row = training_log_rows(target, benchmark, run, log)
+        event_rows, run_row = training_log_rows(target, benchmark, run, log, ruleset)
         events += event_rows
         runs.append(run_row)
     seen.runs = runs
@@ -308,9 +335,10 @@ def _tables(tree: Path, item: Item, seen: _Seen) -> None:
         _compare(item, "training_events.parquet", _by(rows["training_events.parquet"], key), _by(events, key))
     tests = {}
     for key, log in detail_logs(tree).items():
-        tests[key] = loadgen_fields(key[2], key[3], log, log.parent / ACCURACY_TXT)
+        tests[key] = dict(loadgen_fields(key[2], key[3], log, log.parent / ACCURACY_TXT), inference_round=round_)
     if "inference.parquet" in rows:
-        _compare(item, "inference.parquet", _by(rows["inference.parquet"], _KEY_INFERENCE), tests, LOADGEN_FIELDS)
+        _compare(item, "inference.parquet", _by(rows["inference.parquet"], _KEY_INFERENCE), tests,
+                 (*LOADGEN_FIELDS, "inference_round"))
     if "provenance.parquet" in rows:
         _check_config_hash(tree, item, rows["provenance.parquet"])
 
@@ -364,35 +392,37 @@ def _checkers(tree: Path, item: Item, inference_checker: Path | None) -> None:
         for section in (*TRAINING_SECTIONS, *INFERENCE_SECTIONS):
             if (tree / section).is_dir():
                 shutil.copytree(tree / section, copy / section, symlinks=True)
-        _training_checkers(tree, copy, item, reports)
+        ruleset, round_ = _rounds(tree)
+        _training_checkers(tree, copy, item, reports, ruleset)
         _loadgen_rules(tree, copy, item, settings)
-        _inference_checker(copy, item, settings, inference_checker, reports)
+        _inference_checker(copy, item, settings, inference_checker, reports, round_)
 
 
-def _training_checkers(tree: Path, copy: Path, item: Item, reports: Path) -> None:
+def _training_checkers(tree: Path, copy: Path, item: Item, reports: Path, ruleset: str) -> None:
     from benchpipe.mlcommons import checkers, training
 
     for n, ((_, benchmark, _), log) in enumerate(training_logs(copy).items()):
         # benchpipe's own benchmarks' rules travel in the tree; the MLPerf ones come with mlperf-logging.
         own = tree / RULES_DIR / f"{benchmark}.yaml"
         rules = own if own.is_file() else registry.get(benchmark).rules_file
-        result = checkers.run_compliance_checker(log.relative_to(copy), rules, reports / f"compliance_{n}.log", cwd=copy)
+        result = checkers.run_compliance_checker(log.relative_to(copy), rules, reports / f"compliance_{n}.log",
+                                                 cwd=copy, ruleset=ruleset)
         item.checked += 1
         if not result.passed:
             item.fail(f"{log.relative_to(copy)}: compliance checker: {result.problems()}")
     for section in TRAINING_SECTIONS:
         for system in sorted((copy / section).glob("*/systems/*.json")):
             result = checkers.run_system_desc_checker(system.relative_to(copy), reports / f"system_{system.stem}.log",
-                                                   cwd=copy)
+                                                   cwd=copy, ruleset=ruleset)
             item.checked += 1
             if not result.passed:
                 item.fail(f"{system.relative_to(copy)}: system description checker: {result.problems()}")
     for org_dir in sorted(p for p in (copy / "training").glob("*") if p.is_dir()):
-        verdicts = [training.run_package_checker(org_dir, reports / f"package_checker_{org_dir.name}.log")]
+        verdicts = [training.run_package_checker(org_dir, reports / f"package_checker_{org_dir.name}.log", ruleset)]
         for name in sorted({p.name for p in org_dir.glob("results/*/*") if p.is_dir()}):
             verdicts.append(training.run_result_summarizer(
                 org_dir, reports / f"summary_{org_dir.name}_{name}.csv",
-                reports / f"result_summarizer_{org_dir.name}_{name}.log", benchmark=name))
+                reports / f"result_summarizer_{org_dir.name}_{name}.log", ruleset, benchmark=name))
         for verdict in verdicts:
             item.checked += 1
             if not verdict.passed:
@@ -450,7 +480,7 @@ def _compliance_tests(tree: Path, copy: Path, item: Item, kind) -> None:
 
 
 def _inference_checker(copy: Path, item: Item, settings: dict[str, Any], checkout: Path | None,
-                       reports: Path) -> None:
+                       reports: Path, round_: str) -> None:
     from benchpipe.contracts.records import RunKind
     from benchpipe.mlcommons.inference_checker import run_inference_checker
 
@@ -463,6 +493,7 @@ def _inference_checker(copy: Path, item: Item, settings: dict[str, Any], checkou
     kind = RunKind.from_settings(settings["inference"])
     try:
         run_inference_checker(Path(checkout), copy / "inference", submitter=settings["submission"]["submitter"],
+                              version=round_,
                               development=not kind.official, subset_accuracy=not kind.official,
                               keep_dir=copy / "checker")
     except BenchpipeError as exc:

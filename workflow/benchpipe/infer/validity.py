@@ -12,17 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from benchpipe.contracts.errors import ValidationError
-from benchpipe.contracts.rounds import COMPLIANCE_TESTS, OFFICIAL_MIN_DURATION_MS, ROUND
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS, OFFICIAL_MIN_DURATION_MS, ROUND, inference_round
 from benchpipe.infer.compliance import expected_effective_settings
 from benchpipe.results.loadgen_parser import DetailLog
 
-# The seeds of loadgen/mlperf.conf in the v6.1 tree, which mlcommons-loadgen 6.0.17 builds in;
-# the checker's MODEL_CONFIG["v6.1"]["seeds"] holds the same three values.
-ROUND_SEEDS: dict[str, int] = {
-    "qsl_rng_seed": 2085463073848966840,
-    "sample_index_rng_seed": 2747215439041700203,
-    "schedule_rng_seed": 16159082839903944936,
-}
+# The checker's MODEL_CONFIG[round]["seeds"]; for v6.1 the seeds of loadgen/mlperf.conf, which
+# mlcommons-loadgen 6.0.17 builds in.
+ROUND_SEEDS: dict[str, int] = dict(inference_round(ROUND).seeds)
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 # The checker's Config.uses_early_stopping: these scenarios must meet LoadGen's early-stopping
 # criterion, and their min query count is then not checked.
@@ -40,18 +36,21 @@ class ModelRules:
     server_latency_ns: int | None  # the p99 bound the Server run's target latency may not exceed
 
 
-# From the v6.1 checker (tools/submission/submission_checker/constants.py): "min-queries",
-# OFFLINE_MIN_SPQ_SINCE_V4, "performance-sample-count" and "latency-constraint" of "resnet",
-# which its model_mapping makes of LoadGen's resnet50.
-MODEL_RULES: dict[str, ModelRules] = {
-    "resnet50": ModelRules(
-        mlperf_name="resnet",
-        min_query_count={"SingleStream": 1024, "MultiStream": 270336, "Server": 270336, "Offline": 1},
-        offline_min_samples_per_query=24576,
-        performance_sample_count=1024,
-        server_latency_ns=15_000_000,
-    ),
-}
+def _round_rules(mlperf_name: str, round_: str = ROUND) -> ModelRules:
+    """A model's rules from the round's table (the checker's "min-queries",
+    OFFLINE_MIN_SPQ_SINCE_V4, "performance-sample-count" and "latency-constraint")."""
+    table = inference_round(round_)
+    return ModelRules(
+        mlperf_name=mlperf_name,
+        min_query_count=dict(table.min_queries[mlperf_name]),
+        offline_min_samples_per_query=table.offline_min_samples_per_query.get(mlperf_name),
+        performance_sample_count=table.performance_sample_count.get(mlperf_name),
+        server_latency_ns=table.latency_constraint_ns.get(mlperf_name, {}).get("Server"),
+    )
+
+
+# By LoadGen's model name: the checker's model_mapping makes "resnet" of LoadGen's resnet50.
+MODEL_RULES: dict[str, ModelRules] = {"resnet50": _round_rules("resnet")}
 # Models unknown to MLPerf: what LoadGen runs when user.conf leaves min_query_count alone
 # (LoadGen's TestSettings default of 100; mlperf.conf's *.MultiStream.min_query_count = 662;
 # Offline issues one query). Nothing else is required of them.
@@ -244,8 +243,3 @@ def check_accuracy(detail: DetailLog, path: Path) -> list[str]:
     _check_errors(p)
     _check_audit(p, None, "")
     return p.lines
-
-
-def raise_if_problems(problems: list[str], where: str) -> None:
-    if problems:
-        raise ValidationError(f"{where}: {len(problems)} problem(s):\n" + "\n".join(problems))
