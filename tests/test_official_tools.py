@@ -19,13 +19,14 @@ from benchpipe.contracts.config import Target
 from benchpipe.contracts.errors import ConfigError, ValidationError
 from benchpipe.contracts.schemas import validate
 from benchpipe.mlcommons.training import (
-    OFFICIAL_TRAINING_BENCHMARKS,
     TRAINING_SYSTEM_FIELDS,
     check_closed_batch_size,
     check_training_system_desc,
     is_official,
     rcp_batch_sizes,
     required_runs,
+    ruleset_benchmarks,
+    rulesets_with,
     run_package_checker,
     run_result_summarizer,
 )
@@ -208,9 +209,22 @@ def test_closed_batch_size_with_rcp_or_interpolation_is_accepted():
 
 def test_official_benchmarks():
     assert is_official("resnet") and not is_official("digits")
-    assert "resnet" in OFFICIAL_TRAINING_BENCHMARKS
+    assert "resnet" in ruleset_benchmarks("4.0.0")
     assert not is_official("resnet", "5.0.0")  # retired after 4.0
-    assert required_runs("resnet") == 5
+    assert required_runs("resnet", "4.0.0") == 5
+
+
+def test_rulesets_come_from_benchmark_meta():
+    assert "llama2_70b_lora" in ruleset_benchmarks("6.1.0") and "resnet" not in ruleset_benchmarks("6.1.0")
+    assert required_runs("llama2_70b_lora", "6.1.0") == 10
+    assert required_runs("deepseekv3_671b", "6.1.0") == 3
+    with pytest.raises(ConfigError, match="'resnet' is not in MLPerf training 6.1.0"):
+        required_runs("resnet", "6.1.0")
+    with pytest.raises(ConfigError, match="training ruleset 9.9.9: unknown to mlperf-logging"):
+        ruleset_benchmarks("9.9.9")
+    found = rulesets_with("resnet")
+    assert found[0] == "0.6.0" and found[-1] == "4.0.0" and "1.0.0" in found
+    assert rulesets_with("digits") == []
 
 
 def test_system_field_list_is_the_checkers(tmp_path):

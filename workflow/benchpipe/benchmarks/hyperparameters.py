@@ -25,6 +25,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from benchpipe.contracts import registry
 from benchpipe.contracts.benchmark import Benchmark, HyperparameterSet
 from benchpipe.contracts.errors import ConfigError
+from benchpipe.contracts.rounds import TRAINING_RULESET
 from benchpipe.mlcommons import training
 from benchpipe.mlcommons.rules import RuleFailure, rule_failures
 
@@ -141,8 +142,8 @@ def _alternatives(values: tuple[Any, ...]) -> str:
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
 
 
-def check_closed(benchmark: Benchmark, where: str) -> None:
-    """Refuse hyperparameters that the closed division does not allow; ``where`` names them."""
+def check_closed(benchmark: Benchmark, where: str, ruleset: str = TRAINING_RULESET) -> None:
+    """Refuse hyperparameters that the closed division of training ``ruleset`` does not allow; ``where`` names them."""
     hp = benchmark.hyperparameters
     reference = registry.get(benchmark.name).hyperparameters
     for key, fixed in hp.closed_fixed().items():
@@ -152,15 +153,18 @@ def check_closed(benchmark: Benchmark, where: str) -> None:
                 f"{where}.{key}: {_show(value)} is not the reference's {_show(getattr(reference, key))}, "
                 f"and the closed division allows only {_alternatives(fixed.allowed)}: {fixed.rule}"
             )
-    failures = rule_failures(benchmark.rules_file, closed_events(benchmark))
+    failures = rule_failures(benchmark.rules_file, closed_events(benchmark), ruleset)
     if failures:
         raise ConfigError(_refusal(failures[0], hp, where))
-    if training.is_official(benchmark.name):
-        training.check_closed_batch_size(benchmark.name, hp.global_batch_size, where=f"{where}.global_batch_size")
+    if training.is_official(benchmark.name, ruleset):
+        training.check_closed_batch_size(benchmark.name, hp.global_batch_size, ruleset,
+                                         where=f"{where}.global_batch_size")
 
 
-def resolve_hyperparameters(name: str, settings: dict[str, Any] | None, division: str) -> Benchmark:
-    """Benchmark ``name`` with its ``training.hyperparameters`` applied, checked for ``division``."""
+def resolve_hyperparameters(
+    name: str, settings: dict[str, Any] | None, division: str, ruleset: str = TRAINING_RULESET
+) -> Benchmark:
+    """Benchmark ``name`` with its ``training.hyperparameters`` applied, checked for ``division`` of ``ruleset``."""
     if division not in DIVISIONS:
         raise ConfigError(f"submission.division: {_show(division)} is neither closed nor open")
     table = settings or {}
@@ -169,5 +173,5 @@ def resolve_hyperparameters(name: str, settings: dict[str, Any] | None, division
     where = f"{CONFIG_KEY}.{name}"
     used = apply_hyperparameters(registry.get(name), table.get(name), where)
     if division == "closed":
-        check_closed(used, where)
+        check_closed(used, where, ruleset)
     return used

@@ -8,9 +8,9 @@ appends, default ``package_checker.log`` in the cwd) runs, in this order:
 
 1. the system-description checker on every ``systems/*.json`` (the 33 fields of
    ``TRAINING_SYSTEM_FIELDS``; from 4.0 on, ``status`` in ``TRAINING_STATUSES``);
-2. for each ``results/<system>/<benchmark>/`` whose benchmark is in ``OFFICIAL_TRAINING_BENCHMARKS``
+2. for each ``results/<system>/<benchmark>/`` whose benchmark is in ``ruleset_benchmarks(ruleset)``
    (any other folder gets ``WARNING - Skipping benchmark`` and is not looked at):
-   - exactly ``required_runs(benchmark)`` files named ``result_*.txt`` (resnet: 5);
+   - exactly ``required_runs(benchmark, ruleset)`` files named ``result_*.txt`` (resnet: 5);
    - the compliance checker on each file, with ``common.yaml`` then the ``<division>_common.yaml`` and
      ``<division>_<benchmark>.yaml`` of the division the *log* names; one non-compliant file is
      accepted under olympic scoring, two make the directory fail;
@@ -51,10 +51,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mlperf_logging import benchmark_meta
 from mlperf_logging.benchmark_meta import get_allowed_benchmarks, get_result_file_counts
 
 from benchpipe.contracts.errors import ConfigError, ValidationError
-from benchpipe.contracts.rounds import TRAINING_RULESET
+from benchpipe.contracts.rounds import TRAINING_RULESET, ruleset_key
 
 PACKAGE_VERDICT_OK = "PACKAGE CHECKER FOUND NO ERRORS, SUCCESS !"
 TIMEOUT_S = 1800
@@ -77,7 +78,6 @@ TRAINING_STATUSES: tuple[str, ...] = (
 # The summarizer multiplies these with int(); anything else crashes it.
 INTEGER_SYSTEM_FIELDS = ("number_of_nodes", "host_processors_per_node", "accelerators_per_node")
 
-OFFICIAL_TRAINING_BENCHMARKS: frozenset[str] = frozenset(get_allowed_benchmarks("training", TRAINING_RULESET))
 
 
 def mlperf_logging_version() -> str:
@@ -87,8 +87,8 @@ def mlperf_logging_version() -> str:
     return version("mlperf-logging")
 
 
-def official_benchmarks(ruleset: str = TRAINING_RULESET) -> frozenset[str]:
-    """The benchmark folder names the package checker checks (the rest it skips)."""
+def ruleset_benchmarks(ruleset: str) -> frozenset[str]:
+    """The benchmarks of training ``ruleset``: the folder names the package checker checks (the rest it skips)."""
     try:
         return frozenset(get_allowed_benchmarks("training", ruleset))
     except ValueError as exc:
@@ -96,18 +96,29 @@ def official_benchmarks(ruleset: str = TRAINING_RULESET) -> frozenset[str]:
 
 
 def is_official(benchmark: str, ruleset: str = TRAINING_RULESET) -> bool:
-    return benchmark in official_benchmarks(ruleset)
+    return benchmark in ruleset_benchmarks(ruleset)
 
 
-def required_runs(benchmark: str) -> int:
-    """How many result files the package checker demands for ``benchmark``."""
-    counts = get_result_file_counts("training")
-    if benchmark not in counts:
-        raise ConfigError(f"benchmark '{benchmark}' is not an MLPerf training benchmark")
-    return counts[benchmark]
+def required_runs(benchmark: str, ruleset: str = TRAINING_RULESET) -> int:
+    """How many result files the package checker demands for ``benchmark`` in ``ruleset``."""
+    if benchmark not in ruleset_benchmarks(ruleset):
+        raise ConfigError(f"benchmark '{benchmark}' is not in MLPerf training {ruleset}")
+    # benchmark_meta keeps one count per benchmark, whatever the round.
+    return get_result_file_counts("training")[benchmark]
 
 
-def check_training_system_desc(desc: dict[str, Any], where: str) -> None:
+def rulesets_with(benchmark: str) -> list[str]:
+    """Every training ruleset of benchmark_meta that has ``benchmark``, oldest first (as "4.0.0").
+
+    benchmark_meta has no public list of its rounds, so its own table is read; its keys are
+    the short versions ("4.0") that get_allowed_benchmarks also accepts for "4.0.0".
+    """
+    rounds = benchmark_meta._ALL_ALLOWED_BENCHMARKS["training"]
+    found = [version for version, names in rounds.items() if benchmark in names]
+    return [f"{version}.0" if version.count(".") == 1 else version for version in sorted(found, key=ruleset_key)]
+
+
+def check_training_system_desc(desc: dict[str, Any], where: str, ruleset: str = TRAINING_RULESET) -> None:
     """What the official tools need of a training system JSON, beyond what their checker tests.
 
     The checker passes an integer in most fields but crashes on one in the seven it copies into
@@ -115,7 +126,7 @@ def check_training_system_desc(desc: dict[str, Any], where: str) -> None:
     """
     missing = [f for f in TRAINING_SYSTEM_FIELDS if f not in desc]
     if missing:
-        raise ValidationError(f"{where}: missing field(s) {', '.join(missing)} (training {TRAINING_RULESET})")
+        raise ValidationError(f"{where}: missing field(s) {', '.join(missing)} (training {ruleset})")
     for key, value in desc.items():
         if not isinstance(value, str) or not value:
             raise ValidationError(f"{where}: key '{key}' must be a non-empty string, not {value!r}")
@@ -350,7 +361,7 @@ def run_package_checker(
     if skipped and not allow_skipped:
         errors.append(
             f"skipped benchmark(s) {', '.join(skipped)}: not in training {ruleset} "
-            f"({', '.join(sorted(official_benchmarks(ruleset)))}), so never checked"
+            f"({', '.join(sorted(ruleset_benchmarks(ruleset)))}), so never checked"
         )
     verdict_ok = any(r.level == "INFO" and r.text() == PACKAGE_VERDICT_OK for r in records)
     if not verdict_ok and not errors:
