@@ -30,7 +30,8 @@ def test_defaults_are_filled_in(tmp_path, repo_root):
     assert config["benchmarks"] == ["digits"]
     assert config["targets"] == ["local-cpu"]
     assert config["submission"]["division"] == "closed"
-    assert config["training"] == {"runs": None, "seed": 2026, "hyperparameters": {}}
+    assert config["training"] == {"ruleset": "4.0.0", "runs": None, "seed": 2026, "hyperparameters": {}}
+    assert config["inference"]["round"] == "v6.1"
     assert config["inference"]["min_duration_ms"] == 5000
     assert config["inference"]["official"] is False and config["inference"]["accuracy_samples"] == 1000
     assert config["inference"]["scenarios"] == ["Offline", "SingleStream", "MultiStream", "Server"]

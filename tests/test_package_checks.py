@@ -1,7 +1,7 @@
 import pytest
 
 from benchpipe.contracts.errors import ValidationError
-from benchpipe.package.checks import check_score, validate_rows
+from benchpipe.package.checks import check_rounds, check_score, validate_rows
 
 PERF = {
     "target": "local-cpu", "benchmark": "digits", "scenario": "Offline", "mode": "performance",
@@ -10,7 +10,7 @@ PERF = {
     "query_count": 1, "min_duration_ms": 10000, "errors": 0, "warnings": 0, "accuracy": None,
     "accuracy_target": None, "official_round_valid": False, "loadgen_version": "6.0.17",
     "log_sha256": "0" * 64, "metric": "result_samples_per_second", "metric_value": 1000.0,
-    "early_stopping_met": None, "official_run": False, "model_sha256": "1" * 64,
+    "early_stopping_met": None, "official_run": False, "model_sha256": "1" * 64, "inference_round": "v6.1",
 }
 ACC = dict(PERF, mode="accuracy", result_validity=None, samples_per_second=None, accuracy=0.98, accuracy_target=0.96,
            metric=None, metric_value=None)
@@ -20,13 +20,25 @@ def test_good_rows_pass():
     validate_rows("inference.parquet", [PERF, ACC, dict(PERF, mode="TEST04")])
 
 
+def test_a_row_of_another_round_is_refused():
+    with pytest.raises(ValidationError, match=r"inference.parquet row 1: key 'inference_round'"):
+        validate_rows("inference.parquet", [PERF, dict(PERF, inference_round="v5.1")])
+    score = {"target": "t", "benchmark": "digits", "training_ruleset": "6.1.0"}
+    rows = {"runs.parquet": [], "scores.parquet": [score], "inference.parquet": [PERF]}
+    settings = {"training": {"ruleset": "6.1.0"}, "inference": {"round": "v6.1"}}
+    check_rounds(rows, settings)
+    with pytest.raises(ValidationError, match="scores.parquet: row t digits has training_ruleset 6.1.0, but "
+                                              "training.ruleset is 4.0.0: the tables are stale"):
+        check_rounds(rows, dict(settings, training={"ruleset": "4.0.0"}))
+
+
 def test_row_schema_names_row_and_key():
     with pytest.raises(ValidationError, match=r"inference.parquet row 1: key 'metric'"):
         validate_rows("inference.parquet", [PERF, dict(PERF, mode="TEST01", metric=None)])
     aborted_with_time = {
         "target": "t", "benchmark": "digits", "run": 0, "division": "closed", "seed": 1, "status": "aborted",
         "run_start_ms": 0, "run_stop_ms": 10, "time_to_train_min": 1.0, "epochs": 30,
-        "best_eval_accuracy": 0.9, "quality_target": 0.97, "log_sha256": "0" * 64,
+        "best_eval_accuracy": 0.9, "quality_target": 0.97, "log_sha256": "0" * 64, "training_ruleset": "4.0.0",
     }
     with pytest.raises(ValidationError, match="runs.parquet row 0: key 'time_to_train_min'"):
         validate_rows("runs.parquet", [aborted_with_time])

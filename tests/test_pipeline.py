@@ -54,6 +54,21 @@ def test_a_checked_config_gives_the_rules_what_they_read(workdir, repo_root):
     assert check_workflow(config(), repo_root, main_process=True, dry_run=True).lock is None
 
 
+def test_a_benchmark_outside_the_training_ruleset_is_refused(workdir, repo_root):
+    # Refused before its data is looked at: resnet under 6.1.0 has no ImageNet copy configured either.
+    with pytest.raises(ConfigError) as err:
+        check_workflow(config(benchmarks=["resnet"], training={"ruleset": "6.1.0"}), repo_root,
+                       main_process=True, dry_run=True)
+    assert str(err.value) == "benchmarks: resnet was retired after training 4.0.0; set training.ruleset: 4.0.0"
+
+
+def test_benchpipes_own_benchmarks_go_with_any_ruleset(workdir, repo_root):
+    for ruleset in ("4.0.0", "6.1.0"):
+        workflow = check_workflow(config(benchmarks=["digits", "mnist"], training={"ruleset": ruleset}),
+                                  repo_root, main_process=True, dry_run=True)
+        assert sorted(workflow.sources) == ["digits", "mnist"]
+
+
 def test_open_division_runs_no_compliance_tests(workdir, repo_root):
     workflow = check_workflow(config(submission={"submitter": "acme", "division": "open"}), repo_root,
                               main_process=False)

@@ -29,7 +29,8 @@ def _run(division: str, minutes: float | None, run: int) -> dict:
     start = 1_000 * run
     stop = start + int((minutes if minutes is not None else 10.0) * 60_000)
     return {"target": "t", "benchmark": "resnet", "run": run, "division": division,
-            "time_to_train_min": minutes, "run_start_ms": start, "run_stop_ms": stop, "quality_target": 0.759}
+            "time_to_train_min": minutes, "run_start_ms": start, "run_stop_ms": stop, "quality_target": 0.759,
+            "training_ruleset": "4.0.0"}
 
 
 def test_open_runs_short_of_the_target_are_scored_by_time_to_run_and_labelled():

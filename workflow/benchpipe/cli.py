@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from benchpipe.contracts import rounds
 from benchpipe.contracts.errors import BenchpipeError, ConfigError
 
 log = logging.getLogger("benchpipe")
@@ -183,7 +184,8 @@ def _cmd_system(args: argparse.Namespace) -> None:
 def _cmd_parse(args: argparse.Namespace) -> None:
     from benchpipe.results.tables import write_tables
 
-    written = write_tables(args.runs, args.out, args.train_runs, args.tests)
+    written = write_tables(args.runs, args.out, args.train_runs, args.tests,
+                           training_ruleset=args.training_ruleset, inference_round=args.inference_round)
     for name, rows in written.items():
         log.info("%s: %d rows", args.out / name, rows)
 
@@ -430,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, required=True, help="runs directory (runs/<target>/<benchmark>/...)")
     p.add_argument("--train-runs", type=Path, nargs="+", required=True, help="training run directories")
     p.add_argument("--tests", type=Path, nargs="*", default=[], help="LoadGen test directories")
+    p.add_argument("--training-ruleset", choices=rounds.TRAINING_RULESETS, default=rounds.TRAINING_RULESET,
+                   help="the training ruleset the rows are judged under (config training.ruleset)")
+    p.add_argument("--inference-round", choices=rounds.inference_rounds(), default=rounds.ROUND,
+                   help="the inference round the rows are judged under (config inference.round)")
     p.add_argument("--out", type=Path, required=True, help="tables directory to create")
     p.set_defaults(func=_cmd_parse)
 

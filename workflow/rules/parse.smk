@@ -7,10 +7,12 @@ rule parse:
         tests=ALL_TESTS,
     output:
         directory("tables"),
+    params:
+        rounds=options.rounds(config),
     conda:
         CONDA_ENV
     log:
         "logs/parse.log",
     shell:
         "benchpipe parse --runs runs --train-runs {input.train} --tests {input.tests}"
-        " --out {output} > {log} 2>&1"
+        " {params.rounds} --out {output} > {log} 2>&1"

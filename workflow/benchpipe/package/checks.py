@@ -39,6 +39,26 @@ def check_log_hash(what: str, log: Path, expected: str) -> None:
         )
 
 
+# Which column of which table holds the round its rows were judged under, and the config key naming it.
+ROUND_COLUMNS = (
+    ("runs.parquet", "training_ruleset", ("training", "ruleset")),
+    ("scores.parquet", "training_ruleset", ("training", "ruleset")),
+    ("inference.parquet", "inference_round", ("inference", "round")),
+)
+
+
+def check_rounds(rows: dict[str, list[dict]], settings: dict[str, Any]) -> None:
+    """Every row was parsed under the rounds the config names; others are stale tables."""
+    for table, column, (section, key) in ROUND_COLUMNS:
+        want = settings[section][key]
+        for row in rows[table]:
+            if row[column] != want:
+                raise ValidationError(
+                    f"{table}: row {row['target']} {row['benchmark']} has {column} {row[column]}, but "
+                    f"{section}.{key} is {want}: the tables are stale, re-run the parse stage"
+                )
+
+
 def check_score(row: dict) -> None:
     if row["olympic_mean_min"] is None:
         raise ValidationError(

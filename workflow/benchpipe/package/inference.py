@@ -295,6 +295,7 @@ def _run_checker(root: Path, settings: dict, names: list[str], kind: RunKind) ->
     return run_inference_checker(
         Path(settings["inference"]["checker"]), root / "inference",
         submitter=settings["submission"]["submitter"],
+        version=settings["inference"]["round"],
         development=not kind.official,
         subset_accuracy=not kind.official,
         keep_dir=root / CHECKER_REPORTS,

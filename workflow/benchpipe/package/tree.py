@@ -91,18 +91,18 @@ def _system_descriptions(request: PackageRequest) -> dict[str, dict[str, str]]:
     return systems
 
 
-def training_org_dir(root: Path, org: str, benchmark: str) -> Path:
+def training_org_dir(root: Path, org: str, benchmark: str, ruleset: str = rounds.TRAINING_RULESET) -> Path:
     """Where a benchmark's training results go: the official tools read ``training/<org>/``.
 
     They know only the rules' benchmarks (the package checker skips others, the result
     summarizer crashes on them), so benchpipe's own benchmarks go to
     ``benchpipe/training/<org>/``, in the same layout, checked by benchpipe's rules.
     """
-    base = root / "training" if training.is_official(benchmark) else root / "benchpipe" / "training"
+    base = root / "training" if training.is_official(benchmark, ruleset) else root / "benchpipe" / "training"
     return base / org
 
 
-def _write_training_systems(root: Path, org_dir: Path, systems) -> list[checkers.ComplianceResult]:
+def _write_training_systems(root: Path, org_dir: Path, systems, ruleset: str) -> list[checkers.ComplianceResult]:
     results = []
     for target, description in systems.items():
         training_desc = {k: v for k, v in description.items() if k not in INFERENCE_ONLY}
@@ -112,7 +112,8 @@ def _write_training_systems(root: Path, org_dir: Path, systems) -> list[checkers
         section = ("official",) if org_dir.parent == root / "training" else ()
         report = Path("benchpipe", "compliance", *section, "systems", f"{target}.log")
         (root / report).parent.mkdir(parents=True, exist_ok=True)
-        results.append(checkers.run_system_desc_checker(system_json.relative_to(root), report, cwd=root))
+        results.append(checkers.run_system_desc_checker(system_json.relative_to(root), report, cwd=root,
+                                                        ruleset=ruleset))
     return results
 
 
@@ -137,13 +138,14 @@ def _write_implementation(impl: Path, name: str, hyperparameters: dict[str, Any]
 
 def _write_training(root: Path, request: PackageRequest, systems, rows, hyperparameters) -> list[dict]:
     org = request.settings["submission"]["submitter"]
+    ruleset = request.settings["training"]["ruleset"]
     compliance = []
-    org_dirs = {training_org_dir(root, org, name) for name in request.settings["benchmarks"]}
+    org_dirs = {training_org_dir(root, org, name, ruleset) for name in request.settings["benchmarks"]}
     for org_dir in sorted(org_dirs):
-        compliance += _write_training_systems(root, org_dir, systems)
+        compliance += _write_training_systems(root, org_dir, systems, ruleset)
     for name in request.settings["benchmarks"]:
         bench = registry.get(name)
-        org_dir = training_org_dir(root, org, name)
+        org_dir = training_org_dir(root, org, name, ruleset)
         impl = org_dir / "benchmarks" / name / "implementations" / "benchpipe"
         if not impl.exists():
             _write_implementation(impl, name, hyperparameters[name])
@@ -155,9 +157,10 @@ def _write_training(root: Path, request: PackageRequest, systems, rows, hyperpar
             report = Path("benchpipe", "compliance", target, name, f"result_{row['run']}.log")
             (root / report).parent.mkdir(parents=True, exist_ok=True)
             compliance.append(
-                checkers.run_compliance_checker(dst.relative_to(root), bench.rules_file, report, cwd=root)
+                checkers.run_compliance_checker(dst.relative_to(root), bench.rules_file, report, cwd=root,
+                                                ruleset=ruleset)
             )
-        if not training.is_official(name):
+        if not training.is_official(name, ruleset):
             # The official rules come with mlperf-logging (its version is in checks.json);
             # benchpipe's own rules travel with the logs they judged.
             copy_file(bench.rules_file, root / layout.RULES_DIR / f"{name}.yaml")
@@ -175,26 +178,26 @@ OFFICIAL_REPORTS = Path("benchpipe", "compliance", "official")
 RESULTS_SUMMARY = OFFICIAL_REPORTS / "results_summary.csv"
 
 
-def _run_official_tools(root: Path, org: str, names: list[str]) -> dict[str, Any] | None:
+def _run_official_tools(root: Path, org: str, names: list[str], ruleset: str) -> dict[str, Any] | None:
     """MLCommons' package checker and result summarizer on training/<org>/, as reviewers run them.
 
     Both exit 0 whatever they find, so their verdicts are read (benchpipe.mlcommons.training);
     the summarizer's CSV stays in the tree beside their logs.
     """
-    official_names = sorted(n for n in names if training.is_official(n))
+    official_names = sorted(n for n in names if training.is_official(n, ruleset))
     if not official_names:
         return None
     org_dir = root / "training" / org
-    checker = training.run_package_checker(org_dir, root / OFFICIAL_REPORTS / "package_checker.log").require()
+    checker = training.run_package_checker(org_dir, root / OFFICIAL_REPORTS / "package_checker.log", ruleset).require()
     summaries = {}
     for name in official_names:
         csv_out = root / RESULTS_SUMMARY if len(official_names) == 1 else root / OFFICIAL_REPORTS / f"{name}_summary.csv"
         verdict = training.run_result_summarizer(
-            org_dir, csv_out, root / OFFICIAL_REPORTS / f"result_summarizer_{name}.log", benchmark=name
+            org_dir, csv_out, root / OFFICIAL_REPORTS / f"result_summarizer_{name}.log", ruleset, benchmark=name
         ).require()
         summaries[name] = {"csv": str(csv_out.relative_to(root)), "minutes": verdict.scores}
     return {
-        "ruleset": f"training {rounds.TRAINING_RULESET}",
+        "ruleset": f"training {ruleset}",
         "mlperf_logging": training.mlperf_logging_version(),
         "package_checker": {"verdict": training.PACKAGE_VERDICT_OK, "log": str(checker.log.relative_to(root.resolve()))},
         "result_summarizer": summaries,
@@ -212,7 +215,7 @@ def _hyperparameters(settings: dict) -> dict[str, Any]:
     table = settings["training"].get("hyperparameters", {})
     report = {}
     for name in settings["benchmarks"]:
-        used = resolve_hyperparameters(name, table, settings["submission"]["division"])
+        used = resolve_hyperparameters(name, table, settings["submission"]["division"], settings["training"]["ruleset"])
         report[name] = {
             "values": dataclasses.asdict(used.hyperparameters),
             "departures_from_reference": departures(used, registry.get(name)),
@@ -225,6 +228,7 @@ def package(request: PackageRequest) -> dict[str, Any]:
     settings = request.settings
     validate(settings, "config.schema.json", what="package settings", fill_defaults=True)
     rows = load_inputs(request)
+    checks.check_rounds(rows, settings)
     _check_coverage(settings, rows)
     for row in rows["scores.parquet"]:
         checks.check_score(row)
@@ -238,7 +242,8 @@ def package(request: PackageRequest) -> dict[str, Any]:
     systems = _system_descriptions(request)
     with atomic_dir(request.out) as tmp:
         compliance = _write_training(tmp, request, systems, rows, hyperparameters)
-        official_tools = _run_official_tools(tmp, settings["submission"]["submitter"], settings["benchmarks"])
+        official_tools = _run_official_tools(tmp, settings["submission"]["submitter"], settings["benchmarks"],
+                                             settings["training"]["ruleset"])
         inference_checks = inference.write_inference(
             tmp, request.runs_dir, settings, systems, rows["inference.parquet"]
         )
@@ -253,7 +258,9 @@ def package(request: PackageRequest) -> dict[str, Any]:
         dump_json(tmp / layout.CONFIG_JSON, settings)
         dump_json(tmp / layout.CHECKS_JSON, {
             "training_compliance": compliance,
-            "training_ruleset": rounds.TRAINING_RULESET,
+            # The rounds the tree was made for: what its checkers ran with and its rows were judged by.
+            "training_ruleset": settings["training"]["ruleset"],
+            "inference_round": settings["inference"]["round"],
             "official_tools": official_tools,
             "hyperparameters": hyperparameters,
             "software": stacks,

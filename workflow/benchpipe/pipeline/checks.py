@@ -1,11 +1,11 @@
 """The workflow's config, checked before any job runs.
 
 The schema (``schemas/config.schema.json``) has been applied by then; what is checked here
-needs the package: that benchmarks and targets exist, that each benchmark's data can be
-reached (its sources, the user's licensed copy, or the offline cache), hyperparameters the
-division allows, inference settings with a checker where MLPerf models are tested, and, in
-the process that drives the run, the engines and base images of container targets and the
-lock that keeps a second run out of the same directory.
+needs the package: that benchmarks and targets exist and are in the chosen training ruleset,
+that each benchmark's data can be reached (its sources, the user's licensed copy, or the
+offline cache), hyperparameters the division allows, inference settings with a checker where
+MLPerf models are tested, and, in the process that drives the run, the engines and base images
+of container targets and the lock that keeps a second run out of the same directory.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchpipe.benchmarks.hyperparameters import resolve_hyperparameters
-from benchpipe.contracts import registry
+from benchpipe.contracts import registry, rounds
 from benchpipe.contracts.benchmark import Source
 from benchpipe.contracts.config import Target, check_config, inference_benchmarks, inference_modes
 from benchpipe.contracts.errors import ConfigError, RuntimeSetupError
@@ -25,6 +25,7 @@ from benchpipe.contracts.layout import DATASET_MANIFEST
 from benchpipe.datasets.fetch import default_cache_dir
 from benchpipe.datasets.offline import require_cached
 from benchpipe.datasets.source import benchmark_sources
+from benchpipe.mlcommons import training
 from benchpipe.mlcommons.inference_checker import checker_dir
 from benchpipe.pipeline.lock import hold_workflow_lock
 from benchpipe.runtime.launch import preflight, sif_source_engine
@@ -63,6 +64,29 @@ def check_licensed_datasets(config: Mapping[str, Any]) -> None:
         )
 
 
+def check_training_ruleset(config: Mapping[str, Any]) -> None:
+    """Every MLPerf benchmark of the config is in training.ruleset.
+
+    A benchmark that no training round has (digits, mnist) is benchpipe's own: it goes with any
+    ruleset, checked by its own rules file. One that some round has but the chosen ruleset does
+    not would be skipped by the package checker: refused here, naming the rounds that have it.
+    """
+    ruleset = config["training"]["ruleset"]
+    for name in config["benchmarks"]:
+        having = training.rulesets_with(name)
+        if not having or name in training.ruleset_benchmarks(ruleset):
+            continue
+        supported = [r for r in having if r in rounds.TRAINING_RULESETS]
+        advice = (f"set training.ruleset: {supported[-1]}" if supported
+                  else f"benchpipe supports training {', '.join(rounds.TRAINING_RULESETS)}")
+        newest = having[-1]
+        if rounds.ruleset_key(newest) < rounds.ruleset_key(ruleset):
+            raise ConfigError(f"benchmarks: {name} was retired after training {newest}; {advice}")
+        raise ConfigError(
+            f"benchmarks: {name} is not in training {ruleset} (training {', '.join(having)} have it); {advice}"
+        )
+
+
 def check_hyperparameters(config: Mapping[str, Any]) -> None:
     """training.hyperparameters applied to each benchmark; closed ones checked against the rules."""
     settings = config["training"]["hyperparameters"]
@@ -70,7 +94,7 @@ def check_hyperparameters(config: Mapping[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"training.hyperparameters: {', '.join(unknown)} is not in benchmarks")
     for name in config["benchmarks"]:
-        resolve_hyperparameters(name, settings, config["submission"]["division"])
+        resolve_hyperparameters(name, settings, config["submission"]["division"], config["training"]["ruleset"])
 
 
 def check_inference_settings(config: Mapping[str, Any]) -> None:
@@ -118,6 +142,8 @@ def check_workflow(
     RCP checker's scipy), probes the engines, mends the SLURM plugin and takes the lock.
     """
     targets = check_config(dict(config), base_dir)
+    # Before anything else of the benchmarks: their data and rules depend on the round they are in.
+    check_training_ruleset(config)
     # All jobs run the `benchpipe` command line: a missing one is reported here, not per job.
     if shutil.which("benchpipe") is None:
         raise RuntimeSetupError(

@@ -63,6 +63,12 @@ def imagenet(config: Mapping[str, Any]) -> str:
     return shlex.join(options)
 
 
+def rounds(config: Mapping[str, Any]) -> str:
+    """The rounds `benchpipe parse` labels the table rows with: the ones the tree is judged under."""
+    return shlex.join(["--training-ruleset", config["training"]["ruleset"],
+                       "--inference-round", config["inference"]["round"]])
+
+
 def audit(config: Mapping[str, Any]) -> str:
     """The audit re-runs MLCommons' inference checker when the config names a checkout."""
     checker = config["inference"].get("checker")

@@ -29,7 +29,7 @@ from benchpipe.contracts.errors import ParseError
 from benchpipe.contracts.hashing import sha256_file
 from benchpipe.contracts.layout import ACCURACY_TXT, DETAIL_LOG, MLLOG_FILE
 from benchpipe.contracts.records import read_model_record, read_run_kind
-from benchpipe.contracts.rounds import OFFICIAL_MIN_DURATION_MS
+from benchpipe.contracts.rounds import OFFICIAL_MIN_DURATION_MS, ROUND, TRAINING_RULESET
 from benchpipe.results.loadgen_parser import RESULT_KEY, parse_accuracy_txt, parse_detail_log
 from benchpipe.results.mllog_parser import (
     RunSummary,
@@ -53,11 +53,12 @@ RUNS_SCHEMA = pa.schema([
     ("run_start_ms", pa.int64()), ("run_stop_ms", pa.int64()),
     ("time_to_train_min", pa.float64()), ("epochs", pa.int32()),
     ("best_eval_accuracy", pa.float64()), ("quality_target", pa.float64()),
-    ("log_sha256", pa.string()),
+    ("log_sha256", pa.string()), ("training_ruleset", pa.string()),
 ])
 SCORES_SCHEMA = pa.schema([
     ("target", pa.string()), ("benchmark", pa.string()), ("runs", pa.int32()),
     ("successful_runs", pa.int32()), ("olympic_mean_min", pa.float64()), ("reason", pa.string()),
+    ("training_ruleset", pa.string()),
 ])
 INFERENCE_SCHEMA = pa.schema([
     ("target", pa.string()), ("benchmark", pa.string()), ("scenario", pa.string()),
@@ -70,6 +71,7 @@ INFERENCE_SCHEMA = pa.schema([
     ("official_round_valid", pa.bool_()), ("loadgen_version", pa.string()),
     ("log_sha256", pa.string()), ("metric", pa.string()), ("metric_value", pa.float64()),
     ("early_stopping_met", pa.bool_()), ("official_run", pa.bool_()), ("model_sha256", pa.string()),
+    ("inference_round", pa.string()),
 ])
 PROVENANCE_SCHEMA = pa.schema(
     [("target", pa.string()), ("benchmark", pa.string()), ("job", pa.string())]
@@ -84,8 +86,11 @@ TABLES = {
 }
 
 
-def training_log_rows(target: str, benchmark: str, index: int, path: Path) -> tuple[list[dict], dict]:
-    """(training_events rows, runs row) of one MLLOG log, wherever it lies (a run folder, a tree).
+def training_log_rows(
+    target: str, benchmark: str, index: int, path: Path, ruleset: str = TRAINING_RULESET
+) -> tuple[list[dict], dict]:
+    """(training_events rows, runs row) of one MLLOG log, wherever it lies (a run folder, a tree),
+    judged under training ``ruleset``.
 
     From parse_mllog's Events, the other path from the one write_tables takes: the audit
     re-derives a tree's tables with it.
@@ -101,7 +106,7 @@ def training_log_rows(target: str, benchmark: str, index: int, path: Path) -> tu
          "value_json": value_json(e.value), "metadata_json": metadata_json(e.metadata)}
         for e in events
     ]
-    return event_rows, run_row(target, benchmark, index, path, summarize_run(events, path))
+    return event_rows, run_row(target, benchmark, index, path, summarize_run(events, path), ruleset)
 
 
 def score_rows(run_rows: list[dict]) -> list[dict]:
@@ -125,6 +130,8 @@ def score_rows(run_rows: list[dict]) -> list[dict]:
             "target": target, "benchmark": benchmark, "runs": score.runs,
             "successful_runs": score.successful_runs, "olympic_mean_min": score.olympic_mean_minutes,
             "reason": score.reason,
+            # One config makes all of a benchmark's runs: its runs share their ruleset.
+            "training_ruleset": group[0]["training_ruleset"],
         })
     return scores
 
@@ -150,7 +157,10 @@ LOADGEN_FIELDS = (
 )
 
 
-def inference_row(target: str, benchmark: str, scenario: str, mode: str, test_dir: Path) -> dict:
+def inference_row(
+    target: str, benchmark: str, scenario: str, mode: str, test_dir: Path, round_: str = ROUND
+) -> dict:
+    """One LoadGen test's row, judged under inference round ``round_``."""
     fields = loadgen_fields(scenario, mode, test_dir / DETAIL_LOG, test_dir / ACCURACY_TXT)
     kind = read_run_kind(test_dir)
     return {
@@ -161,6 +171,7 @@ def inference_row(target: str, benchmark: str, scenario: str, mode: str, test_di
                                  and fields["result_validity"] == "VALID"),
         "official_run": kind.official,
         "model_sha256": read_model_record(test_dir).sha256,
+        "inference_round": round_,
     }
 
 
@@ -213,7 +224,9 @@ EVENTS_ROW_GROUP = 1 << 16
 EVENTS_WRITE_OPTIONS = {"compression": "zstd", "use_dictionary": ["target", "benchmark", "event_type", "key"]}
 
 
-def write_training_events(writer: pq.ParquetWriter, target: str, benchmark: str, index: int, path: Path) -> dict:
+def write_training_events(
+    writer: pq.ParquetWriter, target: str, benchmark: str, index: int, path: Path, ruleset: str = TRAINING_RULESET
+) -> dict:
     """One MLLOG log's events appended to an open training_events writer, streamed (a large log
     by several processes: event_batches); returns the log's runs row, derived on the way."""
     summary = RunSummary(path)
@@ -238,21 +251,32 @@ def write_training_events(writer: pq.ParquetWriter, target: str, benchmark: str,
             pending = table.slice(whole).to_batches()
     if pending:
         write(pa.Table.from_batches(pending))
-    return run_row(target, benchmark, index, path, summary.run())
+    return run_row(target, benchmark, index, path, summary.run(), ruleset)
 
 
-def run_row(target: str, benchmark: str, index: int, path: Path, run: TrainingRun) -> dict:
+def run_row(
+    target: str, benchmark: str, index: int, path: Path, run: TrainingRun, ruleset: str = TRAINING_RULESET
+) -> dict:
     return {
         "target": target, "benchmark": benchmark, "run": index, "division": run.division,
         "seed": run.seed, "status": run.status, "run_start_ms": run.run_start_ms,
         "run_stop_ms": run.run_stop_ms, "time_to_train_min": run.time_to_train_min,
         "epochs": run.epochs, "best_eval_accuracy": run.best_eval_accuracy,
         "quality_target": registry.get(benchmark).quality_target, "log_sha256": sha256_file(path),
+        "training_ruleset": ruleset,
     }
 
 
-def write_tables(runs: Path, out: Path, run_dirs: list[Path], test_dirs: list[Path]) -> dict[str, int]:
-    """The tables of exactly the given run and test directories (not whatever else lies in runs/).
+def write_tables(
+    runs: Path,
+    out: Path,
+    run_dirs: list[Path],
+    test_dirs: list[Path],
+    training_ruleset: str = TRAINING_RULESET,
+    inference_round: str = ROUND,
+) -> dict[str, int]:
+    """The tables of exactly the given run and test directories (not whatever else lies in runs/),
+    their rows labelled with the rounds they are judged under.
 
     training_events goes to its file a batch at a time: a log of any size, with the memory of a batch.
     """
@@ -264,13 +288,14 @@ def write_tables(runs: Path, out: Path, run_dirs: list[Path], test_dirs: list[Pa
             for run_dir in sorted(run_dirs, key=lambda p: layout.identify_run(runs, p)):
                 target, benchmark, index = layout.identify_run(runs, run_dir)
                 rows["runs.parquet"].append(
-                    write_training_events(writer, target, benchmark, index, run_dir / MLLOG_FILE))
+                    write_training_events(writer, target, benchmark, index, run_dir / MLLOG_FILE, training_ruleset))
                 rows["provenance.parquet"].append(provenance_row(target, benchmark, f"train/run_{index}", run_dir))
         written["training_events.parquet"] = pq.read_metadata(events).num_rows
         rows["scores.parquet"] = score_rows(rows["runs.parquet"])
         for test_dir in sorted(test_dirs, key=lambda p: layout.identify_test(runs, p)):
             target, benchmark, scenario, mode = layout.identify_test(runs, test_dir)
-            rows["inference.parquet"].append(inference_row(target, benchmark, scenario, mode, test_dir))
+            rows["inference.parquet"].append(
+                inference_row(target, benchmark, scenario, mode, test_dir, inference_round))
             rows["provenance.parquet"].append(provenance_row(target, benchmark, f"infer/{scenario}/{mode}", test_dir))
         for name, table_rows in rows.items():
             pq.write_table(pa.Table.from_pylist(table_rows, schema=TABLES[name]), tmp / name, compression="zstd")
