@@ -18,10 +18,12 @@ import pytest
 from loadgen_logs import label_of, run_loadgen, wrong_for_odd
 
 from benchpipe.contracts.errors import ConfigError, InferenceError, ValidationError
-from benchpipe.contracts.layout import VERIFY_ACCURACY
+from benchpipe.contracts.layout import RAW_DIR, VERIFY_ACCURACY
 from benchpipe.contracts.rounds import COMPLIANCE_TESTS, ROUND
 from benchpipe.infer.compliance import VERIFY_PERFORMANCE, Verification, audit_config, verify_test01, verify_test04
+from benchpipe.contracts.records import RunKind
 from benchpipe.mlcommons import compliance_tests as official
+from benchpipe.package.inference import ScenarioResults, ComplianceVerdict, judged, verify_test, write_test
 from benchpipe.results.loadgen_parser import parse_detail_log
 
 # LoadGen's verdicts here depend on timing: these tests run in a pass of their own (Makefile).
@@ -327,7 +329,10 @@ def test_official_test01_and_ours_agree(runs, tmp_path, inference_checkout, run,
     assert f"{VERIFY_ACCURACY}: {expected}" in verdict.decided_by
     if not performance:
         assert f"{VERIFY_PERFORMANCE}: TEST FAIL: Test score invalid" in verdict.decided_by
-        assert verdict.reasons == [f"TEST01/{VERIFY_PERFORMANCE}: TEST FAIL: Test score invalid ({verdict.script})"]
+        assert verdict.reasons == [
+            f"TEST01/{VERIFY_PERFORMANCE}: TEST FAIL: Test score invalid "
+            "(MLCommons compliance/TEST01/run_verification.py)"
+        ]
     # The script's own counters. Its mismatch count compares each answer with the previous one for
     # the sample (ours with the accuracy run's): the counts differ, whether there are any does not.
     counts = dict(line.split(" = ") for line in (verdict.folder / VERIFY_ACCURACY).read_text().splitlines()
@@ -356,7 +361,8 @@ def test_official_test04_and_ours_agree(runs, tmp_path, inference_checkout, run,
     ours = _test04(runs, run, submission=submission, scenario=scenario)
     assert verdict.passed is ours.passed is passed
     assert verdict.accuracy_passed is None and [c.name for c in verdict.checks] == [VERIFY_PERFORMANCE]
-    assert verdict.decided_by == [f"{VERIFY_PERFORMANCE}: " + ("TEST PASS" if passed else "TEST FAIL: Test score invalid")]
+    decided = "TEST PASS" if passed else "TEST FAIL: Test score invalid"
+    assert verdict.decided_by == [f"{VERIFY_PERFORMANCE}: {decided}"]
     # TEST04's script reads the summaries, ours the detail logs: the same rates.
     text = (verdict.folder / VERIFY_PERFORMANCE).read_text()
     official_scores = [float(line.split(" = ")[1]) for line in text.splitlines() if line.endswith(tuple("0123456789"))
@@ -394,3 +400,93 @@ def test_official_verification_fails_loudly_without_a_verdict(runs, tmp_path, in
     with pytest.raises(ConfigError, match="is not a checkout of mlcommons/inference"):
         official.verify_test04(tmp_path, submission_perf_dir=runs["performance"], test_dir=runs["TEST04"],
                                output_dir=tmp_path / "out")
+
+
+# --- packaging: MLCommons' output in the tree, ours in its place without a checkout ----------------
+
+def _group(runs, test01: str = "TEST01") -> ScenarioResults:
+    tests = {"accuracy": runs["accuracy"], "performance": runs["performance"], "TEST01": runs[test01],
+             "TEST04": runs["TEST04"]}
+    return ScenarioResults("sut", "resnet", "Offline", tests=tests)
+
+
+def _package_tests(group: ScenarioResults, root: Path, checker: Path | None, staging: Path) -> tuple[Path, dict]:
+    settings = {"inference": {"checker": str(checker) if checker else None, "round": ROUND}}
+    submission = {"division": "closed", "submitter": "org"}
+    scenario_dir = root / "closed" / "org" / "results" / "sut" / "resnet" / "Offline"
+    verdicts = {test: verify_test(test, group, settings, staging) for test in COMPLIANCE_TESTS}
+    for test, verdict in verdicts.items():
+        write_test(scenario_dir / test, group, verdict, root, "resnet", submission)
+    return scenario_dir, verdicts
+
+
+def test_packaging_keeps_the_official_output_where_the_checker_reads_it(runs, tmp_path, inference_checkout):
+    official_dir, theirs = _package_tests(_group(runs), tmp_path / "official", inference_checkout, tmp_path / "s")
+    own_dir, ours = _package_tests(_group(runs), tmp_path / "own", None, tmp_path / "s2")
+    assert all(v.official is not None and v.disagreement() is None and v.passed for v in theirs.values())
+    assert theirs["TEST01"].verified_by.startswith("MLCommons' compliance/TEST01/run_verification.py (round v6.1)")
+    assert all(v.official is None and v.passed for v in ours.values())
+    assert ours["TEST04"].verified_by == "benchpipe's own verification (no inference.checker configured)"
+    # The same layout either way; ours labelled as benchpipe's in each verify file.
+    listing = {d: sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
+               for d in (official_dir, own_dir)}
+    assert listing[official_dir] == listing[own_dir] == [
+        "TEST01/accuracy/mlperf_log_accuracy.json", "TEST01/performance/run_1/mlperf_log_detail.txt",
+        "TEST01/performance/run_1/mlperf_log_summary.txt", "TEST01/verify_accuracy.txt",
+        "TEST01/verify_performance.txt", "TEST04/performance/run_1/mlperf_log_detail.txt",
+        "TEST04/performance/run_1/mlperf_log_summary.txt", "TEST04/verify_performance.txt",
+    ]
+    for name in ("TEST01/verify_accuracy.txt", "TEST04/verify_performance.txt"):
+        assert (own_dir / name).read_text().startswith("benchpipe's own TEST0")
+        assert "benchpipe" not in (official_dir / name).read_text()
+    for root in (official_dir, own_dir):
+        check = _official_compliance_check(inference_checkout, root)
+        assert check.dir_exists_check() and check.accuracy_check() and check.compliance_performance_check()
+
+
+def test_packaging_refuses_a_failing_or_disputed_verification(runs, tmp_path, inference_checkout):
+    _, verdicts = _package_tests(_group(runs, "TEST01_wrong"), tmp_path / "tree", inference_checkout, tmp_path / "s")
+    wrong = verdicts["TEST01"]
+    assert not wrong.passed and wrong.accuracy_passed is False and wrong.disagreement() is None
+    # A failed comparison of answers stops packaging even for a development run.
+    assert judged(wrong, RunKind(official=False, min_duration_ms=100, accuracy_samples=None))
+    assert wrong.reasons[0] == "TEST01/verify_accuracy.txt: TEST FAIL (MLCommons compliance/TEST01/run_verification.py)"
+    assert wrong.reasons[1].startswith("TEST01 accuracy: ")  # ours, saying which answers differ
+    # Were benchpipe's verification to pass what MLCommons' fails, the two would disagree: an error.
+    disputed = ComplianceVerdict("TEST01", _test01(runs, "TEST01"), wrong.official)
+    assert disputed.disagreement() == (
+        "TEST01: MLCommons' run_verification.py and benchpipe's verification disagree: theirs "
+        "verify_accuracy.txt: TEST FAIL; verify_performance.txt: TEST PASS; ours TEST PASS"
+    )
+
+
+@pytest.mark.parametrize("checker", [True, False])
+@pytest.mark.parametrize("test01, passes", [("TEST01", True), ("TEST01_wrong", False)])
+def test_the_audit_verifies_the_packaged_tests_again(runs, tmp_path, inference_checkout, checker, test01, passes):
+    from benchpipe.audit import FAIL, PASS, Item, _compliance_tests
+
+    tree = tmp_path / "tree"
+    group = _group(runs, test01)
+    if passes:
+        scenario_dir, _ = _package_tests(group, tree / "inference", inference_checkout if checker else None, tmp_path)
+    else:
+        # Packaging would refuse it: lay it out from its verdict, as a tampered tree would hold it.
+        settings = {"inference": {"checker": str(inference_checkout) if checker else None, "round": ROUND}}
+        scenario_dir = tree / "inference" / "closed" / "org" / "results" / "sut" / "resnet" / "Offline"
+        verdict = verify_test("TEST01", group, settings, tmp_path)
+        write_test(scenario_dir / "TEST01", group, verdict, tree / "inference", "resnet",
+                   {"division": "closed", "submitter": "org"})
+    (scenario_dir / "performance" / "run_1").mkdir(parents=True)
+    for name in ("mlperf_log_detail.txt", "mlperf_log_summary.txt"):
+        shutil.copy(runs["performance"] / name, scenario_dir / "performance" / "run_1" / name)
+    raw = tree / RAW_DIR / "sut" / "resnet" / "Offline"
+    raw.mkdir(parents=True)
+    shutil.copy(runs["accuracy"] / "mlperf_log_accuracy.json", raw / "mlperf_log_accuracy.json")
+    item = Item("checkers")
+    # The TEST01 run's accuracy log is read from TEST01/accuracy/, where run_verification.py puts it.
+    _compliance_tests(tree, tree, item, RunKind(official=False, min_duration_ms=100, accuracy_samples=None))
+    assert item.checked == (2 if passes else 1)
+    assert item.status == (PASS if passes else FAIL), item.reasons
+    if not passes:
+        [reason] = item.reasons
+        assert reason.startswith("inference/closed/org/results/sut/resnet/Offline/TEST01: TEST01 accuracy: ")

@@ -10,7 +10,10 @@ LoadGen applies on top of it (``StartTestWithLogSettings(..., audit_config_filen
   submission run (a SUT that caches answers would be).
 
 The verification is our own implementation of the rules of the round's compliance/TEST01 and
-compliance/TEST04 scripts (verify_accuracy.py, verify_performance.py). It writes the
+compliance/TEST04 scripts (verify_accuracy.py, verify_performance.py). Where a checkout of
+mlcommons/inference is configured, packaging runs those scripts themselves
+(``benchpipe.mlcommons.compliance_tests``) and this one only cross-checks them; without one
+(benchpipe's development trees) its files stand in, labelled as benchpipe's. It writes the
 verify_*.txt files that the submission checker's compliance check reads: it looks for a line
 that is exactly ``TEST PASS`` in verify_accuracy.txt and for ``TEST PASS`` anywhere in a line
 of verify_performance.txt.
@@ -32,6 +35,8 @@ from benchpipe.results.loadgen_parser import RESULT_KEY, DetailLog, parse_detail
 VERIFY_PERFORMANCE = "verify_performance.txt"
 PASS_LINE = "TEST PASS"
 FAIL_LINE = "TEST FAIL"
+# The first line of each verify file benchpipe writes: a tree must tell them from the official ones.
+OWN_LABEL = "benchpipe's own {test} verification (the rules of MLCommons' compliance/{test} scripts, not the scripts)"
 
 # --- audit.config -------------------------------------------------------------------------------
 
@@ -264,6 +269,7 @@ def _show(data: bytes) -> str:
 def _accuracy_text(c: _AccuracyComparison) -> str:
     # The counters of the official verify_accuracy.py, under the same names.
     lines = [
+        OWN_LABEL.format(test="TEST01"),
         "Verifying accuracy: TEST01 performance-mode responses against the accuracy run's first response per qsl_idx.",
         f"num_acc_log_entries = {c.acc_entries}",
         f"num_acc_log_duplicate_keys = {c.acc_duplicates}",
@@ -356,6 +362,7 @@ class _PerfVerdict:
 def _verdict(test: str, lines: list[str], ref: _PerfResult, run: _PerfResult,
              failure: str | None, figures: dict[str, float]) -> _PerfVerdict:
     # The file goes into the submission tree: no local paths there, only in the reasons.
+    lines = [OWN_LABEL.format(test=test), *lines]
     if failure is None:
         return _PerfVerdict(True, "\n".join([*lines, PASS_LINE]) + "\n", [], figures)
     text = "\n".join([*lines, f"{FAIL_LINE}: {failure}"]) + "\n"

@@ -7,10 +7,17 @@ Both hold ``systems/<target>.json``, ``src/<model>/`` and, per scenario,
 ``results/<target>/<model>/<scenario>/`` with ``performance/run_1/``, ``accuracy/``,
 ``user.conf``, ``measurements.json``, ``README.md`` and, in the closed division,
 ``TEST01/`` and ``TEST04/`` with their ``verify_*.txt``.
+
+With a checkout of mlcommons/inference (``inference.checker``), TEST01 and TEST04 are verified by
+its ``compliance/TEST0x/run_verification.py``, whose output folder goes into the tree as it is;
+benchpipe's own verification runs beside it as a cross-check, and the two must agree. Without
+one, benchpipe's own verify files stand in, labelled as such, in the same layout.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +32,14 @@ from benchpipe.contracts.layout import (
     DETAIL_LOG,
     RAW_DIR,
     USER_CONF,
-    VERIFY_ACCURACY,
 )
 from benchpipe.contracts.records import RunKind, read_model_record
 from benchpipe.contracts.rounds import COMPLIANCE_TESTS
 from benchpipe.contracts.schemas import validate
-from benchpipe.infer.compliance import PASS_LINE, verify_test01, verify_test04
+from benchpipe.infer.compliance import Verification, verify_test01, verify_test04
+from benchpipe.infer.sut import RESPONSE_DTYPE
 from benchpipe.infer.validity import check_accuracy, check_performance
+from benchpipe.mlcommons import compliance_tests as official
 from benchpipe.package.files import copy_code, copy_file, dump_json
 from benchpipe.results.loadgen_parser import parse_detail_log
 
@@ -56,6 +64,48 @@ class ScenarioResults:
         return f"{self.benchmark} on {self.target}, {self.scenario}"
 
 
+OWN_VERIFICATION = "benchpipe's own verification (no inference.checker configured)"
+
+
+@dataclass(frozen=True)
+class ComplianceVerdict:
+    """One compliance test of a scenario: MLCommons' verdict where a checkout is configured, ours beside it."""
+
+    test: str
+    own: Verification
+    official: official.OfficialVerdict | None = None
+
+    @property
+    def passed(self) -> bool:
+        return (self.official or self.own).passed
+
+    @property
+    def accuracy_passed(self) -> bool | None:
+        return (self.official or self.own).accuracy_passed
+
+    @property
+    def reasons(self) -> list[str]:
+        # The official verdict lines say only pass or fail; ours say by how much, hence both.
+        return [*(self.official.reasons if self.official else []), *self.own.reasons]
+
+    @property
+    def verified_by(self) -> str:
+        if self.official is None:
+            return OWN_VERIFICATION
+        script = f"compliance/{self.test}/{official.SCRIPT}"
+        return f"MLCommons' {script} (round {self.official.round}), cross-checked by benchpipe's"
+
+    def disagreement(self) -> str | None:
+        """Why MLCommons' scripts and benchpipe's verification disagree, if they do."""
+        theirs, ours = self.official, self.own
+        if theirs is None or (theirs.passed, theirs.accuracy_passed) == (ours.passed, ours.accuracy_passed):
+            return None
+        return (
+            f"{self.test}: MLCommons' {official.SCRIPT} and benchpipe's verification disagree: "
+            f"theirs {'; '.join(theirs.decided_by)}; ours {'; '.join(ours.reasons) or 'TEST PASS'}"
+        )
+
+
 def group_tests(runs_dir: Path, rows: list[dict]) -> list[ScenarioResults]:
     groups: dict[tuple[str, str, str], ScenarioResults] = {}
     for row in rows:
@@ -78,8 +128,13 @@ def check_coverage(settings: dict, rows: list[dict]) -> None:
         raise ValidationError(f"inference.parquet: no result for {', '.join(' '.join(m) for m in missing)}")
 
 
-def check_scenario(group: ScenarioResults, settings: dict) -> dict[str, Any]:
-    """benchpipe's own rules on one scenario's tests; the compliance verdicts. Raises on any failure."""
+def check_scenario(group: ScenarioResults, settings: dict,
+                   staging: Path | None = None) -> dict[str, ComplianceVerdict]:
+    """benchpipe's own rules on one scenario's tests; the compliance verdicts. Raises on any failure.
+
+    With a checker checkout configured, MLCommons' verification scripts write their output
+    folders under ``staging`` (required then), to be copied into the tree once everything passed.
+    """
     kind = RunKind.from_settings(settings["inference"])
     division = settings["submission"]["division"]
     task = registry.get(group.benchmark).inference
@@ -114,16 +169,18 @@ def check_scenario(group: ScenarioResults, settings: dict) -> dict[str, Any]:
         for test in COMPLIANCE_TESTS:
             if test not in group.tests:
                 continue
-            verification = _verify(test, group)
-            verdicts[test] = verification
-            if not verification.passed and judged(verification, kind):
-                problems += [f"{group.tests[test]}: {test}: {reason}" for reason in verification.reasons]
+            verdict = verify_test(test, group, settings, staging)
+            verdicts[test] = verdict
+            if disagreement := verdict.disagreement():
+                problems.append(f"{group.tests[test]}: {disagreement}")
+            elif not verdict.passed and judged(verdict, kind):
+                problems += [f"{group.tests[test]}: {test}: {reason}" for reason in verdict.reasons]
     if problems:
         raise ValidationError(f"{group.where}: " + "; ".join(problems))
     return verdicts
 
 
-def judged(verification, kind: RunKind) -> bool:
+def judged(verification: Verification | ComplianceVerdict, kind: RunKind) -> bool:
     """Whether a failed verification stops packaging.
 
     Always for an official run, and always for TEST01's accuracy part, which compares answers
@@ -136,19 +193,32 @@ def judged(verification, kind: RunKind) -> bool:
     """
     if kind.official:
         return True
-    accuracy = verification.files.get(VERIFY_ACCURACY)
-    return accuracy is not None and PASS_LINE not in accuracy.splitlines()
+    return verification.accuracy_passed is False
 
 
-def _verify(test: str, group: ScenarioResults):
+def verify_test(test: str, group: ScenarioResults, settings: dict, staging: Path | None) -> ComplianceVerdict:
+    """``test`` verified by benchpipe and, with ``inference.checker`` set, by MLCommons' script into ``staging``."""
+    perf, run = group.tests["performance"], group.tests[test]
     if test == "TEST01":
-        return verify_test01(
-            accuracy_dir=group.tests["accuracy"], test_dir=group.tests[test],
-            submission_perf_dir=group.tests["performance"], scenario=group.scenario,
+        own = verify_test01(accuracy_dir=group.tests["accuracy"], test_dir=run,
+                            submission_perf_dir=perf, scenario=group.scenario)
+    else:
+        own = verify_test04(test_dir=run, submission_perf_dir=perf, scenario=group.scenario)
+    checkout = settings["inference"].get("checker")
+    if not checkout:
+        return ComplianceVerdict(test, own)
+    if staging is None:
+        raise ValidationError(f"{group.where}: {test}: MLCommons' verification needs a staging folder")
+    out = staging / group.target / group.benchmark / group.scenario
+    if test == "TEST01":
+        theirs = official.verify_test01(
+            Path(checkout), accuracy_log=group.tests["accuracy"] / ACCURACY_LOG, submission_perf_dir=perf,
+            test_dir=run, output_dir=out, dtype=RESPONSE_DTYPE.name, round=settings["inference"]["round"],
         )
-    return verify_test04(
-        test_dir=group.tests[test], submission_perf_dir=group.tests["performance"], scenario=group.scenario
-    )
+    else:
+        theirs = official.verify_test04(Path(checkout), submission_perf_dir=perf, test_dir=run, output_dir=out,
+                                        round=settings["inference"]["round"])
+    return ComplianceVerdict(test, own, theirs)
 
 
 def section_of(root: Path, benchmark: str) -> tuple[Path, str]:
@@ -185,6 +255,7 @@ def scenario_readme(group: ScenarioResults, kind: RunKind, verdicts: dict) -> st
         f"Each test ran as `benchpipe infer --benchmark {group.benchmark} --scenario {group.scenario} "
         f"--mode <mode> --calibration <dir>` under mlcommons-loadgen {row['loadgen_version']}, with the "
         f"user.conf beside this file, which `benchpipe calibrate` wrote from measurements of this model.\n{note}"
+        + "".join(f"\n{test} verified by {v.verified_by}.\n" for test, v in verdicts.items())
         + "".join(
             f"\n**{test} failed, reported but not judged** (a development run's performance comparisons "
             f"are not: short runs on a shared machine vary by more than 10 %, and TEST01 logs about 4,096 "
@@ -217,13 +288,27 @@ def write_scenario(root: Path, group: ScenarioResults, settings: dict, verdicts:
     copy_file(full, root / RAW_DIR / group.target / group.benchmark / group.scenario / ACCURACY_LOG)
     # The calibration behind user.conf (run kind, batching): what `benchpipe reproduce` re-runs a test with.
     copy_file(perf / CALIBRATION, root / RAW_DIR / group.target / group.benchmark / group.scenario / CALIBRATION)
-    for test, verification in verdicts.items():
-        test_dir = group.tests[test]
-        out = scenario_dir / test
-        for log in (*LOADGEN_LOGS, ACCURACY_LOG):
-            if (test_dir / log).is_file():
-                copy_file(test_dir / log, out / "performance" / "run_1" / log)
-        verification.write(out)
+    for test, verdict in verdicts.items():
+        write_test(scenario_dir / test, group, verdict, section, folder, submission)
+
+
+def write_test(out: Path, group: ScenarioResults, verdict: ComplianceVerdict, section: Path, folder: str,
+               submission: dict) -> None:
+    """TEST01/ or TEST04/ as MLCommons' run_verification.py lays it out (and, with a checkout, wrote it)."""
+    if verdict.official is not None:
+        # Where the round's checker looks for it (results/.../<scenario>/TEST0x since v6.0).
+        placed = section / verdict.official.tree_path.format(
+            division=submission["division"], submitter=submission["submitter"], system=group.target,
+            benchmark=folder, scenario=group.scenario,
+        )
+        shutil.copytree(verdict.official.folder, placed)
+        return
+    test_dir = group.tests[verdict.test]
+    for log in LOADGEN_LOGS:
+        copy_file(test_dir / log, out / "performance" / "run_1" / log)
+    if verdict.test == "TEST01":
+        copy_file(test_dir / ACCURACY_LOG, out / "accuracy" / ACCURACY_LOG)
+    verdict.own.write(out)
 
 
 def write_org_files(root: Path, settings: dict, systems: dict[str, dict], names: list[str]) -> None:
@@ -270,17 +355,20 @@ def write_inference(root: Path, runs_dir: Path, settings: dict, systems: dict, r
         return {}  # a training-only submission
     check_round_scenarios(settings, systems, names)
     groups = group_tests(runs_dir, rows)
-    verdicts = {(g.target, g.benchmark, g.scenario): check_scenario(g, settings) for g in groups}
-    write_org_files(root, settings, systems, names)
-    for group in groups:
-        write_scenario(root, group, settings, verdicts[(group.target, group.benchmark, group.scenario)])
+    with tempfile.TemporaryDirectory(prefix="benchpipe-compliance-") as staging:
+        verdicts = {(g.target, g.benchmark, g.scenario): check_scenario(g, settings, Path(staging)) for g in groups}
+        write_org_files(root, settings, systems, names)
+        for group in groups:
+            write_scenario(root, group, settings, verdicts[(group.target, group.benchmark, group.scenario)])
     kind = RunKind.from_settings(settings["inference"])
     return {
         "kind": kind.label,
         "official": kind.official,
         "compliance": [
             {"target": t, "benchmark": b, "scenario": s, "test": test, "passed": v.passed,
-             "judged": v.passed or judged(v, kind), "reasons": v.reasons}
+             "judged": v.passed or judged(v, kind), "reasons": v.reasons, "verified_by": v.verified_by,
+             "decided_by": v.official.decided_by if v.official else None,
+             "cross_check": "benchpipe's own verification agrees" if v.official else None}
             for (t, b, s), tests in verdicts.items() for test, v in tests.items()
         ],
         "official_checker": _run_checker(root, settings, names, kind),
