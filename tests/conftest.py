@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,22 @@ BIN_DIR = Path(sys.executable).parent
 
 
 THREADS = 2  # TensorFlow's thread counts for every in-process test
+
+
+# The tiers (README, Makefile): `make test` deselects these kinds, `make test-all` runs them too.
+FULL_TIER_ONLY = ("engine", "slurm", "resnet", "kill", "bench")
+# Tests that share the workflow run's tree run on one xdist worker (with --dist loadgroup), so
+# the other worker never waits for it and their snakemake calls in it follow one another.
+WORKFLOW_GROUP = "submitted"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the group into the node id
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if "submitted" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(WORKFLOW_GROUP))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,22 +58,62 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every xdist worker of this session sees (the session's own folder without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    # Each worker's basetemp is a sub-folder of the session's; without xdist, basetemp's parent
+    # holds earlier sessions too, and a tree from one of them must not be taken for this one's.
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """``make(folder)`` run by the first worker that asks; the others wait for it and reuse its folder.
+
+    A failure is recorded, so that every other worker fails with its message at once rather
+    than trying again for as long.
+    """
+    root = shared_dir(tmp_path_factory)
+    out, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if failed.exists():
+            pytest.fail(f"{name} failed in another worker: {failed.read_text()}")
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            try:
+                make(out)
+            except BaseException as exc:
+                failed.write_text(str(exc)[-5000:] or type(exc).__name__)
+                raise
+            done.touch()
+    return out
+
+
+def run_reduced_workflow(workdir: Path, env: dict[str, str]) -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        ["snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", "submit",
+         "--configfile", str(REPO_ROOT / ".test" / "config" / "config.yaml")],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+
+
 @pytest.fixture(scope="session")
 def submitted(tmp_path_factory, cli_env) -> Path:
     """A working directory where `snakemake submit` ran on the reduced config (.test/): once per session.
 
-    Its tree is submissions/ci. Tests that change what lies there work on a copy, except the
-    end-to-end test, which checks that the tree survives what it does to runs/.
+    Its tree is submissions/ci. The workflow runs once, whatever the number of xdist workers;
+    each worker gets its own copy of the working directory (times kept, so Snakemake finds
+    it up to date), which its tests share: those that change what lies there work on a
+    further copy, except the end-to-end test, which checks that the tree survives what it
+    does to runs/, and the audit and report rules, which write beside the tree.
     """
-    import subprocess
-
+    pristine = made_once(tmp_path_factory, "workflow", lambda out: run_reduced_workflow(out, cli_env))
     workdir = tmp_path_factory.mktemp("workflow")
-    proc = subprocess.run(
-        ["snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", "submit",
-         "--configfile", str(REPO_ROOT / ".test" / "config" / "config.yaml")],
-        env=cli_env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    shutil.copytree(pristine, workdir, symlinks=True, dirs_exist_ok=True)
     return workdir
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from engines import build_image, require_engine, running_containers, write_target
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.engine]
 ENGINES = ["docker", "podman"]
 
 

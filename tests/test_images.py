@@ -97,6 +97,7 @@ def test_shipped_image_locks_are_fully_hashed(image):
     assert "snakemake" not in names  # the workflow engine stays on the host
 
 
+@pytest.mark.engine
 def test_a_sif_is_converted_from_podmans_image_where_docker_does_not_answer(tmp_path, monkeypatch):
     import json
     import tarfile

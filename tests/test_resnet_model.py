@@ -411,6 +411,7 @@ def test_mllog_keys_satisfy_the_closed_resnet_rules(optimizer, hp):
 
 
 @pytest.mark.slow
+@pytest.mark.resnet
 def test_lars_trains_resnet50_on_random_data():
     keras.utils.set_random_seed(0)
     model = build_resnet50(32, 10)

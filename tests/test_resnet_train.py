@@ -18,7 +18,7 @@ from benchpipe.mlcommons.checkers import run_compliance_checker
 from benchpipe.results.mllog_parser import parse_mllog, read_run
 from benchpipe.train.harness import Submission, train_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.resnet]
 
 RESNET = registry.get("resnet")
 # Small images and batches, an evaluation after every epoch: the code path of a real run

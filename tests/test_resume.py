@@ -17,7 +17,7 @@ import yaml
 
 from benchpipe.package.manifest import verify_manifest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kill]
 
 CONFIG = {
     "submission": {"submitter": "benchpipe-ci", "division": "open", "status": "research", "round": "ci"},

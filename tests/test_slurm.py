@@ -26,7 +26,7 @@ import yaml
 
 from benchpipe.package.manifest import verify_manifest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 TARGET = "cluster-cpu"
 # The target's runs go to `accel`, the dataset steps to `cpu` (cluster.cpu_partition).
@@ -283,6 +283,7 @@ def test_a_job_killed_at_its_time_limit_runs_again_with_more_time(cluster, tmp_p
     assert verify_manifest(workdir / TREE) > 10
 
 
+@pytest.mark.engine
 def test_a_podman_targets_jobs_run_on_the_node_in_the_image_built_before_them(cluster, tmp_path, repo_root,
                                                                                 cli_env):
     # What most clusters allow besides Apptainer: a daemonless engine on the compute node. The

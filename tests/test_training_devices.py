@@ -247,6 +247,7 @@ def two_replicas(digits_data, tmp_path_factory, cli_env) -> tuple[Path, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.resnet
 def test_mirrored_run_splits_the_global_batch_over_its_replicas(two_replicas, digits_data):
     work, results = two_replicas
     run = work / "mirrored"
@@ -276,6 +277,7 @@ def test_mirrored_run_splits_the_global_batch_over_its_replicas(two_replicas, di
 
 
 @pytest.mark.slow
+@pytest.mark.resnet
 def test_the_seed_alone_decides_a_mirrored_run(two_replicas):
     work, _ = two_replicas
     assert _eval_accuracies(work / "mirrored") == _eval_accuracies(work / "mirrored_again")
@@ -284,6 +286,7 @@ def test_the_seed_alone_decides_a_mirrored_run(two_replicas):
 
 
 @pytest.mark.slow
+@pytest.mark.resnet
 def test_a_global_batch_that_does_not_split_fails_in_init(two_replicas):
     work, results = two_replicas
     message = results["uneven"]
@@ -295,6 +298,7 @@ def test_a_global_batch_that_does_not_split_fails_in_init(two_replicas):
 
 
 @pytest.mark.slow
+@pytest.mark.resnet
 def test_thread_counts_of_the_target_reach_tensorflow(two_replicas):
     work, results = two_replicas
     assert results["tf_threads"] == [1, 2]
@@ -307,6 +311,7 @@ def test_thread_counts_of_the_target_reach_tensorflow(two_replicas):
 
 
 @pytest.mark.slow
+@pytest.mark.resnet
 def test_a_model_whose_replicas_differ_is_refused(two_replicas):
     _, results = two_replicas
     assert results["keras_sgd_diverged"] == []
@@ -318,6 +323,7 @@ def test_a_model_whose_replicas_differ_is_refused(two_replicas):
 
 
 @pytest.mark.slow
+@pytest.mark.resnet
 def test_the_resnet_optimizers_update_every_replica_alike(two_replicas):
     _, results = two_replicas
     assert (results["lars_diverged"], results["sgd_with_l2_diverged"]) == ([], [])
@@ -338,6 +344,7 @@ def imagenet(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.resnet
 def test_a_trainer_hooks_run_evaluates_every_image_once_over_two_replicas(imagenet, tmp_path, cli_env):
     from imagenet_tree import SUBSET
 
@@ -366,6 +373,7 @@ def _forced_mixed(settings: TrainingDevices) -> TrainingPlacement:
 
 
 @pytest.mark.slow
+@pytest.mark.resnet
 def test_a_mixed_float16_run_trains_in_float16_and_leaves_the_global_policy_alone(digits_data, tmp_path):
     import keras
     import tensorflow as tf

@@ -16,7 +16,7 @@ from engines import require_engine, running_containers
 
 from benchpipe.package.manifest import verify_manifest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.engine]
 CANARY = "benchpipe-canary-93120"
 
 

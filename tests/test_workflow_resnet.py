@@ -60,6 +60,8 @@ def write(tmp_path: Path, config: dict) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.resnet
+@pytest.mark.timing
 def test_open_resnet_tree_passes_the_official_training_and_inference_checkers(
     repo_root, tmp_path, cli_env, inference_checkout
 ):
