@@ -13,8 +13,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 BENCHMARK = "digits"
+# This interpreter's command line, whatever PATH says.
+BENCHPIPE = str(Path(sys.executable).parent / "benchpipe")
 # A child prints its measurements on one line with this prefix; anything else it prints is noise.
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -65,3 +68,65 @@ def run_child(cmd: list[str], work: Path, variant: str, seed: int) -> dict:
     if done.returncode != 0 or not lines:
         sys.exit(f"{variant} seed {seed} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def parse_with_smoke(parser: argparse.ArgumentParser, argv: list[str] | None = None, **tiny: Any) -> argparse.Namespace:
+    """The script's arguments, with ``--smoke``: then ``tiny`` replaces the defaults (options given
+    on the command line still win), so that the script runs end to end in seconds and a test
+    can tell that it still works. Its numbers mean nothing."""
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiniest sizes, one repeat: checks that the script runs; its numbers mean nothing")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        # set_defaults accepts any name: a misspelt or removed option must fail here, not shrink nothing.
+        unknown = set(tiny) - {action.dest for action in parser._actions}
+        if unknown:
+            raise SystemExit(f"--smoke sets options the script does not have: {', '.join(sorted(unknown))}")
+        parser.set_defaults(**tiny)
+        args = parser.parse_args(argv)
+    return args
+
+
+# The stages' command lines, as workflow/rules/*.smk give them: a bench that runs a stage
+# as a job builds its command here, so a changed command line is mended in one place.
+def train_command(data: Path | str, out: Path | str, seed: int, threads: int, platform: str = "local-cpu",
+                  benchmark: str = BENCHMARK) -> list[str]:
+    return ["benchpipe", "train", "--benchmark", benchmark, "--data", str(data), "--seed", str(seed),
+            "--org", "bench", "--platform", platform, "--division", "closed", "--status", "research",
+            "--threads", str(threads), "--out", str(out)]
+
+
+def calibrate_command(data: Path | str, train_runs: list[Path | str], scenario: str, out: Path | str, threads: int,
+                      min_duration_ms: int, benchmark: str = BENCHMARK) -> list[str]:
+    return ["benchpipe", "calibrate", "--benchmark", benchmark, "--data", str(data),
+            "--train-runs", *map(str, train_runs), "--scenario", scenario,
+            "--min-duration-ms", str(min_duration_ms), "--threads", str(threads), "--out", str(out)]
+
+
+def infer_command(data: Path | str, calibration: Path | str, scenario: str, mode: str, out: Path | str,
+                  threads: int, benchmark: str = BENCHMARK) -> list[str]:
+    return ["benchpipe", "infer", "--benchmark", benchmark, "--data", str(data), "--calibration", str(calibration),
+            "--scenario", scenario, "--mode", mode, "--threads", str(threads), "--out", str(out)]
+
+
+def run_stage(command: list[str], cwd: Path) -> None:
+    """One stage's command here, without a runtime; its stderr is shown when it fails."""
+    done = subprocess.run([BENCHPIPE, *command[1:]], cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command[:2])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+
+
+def trained_run(work: Path, data: Path, seed: int = 1, threads: int = 1) -> Path:
+    """A tiny trained digits run under ``work`` (its model/ is what inference serves)."""
+    out = work / "runs" / "local-cpu" / BENCHMARK / "train" / f"run_{seed}"
+    run_stage(train_command(data, out, seed, threads), work)
+    return out
+
+
+def calibration(work: Path, data: Path, train_runs: list[Path], scenario: str, min_duration_ms: int,
+                threads: int = 1, name: str | None = None) -> Path:
+    """``benchpipe calibrate``'s output for ``scenario`` under ``work`` (in a folder ``name``, the
+    scenario's by default): user.conf and the model served."""
+    out = work / "runs" / "local-cpu" / BENCHMARK / "calibrate" / (name or scenario)
+    run_stage(calibrate_command(data, train_runs, scenario, out, threads, min_duration_ms), work)
+    return out

@@ -7,9 +7,9 @@ What is measured, each repeat running the variants alternately:
 * Training: one seeded digits run through `benchpipe run --target-file <target> --
   benchpipe train ...`, exactly as the workflow's rule runs it. Time to train is the
   run's own MLLOG run_start..run_stop: the measured region a submission reports.
-* Offline: one LoadGen Offline performance test, the same way, serving the model of the
-  local training run (both variants serve the same model). Reported: LoadGen's
-  result_samples_per_second.
+* Offline: one LoadGen Offline performance test, the same way, with the one calibration
+  (`benchpipe calibrate`, run locally) of the local training run's model: both variants serve
+  the same model with the same user.conf. Reported: LoadGen's result_samples_per_second.
 * Start overhead: `benchpipe run ... -- python -c "import os; os.makedirs(OUT)"` on each target; the container
   engines' figure minus local's is what a job pays to run in a container.
 
@@ -21,6 +21,7 @@ base image built (containers/base/build.sh docker; podman too for its start over
 
     python bench/container_vs_local.py                # 3 repeats
     python bench/container_vs_local.py --images DIR   # reuse image records in DIR/images
+    python bench/container_vs_local.py --smoke        # one repeat, 1 s runs: does it still run?
 
 It builds the tensorflow-cpu image (from the pip cache, network off for the build) unless
 --images names a folder that has the records.
@@ -39,7 +40,16 @@ import sys
 import time
 from pathlib import Path
 
-from benchwork import BENCHMARK, prepared_data, work_dir
+from benchwork import (
+    BENCHMARK,
+    BENCHPIPE,
+    calibration,
+    infer_command,
+    parse_with_smoke,
+    prepared_data,
+    train_command,
+    work_dir,
+)
 
 from benchpipe.package.system import cpu_model
 
@@ -47,9 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 TARGETS = REPO / "config" / "targets"
 IMAGE = "tensorflow-cpu"
 BASE = "benchpipe/debian:bookworm"
-# This interpreter's command line, whatever PATH says; local jobs find it on PATH, as the
-# workflow's do.
-BENCHPIPE = str(Path(sys.executable).parent / "benchpipe")
+# Local jobs find this interpreter's `benchpipe` on PATH, as the workflow's do.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
@@ -60,7 +68,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--min-duration-ms", type=int, default=3000)
     p.add_argument("--images", type=Path, default=None, help="a folder holding images/<engine>/tensorflow-cpu.json")
     p.add_argument("--keep", action="store_true")
-    return p.parse_args()
+    return parse_with_smoke(p, repeats=1, start_repeats=1, min_duration_ms=1000)
 
 
 def engines_available() -> list[str]:
@@ -129,17 +137,15 @@ def main() -> int:
             seed = 1 + i
             for target in ("local-cpu", "docker-cpu") if i % 2 == 0 else ("docker-cpu", "local-cpu"):
                 out = f"runs/{target}/{BENCHMARK}/train/run_{i}"
-                run(work, images, target, [str(data)], out, "benchpipe", "train", "--benchmark", BENCHMARK,
-                    "--data", str(data), "--seed", str(seed), "--org", "bench", "--platform", target,
-                    "--division", "closed", "--status", "research", "--threads", str(threads), "--out", out)
+                run(work, images, target, [str(data)], out, *train_command(data, out, seed, threads, target))
                 results[target]["train"].append(time_to_train_s(work / out))
-            model_run = f"runs/local-cpu/{BENCHMARK}/train/run_{i}"
+            model_run = Path(f"runs/local-cpu/{BENCHMARK}/train/run_{i}")
+            calibrated = calibration(work, data, [model_run], "Offline", args.min_duration_ms, threads,
+                                     name=f"Offline_{i}").relative_to(work)
             for target in ("local-cpu", "docker-cpu") if i % 2 == 0 else ("docker-cpu", "local-cpu"):
                 out = f"runs/{target}/{BENCHMARK}/infer/Offline/performance_{i}"
-                run(work, images, target, [str(data), model_run], out, "benchpipe", "infer", "--benchmark",
-                    BENCHMARK, "--data", str(data), "--train-runs", model_run, "--scenario", "Offline",
-                    "--mode", "performance", "--min-duration-ms", str(args.min_duration_ms),
-                    "--threads", str(threads), "--out", out)
+                run(work, images, target, [str(data), str(model_run), str(calibrated)], out,
+                    *infer_command(data, calibrated, "Offline", "performance", out, threads))
                 results[target]["offline"].append(samples_per_second(work / out))
         start = {t: [] for t in ["local-cpu", *[f"{e}-cpu" for e in engines]]}
         for i in range(args.start_repeats):

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import yaml
+from benchwork import parse_with_smoke
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = ["Offline", "SingleStream", "MultiStream", "Server"]
@@ -121,7 +122,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000, help="jobs in the DAG, at least (default 1000)")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parse_with_smoke(parser, jobs=1, repeats=1)  # the smallest DAG: 3 runs
     per_target = 1 + len(SCENARIOS) * (1 + len(MODES))  # describe_system, calibrate, infer
     runs = max(3, -(-(args.jobs - 4) // TARGETS) - per_target)
     snakemake = shutil.which("snakemake")

@@ -39,6 +39,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from benchwork import parse_with_smoke
+
 MB = 1_000_000
 _MIB = 1024 * 1024
 _GENERATE_CHUNK = 8 * _MIB
@@ -60,7 +62,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # the server process's own mode
-    return p.parse_args()
+    return parse_with_smoke(p, size_mb=1, rounds=1)
 
 
 def generate(path: Path, size: int) -> str:

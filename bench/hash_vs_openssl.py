@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchwork import RESULT_PREFIX, work_dir
+from benchwork import RESULT_PREFIX, parse_with_smoke, work_dir
 
 MB = 1_000_000
 _MIB = 1024 * 1024
@@ -66,7 +66,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--big", action="store_true", help="a 10 GiB tree (overrides --size-gb)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    return p.parse_args()
+    return parse_with_smoke(p, size_gb=0.01, rounds=1)
 
 
 def generate(tree: Path, size: int) -> list[Path]:

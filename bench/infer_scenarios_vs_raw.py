@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from benchwork import prepared_data, work_dir
+from benchwork import parse_with_smoke, prepared_data, work_dir
 
 from benchpipe.infer.calibrate import SAFETY_MARGIN, SEARCH_LATENCY_FRACTION
 from benchpipe.package.system import cpu_model
@@ -84,7 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a digits SavedModel to serve instead of random weights")
     p.add_argument("--data", type=Path, default=None, help="reuse a prepared digits dataset directory")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    return p.parse_args(argv)
+    return parse_with_smoke(p, argv, repeats=1, duration_ms=300, server_budget_s=4.0, server_run_ms=300,
+                            resnet_batch=8)
 
 
 @dataclass

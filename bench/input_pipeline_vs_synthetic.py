@@ -34,7 +34,7 @@ import sys
 import time
 
 import numpy as np
-from benchwork import work_dir
+from benchwork import parse_with_smoke, work_dir
 from preprocess_workers import make_tree
 
 from benchpipe.package.system import cpu_model
@@ -51,7 +51,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0: TensorFlow's)")
     p.add_argument("--keep", action="store_true")
-    return p.parse_args()
+    return parse_with_smoke(p, synsets=2, per_class=4, model="small", image_size=32, batch=4, steps=2,
+                            rounds=1)
 
 
 def build_model(kind: str, image_size: int, classes: int):

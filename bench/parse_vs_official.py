@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchwork import RESULT_PREFIX, run_child, work_dir
+from benchwork import RESULT_PREFIX, parse_with_smoke, run_child, work_dir
 
 VARIANTS = ("official", "ours", "ours-parquet", "ours-parquet-1cpu")
 BATCH_ROWS = 50_000  # rows per Parquet write: bounds memory, large enough to compress well
@@ -63,7 +63,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--keep", action="store_true")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--log", type=Path, help=argparse.SUPPRESS)
-    return p.parse_args()
+    return parse_with_smoke(p, mb=1, rounds=1, big_mb=2)
 
 
 # --- the log ------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchwork import work_dir
+from benchwork import parse_with_smoke, work_dir
 
 from benchpipe.datasets.tfrecord import init_worker
 from benchpipe.package.system import cpu_model
@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--val", type=int, default=160, help="val images")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--keep", action="store_true")
-    return p.parse_args()
+    return parse_with_smoke(p, synsets=2, per_class=4, val=4, rounds=1)
 
 
 def photo_like(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -76,7 +76,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchwork import report_child, run_child, work_dir
+from benchwork import parse_with_smoke, report_child, run_child, work_dir
 
 from benchpipe.package.system import cpu_model
 
@@ -114,7 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    return parse_with_smoke(p, argv, repeats=1, synsets=2, per_class=4, val=4, image_size=32, batch=4, max_epochs=2,
+                            eval_every=1, eval_offset=0)
 
 
 def small_benchmark(args: argparse.Namespace):

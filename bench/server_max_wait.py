@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchwork import prepared_data, work_dir
+from benchwork import parse_with_smoke, prepared_data, work_dir
 
 from benchpipe.infer.calibrate import SAFETY_MARGIN, SEARCH_LATENCY_FRACTION
 from benchpipe.package.system import cpu_model
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="TensorFlow threads (default: all CPUs)")
     p.add_argument("--data", type=Path, default=None, help="reuse a prepared digits dataset directory")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    return p.parse_args(argv)
+    return parse_with_smoke(p, argv, rounds=1, budget_s=4.0)
 
 
 def search(fraction: float, model: Path, qsl, task, args: argparse.Namespace, log_dir: Path):

@@ -47,7 +47,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchwork import BENCHMARK, prepared_data, report_child, run_child, work_dir
+from benchwork import BENCHMARK, parse_with_smoke, prepared_data, report_child, run_child, work_dir
 
 from benchpipe.package.system import cpu_model
 
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    return parse_with_smoke(p, argv, repeats=1)
 
 
 # ---------------------------------------------------------------- child: one variant
