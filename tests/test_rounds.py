@@ -119,3 +119,18 @@ def test_a_digits_log_passes_the_official_checker_under_every_supported_ruleset(
     result = run_compliance_checker(trained_run / "mllog.txt", registry.get("digits").rules_file,
                                     tmp_path / "cc.log", ruleset=ruleset)
     assert result.passed, result.output
+
+
+def test_the_tables_record_the_ruleset_and_the_audit_path_re_derives_it(trained_run, tmp_path):
+    from benchpipe.results.tables import read_table, training_log_rows, write_tables
+
+    runs = trained_run.parents[3]
+    written = write_tables(runs, tmp_path / "tables", [trained_run], [], training_ruleset="6.1.0",
+                           inference_round="v6.1")
+    assert written["runs.parquet"] == written["scores.parquet"] == 1
+    [run] = read_table(tmp_path / "tables", "runs.parquet")
+    [score] = read_table(tmp_path / "tables", "scores.parquet")
+    assert run["training_ruleset"] == score["training_ruleset"] == "6.1.0"
+    # The audit's path, from the log alone and the tree's config, gives the same row.
+    _, derived = training_log_rows("local-cpu", "digits", 0, trained_run / "mllog.txt", "6.1.0")
+    assert derived == run
