@@ -116,13 +116,6 @@ def run_stage(command: list[str], cwd: Path) -> None:
         sys.exit(f"{' '.join(command[:2])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
 
-def trained_run(work: Path, data: Path, seed: int = 1, threads: int = 1) -> Path:
-    """A tiny trained digits run under ``work`` (its model/ is what inference serves)."""
-    out = work / "runs" / "local-cpu" / BENCHMARK / "train" / f"run_{seed}"
-    run_stage(train_command(data, out, seed, threads), work)
-    return out
-
-
 def calibration(work: Path, data: Path, train_runs: list[Path], scenario: str, min_duration_ms: int,
                 threads: int = 1, name: str | None = None) -> Path:
     """``benchpipe calibrate``'s output for ``scenario`` under ``work`` (in a folder ``name``, the
