@@ -19,20 +19,25 @@ BIN_DIR = Path(sys.executable).parent
 THREADS = 2  # TensorFlow's thread counts for every in-process test
 
 
-# The tiers (README, Makefile): `make test` deselects these kinds, `make test-all` runs them too.
+# The tiers (README, Makefile): `--tier fast` (`make test`) leaves out tests of these kinds
+# (markers, pyproject.toml); `--tier all` (`make test-all`, and plain pytest) runs them too.
 FULL_TIER_ONLY = ("engine", "slurm", "resnet", "kill", "bench")
-# Tests that share the workflow run's tree run on one xdist worker (with --dist loadgroup), so
-# the other worker never waits for it and their snakemake calls in it follow one another.
-WORKFLOW_GROUP = "submitted"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the group into the node id
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--tier", choices=("fast", "all"), default="all",
+                     help=f"fast: leave out tests marked {', '.join(FULL_TIER_ONLY)} (default: all)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
+    if config.getoption("tier") != "fast":
         return
+    kept, left = [], []
     for item in items:
-        if "submitted" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(WORKFLOW_GROUP))
+        (left if any(item.get_closest_marker(kind) for kind in FULL_TIER_ONLY) else kept).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept
 
 
 def pytest_configure(config: pytest.Config) -> None:
