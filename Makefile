@@ -16,8 +16,8 @@ BASE_IMAGE := benchpipe/debian:bookworm
 # The test tiers (README, Development): `--tier fast` (tests/conftest.py) leaves out what needs an
 # engine or a cluster and what takes minutes; `test-all` runs everything.
 # What must not run beside another test: LoadGen's verdicts (the reduced workflow run's too), engines' and SLURM's
-# time limits, kills timed against a live run, the benches' measurements. A serial pass after the parallel one.
-ALONE := timing or engine or slurm or kill or bench
+# time limits, kills timed against a live run. A serial pass after the parallel one.
+ALONE := timing or engine or slurm or kill
 WORKERS ?= 2
 PYTEST := $(RUN) python -m pytest
 # Not --dist loadgroup: xdist 3.8 marks a group in the node id the way pytest 9.2 no longer reads,

@@ -16,6 +16,9 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 SHARED = "benchwork.py"  # the scripts' helper, not a script
 # Scripts that measure an engine or a cluster against local runs, and what they need.
 NEEDS = {"container_vs_local.py": "docker", "slurm_vs_local.py": "slurm"}
+# Scripts that stop on an INVALID LoadGen run, which a neighbour's load can cause: they run in
+# the serial pass (Makefile). The others only print their numbers, so they may run beside others.
+LOADGEN_VERDICTS = {"container_vs_local.py", "infer_scenarios_vs_raw.py", "server_max_wait.py"}
 
 
 def scripts() -> list:
@@ -29,6 +32,8 @@ def scripts() -> list:
             marks.append(pytest.mark.engine)
         elif need == "slurm":
             marks.append(pytest.mark.slurm)
+        if path.name in LOADGEN_VERDICTS:
+            marks.append(pytest.mark.timing)
         params.append(pytest.param(path.name, marks=marks, id=path.stem))
     return params
 
