@@ -28,7 +28,7 @@ from benchpipe.datasets.source import benchmark_sources
 from benchpipe.mlcommons import training
 from benchpipe.mlcommons.inference_checker import checker_dir
 from benchpipe.pipeline.lock import hold_workflow_lock
-from benchpipe.runtime.launch import preflight, sif_source_engine
+from benchpipe.runtime.launch import preflight
 from benchpipe.runtime.slurm_plugin import mend_slurm_node_exclusion, mend_slurm_status_query
 
 
@@ -153,10 +153,8 @@ def check_workflow(
     sif_source = "docker"
     if main_process:
         # Only here: images are built where Snakemake runs, and a cluster node needs no builder.
-        if any(t.runtime == "apptainer" for t in targets.values()):
-            sif_source = sif_source_engine()
-        preflight(list(targets.values()), config["containers"]["base_image"],
-                  Path(config["cluster"]["images_dir"]), sif_source)
+        sif_source = preflight(list(targets.values()), config["containers"]["base_image"],
+                               Path(config["cluster"]["images_dir"]))
     infer = inference_benchmarks(config)
     if main_process:
         check_licensed_datasets(config)

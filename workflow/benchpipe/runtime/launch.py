@@ -70,12 +70,23 @@ def sif_source_engine() -> str:
                             + "; ".join(reasons) + ")")
 
 
-def preflight(targets: list[Target], base_image: str, images: Path, sif_source: str = "docker") -> None:
-    """Before any job: each container target's engine answers and has the base image.
+def preflight(targets: list[Target], base_image: str, images: Path) -> str:
+    """Before any job: each container target's engine answers and has the base image; returns
+    the engine an apptainer SIF is converted from (sif_source_engine; docker where no target
+    needs one).
 
     A record that does not read, or whose image the engine no longer has, is removed, so
     that the image rule builds it again and the runs that used it rerun.
     """
+    sif_source = "docker"
+    if any(t.runtime == "apptainer" for t in targets):
+        # Apptainer first: without it, which engine would feed it matters to no one.
+        try:
+            for_engine("apptainer").check()
+            sif_source = sif_source_engine()
+        except RuntimeSetupError as exc:
+            target = next(t for t in targets if t.runtime == "apptainer")
+            raise RuntimeSetupError(f"target {target.name} (runtime {target.runtime}): {exc}") from exc
     for target in targets:
         if not target.containerized:
             continue
@@ -95,6 +106,7 @@ def preflight(targets: list[Target], base_image: str, images: Path, sif_source: 
         record_path = image_record_path(images, target)
         if record_path.is_file() and target.runtime != "apptainer" and not _record_usable(record_path, builder):
             record_path.unlink()
+    return sif_source
 
 
 def _record_usable(path: Path, runtime: ContainerRuntime) -> bool:
