@@ -18,12 +18,12 @@ import pytest
 from loadgen_logs import label_of, run_loadgen, wrong_for_odd
 
 from benchpipe.contracts.errors import ConfigError, InferenceError, ValidationError
-from benchpipe.contracts.layout import RAW_DIR, VERIFY_ACCURACY
-from benchpipe.contracts.rounds import COMPLIANCE_TESTS, ROUND
-from benchpipe.infer.compliance import VERIFY_PERFORMANCE, Verification, audit_config, verify_test01, verify_test04
+from benchpipe.contracts.layout import RAW_DIR, VERIFY_ACCURACY, VERIFY_PERFORMANCE
 from benchpipe.contracts.records import RunKind
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS, ROUND
+from benchpipe.infer.compliance import Verification, audit_config, verify_test01, verify_test04
 from benchpipe.mlcommons import compliance_tests as official
-from benchpipe.package.inference import ScenarioResults, ComplianceVerdict, judged, verify_test, write_test
+from benchpipe.package.inference import ComplianceVerdict, ScenarioResults, judged, verify_test, write_test
 from benchpipe.results.loadgen_parser import parse_detail_log
 
 # LoadGen's verdicts here depend on timing: these tests run in a pass of their own (Makefile).

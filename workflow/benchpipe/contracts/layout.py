@@ -40,6 +40,7 @@ AUDIT_CONFIG = "audit.config"
 ACCURACY_TXT = "accuracy.txt"
 MODEL_RECORD = "model.json"
 VERIFY_ACCURACY = "verify_accuracy.txt"
+VERIFY_PERFORMANCE = "verify_performance.txt"
 
 # --- The runs tree -----------------------------------------------------------------------
 _RUN = re.compile(r"^run_(\d+)$")

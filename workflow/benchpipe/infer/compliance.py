@@ -28,13 +28,11 @@ from typing import Any
 
 from benchpipe.contracts.atomic import atomic_file
 from benchpipe.contracts.errors import InferenceError, ParseError
-from benchpipe.contracts.layout import ACCURACY_LOG, DETAIL_LOG, VERIFY_ACCURACY
+from benchpipe.contracts.layout import ACCURACY_LOG, DETAIL_LOG, VERIFY_ACCURACY, VERIFY_PERFORMANCE
 from benchpipe.contracts.rounds import COMPLIANCE_TESTS, ROUND
+from benchpipe.mlcommons.compliance_tests import FAIL_LINE, PASS_LINE
 from benchpipe.results.loadgen_parser import RESULT_KEY, DetailLog, parse_detail_log
 
-VERIFY_PERFORMANCE = "verify_performance.txt"
-PASS_LINE = "TEST PASS"
-FAIL_LINE = "TEST FAIL"
 # The first line of each verify file benchpipe writes: a tree must tell them from the official ones.
 OWN_LABEL = "benchpipe's own {test} verification (the rules of MLCommons' compliance/{test} scripts, not the scripts)"
 

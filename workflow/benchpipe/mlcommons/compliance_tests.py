@@ -28,7 +28,6 @@ inputs are copied into a scratch folder whose path needs no quoting.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -39,18 +38,15 @@ from functools import lru_cache
 from pathlib import Path
 
 from benchpipe.contracts.errors import ConfigError, ValidationError
+from benchpipe.contracts.layout import ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG, VERIFY_ACCURACY, VERIFY_PERFORMANCE
 from benchpipe.contracts.rounds import ROUND
 from benchpipe.mlcommons.inference_checker import CONFIG_KEY, checker_dir
 
 TESTS = ("TEST01", "TEST04")
 SCRIPT = "run_verification.py"
-VERIFY_ACCURACY = "verify_accuracy.txt"
-VERIFY_PERFORMANCE = "verify_performance.txt"
+# The verdict lines of the verify files, as the submission checker reads them.
 PASS_LINE = "TEST PASS"
 FAIL_LINE = "TEST FAIL"
-DETAIL_LOG = "mlperf_log_detail.txt"
-SUMMARY_LOG = "mlperf_log_summary.txt"
-ACCURACY_LOG = "mlperf_log_accuracy.json"
 DTYPES = ("byte", "float32", "int32", "int64")  # TEST01's --dtype choices
 TIMEOUT_S = 600
 TAIL_LINES = 10
