@@ -59,10 +59,18 @@ class Item:
     status: str = PASS
     checked: int = 0  # what was looked at: files, rows, logs
     reasons: list[str] = field(default_factory=list)
+    # What the count is made of, one line each ("compliance checker: training/.../result_0.txt"),
+    # so that a reader can see which checks stand behind "30 checked".
+    details: list[str] = field(default_factory=list)
 
     def fail(self, reason: str) -> None:
         self.status = FAIL
         self.reasons.append(reason)
+
+    def check(self, what: str, count: int = 1) -> None:
+        """Count ``count`` things looked at, described by ``what``."""
+        self.checked += count
+        self.details.append(what)
 
 
 @dataclass
@@ -135,11 +143,11 @@ def _manifest(tree: Path, item: Item, roots: list[str]) -> None:
     try:
         verified = verify_tree(tree)
     except TreeMismatch as exc:
-        item.checked = len(exc.problems)
+        item.check("manifest.json against the files of the tree", len(exc.problems))
         for problem in exc.problems:
             item.fail(str(problem))
         return
-    item.checked = verified.files
+    item.check(f"{verified.files} files against their sha256 in manifest.json", verified.files)
     if verified.root_sha256:
         item.reasons.append(f"root sha256 {verified.root_sha256}")
         roots.append(verified.root_sha256)
@@ -197,6 +205,13 @@ def _under(rel: Path, sections: Iterable[str]) -> bool:
     return any(text.startswith(section + "/") for section in sections)
 
 
+def _json_rule(rel: Path) -> str:
+    """What _check_json holds ``rel`` to beyond parsing, for the item's details."""
+    if rel in (CONFIG_JSON, CHECKS_JSON) or rel.name == "measurements.json" or "systems" in rel.parts[-2:-1]:
+        return ", and its schema and rules"
+    return ""
+
+
 def _json_files(tree: Path, item: Item) -> None:
     made_for = _rounds(tree)
     for path in sorted(tree.rglob("*.json")):
@@ -205,7 +220,7 @@ def _json_files(tree: Path, item: Item) -> None:
             continue
         if rel.name == ACCURACY_LOG and "results" in rel.parts:
             continue  # truncated as the rules ask; the whole log is in benchpipe/raw/, checked here
-        item.checked += 1
+        item.check(f"{rel}: parses{_json_rule(rel)}")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             _check_json(rel, data, made_for)
@@ -236,7 +251,7 @@ def _read_tables(tree: Path, item: Item) -> dict[str, list[dict]]:
                       f"{_schema_difference(table.schema, partitioned_schema(name))}")
             continue
         found = table.to_pylist()
-        item.checked += len(found)
+        item.check(f"{rel}/: {len(found)} rows against {name}'s schema", len(found))
         wrong = {(r["round"], r["division"]) for r in found} - {(submission["round"], submission["division"])}
         if wrong:
             item.fail(f"{rel}/: partitions {sorted(wrong)}, the tree is round {submission['round']}, "
@@ -371,7 +386,8 @@ def _scores(tree: Path, item: Item, seen: _Seen) -> None:
         item.fail("no training logs could be read (see tables)")
         return
     scores = score_rows(seen.runs)
-    item.checked = len(scores)
+    for score in scores:
+        item.check(f"{score['target']} {score['benchmark']}: olympic score from its {score['runs']} logs")
     key = ("target", "benchmark")
     if "scores.parquet" in seen.tables:
         _compare(item, "scores.parquet", _by(seen.tables["scores.parquet"], key), _by(scores, key))
@@ -407,14 +423,14 @@ def _training_checkers(tree: Path, copy: Path, item: Item, reports: Path, rulese
         rules = own if own.is_file() else registry.get(benchmark).rules_file
         result = checkers.run_compliance_checker(log.relative_to(copy), rules, reports / f"compliance_{n}.log",
                                                  cwd=copy, ruleset=ruleset)
-        item.checked += 1
+        item.check(f"compliance checker: {log.relative_to(copy)}")
         if not result.passed:
             item.fail(f"{log.relative_to(copy)}: compliance checker: {result.problems()}")
     for section in TRAINING_SECTIONS:
         for system in sorted((copy / section).glob("*/systems/*.json")):
             result = checkers.run_system_desc_checker(system.relative_to(copy), reports / f"system_{system.stem}.log",
                                                    cwd=copy, ruleset=ruleset)
-            item.checked += 1
+            item.check(f"system description checker: {system.relative_to(copy)}")
             if not result.passed:
                 item.fail(f"{system.relative_to(copy)}: system description checker: {result.problems()}")
     for org_dir in sorted(p for p in (copy / "training").glob("*") if p.is_dir()):
@@ -424,7 +440,7 @@ def _training_checkers(tree: Path, copy: Path, item: Item, reports: Path, rulese
                 org_dir, reports / f"summary_{org_dir.name}_{name}.csv",
                 reports / f"result_summarizer_{org_dir.name}_{name}.log", ruleset, benchmark=name))
         for verdict in verdicts:
-            item.checked += 1
+            item.check(f"{verdict.tool}: training/{org_dir.name}")
             if not verdict.passed:
                 item.fail(f"training/{org_dir.name}: {verdict.tool}: {verdict.problems()}")
 
@@ -438,7 +454,7 @@ def _loadgen_rules(tree: Path, copy: Path, item: Item, settings: dict[str, Any])
     kind = RunKind.from_settings(settings["inference"])
     division = settings["submission"]["division"]
     for (_, benchmark, scenario, mode), log in detail_logs(copy).items():
-        item.checked += 1
+        item.check(f"LoadGen rules: {log.relative_to(copy)}")
         detail = parse_detail_log(log)
         if mode == "accuracy":
             problems = check_accuracy(detail, log)
@@ -473,7 +489,7 @@ def _compliance_tests(tree: Path, copy: Path, item: Item, kind) -> None:
                                              test_accuracy_dir=logged if (logged / ACCURACY_LOG).is_file() else run)
             else:
                 verification = verify_test04(test_dir=run, submission_perf_dir=perf, scenario=scenario_dir.name)
-            item.checked += 1
+            item.check(f"{test_dir.name} verification: {test_dir.relative_to(copy)}")
             if not verification.passed and judged(verification, kind):
                 rel = test_dir.relative_to(copy)
                 item.fail(f"{rel}: " + "; ".join(verification.reasons))
@@ -498,4 +514,4 @@ def _inference_checker(copy: Path, item: Item, settings: dict[str, Any], checkou
                               keep_dir=copy / "checker")
     except BenchpipeError as exc:
         item.fail(f"inference checker: {exc}".replace(str(copy) + "/", ""))
-    item.checked += 1
+    item.check(f"MLCommons inference submission checker {round_}: inference/")
