@@ -123,7 +123,11 @@ def submitted(tmp_path_factory, cli_env) -> Path:
     further copy, except the end-to-end test, which checks that the tree survives what it
     does to runs/, and the audit and report rules, which write beside the tree.
     """
-    pristine = made_once(tmp_path_factory, "workflow", lambda out: run_reduced_workflow(out, cli_env))
+    # BENCHPIPE_TEST_WORKFLOW: a folder where that run already happened, reused as it is, for
+    # quick runs of single tests while working on the audit or the report; never set in CI.
+    given = os.environ.get("BENCHPIPE_TEST_WORKFLOW")
+    pristine = Path(given) if given else made_once(tmp_path_factory, "workflow",
+                                                    lambda out: run_reduced_workflow(out, cli_env))
     workdir = tmp_path_factory.mktemp("workflow")
     shutil.copytree(pristine, workdir, symlinks=True, dirs_exist_ok=True)
     return workdir
