@@ -9,11 +9,12 @@ PERF = {
     "latency_p50_ns": 1, "latency_p90_ns": 2, "latency_p99_ns": 3, "early_stopping_latency_ns": None,
     "query_count": 1, "min_duration_ms": 10000, "errors": 0, "warnings": 0, "accuracy": None,
     "accuracy_target": None, "official_round_valid": False, "loadgen_version": "6.0.17",
-    "log_sha256": "0" * 64, "metric": "result_samples_per_second", "metric_value": 1000.0,
+    "log_sha256": "0" * 64, "result_key": "result_samples_per_second",
+    "result_latency_ns": None, "result_samples_per_s": 1000.0,
     "early_stopping_met": None, "official_run": False, "model_sha256": "1" * 64, "inference_round": "v6.1",
 }
 ACC = dict(PERF, mode="accuracy", result_validity=None, samples_per_second=None, accuracy=0.98, accuracy_target=0.96,
-           metric=None, metric_value=None)
+           result_key=None, result_samples_per_s=None)
 
 
 def test_good_rows_pass():
@@ -33,8 +34,11 @@ def test_a_row_of_another_round_is_refused():
 
 
 def test_row_schema_names_row_and_key():
-    with pytest.raises(ValidationError, match=r"inference.parquet row 1: key 'metric'"):
-        validate_rows("inference.parquet", [PERF, dict(PERF, mode="TEST01", metric=None)])
+    with pytest.raises(ValidationError, match=r"inference.parquet row 1: key 'result_key'"):
+        validate_rows("inference.parquet", [PERF, dict(PERF, mode="TEST01", result_key=None)])
+    # A throughput scenario's result is in samples/s, never in the latency column.
+    with pytest.raises(ValidationError, match=r"inference.parquet row 1: key 'result_latency_ns'"):
+        validate_rows("inference.parquet", [PERF, dict(PERF, result_latency_ns=1000)])
     aborted_with_time = {
         "target": "t", "benchmark": "digits", "run": 0, "division": "closed", "seed": 1, "status": "aborted",
         "run_start_ms": 0, "run_stop_ms": 10, "time_to_train_min": 1.0, "epochs": 30,
@@ -54,9 +58,9 @@ def test_event_and_provenance_rows_meet_their_schemas():
         validate_rows("training_events.parquet", [event, dict(event, event_type="POINT")])
     provenance = {"target": "t", "benchmark": "digits", "job": "infer/Offline/TEST01",
                   **{("wheels_json" if f == "wheels" else f): None for f in FIELDS},
-                  "runtime": "docker", "lock_sha256": "a" * 64, "code_commit": "b" * 40, "code_dirty": "false"}
+                  "runtime": "docker", "lock_sha256": "a" * 64, "code_commit": "b" * 40, "code_dirty": False}
     validate_rows("provenance.parquet", [provenance])
-    for key, bad in (("lock_sha256", "A" * 64), ("code_dirty", "True"), ("job", "infer/Offline/TEST05"),
+    for key, bad in (("lock_sha256", "A" * 64), ("code_dirty", "false"), ("job", "infer/Offline/TEST05"),
                      ("runtime", "kubernetes")):
         with pytest.raises(ValidationError, match=f"provenance.parquet row 0: key '{key}'"):
             validate_rows("provenance.parquet", [dict(provenance, **{key: bad})])

@@ -107,7 +107,7 @@ def test_end_to_end_on_reduced_config(repo_root, submitted, cli_env):
 
     head = subprocess.run(["git", "-C", str(repo_root), "rev-parse", "HEAD"], capture_output=True, text=True)
     assert {r["code_commit"] for r in provenance} == {head.stdout.strip()}
-    assert {r["code_dirty"] for r in provenance} <= {"true", "false"} and len({r["code_dirty"] for r in provenance}) == 1
+    assert {r["code_dirty"] for r in provenance} <= {True, False} and len({r["code_dirty"] for r in provenance}) == 1
     assert {(r["loadgen_version"], r["mlperf_logging_version"], r["benchpipe_version"]) for r in provenance} == {
         (version("mlcommons-loadgen"), version("mlperf-logging"), version("benchpipe"))}
 

@@ -40,16 +40,30 @@ runtime rerun on the host. Those made in a docker or podman image rerun in that 
 recorded id and digest; if not, the result is reported as not reproduced, naming the digest
 and the commands that rebuild the image from its recorded lock (printed, never run). Apptainer
 runs are reported with their SIF's sha256 and not re-run.
+
+The report (``<tree>.reproduce.json``) says which tree was reproduced, when and where:
+``root_sha256`` (the tree's manifest is verified first; a tree that does not verify is
+refused), ``timestamp`` (UTC, ISO 8601, when the reproduction began), ``provenance`` (the
+host that ran it: host name, Python, benchpipe and tool versions, checkout), ``datasets``
+(per benchmark, the dataset each rerun read and its manifest's sha256 against the tree's
+``benchpipe/datasets/<dataset>/manifest.json``) and, per run, the rerun job's own
+``provenance.json`` (its runtime and image). The scratch folder of the reruns is removed once
+every comparison is made, unless kept (``keep``, ``--keep``); a rerun that fails leaves it in
+place, since the error names the log inside it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +126,7 @@ class Comparison:
     checks: list[str] = field(default_factory=list)  # what matched, each with its figures
     differences: list[str] = field(default_factory=list)
     where: str = "host"  # host, or the image the rerun ran in
+    provenance: dict[str, Any] | None = None  # the rerun job's provenance.json; None where nothing ran
 
     def differ(self, what: str) -> None:
         self.status = "differ"
@@ -133,6 +148,19 @@ class Options:
     threads: int | None = None
 
 
+@dataclass(frozen=True)
+class DatasetCheck:
+    """The dataset a benchmark's reruns read, checked against the one the tree's results came from."""
+
+    benchmark: str
+    dataset: str  # its name: the tree's benchpipe/datasets/<dataset>/
+    source: str  # "--data", or "prepared again" (in the scratch folder)
+    path: str  # where the reruns read it
+    manifest_sha256: str  # of its manifest.json
+    tree_manifest_sha256: str  # of the tree's benchpipe/datasets/<dataset>/manifest.json
+    matched: bool  # another dataset is refused before any rerun, so a recorded check matched
+
+
 @dataclass
 class _Context:
     """What every selection of one tree shares."""
@@ -142,17 +170,44 @@ class _Context:
     work: Path
     options: Options
     datasets: dict[str, Path] = field(default_factory=dict)  # benchmark -> checked dataset
+    dataset_checks: dict[str, DatasetCheck] = field(default_factory=dict)  # benchmark -> its check
     model_hashes: dict[Path, str] = field(default_factory=dict)
 
 
-def reproduce(tree: Path, selections: list[Selection], work: Path, *, data: Path | None = None,
+@dataclass
+class Reproduction:
+    """One reproduction of a tree: what was compared, on which tree, when, where, with which data."""
+
+    tree: Path
+    root_sha256: str | None  # the verified manifest's; None for a format 1 manifest, which records none
+    timestamp: str  # UTC, ISO 8601: when the reproduction began
+    provenance: dict[str, Any]  # the host that ran the reproduction
+    options: Options
+    results: list[Comparison]
+    datasets: list[DatasetCheck]
+    work: Path
+    kept: bool  # whether the scratch folder was left in place
+
+
+def reproduce(tree: Path, selections: list[Selection], work: Path | None = None, *, data: Path | None = None,
               target_file: Path | None = None, models: list[Path] | None = None,
               time_tolerance: float = TIME_TOLERANCE, performance_tolerance: float = PERFORMANCE_TOLERANCE,
-              threads: int | None = None) -> list[Comparison]:
+              threads: int | None = None, keep: bool = False) -> Reproduction:
+    """Rerun ``selections`` of ``tree`` in ``work`` (default: a new temporary folder) and compare.
+
+    ``work`` is removed afterwards unless ``keep``: all of it if this call created it, else only
+    the entries this call added (an existing folder may hold a dataset prepared by an earlier
+    reproduction). A rerun that fails raises and leaves it, since the error names its log.
+    """
     from benchpipe.package.manifest import verify_tree
 
-    verify_tree(tree)  # a tree that does not prove itself is no reference to compare with
+    verified = verify_tree(tree)  # a tree that does not prove itself is no reference to compare with
+    timestamp = _utc_now()
     options = Options(data, target_file, tuple(models or ()), time_tolerance, performance_tolerance, threads)
+    # None: this call creates the folder, so all of it is scratch.
+    existing = set(work.iterdir()) if work is not None and work.is_dir() else None
+    work = work if work is not None else default_work()
+    work.mkdir(parents=True, exist_ok=True)
     context = _Context(tree, json.loads((tree / CONFIG_JSON).read_text()), work, options)
     results = []
     for selection in selections:
@@ -161,7 +216,35 @@ def reproduce(tree: Path, selections: list[Selection], work: Path, *, data: Path
             results.append(_reproduce_test(context, selection, folder))
         else:
             results.append(_reproduce_run(context, selection, folder))
-    return results
+    if not keep:
+        _remove_scratch(work, existing)
+    return Reproduction(tree, verified.root_sha256, timestamp, host_provenance(), options, results,
+                        [context.dataset_checks[b] for b in sorted(context.dataset_checks)], work, keep)
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def host_provenance() -> dict[str, Any]:
+    """The machine and software that ran a reproduction (each rerun job records its own too)."""
+    from benchpipe.package.manifest import tool_versions
+    from benchpipe.provenance import code_state, local_runtime_version
+
+    return {"host": socket.gethostname(), "runtime_version": local_runtime_version(),
+            "python_version": platform.python_version(), "tools": tool_versions(), **code_state()}
+
+
+def _remove_scratch(work: Path, existing: set[Path] | None) -> None:
+    """``work`` if this reproduction created it (``existing`` None), else the entries it added."""
+    if existing is None:
+        shutil.rmtree(work)
+        return
+    for path in sorted(set(work.iterdir()) - existing):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 # --- where a rerun runs: the host, or the recorded image ------------------------------------------
@@ -336,6 +419,9 @@ def _dataset(context: _Context, benchmark: str) -> Path:
         raise ConfigError(f"{data / MANIFEST}: sha256 {have}, the tree's results were made from {want} "
                           f"({expected}): another dataset")
     context.datasets[benchmark] = data.resolve()
+    context.dataset_checks[benchmark] = DatasetCheck(
+        benchmark, bench.dataset_name, "prepared again" if context.options.data is None else "--data",
+        str(data.resolve()), have, want, matched=True)
     return context.datasets[benchmark]
 
 
@@ -361,6 +447,7 @@ def _reproduce_run(context: _Context, selection: Selection, work: Path) -> Compa
         raise BenchpipeError(f"{logs[key]}: no seed logged: the run cannot be repeated")
     out = work / "run"
     _train(context, selection, recorded.seed, _dataset(context, selection.benchmark), out, launcher)
+    result.provenance = _rerun_provenance(out)
     rerun_log = out / "mllog.txt"
     rerun_events = parse_mllog(rerun_log)
     rerun = summarize_run(rerun_events, rerun_log)
@@ -441,6 +528,7 @@ def _reproduce_test(context: _Context, selection: Selection, work: Path) -> Comp
     calibration = _calibration(context, selection, scenario_dir, model, want, work / "calibration")
     out = work / "out" / "test"
     _infer(context, selection, calibration, model, out, launcher)
+    result.provenance = _rerun_provenance(out)
     result.checks.append(f"model sha256 {want}, as recorded")
     rerun = loadgen_fields(selection.scenario, selection.mode, out / DETAIL_LOG, out / ACCURACY_TXT)
     _compare_test(result, selection, recorded, rerun, context.options.performance_tolerance)
@@ -510,7 +598,7 @@ def _compare_test(result: Comparison, selection: Selection, recorded: dict, reru
     else:
         result.differ(f"result validity: tree {recorded['result_validity']}, rerun {rerun['result_validity']} "
                       f"({rerun['invalid_reason'] or recorded['invalid_reason']})")
-    metric, was, now = recorded["metric"], recorded["metric_value"], rerun["metric_value"]
+    metric, was, now = recorded["result_key"], _result(recorded), _result(rerun)
     if was is None or now is None or not was:
         result.differ(f"{metric}: tree {was}, rerun {now}: cannot be compared")
         return
@@ -522,10 +610,28 @@ def _compare_test(result: Comparison, selection: Selection, recorded: dict, reru
         result.differ(figures)
 
 
-def report(tree: Path, results: list[Comparison], time_tolerance: float,
-           performance_tolerance: float = PERFORMANCE_TOLERANCE) -> dict[str, Any]:
-    return {"tree": str(tree), "time_tolerance": time_tolerance, "performance_tolerance": performance_tolerance,
-            "reproduced": all(r.status == "match" for r in results), "runs": [asdict(r) for r in results]}
+def _result(row: dict) -> float | None:
+    """A test's result, in the column of its scenario's unit (latency in ns, or samples/s)."""
+    latency = row["result_latency_ns"]
+    return row["result_samples_per_s"] if latency is None else float(latency)
+
+
+def _rerun_provenance(out: Path) -> dict[str, Any]:
+    """What the rerun job recorded of itself, kept in the report: its folder may be removed."""
+    from benchpipe.provenance import read
+
+    return read(out)
+
+
+def report(reproduction: Reproduction) -> dict[str, Any]:
+    """``<tree>.reproduce.json``'s content; write it with sorted keys, so the same reproduction gives the same text."""
+    results, options = reproduction.results, reproduction.options
+    return {"tree": str(reproduction.tree), "root_sha256": reproduction.root_sha256,
+            "timestamp": reproduction.timestamp, "provenance": reproduction.provenance,
+            "time_tolerance": options.time_tolerance, "performance_tolerance": options.performance_tolerance,
+            "reproduced": all(r.status == "match" for r in results), "runs": [asdict(r) for r in results],
+            "datasets": [asdict(d) for d in reproduction.datasets],
+            "work": str(reproduction.work), "work_kept": reproduction.kept}
 
 
 def default_work() -> Path:

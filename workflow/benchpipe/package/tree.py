@@ -267,8 +267,8 @@ def package(request: PackageRequest) -> dict[str, Any]:
             "datasets": datasets,
             "scores": rows["scores.parquet"],
             "inference": dict(inference_checks, tests=[
-                {k: r[k] for k in ("target", "benchmark", "scenario", "mode", "result_validity",
-                                   "metric", "metric_value", "accuracy", "official_round_valid")}
+                {k: r[k] for k in ("target", "benchmark", "scenario", "mode", "result_validity", "result_key",
+                                   "result_latency_ns", "result_samples_per_s", "accuracy", "official_round_valid")}
                 for r in rows["inference.parquet"]
             ]),
         })

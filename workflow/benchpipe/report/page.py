@@ -129,12 +129,10 @@ def _training(data: ReportData, plots: Sequence[Plot]) -> str:
 
 
 def _metric(row: dict[str, Any]) -> str:
-    metric, value = row.get("metric"), row.get("metric_value")
-    if metric is None or value is None:
-        return ""
-    if metric.startswith("early_stopping_latency"):
-        return f"{value / 1e6:.4g} ms early-stopping latency"
-    return f"{value:.4g} samples/s"
+    latency, throughput = row.get("result_latency_ns"), row.get("result_samples_per_s")
+    if latency is not None:
+        return f"{latency / 1e6:.4g} ms early-stopping latency"
+    return "" if throughput is None else f"{throughput:.4g} samples/s"
 
 
 def _inference(data: ReportData, plots: Sequence[Plot]) -> str:
@@ -150,6 +148,10 @@ def _inference(data: ReportData, plots: Sequence[Plot]) -> str:
     return '<section id="inference"><h2>Inference</h2>' + table + _figures(plots) + "</section>"
 
 
+def _flag(value: bool | None) -> str:
+    return "" if value is None else str(value).lower()
+
+
 def _provenance(data: ReportData) -> str:
     rows = data.rows("provenance")
     if not rows:
@@ -157,6 +159,6 @@ def _provenance(data: ReportData) -> str:
     table = _table(
         ("target", "benchmark", "job", "runtime", "image digest", "code commit", "dirty", "TensorFlow", "LoadGen"),
         [(r["target"], r["benchmark"], r["job"], r["runtime"], r["image_digest"] or "",
-          (r["code_commit"] or "")[:12], r["code_dirty"], r["tensorflow_version"], r["loadgen_version"])
+          (r["code_commit"] or "")[:12], _flag(r["code_dirty"]), r["tensorflow_version"], r["loadgen_version"])
          for r in sorted(rows, key=lambda r: (r["benchmark"], r["target"], r["job"]))])
     return '<section id="provenance"><h2>Provenance</h2>' + table + "</section>"

@@ -60,6 +60,17 @@ SCORES_SCHEMA = pa.schema([
     ("successful_runs", pa.int32()), ("olympic_mean_min", pa.float64()), ("reason", pa.string()),
     ("training_ruleset", pa.string()),
 ])
+# provenance.json's flags: a boolean column each.
+PROVENANCE_FLAGS = frozenset({"code_dirty"})
+
+
+def _provenance_column(name: str) -> tuple[str, pa.DataType]:
+    if name == "wheels":
+        return "wheels_json", pa.string()
+    # A flag stays a flag: a string "true" reads as set in every language, "false" included.
+    return name, pa.bool_() if name in PROVENANCE_FLAGS else pa.string()
+
+
 INFERENCE_SCHEMA = pa.schema([
     ("target", pa.string()), ("benchmark", pa.string()), ("scenario", pa.string()),
     ("mode", pa.string()), ("result_validity", pa.string()), ("invalid_reason", pa.string()),
@@ -69,13 +80,17 @@ INFERENCE_SCHEMA = pa.schema([
     ("min_duration_ms", pa.int64()), ("errors", pa.int32()), ("warnings", pa.int32()),
     ("accuracy", pa.float64()), ("accuracy_target", pa.float64()),
     ("official_round_valid", pa.bool_()), ("loadgen_version", pa.string()),
-    ("log_sha256", pa.string()), ("metric", pa.string()), ("metric_value", pa.float64()),
+    ("log_sha256", pa.string()),
+    # The scenario's result under the detail-log key it is ranked by, in the column of its unit:
+    # a latency (SingleStream, MultiStream: LoadGen logs both in ns, whatever the key's suffix)
+    # or a throughput (Offline, Server); the other column is null.
+    ("result_key", pa.string()), ("result_latency_ns", pa.int64()), ("result_samples_per_s", pa.float64()),
     ("early_stopping_met", pa.bool_()), ("official_run", pa.bool_()), ("model_sha256", pa.string()),
     ("inference_round", pa.string()),
 ])
 PROVENANCE_SCHEMA = pa.schema(
     [("target", pa.string()), ("benchmark", pa.string()), ("job", pa.string())]
-    + [("wheels_json", pa.string()) if f == "wheels" else (f, pa.string()) for f in provenance.FIELDS]
+    + [_provenance_column(f) for f in provenance.FIELDS]
 )
 TABLES = {
     "training_events.parquet": EVENTS_SCHEMA,
@@ -147,13 +162,16 @@ def _int(value: Any) -> int | None:
 # The figure each scenario is ranked by, as LoadGen logs it (latencies in ns): the same key the
 # compliance scripts read.
 SCENARIO_METRIC = RESULT_KEY
+# Scenarios ranked by a latency (result_latency_ns); the others by a throughput (result_samples_per_s).
+LATENCY_SCENARIOS = frozenset({"SingleStream", "MultiStream"})
 
 
 # What an inference row takes from its LoadGen logs alone (an audit re-derives these from a tree).
 LOADGEN_FIELDS = (
     "result_validity", "invalid_reason", "samples_per_second", "latency_p50_ns", "latency_p90_ns",
     "latency_p99_ns", "early_stopping_latency_ns", "query_count", "min_duration_ms", "errors", "warnings",
-    "accuracy", "loadgen_version", "log_sha256", "metric", "metric_value", "early_stopping_met",
+    "accuracy", "loadgen_version", "log_sha256", "result_key", "result_latency_ns", "result_samples_per_s",
+    "early_stopping_met",
 )
 
 
@@ -182,7 +200,9 @@ def loadgen_fields(scenario: str, mode: str, path: Path, accuracy_txt: Path) -> 
     accuracy = parse_accuracy_txt(accuracy_txt) if mode == "accuracy" else None
     # Compliance runs are performance runs under an audit.config: their validity counts too.
     validity = None if mode == "accuracy" else detail.get("result_validity")
-    metric = SCENARIO_METRIC[scenario] if validity is not None else None
+    key = SCENARIO_METRIC[scenario] if validity is not None else None
+    result = None if key is None else detail.get(key)
+    latency = scenario in LATENCY_SCENARIOS
     return {
         "result_validity": validity,
         "invalid_reason": detail.get("result_invalid_reason") or None,
@@ -197,8 +217,9 @@ def loadgen_fields(scenario: str, mode: str, path: Path, accuracy_txt: Path) -> 
         "accuracy": accuracy,
         "loadgen_version": str(detail.require("loadgen_version", path)),
         "log_sha256": sha256_file(path),
-        "metric": metric,
-        "metric_value": None if metric is None or detail.get(metric) is None else float(detail.get(metric)),
+        "result_key": key,
+        "result_latency_ns": _int(result) if latency else None,
+        "result_samples_per_s": None if latency or result is None else float(result),
         "early_stopping_met": detail.get("early_stopping_met"),
     }
 
@@ -210,9 +231,10 @@ def provenance_row(target: str, benchmark: str, job: str, job_dir: Path) -> dict
         value = fields[key]
         if key == "wheels":
             row["wheels_json"] = None if value is None else json.dumps(value, sort_keys=True)
+        elif key in PROVENANCE_FLAGS:
+            row[key] = None if value is None else bool(value)
         else:
-            # JSON's spelling for flags (code_dirty): "true", as every other reader writes it.
-            row[key] = None if value is None else json.dumps(value) if isinstance(value, bool) else str(value)
+            row[key] = None if value is None else str(value)
     return row
 
 
