@@ -8,7 +8,9 @@ import hashlib
 import json
 import re
 import shutil
+import socket
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,11 +35,13 @@ def tree(submitted, tmp_path) -> Path:
 def test_a_run_trained_again_matches_the_tree(submitted, cli_env, tmp_path):
     tree = submitted / "submissions" / "ci"
     report = tmp_path / "report.json"
+    before = datetime.now(timezone.utc).replace(microsecond=0)
     proc = subprocess.run(["benchpipe", "reproduce", str(tree), "--select", "local-cpu/digits/run_0",
-                           "--work", str(tmp_path / "work"), "--report", str(report)],
+                           "--work", str(tmp_path / "work"), "--keep", "--report", str(report)],
                           env=cli_env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    written = json.loads(report.read_text())
+    text = report.read_text()
+    written = json.loads(text)
     assert written["reproduced"] is True and written["time_tolerance"] == 0.25
     (run,) = written["runs"]
     assert run["run"] == "local-cpu/digits/run_0" and run["status"] == "match" and run["differences"] == []
@@ -47,6 +51,26 @@ def test_a_run_trained_again_matches_the_tree(submitted, cli_env, tmp_path):
     rerun = (tmp_path / "work" / "local-cpu-digits-run_0" / "run" / "mllog.txt").read_text()
     assert '"key": "seed", "value": 11' in rerun
 
+    # Which tree, when, where, with which data: the tree's root as an auditor's `benchpipe verify` prints it.
+    verify = subprocess.run(["benchpipe", "verify", str(tree)], env=cli_env, capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert written["root_sha256"] == re.search(r"root sha256 ([0-9a-f]{64})", verify.stdout).group(1)
+    when = datetime.fromisoformat(written["timestamp"])
+    assert when.utcoffset() == timedelta(0) and before <= when <= datetime.now(timezone.utc), written["timestamp"]
+    assert written["provenance"]["host"] == socket.gethostname()
+    assert written["provenance"]["tools"]["benchpipe"] and written["provenance"]["python_version"]
+    assert (run["provenance"]["runtime"], run["provenance"]["image"]) == ("local", None), run["provenance"]
+    manifest = tree / "benchpipe" / "datasets" / "digits" / "manifest.json"
+    (dataset,) = written["datasets"]
+    assert dataset == {"benchmark": "digits", "dataset": "digits", "source": "prepared again",
+                       "path": str((tmp_path / "work" / "data" / "digits").resolve()),
+                       "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+                       "tree_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(), "matched": True}
+    assert run["provenance"]["dataset_manifest_sha256"] == dataset["manifest_sha256"]
+    # Kept, as asked, and said so; the keys in one order, whatever the run.
+    assert written["work_kept"] is True and f"reruns kept in {tmp_path / 'work'}" in proc.stdout, proc.stdout
+    assert text == json.dumps(written, indent=1, sort_keys=True) + "\n"
+
 
 def test_a_changed_accuracy_in_the_tree_is_named(tree, tmp_path):
     log = tree / LOG
@@ -55,10 +79,17 @@ def test_a_changed_accuracy_in_the_tree_is_named(tree, tmp_path):
     assert changed != text
     log.write_text(changed)
     write_manifest(tree)  # a tree that proves itself, with a number its logs' rerun cannot give
-    (result,) = reproduce(tree, [Selection.parse("local-cpu/digits/run_1")], tmp_path / "work")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.txt").write_text("not the reruns'")
+    reproduction = reproduce(tree, [Selection.parse("local-cpu/digits/run_1")], work)
+    (result,) = reproduction.results
     assert result.status == "differ"
     assert any("eval accuracy" in d and "first difference at evaluation 0: tree (1, 0.123)" in d
                for d in result.differences), result.differences
+    # The root of the changed tree; without keep, what the reruns wrote is gone and nothing else.
+    assert reproduction.root_sha256 == json.loads((tree / "manifest.json").read_text())["root_sha256"]
+    assert reproduction.kept is False and sorted(p.name for p in work.iterdir()) == ["mine.txt"]
 
 
 def test_bad_selections_and_another_dataset_are_refused(tree, tmp_path):
@@ -91,7 +122,7 @@ def test_a_loadgen_test_run_again_matches_the_tree(submitted, cli_env, tmp_path)
     report = tmp_path / "report.json"
     proc = subprocess.run(["benchpipe", "reproduce", str(tree), "--select", "local-cpu/digits/Offline/accuracy",
                            "--select", "local-cpu/digits/Offline/performance", "--model", str(served_model(submitted)),
-                           "--work", str(tmp_path / "work"), "--report", str(report)],
+                           "--work", str(tmp_path / "work"), "--keep", "--report", str(report)],
                           env=cli_env, capture_output=True, text=True, timeout=900, cwd=submitted)
     assert "tolerances: time to train ±25%, LoadGen performance metric ±25%" in proc.stdout, proc.stdout + proc.stderr
     written = json.loads(report.read_text())
@@ -154,9 +185,11 @@ def test_a_run_whose_image_is_not_here_names_its_digest_and_the_rebuild(tree, re
                  image_tag="benchpipe/tensorflow-cpu:gone", image_id=missing, image_digest=missing,
                  base_image="benchpipe/debian:bookworm", base_image_id="sha256:" + "1" * 64, lock_sha256="2" * 64,
                  wheels_json="{}")
-    (result,) = reproduce(tree, [Selection.parse("local-cpu/digits/run_0")], tmp_path / "work",
-                          target_file=repo_root / "config" / "targets" / "docker-cpu.yaml")
-    assert result.status == "not reproduced" and result.checks == []
+    reproduction = reproduce(tree, [Selection.parse("local-cpu/digits/run_0")], tmp_path / "work",
+                             target_file=repo_root / "config" / "targets" / "docker-cpu.yaml")
+    (result,) = reproduction.results
+    assert result.status == "not reproduced" and result.checks == [] and result.provenance is None
+    assert reproduction.datasets == [] and not (tmp_path / "work").exists()  # created here, so removed whole
     (why,) = result.differences
     # Whether or not docker answers here, the digest is named and the rebuild spelled out, not run.
     assert f"image {missing} (digest {missing})" in why, why
@@ -164,7 +197,7 @@ def test_a_run_whose_image_is_not_here_names_its_digest_and_the_rebuild(tree, re
             "wheelhouse/tensorflow-cpu && benchpipe image build --engine docker --recipe containers/tensorflow-cpu "
             "--wheelhouse wheelhouse/tensorflow-cpu --project . --base benchpipe/debian:bookworm "
             "--out images/docker/tensorflow-cpu.json`") in why, why
-    assert f"sha256 {'2' * 64}" in why and not (tmp_path / "work" / "local-cpu-digits-run_0" / "run").exists()
+    assert f"sha256 {'2' * 64}" in why
     with pytest.raises(ConfigError, match="local-cpu.yaml: runtime local, image None; local-cpu/digits/run_0 ran on "
                                           "runtime docker in image tensorflow-cpu: another target"):
         reproduce(tree, [Selection.parse("local-cpu/digits/run_0")], tmp_path / "work",

@@ -84,7 +84,7 @@ def test_containers_end_to_end(repo_root, tmp_path, cli_env):
     # Reproducing a run made in the image re-runs it in that image, found here by its recorded id and digest.
     report = tmp_path / "reproduce.json"
     repro = subprocess.run(["benchpipe", "reproduce", str(tree), "--select", "docker-cpu/digits/run_0",
-                            "--work", str(tmp_path / "repro"), "--report", str(report)],
+                            "--work", str(tmp_path / "repro"), "--keep", "--report", str(report)],
                            env=env, capture_output=True, text=True, timeout=600)
     assert repro.returncode == 0, repro.stdout + repro.stderr
     assert f"MATCH: docker-cpu/digits/run_0 (in docker image {record['image_id']}" in repro.stdout, repro.stdout

@@ -229,22 +229,23 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from benchpipe.contracts.atomic import atomic_file
-    from benchpipe.reproduce import Selection, default_work, report, reproduce
+    from benchpipe.reproduce import Selection, report, reproduce
 
     selections = [Selection.parse(text) for text in args.select]
-    work = args.work or default_work()
-    results = reproduce(args.tree, selections, work, data=args.data, target_file=args.target_file,
-                        models=args.model, time_tolerance=args.time_tolerance,
-                        performance_tolerance=args.performance_tolerance, threads=args.threads)
+    reproduction = reproduce(args.tree, selections, args.work, data=args.data, target_file=args.target_file,
+                             models=args.model, time_tolerance=args.time_tolerance,
+                             performance_tolerance=args.performance_tolerance, threads=args.threads, keep=args.keep)
+    results = reproduction.results
     out = args.report or args.tree.resolve().parent / f"{args.tree.resolve().name}.reproduce.json"
     with atomic_file(out) as f:
-        f.write(json.dumps(report(args.tree, results, args.time_tolerance, args.performance_tolerance), indent=1) + "\n")
+        f.write(json.dumps(report(reproduction), indent=1, sort_keys=True) + "\n")
     print(f"tolerances: time to train ±{args.time_tolerance:.0%}, LoadGen performance metric "
           f"±{args.performance_tolerance:.0%}")
     for result in results:
         print(f"{result.status.upper()}: {result.run}" + ("" if result.where == "host" else f" (in {result.where})"))
         print("\n".join([f"    matched: {c}" for c in result.checks] + [f"    differs: {d}" for d in result.differences]))
-    print(f"report: {out}; reruns in {work}")
+    print(f"tree root sha256 {reproduction.root_sha256}; report: {out}; "
+          + (f"reruns kept in {reproduction.work}" if reproduction.kept else f"reruns removed ({reproduction.work})"))
     return 0 if all(r.status == "match" for r in results) else 1
 
 
@@ -517,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--performance-tolerance", type=float, default=0.25,
                    help="allowed change of a LoadGen test's performance metric (fraction)")
     p.add_argument("--work", type=Path, help="scratch folder for the reruns (default: a new temporary one)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the scratch folder (default: remove what the reruns wrote there once compared)")
     p.add_argument("--report", type=Path, help="report to write (default: <tree>.reproduce.json beside the tree)")
     p.set_defaults(func=_cmd_reproduce)
 
