@@ -10,6 +10,9 @@ Each item passes or fails with its reasons, and every item runs whatever the oth
               every provenance row's config_sha256 is the hash of its job's part of config.json
     scores    the olympic scores recomputed from the training logs equal scores.parquet and
               checks.json
+    claims    every other number the tree states (checks.json, the scenario and implementation
+              READMEs, accuracy.txt, the verify files, measurements.json) equals the logs in the
+              tree or restates config.json (audit.claims)
     checkers  MLCommons' compliance checker on every training log and its system-description
               checker on every training system, the package checker and result summarizer on
               training/<org> (MLPerf benchmarks), and benchpipe's LoadGen rules on every
@@ -45,7 +48,7 @@ from benchpipe.contracts.layout import (
 )
 from benchpipe.contracts.schemas import validate
 
-ITEMS = ("manifest", "json", "tables", "scores", "checkers")
+ITEMS = ("manifest", "json", "tables", "scores", "claims", "checkers")
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 # Folders of copied source code: their JSON files are code, not claims about results.
 CODE_PARTS = frozenset({"implementations", "src"})
@@ -109,6 +112,7 @@ def audit(tree: Path, inference_checker: Path | None = None) -> AuditReport:
         "json": lambda item: _json_files(tree, item),
         "tables": lambda item: _tables(tree, item, seen),
         "scores": lambda item: _scores(tree, item, seen),
+        "claims": lambda item: _claims(tree, item, seen),
         "checkers": lambda item: _checkers(tree, item, inference_checker),
     }
     # In ITEMS' order: the manifest names the root, and the scores use what the tables read.
@@ -122,6 +126,8 @@ class _Seen:
 
     tables: dict[str, list[dict]] = field(default_factory=dict)  # rows as the tree holds them
     runs: list[dict] | None = None  # runs.parquet rows re-derived from the tree's training logs
+    # (target, benchmark, scenario, mode) -> the LOADGEN_FIELDS re-derived from the test's logs
+    tests: dict[tuple[str, str, str, str], dict] = field(default_factory=dict)
 
 
 def _guarded(name: str, check: Callable[[Item], None]) -> Item:
@@ -348,7 +354,7 @@ def _tables(tree: Path, item: Item, seen: _Seen) -> None:
     if "training_events.parquet" in rows:
         key = (*_KEY_TRAINING, "line")
         _compare(item, "training_events.parquet", _by(rows["training_events.parquet"], key), _by(events, key))
-    tests = {}
+    tests = seen.tests
     for key, log in detail_logs(tree).items():
         tests[key] = dict(loadgen_fields(key[2], key[3], log, log.parent / ACCURACY_TXT), inference_round=round_)
     if "inference.parquet" in rows:
@@ -395,6 +401,12 @@ def _scores(tree: Path, item: Item, seen: _Seen) -> None:
         item.fail("scores.parquet could not be read (see tables)")
     recorded = json.loads((tree / CHECKS_JSON).read_text()).get("scores", [])
     _compare(item, "checks.json scores", _by(recorded, key), _by(scores, key))
+
+
+def _claims(tree: Path, item: Item, seen: _Seen) -> None:
+    from benchpipe.audit.claims import check_claims
+
+    check_claims(tree, item, seen)
 
 
 # --- 5. official checkers and benchpipe's LoadGen rules -----------------------------------------

@@ -242,25 +242,29 @@ def measurements(test_dir: Path, scenario: str) -> dict[str, Any]:
     }
 
 
-def scenario_readme(group: ScenarioResults, kind: RunKind, verdicts: dict) -> str:
-    row = group.rows["performance"]
-    model = read_model_record(group.tests["performance"])
+def scenario_readme(target: str, benchmark: str, scenario: str, model: str, loadgen_version: str, kind: RunKind,
+                    verdicts: dict[str, tuple[str, bool]]) -> str:
+    """A scenario's README: only what the tree's own files say again (the audit renders it anew
+    from them). ``model``: the served model's description (measurements.json's starting weights);
+    ``loadgen_version``: the performance run's detail log's; ``verdicts``: test -> (verified by, passed).
+
+    A failed comparison's figures stay in its verify_*.txt, which the audit re-derives; here it is named.
+    """
     note = "" if kind.official else (
         f"\n**Not valid for an official round**: a {kind.label.split(':')[0]} run. "
         "Make official runs with `inference.official: true` (docs/inference.md).\n"
     )
     return (
-        f"# {group.benchmark} {group.scenario} on {group.target}\n\n"
-        f"Model: {model.description}.\n\n"
-        f"Each test ran as `benchpipe infer --benchmark {group.benchmark} --scenario {group.scenario} "
-        f"--mode <mode> --calibration <dir>` under mlcommons-loadgen {row['loadgen_version']}, with the "
+        f"# {benchmark} {scenario} on {target}\n\n"
+        f"Model: {model}.\n\n"
+        f"Each test ran as `benchpipe infer --benchmark {benchmark} --scenario {scenario} "
+        f"--mode <mode> --calibration <dir>` under mlcommons-loadgen {loadgen_version}, with the "
         f"user.conf beside this file, which `benchpipe calibrate` wrote from measurements of this model.\n{note}"
-        + "".join(f"\n{test} verified by {v.verified_by}.\n" for test, v in verdicts.items())
+        + "".join(f"\n{test} verified by {verified_by}.\n" for test, (verified_by, _) in verdicts.items())
         + "".join(
-            f"\n**{test} failed, reported but not judged** (a development run's performance comparisons "
-            f"are not: short runs on a shared machine vary by more than 10 %, and TEST01 logs about 4,096 "
-            f"answers whatever the length, a large share of a short run's): {'; '.join(v.reasons)}\n"
-            for test, v in verdicts.items() if not v.passed
+            f"\n**{test} failed, reported but not judged**: a development run's performance comparisons are "
+            f"not (docs/inference.md); {test}/verify_performance.txt says by how much.\n"
+            for test, (_, passed) in verdicts.items() if not passed
         )
     )
 
@@ -278,7 +282,10 @@ def write_scenario(root: Path, group: ScenarioResults, settings: dict, verdicts:
     measured = measurements(perf, group.scenario)
     validate(measured, "measurements.schema.json", what=f"{scenario_dir}/measurements.json")
     dump_json(scenario_dir / "measurements.json", measured)
-    (scenario_dir / "README.md").write_text(scenario_readme(group, kind, verdicts))
+    readme = scenario_readme(group.target, group.benchmark, group.scenario, read_model_record(perf).description,
+                             group.rows["performance"]["loadgen_version"], kind,
+                             {test: (v.verified_by, v.passed) for test, v in verdicts.items()})
+    (scenario_dir / "README.md").write_text(readme)
     acc = group.tests["accuracy"]
     for log in (*LOADGEN_LOGS, ACCURACY_TXT):
         copy_file(acc / log, scenario_dir / "accuracy" / log)

@@ -117,18 +117,30 @@ def _write_training_systems(root: Path, org_dir: Path, systems, ruleset: str) ->
     return results
 
 
-def _write_implementation(impl: Path, name: str, hyperparameters: dict[str, Any]) -> None:
-    """The code as it ran, a README and the command of one run, with the hyperparameters it used."""
-    copy_code(impl / "benchpipe")
+def _option(hyperparameters: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(the values that depart from the reference, the command-line option that sets them)."""
     changed = {k: d["used"] for k, d in hyperparameters["departures_from_reference"].items()}
     option = f" --hyperparameters-json {shlex.quote(json.dumps(changed, sort_keys=True))}" if changed else ""
+    return changed, option
+
+
+def implementation_readme(name: str, hyperparameters: dict[str, Any]) -> str:
+    """The implementation's README, from checks.json's hyperparameters entry: the audit renders it anew."""
+    changed, option = _option(hyperparameters)
     values = "\n".join(f"| {k} | {v} | {'reference' if k not in changed else 'changed'} |"
                        for k, v in hyperparameters["values"].items())
-    (impl / "README.md").write_text(
+    return (
         f"# {name}: benchpipe implementation\n\nThe `benchpipe` package as it ran. Each result_<i>.txt "
         f"comes from `benchpipe train --benchmark {name}{option} --seed <seed> ...` (run_and_time.sh).\n\n"
         f"| hyperparameter | value | |\n|---|---|---|\n{values}\n"
     )
+
+
+def _write_implementation(impl: Path, name: str, hyperparameters: dict[str, Any]) -> None:
+    """The code as it ran, a README and the command of one run, with the hyperparameters it used."""
+    copy_code(impl / "benchpipe")
+    _, option = _option(hyperparameters)
+    (impl / "README.md").write_text(implementation_readme(name, hyperparameters))
     (impl / "run_and_time.sh").write_text(
         "#!/usr/bin/env bash\n# One training run: run_and_time.sh --data DATA --seed SEED --org ORG "
         "--platform SYSTEM --division DIV --status STATUS --out OUT [--target-file TARGET]\n"
@@ -204,7 +216,7 @@ def _run_official_tools(root: Path, org: str, names: list[str], ruleset: str) ->
     }
 
 
-def _hyperparameters(settings: dict) -> dict[str, Any]:
+def hyperparameters_report(settings: dict) -> dict[str, Any]:
     """Per benchmark, the values the runs used and, in either division, each departure from the reference.
 
     Checked again here, as before the first job: a tree is never written from runs whose
@@ -238,7 +250,7 @@ def package(request: PackageRequest) -> dict[str, Any]:
         name: checks.check_dataset(name, request.datasets_dir / dataset, rows["provenance.parquet"])
         for name, dataset in dataset_names.items()
     }
-    hyperparameters = _hyperparameters(settings)
+    hyperparameters = hyperparameters_report(settings)
     systems = _system_descriptions(request)
     with atomic_dir(request.out) as tmp:
         compliance = _write_training(tmp, request, systems, rows, hyperparameters)
