@@ -218,7 +218,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from benchpipe.audit import audit
     from benchpipe.contracts.atomic import atomic_file
 
-    report = audit(args.tree, inference_checker=args.inference_checker)
+    report = audit(args.tree, inference_checker=args.inference_checker, ruleset=args.ruleset,
+                   round_=args.round, summary=args.summary)
     out = args.report or args.tree.resolve().parent / f"{args.tree.resolve().name}.audit.json"
     with atomic_file(out) as f:
         f.write(json.dumps(report.to_dict(), indent=1) + "\n")
@@ -500,6 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tree", type=Path)
     p.add_argument("--report", type=Path, help="report to write (default: <tree>.audit.json beside the tree)")
     p.add_argument("--inference-checker", type=Path, help="an mlcommons/inference checkout, to re-run its checker")
+    # For an MLCommons folder that benchpipe did not make (no manifest.json): see audit.foreign.
+    p.add_argument("--ruleset", help="training ruleset of an MLCommons folder, e.g. 5.1.0 (default: from its logs)")
+    p.add_argument("--round", help="inference round of an MLCommons division folder, e.g. v6.1")
+    p.add_argument("--summary", type=Path, help="the submitter's published summary.json or .csv to compare scores with")
     p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("reproduce", help="run a tree's training runs and LoadGen tests again with what it recorded, "

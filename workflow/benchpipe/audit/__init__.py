@@ -81,13 +81,14 @@ class AuditReport:
     tree: str
     items: list[Item]
     root_sha256: str | None = None  # of the tree as verified: what the verdicts are about
+    kind: str = "benchpipe"  # "foreign": an MLCommons folder benchpipe did not make (audit.foreign)
 
     @property
     def passed(self) -> bool:
         return all(item.status != FAIL for item in self.items)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tree": self.tree, "root_sha256": self.root_sha256, "passed": self.passed,
+        return {"tree": self.tree, "kind": self.kind, "root_sha256": self.root_sha256, "passed": self.passed,
                 "items": [asdict(item) for item in self.items]}
 
     def lines(self, shown: int = 5) -> list[str]:
@@ -101,10 +102,16 @@ class AuditReport:
         return out
 
 
-def audit(tree: Path, inference_checker: Path | None = None) -> AuditReport:
+def audit(tree: Path, inference_checker: Path | None = None, *, ruleset: str | None = None,
+          round_: str | None = None, summary: Path | None = None) -> AuditReport:
+    """``ruleset``, ``round_`` and ``summary`` are for a folder benchpipe did not make (audit.foreign)."""
+    from benchpipe.audit.foreign import audit_foreign, is_benchpipe_tree
+
     tree = Path(tree)
     if not tree.is_dir():
         raise BenchpipeError(f"{tree}: not a folder: nothing to audit")
+    if not is_benchpipe_tree(tree):
+        return audit_foreign(tree, inference_checker, ruleset=ruleset, round_=round_, summary=summary)
     roots: list[str] = []
     seen = _Seen()
     checks: dict[str, Callable[[Item], None]] = {

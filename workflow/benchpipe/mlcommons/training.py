@@ -442,3 +442,71 @@ def run_result_summarizer(
         "result_summarizer", org_dir, passed, proc.returncode, log, tuple(errors),
         rows=tuple(rows), scores=scores,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a folder that benchpipe did not make: its round, its scaling, the summarizer's scores
+
+
+def read_scaling_factor(result_dir: Path) -> float:
+    """What the result summarizer multiplies ``result_dir``'s olympic mean by (its
+    _get_scaling_factor): ``scaling_factor`` of the folder's scaling.json, 1.0 without one."""
+    path = result_dir / "scaling.json"
+    if not path.is_file():
+        return 1.0
+    try:
+        factor = json.loads(path.read_text())["scaling_factor"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValidationError(f"{path}: no readable scaling_factor, as the result summarizer needs: {exc}") from exc
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor):
+        raise ValidationError(f"{path}: scaling_factor {factor!r} is not a finite number")
+    return float(factor)
+
+
+def summarizer_minutes(verdict: CheckerVerdict, benchmark: str) -> dict[str, float | None]:
+    """system -> the summarizer's score for ``benchmark`` (minutes; None for an empty cell), from
+    the rows of one run_result_summarizer call: one call scores every benchmark of the folder."""
+    return {row["system"]: _score(row.get(benchmark)) for row in verdict.rows}
+
+
+def _common_requirements(ruleset: str) -> dict[str, str]:
+    """key -> REQ of every KEY rule in the compliance checker's common.yaml for ``ruleset``."""
+    import yaml
+
+    from benchpipe.mlcommons.rules import training_rules_file
+
+    path = training_rules_file("common.yaml", ruleset)
+    try:
+        rules = yaml.load(path.read_text(), Loader=yaml.BaseLoader) or []
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the compliance rules: {exc}") from exc
+    keys = (rule.get("KEY") for rule in rules if isinstance(rule, dict))
+    return {key["NAME"]: key.get("REQ", "") for key in keys if isinstance(key, dict) and "NAME" in key}
+
+
+def detect_ruleset(benchmarks: set[str], logged_keys: set[str]) -> tuple[str, str]:
+    """(training ruleset, why) for logs of ``benchmarks`` that all log ``logged_keys``.
+
+    MLLOG logs name no round. The candidates are the rulesets that have every benchmark and whose
+    common.yaml finds each key it requires (EXACTLY_ONE, AT_LEAST_ONE) in the logs; of those, the
+    oldest that names every common key the logs use: a round's new keys are what tell it apart.
+    """
+    candidates = [r for r in rulesets_with(next(iter(benchmarks))) if benchmarks <= ruleset_benchmarks(r)] \
+        if benchmarks else []
+    if not candidates:
+        raise ConfigError(f"no training ruleset of mlperf-logging {mlperf_logging_version()} has every one of "
+                          f"{', '.join(sorted(benchmarks)) or 'no benchmark'}: give --ruleset")
+    met = {}
+    for ruleset in candidates:
+        reqs = _common_requirements(ruleset)
+        required = {k for k, req in reqs.items() if req in ("EXACTLY_ONE", "AT_LEAST_ONE")}
+        if required <= logged_keys:
+            met[ruleset] = set(reqs)
+    if not met:
+        raise ConfigError(f"the logs lack keys that common.yaml requires in each of {', '.join(candidates)}: "
+                          "give --ruleset")
+    named = set().union(*met.values()) & logged_keys
+    ruleset = next((r for r in met if named <= met[r]), list(met)[-1])
+    return ruleset, (f"training {ruleset}: of the rulesets with {', '.join(sorted(benchmarks))} "
+                     f"({', '.join(candidates)}), the oldest whose common.yaml the logs meet "
+                     f"(met by {', '.join(met)})")
