@@ -20,9 +20,10 @@ files under ``benchpipe/``, written by packaging and read by audit, reproduce an
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
-from benchpipe.contracts.errors import ParseError
+from benchpipe.contracts.errors import ParseError, ValidationError
 
 # --- Files a job writes (the runs tree) -------------------------------------------------
 MLLOG_FILE = "mllog.txt"
@@ -104,3 +105,62 @@ RAW_DIR = OWN / "raw"
 # MLPerf's layouts, and the same layouts for benchpipe's own benchmarks and models.
 TRAINING_SECTIONS = ("training", "benchpipe/training")
 INFERENCE_SECTIONS = ("inference", "benchpipe/inference")
+
+
+# --- What MLPerf's layouts require ---------------------------------------------------------
+# The inference tree (v6.0/v6.1), per organization folder <division>/<org>/:
+#     systems/<system>.json, src/, results/<system>/<model>/<scenario>/...
+# and per scenario folder what each mode of it requires: the official checker stops at the
+# first gap (a traceback for a missing performance/ or accuracy/), and benchpipe's own
+# models' trees have no official checker at all, so the names are stated here once.
+README = "README.md"
+MEASUREMENTS = "measurements.json"
+SYSTEMS_DIR = "systems"
+SRC_DIR = "src"
+PERFORMANCE_RUN = "performance/run_1"
+ACCURACY_DIR = "accuracy"
+SCENARIO_FILES = (README, USER_CONF, MEASUREMENTS)
+_RUN_LOGS = (DETAIL_LOG, SUMMARY_LOG)
+REQUIRED_BY_MODE: dict[str, tuple[str, ...]] = {
+    "performance": tuple(f"{PERFORMANCE_RUN}/{name}" for name in _RUN_LOGS),
+    "accuracy": tuple(f"{ACCURACY_DIR}/{name}" for name in (*_RUN_LOGS, ACCURACY_LOG, ACCURACY_TXT)),
+    "TEST01": (f"TEST01/{VERIFY_ACCURACY}", f"TEST01/{VERIFY_PERFORMANCE}",
+               *(f"TEST01/{PERFORMANCE_RUN}/{name}" for name in _RUN_LOGS)),
+    "TEST04": (f"TEST04/{VERIFY_PERFORMANCE}", *(f"TEST04/{PERFORMANCE_RUN}/{name}" for name in _RUN_LOGS)),
+}
+# The training tree, per organization folder: systems/<system>.json and
+# results/<system>/<benchmark>/result_0.txt ... result_<N-1>.txt, N fixed per benchmark.
+TRAINING_RESULT = "result_{index}.txt"
+TRAINING_RESULT_GLOB = "result_*.txt"
+
+
+def required_scenario_files(modes: Iterable[str]) -> list[tuple[str, str | None]]:
+    """(path under a scenario folder, the mode that requires it, None for the folder's own files).
+
+    ``modes``: the tests the scenario was run with (``contracts.config.inference_modes``: the
+    compliance tests only in the closed division). A mode the layout has no files for is a
+    ValidationError naming it, so that a new test cannot be packaged without its files being stated.
+    """
+    required: list[tuple[str, str | None]] = [(name, None) for name in SCENARIO_FILES]
+    for mode in modes:
+        if mode not in REQUIRED_BY_MODE:
+            raise ValidationError(f"mode '{mode}': the inference layout names no files for it "
+                             f"(known: {', '.join(REQUIRED_BY_MODE)})")
+        required += [(path, mode) for path in REQUIRED_BY_MODE[mode]]
+    return required
+
+
+def training_result_names(runs: int) -> list[str]:
+    """result_0.txt ... result_<runs-1>.txt: the files a training result folder must hold."""
+    return [TRAINING_RESULT.format(index=i) for i in range(runs)]
+
+
+def missing_scenario_files(scenario_dir: Path, modes: Iterable[str]) -> list[tuple[str, str | None]]:
+    """The ``required_scenario_files(modes)`` that are not regular files under ``scenario_dir``."""
+    return [(rel, mode) for rel, mode in required_scenario_files(modes) if not (scenario_dir / rel).is_file()]
+
+
+def missing_reason(path: str, scenario: str, mode: str | None, round_: str) -> str:
+    """One missing required file, worded alike wherever it is found (packaging, audit)."""
+    what = f"{scenario} {mode}" if mode else f"the {scenario} folder"
+    return f"{path}: missing (required by the {round_} layout for {what})"

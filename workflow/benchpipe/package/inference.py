@@ -37,6 +37,7 @@ from benchpipe.contracts.records import RunKind, read_model_record
 from benchpipe.contracts.rounds import COMPLIANCE_TESTS
 from benchpipe.contracts.schemas import validate
 from benchpipe.infer.compliance import Verification, verify_test01, verify_test04
+from benchpipe.infer.crosscheck import check_run_logs
 from benchpipe.infer.sut import RESPONSE_DTYPE
 from benchpipe.infer.validity import check_accuracy, check_performance
 from benchpipe.mlcommons import compliance_tests as official
@@ -164,6 +165,7 @@ def check_scenario(group: ScenarioResults, settings: dict,
                 min_duration_ms=kind.min_duration_ms, loadgen_model=task.loadgen_model,
                 division=division, compliance_test=mode if mode in COMPLIANCE_TESTS else None,
             )
+            problems += check_run_logs(test_dir)
     verdicts = {}
     if not problems:
         for test in COMPLIANCE_TESTS:
@@ -269,11 +271,17 @@ def scenario_readme(target: str, benchmark: str, scenario: str, model: str, load
     )
 
 
-def write_scenario(root: Path, group: ScenarioResults, settings: dict, verdicts: dict) -> None:
+def scenario_dir_of(root: Path, group: ScenarioResults, settings: dict) -> Path:
     submission = settings["submission"]
     section, folder = section_of(root, group.benchmark)
     org_dir = section / submission["division"] / submission["submitter"]
-    scenario_dir = org_dir / "results" / group.target / folder / group.scenario
+    return org_dir / "results" / group.target / folder / group.scenario
+
+
+def write_scenario(root: Path, group: ScenarioResults, settings: dict, verdicts: dict) -> None:
+    submission = settings["submission"]
+    section, folder = section_of(root, group.benchmark)
+    scenario_dir = scenario_dir_of(root, group, settings)
     kind = RunKind.from_settings(settings["inference"])
     perf = group.tests["performance"]
     for log in LOADGEN_LOGS:
@@ -316,6 +324,20 @@ def write_test(out: Path, group: ScenarioResults, verdict: ComplianceVerdict, se
     if verdict.test == "TEST01":
         copy_file(test_dir / ACCURACY_LOG, out / "accuracy" / ACCURACY_LOG)
     verdict.own.write(out)
+
+
+def check_written(root: Path, groups: list[ScenarioResults], settings: dict) -> None:
+    """Every file the layout requires, in every scenario folder as written: the writers above and
+    MLCommons' verification scripts each place some of them, and the manifest would vouch for a gap."""
+    modes, round_ = inference_modes(settings), settings["inference"]["round"]
+    missing = []
+    for group in groups:
+        scenario_dir = scenario_dir_of(root, group, settings)
+        missing += [layout.missing_reason(str((scenario_dir / rel).relative_to(root)), group.scenario, mode, round_)
+                    for rel, mode in layout.missing_scenario_files(scenario_dir, modes)]
+    if missing:
+        raise ValidationError(f"{root}: the inference tree as written lacks {len(missing)} file(s): "
+                              + "; ".join(missing))
 
 
 def write_org_files(root: Path, settings: dict, systems: dict[str, dict], names: list[str]) -> None:
@@ -367,6 +389,7 @@ def write_inference(root: Path, runs_dir: Path, settings: dict, systems: dict, r
         write_org_files(root, settings, systems, names)
         for group in groups:
             write_scenario(root, group, settings, verdicts[(group.target, group.benchmark, group.scenario)])
+    check_written(root, groups, settings)
     kind = RunKind.from_settings(settings["inference"])
     return {
         "kind": kind.label,

@@ -1,0 +1,96 @@
+"""The files MLPerf's layouts require, present in the tree: a renamed or deleted log is found
+even when the manifest was rebuilt after it, and without the official inference checker.
+
+Inference, per organization folder of either section: ``systems/<system>.json`` for each
+target, a non-empty ``src/``, and per scenario folder ``contracts.layout.required_scenario_files``
+of the modes the tree's config gives (``contracts.config.inference_modes``, as packaging and the
+workflow use: the compliance tests in the closed division). Training, per benchmark and target:
+``systems/<system>.json`` and exactly ``result_0.txt ... result_<N-1>.txt``, N being what the
+package checker demands of an MLPerf benchmark, and the tree's runs for benchpipe's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchpipe.contracts import layout, registry
+from benchpipe.contracts.config import inference_benchmarks, inference_modes
+
+if TYPE_CHECKING:
+    from benchpipe.audit import Item
+
+
+def check_required_files(tree: Path, item: Item, settings: dict[str, Any]) -> None:
+    """Fail ``item`` for every file the layouts require that ``tree`` lacks, naming file and rule."""
+    _inference(tree, item, settings)
+    _training(tree, item, settings)
+
+
+def required_training_runs(benchmark: str, settings: dict[str, Any]) -> tuple[int, str]:
+    """(result files a training result folder must hold, the rule that says so)."""
+    from benchpipe.mlcommons import training
+
+    ruleset = settings["training"]["ruleset"]
+    if training.is_official(benchmark, ruleset):
+        return training.required_runs(benchmark, ruleset), f"MLPerf training {ruleset}'s count for {benchmark}"
+    runs = settings["training"].get("runs") or registry.get(benchmark).num_runs
+    return runs, f"training.runs of the tree's config for {benchmark}"
+
+
+def _inference(tree: Path, item: Item, settings: dict[str, Any]) -> None:
+    from benchpipe.package.inference import section_of
+
+    submission, round_ = settings["submission"], settings["inference"]["round"]
+    modes = inference_modes(settings)
+    for benchmark in inference_benchmarks(settings):
+        section, folder = section_of(tree, benchmark)
+        org_dir = section / submission["division"] / submission["submitter"]
+        _org_files(tree, item, org_dir, settings["targets"], round_, inference=True)
+        expected = {org_dir / "results" / t / folder / s for t in settings["targets"]
+                    for s in settings["inference"]["scenarios"]}
+        # Scenario folders the config does not name are held to the same layout.
+        found = {p for p in org_dir.glob(f"results/*/{folder}/*") if p.is_dir()}
+        for scenario_dir in sorted(expected | found):
+            rel = scenario_dir.relative_to(tree)
+            item.check(f"{rel}/: the files the {round_} layout requires for {', '.join(modes)}")
+            for path, mode in layout.missing_scenario_files(scenario_dir, modes):
+                item.fail(layout.missing_reason(f"{rel}/{path}", scenario_dir.name, mode, round_))
+
+
+def _org_files(tree: Path, item: Item, org_dir: Path, targets: list[str], rule: str, *, inference: bool) -> None:
+    rel = org_dir.relative_to(tree)
+    for target in targets:
+        system = org_dir / layout.SYSTEMS_DIR / f"{target}.json"
+        if not system.is_file():
+            item.fail(f"{system.relative_to(tree)}: missing (required by the {rule} layout for system {target})")
+    if inference:
+        src = org_dir / layout.SRC_DIR
+        if not src.is_dir() or not any(p.is_file() for p in src.rglob("*")):
+            item.fail(f"{rel}/{layout.SRC_DIR}/: missing or empty (required by the {rule} layout: "
+                      "the code that produced the results)")
+
+
+def _training(tree: Path, item: Item, settings: dict[str, Any]) -> None:
+    from benchpipe.package.tree import training_org_dir
+
+    org, ruleset = settings["submission"]["submitter"], settings["training"]["ruleset"]
+    rule = f"training {ruleset}"
+    org_dirs = set()
+    for benchmark in settings["benchmarks"]:
+        org_dir = training_org_dir(tree, org, benchmark, ruleset)
+        org_dirs.add(org_dir)
+        runs, why = required_training_runs(benchmark, settings)
+        wanted = layout.training_result_names(runs)
+        for target in settings["targets"]:
+            results = org_dir / "results" / target / benchmark
+            rel = results.relative_to(tree)
+            item.check(f"{rel}/: {runs} result files ({why})")
+            present = {p.name for p in results.glob(layout.TRAINING_RESULT_GLOB) if p.is_file()}
+            for name in wanted:
+                if name not in present:
+                    item.fail(f"{rel}/{name}: missing (required: {runs} result files, {why})")
+            for name in sorted(present - set(wanted)):
+                item.fail(f"{rel}/{name}: one result file too many (required: exactly {runs}, {why})")
+    for org_dir in sorted(org_dirs):
+        _org_files(tree, item, org_dir, settings["targets"], rule, inference=False)
