@@ -1,4 +1,5 @@
-"""Submission archives: the same tree packs to the same bytes, and a hostile archive unpacks to nothing."""
+"""Submission archives: the same tree packs to the same bytes under one top-level folder, and a
+hostile archive unpacks to nothing."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_same_tree_packs_to_identical_bytes(tmp_path, tree):
-    # A copy elsewhere, by another name, with other permissions and times, written in another order.
-    other = _make_tree(tmp_path / "elsewhere" / "copy", file_mode=0o600, dir_mode=0o700, mtime=1_000)
+    # A copy elsewhere, in a folder of the same name, with other permissions and times, written in another order.
+    other = _make_tree(tmp_path / "elsewhere" / "tree", file_mode=0o600, dir_mode=0o700, mtime=1_000)
     shutil.copyfile(tree / "results" / "ünï" / "log.txt", other / "results" / "ünï" / "log.txt")
     write_manifest(other)
     first, second = pack(tree, tmp_path / "a.tar.zst"), pack(other, tmp_path / "b.tar.zst")
@@ -61,12 +62,14 @@ def test_archive_members_are_normalised_and_sorted(tmp_path, tree):
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
-    assert names == sorted(names) and "empty" not in names and names[0] == "code"
-    assert {"manifest.json", "code/run.sh", "results/ünï/log.txt"} <= set(names)
+    # One top-level folder, named after the tree's: a plain `tar -x` writes nothing beside it.
+    assert names[0] == "tree" and members[0].isdir() and all(n.startswith("tree/") for n in names[1:])
+    assert names == sorted(names) and "tree/empty" not in names and names[1] == "tree/code"
+    assert {"tree/manifest.json", "tree/code/run.sh", "tree/results/ünï/log.txt"} <= set(names)
     for m in members:
         assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
         assert m.isdir() or m.isreg()
-        assert m.mode == (0o755 if m.isdir() or m.name == "code/run.sh" else 0o644)
+        assert m.mode == (0o755 if m.isdir() or m.name == "tree/code/run.sh" else 0o644)
         assert not any(k in m.pax_headers for k in ("mtime", "atime", "ctime"))
 
 
@@ -77,6 +80,64 @@ def test_unpack_roundtrip_verifies(tmp_path, tree):
     assert (tmp_path / "out" / "code" / "run.sh").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "out" / "code" / "lib" / "mod.py").read_text() == "X = 1\n"
     assert [p.name for p in tmp_path.iterdir() if ".partial" in p.name] == []
+
+
+def _decompressed(archive: Path) -> bytes:
+    with open(archive, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f).read()
+
+
+def test_another_folder_name_is_another_top_folder(tmp_path, tree):
+    other = tmp_path / "renamed"
+    shutil.copytree(tree, other)
+    pack(tree, tmp_path / "a.tar.zst")
+    pack(other, tmp_path / "b.tar.zst")
+    with tarfile.open(fileobj=io.BytesIO(_decompressed(tmp_path / "b.tar.zst"))) as tar:
+        assert {name.split("/")[0] for name in tar.getnames()} == {"renamed"}
+    assert (tmp_path / "a.tar.zst").read_bytes() != (tmp_path / "b.tar.zst").read_bytes()
+
+
+def test_plain_tar_extraction_writes_one_folder(tmp_path, tree):
+    pack(tree, tmp_path / "x.tar.zst")
+    here = tmp_path / "cwd"
+    here.mkdir()
+    subprocess.run(["tar", "-x"], input=_decompressed(tmp_path / "x.tar.zst"), cwd=here, check=True)
+    assert [p.name for p in here.iterdir()] == ["tree"]
+    assert verify_tree(here / "tree").root_sha256 == verify_tree(tree).root_sha256
+
+
+def test_unpack_lifts_a_top_folder_holding_an_entry_of_its_own_name(tmp_path):
+    # The tree's folder is "code", and the tree holds code/: moving code/code/ up must not collide.
+    tree = _make_tree(tmp_path / "code", file_mode=0o644, dir_mode=0o755, mtime=0)
+    packed = pack(tree, tmp_path / "x.tar.zst")
+    verified = unpack(tmp_path / "x.tar.zst", tmp_path / "out")
+    assert verified.root_sha256 == packed.verified.root_sha256
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["code", "manifest.json", "results"]
+
+
+def test_unpack_accepts_an_archive_without_a_top_folder(tmp_path, tree):
+    # As benchpipe packed before archives had a top-level folder: manifest.json at the top.
+    members = []
+    with tarfile.open(fileobj=io.BytesIO(_decompressed(pack(tree, tmp_path / "x.tar.zst").archive))) as tar:
+        for m in tar.getmembers()[1:]:
+            data = tar.extractfile(m).read() if m.isreg() else None
+            m.name, m.pax_headers = m.name.removeprefix("tree/"), {}  # a pax path record would keep the old name
+            members.append((m, data))
+    archive = _hostile(tmp_path / "old.tar.zst", members)
+    verified = unpack(archive, tmp_path / "out")
+    assert verified.root_sha256 == verify_tree(tree).root_sha256
+    assert (tmp_path / "out" / "code" / "run.sh").is_file()
+
+
+def test_unpack_refuses_two_top_folders(tmp_path, tree):
+    members = []
+    with tarfile.open(fileobj=io.BytesIO(_decompressed(pack(tree, tmp_path / "x.tar.zst").archive))) as tar:
+        for m in tar.getmembers():
+            members.append((m, tar.extractfile(m).read() if m.isreg() else None))
+    archive = _hostile(tmp_path / "two.tar.zst", [*members, file_member("stray/x.txt", b"beside")])
+    with pytest.raises(ArchiveError, match="expected one top-level folder holding manifest.json.*found stray, tree"):
+        unpack(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial*"))
 
 
 def test_pack_refuses_a_tree_that_does_not_verify(tmp_path, tree):
@@ -136,7 +197,7 @@ def test_unpack_refuses_a_tree_whose_manifest_does_not_verify(tmp_path, tree):
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         for m in tar.getmembers():
             data = tar.extractfile(m).read() if m.isreg() else None
-            if m.name == "code/lib/mod.py":
+            if m.name == "tree/code/lib/mod.py":
                 data = b"X = 666\n"  # tampered after packing
             members.append((m, data))
     archive = _hostile(tmp_path / "tampered.tar.zst", members)

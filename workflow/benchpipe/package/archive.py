@@ -1,10 +1,12 @@
 """Pack a verified submission tree into a deterministic ``.tar.zst``, and unpack one safely.
 
-The same tree gives the same bytes whoever packs it, wherever it sits: members are the
-manifest's files plus ``manifest.json`` and the folders above them, in sorted path order,
-with paths relative to the tree (no top-level folder); every member has mtime 0, uid and
-gid 0, empty user and group names, and mode 0644 (0755 for folders and for files with
-any execute bit). The tar is POSIX pax, which Python writes as plain ustar headers unless
+The same tree gives the same bytes whoever packs it, wherever it sits (under the same
+folder name): members are one top-level folder named after the tree's folder, then under it
+the manifest's files plus ``manifest.json`` and the folders above them, in sorted path
+order, so that a plain ``tar -x`` writes one new folder and nothing beside it. Every member
+is a folder or a regular file (a file with several names is packed as a plain file, never
+as a tar hard link), with mtime 0, uid and gid 0, empty user and group names, and mode 0644
+(0755 for folders and for files with any execute bit). The tar is POSIX pax, which Python writes as plain ustar headers unless
 a name does not fit, and never with timestamps. Compression is zstd in its multi-threaded
 mode, whose output does not depend on the number of threads; the bytes do depend on the
 zstd version, which the lock pins. Empty folders are not packed: the manifest does not
@@ -12,11 +14,13 @@ vouch for them.
 
 An archive unpacks only if every member is a regular file or a folder with a plain
 relative path (no ``..``, not absolute, not twice); links of either kind, devices and
-FIFOs are refused, as is a tree whose manifest does not verify once unpacked. Output is
-written into a temporary folder next to the target and renamed at the end, so a refused
-archive leaves nothing behind. Without benchpipe::
+FIFOs are refused, as is a tree whose manifest does not verify once unpacked. The top-level
+folder's contents become the target folder, whatever the folder was called; archives packed
+before there was one (``manifest.json`` at the top) unpack too. Output is written into a
+temporary folder next to the target and renamed at the end, so a refused archive leaves
+nothing behind. Without benchpipe (``dev.tar.zst`` packed from a folder ``dev``)::
 
-    mkdir out && zstd -dc x.tar.zst | tar -x -C out && benchpipe verify out
+    zstd -dc dev.tar.zst | tar -x && benchpipe verify dev
 """
 
 from __future__ import annotations
@@ -72,10 +76,18 @@ def _compressor() -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=max(1, os.cpu_count() or 1), write_checksum=True)
 
 
-def _members(files: list[str]) -> list[str]:
-    """The files and every folder above them, sorted so that a folder comes before its contents."""
+def _members(top: str, files: list[str]) -> list[str]:
+    """``top``, then the files and every folder above them under it, a folder before its contents."""
     folders = {str(parent) for rel in files for parent in PurePosixPath(rel).parents if str(parent) != "."}
-    return sorted(folders | set(files))
+    return [top, *(f"{top}/{name}" for name in sorted(folders | set(files)))]
+
+
+def _top_folder(tree: Path) -> str:
+    """The archive's one top-level folder: the tree's own folder name, the same wherever it sits."""
+    name = tree.name
+    if not name or name in (".", "..") or any(c in name for c in "\\\n\r"):
+        raise ArchiveError(f"{tree}: its folder name {name!r} cannot name the archive's top-level folder")
+    return name
 
 
 def _info(name: str, *, folder: bool, size: int = 0, executable: bool = False) -> tarfile.TarInfo:
@@ -98,6 +110,7 @@ def pack(tree: Path, out: Path) -> Packed:
     if verified.root_sha256 is None:
         # Format 1 has no root hash to publish, and skipped nested manifest.json files.
         raise ArchiveError(f"{tree}: manifest is {verified.format}; write it anew (benchpipe package) to pack it")
+    top = _top_folder(tree)
     listed: dict[str, str | None] = dict(read_manifest(tree)["files"])
     listed[MANIFEST] = None  # not listed in itself; verification above read it
     try:
@@ -105,18 +118,28 @@ def pack(tree: Path, out: Path) -> Packed:
             sink = _HashingWriter(raw)
             with _compressor().stream_writer(sink, closefd=False) as zst:
                 with tarfile.open(fileobj=zst, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                    for name in _members(list(listed)):
-                        if name in listed:
-                            _add_file(tar, tree, name, listed[name])
-                        else:
-                            tar.addfile(_info(name, folder=True))
+                    write_members(tar, tree, top, listed)
     except OSError as exc:  # a file that shrank after verification ends up here too
         raise ArchiveError(f"{out}: cannot pack {tree}: {exc}") from exc
     return Packed(out, verified, sink.size, sink.digest.hexdigest())
 
 
-def _add_file(tar: tarfile.TarFile, tree: Path, name: str, expected: str | None) -> None:
-    path = tree / name
+def write_members(tar: tarfile.TarFile, tree: Path, top: str, listed: dict[str, str | None]) -> None:
+    """``listed`` (path -> sha256, None: not checked) of ``tree`` under the folder ``top`` of ``tar``.
+
+    Every header is made here, never by tarfile from the file system: a file with several
+    names is read as a plain file, never written as a hard-link member pointing at another.
+    """
+    for name in _members(top, list(listed)):
+        rel = name.removeprefix(top + "/")
+        if name != top and rel in listed:
+            _add_file(tar, tree, rel, name, listed[rel])
+        else:
+            tar.addfile(_info(name, folder=True))
+
+
+def _add_file(tar: tarfile.TarFile, tree: Path, rel: str, name: str, expected: str | None) -> None:
+    path = tree / rel
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         reader = HashingReader(f)
@@ -134,12 +157,38 @@ def unpack(archive: Path, dest: Path) -> Verified:
         with open(archive, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) as zst:
             with tarfile.open(fileobj=zst, mode="r|") as tar, atomic_dir(dest) as tmp:
                 _extract_all(tar, archive, tmp)
+                _lift_top_folder(tmp, archive)
                 verified = _verify_unpacked(tmp, archive)
     except OSError as exc:
         raise ArchiveError(f"{archive}: cannot unpack: {exc}") from exc
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise ArchiveError(f"{archive}: not a readable tar.zst: {exc}") from exc
     return Verified(dest, verified.format, verified.files, verified.root_sha256, verified.tools)
+
+
+def _lift_top_folder(tmp: Path, archive: Path) -> None:
+    """Make the archive's one top-level folder the tree itself; an archive packed before it had
+    one holds ``manifest.json`` at the top and is left as it is."""
+    if (tmp / MANIFEST).is_file():
+        return
+    entries = sorted(tmp.iterdir())
+    if len(entries) != 1 or not entries[0].is_dir() or not (entries[0] / MANIFEST).is_file():
+        found = ", ".join(e.name for e in entries) or "nothing"
+        raise ArchiveError(f"{archive}: expected one top-level folder holding {MANIFEST} (or {MANIFEST} at the "
+                           f"top, as older archives), found {found}")
+    # Renamed first to a name none of its entries has, so that an entry named like it can move up.
+    top = entries[0].rename(tmp / _unused_name(entries[0]))
+    for entry in sorted(top.iterdir()):
+        entry.rename(tmp / entry.name)
+    top.rmdir()
+
+
+def _unused_name(folder: Path) -> str:
+    taken = {entry.name for entry in folder.iterdir()}
+    name = ".top"
+    while name in taken:
+        name += "_"
+    return name
 
 
 def _verify_unpacked(tmp: Path, archive: Path) -> Verified:
