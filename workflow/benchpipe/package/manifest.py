@@ -28,7 +28,8 @@ Paths holding a newline or a backslash are refused, since ``sha256sum`` would es
 A tree holds regular files and directories only. Any symbolic link is a problem, whether
 it points inside the tree or out: its content is not what the manifest hashes, and a link
 out would make the tree depend on the machine it sits on. FIFOs, sockets and devices are
-problems too.
+problems too, and so is a regular file with more than one name (a hard link): whoever holds
+the other name, perhaps outside the tree, can change the file after it was verified.
 
 ``benchpipe-manifest/1`` manifests (``files`` only, no root hash) still verify. Format 1
 skipped every file named ``manifest.json``, at any depth, so those are not reported as
@@ -70,7 +71,7 @@ _HEX = frozenset("0123456789abcdef")
 @dataclass(frozen=True)
 class Problem:
     """One way a tree differs from its manifest: ``kind`` is modified, missing, extra, symlink,
-    special or root."""
+    hardlink, special or root."""
 
     path: str
     kind: str
@@ -107,6 +108,7 @@ class _Walk:
     files: list[str] = field(default_factory=list)
     links: dict[str, str] = field(default_factory=dict)  # path -> link target
     special: dict[str, str] = field(default_factory=dict)  # path -> kind
+    hardlinks: dict[str, int] = field(default_factory=dict)  # path -> number of names of the file
 
 
 def root_sha256(files: Mapping[str, str]) -> str:
@@ -153,6 +155,9 @@ def _walk(tree: Path, *, skip_nested_manifests: bool = False) -> _Walk:
                 if rel == MANIFEST or (skip_nested_manifests and entry.name == MANIFEST):
                     continue
                 found.files.append(rel)
+                names = entry.stat(follow_symlinks=False).st_nlink
+                if names > 1:
+                    found.hardlinks[rel] = names
             else:
                 found.special[rel] = _kind(entry.stat(follow_symlinks=False).st_mode)
     found.files.sort()
@@ -189,6 +194,9 @@ def _points_outside(rel: str, target: str) -> bool:
 def _entry_problems(walk: _Walk) -> list[Problem]:
     return [_link_problem(rel, target) for rel, target in walk.links.items()] + [
         Problem(rel, "special", f"a {kind}; a tree holds regular files only") for rel, kind in walk.special.items()
+    ] + [
+        Problem(rel, "hardlink", f"hard link ({names} names): another name outside the manifest can change it")
+        for rel, names in walk.hardlinks.items()
     ]
 
 
@@ -251,8 +259,8 @@ def _is_sha256(value: object) -> bool:
 def verify_tree(tree: Path, workers: int | None = None) -> Verified:
     """Check ``tree`` against its manifest; raise TreeMismatch naming every difference.
 
-    Modified, missing and extra files, links and special files are all reported, and in
-    format 2 a root hash that does not match the listed hashes.
+    Modified, missing and extra files, links (hard links too) and special files are all
+    reported, and in format 2 a root hash that does not match the listed hashes.
     """
     manifest = read_manifest(tree)
     fmt: str = manifest["format"]
