@@ -34,6 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from benchpipe.audit.required import check_required_files
 from benchpipe.contracts import registry
 from benchpipe.contracts.errors import BenchpipeError, ValidationError
 from benchpipe.contracts.layout import (
@@ -241,6 +242,7 @@ def _json_files(tree: Path, item: Item) -> None:
             item.fail(f"{rel}: not JSON: {exc}")
         except BenchpipeError as exc:
             item.fail(str(exc))
+    check_required_files(tree, item, json.loads((tree / CONFIG_JSON).read_text()))
 
 
 # --- 3. tables ---------------------------------------------------------------------------------
