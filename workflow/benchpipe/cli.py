@@ -331,9 +331,22 @@ def _limit_threads(threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def _version() -> str:
+    """The installed distribution's version, as manifests record it; the source's own when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("benchpipe")
+    except PackageNotFoundError:
+        from benchpipe import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchpipe", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"benchpipe {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("datasets", help="fetch, verify and preprocess datasets; bundle them for air-gapped use")
