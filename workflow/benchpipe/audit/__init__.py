@@ -468,6 +468,7 @@ def _training_checkers(tree: Path, copy: Path, item: Item, reports: Path, rulese
 
 def _loadgen_rules(tree: Path, copy: Path, item: Item, settings: dict[str, Any]) -> None:
     """benchpipe's LoadGen rules (infer.validity) on every test, and TEST01/TEST04 verified again."""
+    from benchpipe.audit.loadgen import crosscheck_logs
     from benchpipe.contracts.records import RunKind
     from benchpipe.infer.validity import check_accuracy, check_performance
     from benchpipe.results.loadgen_parser import parse_detail_log
@@ -486,6 +487,7 @@ def _loadgen_rules(tree: Path, copy: Path, item: Item, settings: dict[str, Any])
                 compliance_test=None if mode == "performance" else mode)
         for problem in problems:
             item.fail(problem.replace(str(copy) + "/", ""))
+    crosscheck_logs(copy, item, detail_logs(copy))
     _compliance_tests(tree, copy, item, kind)
 
 

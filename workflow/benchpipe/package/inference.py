@@ -37,6 +37,7 @@ from benchpipe.contracts.records import RunKind, read_model_record
 from benchpipe.contracts.rounds import COMPLIANCE_TESTS
 from benchpipe.contracts.schemas import validate
 from benchpipe.infer.compliance import Verification, verify_test01, verify_test04
+from benchpipe.infer.crosscheck import check_run_logs
 from benchpipe.infer.sut import RESPONSE_DTYPE
 from benchpipe.infer.validity import check_accuracy, check_performance
 from benchpipe.mlcommons import compliance_tests as official
@@ -164,6 +165,7 @@ def check_scenario(group: ScenarioResults, settings: dict,
                 min_duration_ms=kind.min_duration_ms, loadgen_model=task.loadgen_model,
                 division=division, compliance_test=mode if mode in COMPLIANCE_TESTS else None,
             )
+            problems += check_run_logs(test_dir)
     verdicts = {}
     if not problems:
         for test in COMPLIANCE_TESTS:

@@ -1,9 +1,10 @@
-"""LoadGen detail logs (``:::MLLOG {json}`` per event) and the accuracy script's output."""
+"""LoadGen detail logs (``:::MLLOG {json}`` per event), its summary text, and the accuracy script's output."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,15 @@ RESULT_KEY = {
     "Server": "result_completed_samples_per_sec",
 }
 _ACCURACY = re.compile(r"^accuracy=([0-9.]+)%")
+# The summary's "=====" framed section titles, as LoadGen's results.cc writes them.
+SUMMARY_SECTIONS = {"MLPerf Results Summary": "results", "Additional Stats": "stats",
+                    "Test Parameters Used": "parameters"}
+# Its closing lines: "No errors encountered during test." or "3 ERRORS encountered. See detailed log."
+_TALLY = re.compile(r"^(no|\d+) (warning|error)s? encountered", re.IGNORECASE)
+# "Processed at least 64 queries (1579)."; the count in brackets is the run's result_query_count.
+_PROCESSED = re.compile(r"^Processed at least \d+ queries \((\d+)\)")
+# The wall-clock format of power_begin / power_end ("12-05-2026 21:28:07.722").
+POWER_TIME_FORMAT = "%m-%d-%Y %H:%M:%S.%f"
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,131 @@ def _fields(record: dict[str, Any], path: Path, n: int) -> tuple[str, Any, dict[
     if not isinstance(meta, dict):
         raise ParseError(f"{where}: metadata {meta!r} is not an object")
     return key, record.get("value"), meta
+
+
+@dataclass(frozen=True)
+class SummaryLog:
+    """mlperf_log_summary.txt, as written: every "label : value" line of each section, as text.
+
+    ``results`` holds the top section ("Result is", "Scenario", "Mode", the scenario's metric,
+    "Min duration satisfied", ...), ``stats`` "Additional Stats", ``parameters`` "Test
+    Parameters Used" ("min_duration (ms)", "min_query_count", "target_qps", ...).
+    """
+
+    results: dict[str, str]
+    stats: dict[str, str]
+    parameters: dict[str, str]
+    early_stopping: list[str]  # the " * ..." lines under "Early Stopping Result:"
+    errors: int | None  # from the closing "... error(s) encountered" line; None: no such line
+    warnings: int | None
+
+    @property
+    def validity(self) -> str | None:
+        return self.results.get("Result is")
+
+    @property
+    def scenario(self) -> str | None:
+        return self.results.get("Scenario")
+
+    @property
+    def mode(self) -> str | None:
+        return self.results.get("Mode")
+
+    def early_stopping_value(self, label: str) -> str | None:
+        """The value of an early-stopping line "<label>: <value>" (e.g. "Early stopping 90.0th percentile estimate")."""
+        for line in self.early_stopping:
+            found, sep, value = line.partition(":")
+            if sep and found.strip() == label:
+                return value.strip()
+        return None
+
+    @property
+    def processed_queries(self) -> int | None:
+        """The query count of the early-stopping line "Processed at least N queries (count)."."""
+        for line in self.early_stopping:
+            if match := _PROCESSED.match(line):
+                return int(match.group(1))
+        return None
+
+
+def parse_summary_log(path: Path) -> SummaryLog:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read LoadGen summary: {exc}") from exc
+    sections: dict[str, dict[str, str]] = {name: {} for name in SUMMARY_SECTIONS.values()}
+    early: list[str] = []
+    tally: dict[str, int] = {}
+    section = None
+    for line in lines:
+        text = line.strip()
+        if text in SUMMARY_SECTIONS:
+            section = SUMMARY_SECTIONS[text]
+        elif match := _TALLY.match(text):
+            count = match.group(1)
+            tally[match.group(2).lower()] = 0 if count.lower() == "no" else int(count)
+        elif text.startswith("* ") and section == "results":
+            early.append(text[2:].strip())
+        elif section is not None and ":" in text:
+            label, _, value = text.partition(":")
+            # The first line wins: a second "Result is" further down must not hide the first.
+            sections[section].setdefault(label.strip(), value.strip())
+    if section is None:
+        raise ParseError(f"{path}: not a LoadGen summary: no 'MLPerf Results Summary' section")
+    return SummaryLog(sections["results"], sections["stats"], sections["parameters"], early,
+                      tally.get("error"), tally.get("warning"))
+
+
+@dataclass(frozen=True)
+class DetailTimes:
+    """When things happened in a detail log: LoadGen's ``time_ms`` since the test began, and
+    the wall-clock power window it logs around the performance run."""
+
+    started_ms: float | None  # the "Starting performance mode" message
+    results_ms: float | None  # the first result_* record, logged once the run had ended
+    power_begin: datetime | None
+    power_end: datetime | None
+
+    @property
+    def span_ms(self) -> float | None:
+        if self.started_ms is None or self.results_ms is None:
+            return None
+        return self.results_ms - self.started_ms
+
+    @property
+    def power_ms(self) -> float | None:
+        if self.power_begin is None or self.power_end is None:
+            return None
+        return (self.power_end - self.power_begin).total_seconds() * 1000.0
+
+
+def parse_detail_times(path: Path) -> DetailTimes:
+    started = results = None
+    power: dict[str, datetime | None] = {}
+    with collection_paused():
+        for n, record in read_records(path, "LoadGen"):
+            key, value, _ = _fields(record, path, n)
+            when = _time_ms(record)
+            if key == "generic_message" and value == "Starting performance mode" and started is None:
+                started = when
+            elif key.startswith("result_") and results is None:
+                results = when
+            elif key in ("power_begin", "power_end"):
+                power[key] = _power_time(value)
+    return DetailTimes(started, results, power.get("power_begin"), power.get("power_end"))
+
+
+def _time_ms(record: dict[str, Any]) -> float | None:
+    # LoadGen writes "time_ms"; MLLOG records of other writers carry "time" (ms since the epoch).
+    value = record.get("time_ms", record.get("time"))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _power_time(value: Any) -> datetime | None:
+    try:
+        return datetime.strptime(str(value), POWER_TIME_FORMAT)
+    except ValueError:
+        return None
 
 
 def parse_accuracy_txt(path: Path) -> float:
