@@ -1,7 +1,10 @@
 """`benchpipe report` on the workflow's tree (conftest `submitted`), opened in a real headless browser.
 
-The page must render offline with every plot decoded and laid out; the verdicts it shows must
-be about this very tree; and `snakemake --report` must carry it.
+The page must render offline with every plot drawn and laid out; it must say what the tree is
+(the development banner), what it ran on, and the checks behind each audit count; the verdicts
+it shows must be about this very tree; and `snakemake --report` must carry it. Unit tests after
+those check, on small hand-made data, the banner's reasons, the plots' axes and colours, and the
+refusal to write a default report inside another tree.
 """
 
 from __future__ import annotations
@@ -23,17 +26,25 @@ SCENARIOS = ("MultiStream", "Offline", "Server", "SingleStream")
 # What the reduced config's tree must show: digits trained, and all four scenarios measured.
 EXPECTED_PLOTS = {"time-to-train-digits", "eval-accuracy-digits", "throughput-digits",
                   *(f"latency-digits-{s}" for s in SCENARIOS)}
-# Injected into a copy of the page: once everything has loaded, how each plot decoded and laid out.
+# Injected into a copy of the page: once everything has loaded, how each inline plot drew and laid
+# out, what the banner and the system section say, and what each audit item's folded checks show.
 PROBE = """<script>
 window.addEventListener("load", () => {
   const found = [...document.querySelectorAll("figure")].map(f => {
-    const img = f.querySelector("img"), box = img.getBoundingClientRect();
-    return {id: f.id, complete: img.complete, natural: [img.naturalWidth, img.naturalHeight],
-            shown: [box.width, box.height]};
+    const svg = f.querySelector("svg"), box = svg.getBoundingClientRect(), drawn = svg.getBBox();
+    return {id: f.id, drawn: [Math.round(drawn.width), Math.round(drawn.height)], shown: [box.width, box.height]};
   });
+  const audit = [...document.querySelectorAll("#audit tbody tr")].map(row => {
+    const details = row.querySelector("details");
+    if (details) details.open = true;
+    const shown = details ? [...details.querySelectorAll("li")].filter(li => li.getBoundingClientRect().height > 0) : [];
+    return {item: row.cells[0].textContent, checks: shown.map(li => li.textContent)};
+  });
+  const text = id => (document.getElementById(id) || {textContent: ""}).textContent;
   const out = document.createElement("pre");
   out.id = "probe";
-  out.textContent = JSON.stringify({figures: found, sections: [...document.querySelectorAll("section")].map(s => s.id)});
+  out.textContent = JSON.stringify({figures: found, audit: audit, banner: text("development"), system: text("system"),
+                                    sections: [...document.querySelectorAll("section")].map(s => s.id)});
   document.body.appendChild(out);
 });
 </script>"""
@@ -70,31 +81,49 @@ def tree(submitted, tmp_path) -> Path:
 
 
 def test_the_page_renders_every_plot_in_a_headless_browser_without_the_network(tree, tmp_path):
+    from benchpipe.audit import audit
+
+    audited = audit(tree).to_dict()
+    (tmp_path / "ci.audit.json").write_text(json.dumps(audited))  # beside the tree: the page's verdicts
     page = tmp_path / "report.html"
     written = write_report(tree, page)
     assert set(written.plots) == EXPECTED_PLOTS and written.audit_passed
+    assert written.audit_source == "Verdicts from ci.audit.json."
     html = page.read_text()
-    # Self-contained: every link is an anchor or inline data; nothing would be fetched.
+    # Self-contained: every link is an anchor in the page (the plots' own references included).
     references = re.findall(r'(?:src|href)="([^"]*)"', html)
-    assert references and all(r.startswith(("data:", "#")) for r in references), references
+    assert references and all(r.startswith("#") for r in references), references
+    assert "<img" not in html and "<?xml" not in html
     result = rendered(page, tmp_path)
-    assert result["sections"] == ["audit", "training", "inference", "provenance"]
+    assert result["sections"] == ["development", "audit", "system", "training", "inference", "provenance"]
     figures = {f["id"]: f for f in result["figures"]}
     assert set(figures) == EXPECTED_PLOTS
     for figure in figures.values():
-        assert figure["complete"] and min(figure["natural"]) > 100, figure  # the SVG decoded
+        assert min(figure["drawn"]) > 100, figure  # the SVG drew
         assert min(figure["shown"]) > 100, figure  # and takes room on the page
+    # The reduced config makes a development tree, and the banner says why from what it recorded.
+    banner = " ".join(result["banner"].split())
+    assert 'names the round "ci"' in banner and "min_duration 1 s" in banner, banner
+    assert "digits is a stand-in model" in banner and "first 1000 samples" in banner, banner
+    # The system: the detected CPU and its cores, and the software the jobs recorded.
+    description = json.loads(next(tree.glob("benchpipe/inference/*/*/systems/*.json")).read_text())
+    for value in (description["host_processor_model_name"], description["host_memory_capacity"], "TensorFlow"):
+        assert value in result["system"], value
+    # Each audit count opens onto the checks behind it, as the JSON report lists them.
+    items = {item["name"]: item for item in audited["items"]}
+    assert [row["item"] for row in result["audit"]] == list(items)
+    for row in result["audit"]:
+        assert row["checks"] and row["checks"] == items[row["item"]]["details"], row
 
 
 def test_a_broken_plot_is_what_the_browser_check_catches(tree, tmp_path):
-    """The probe is not blind: an SVG that does not decode shows as such."""
+    """The probe is not blind: an SVG that draws nothing shows as such."""
     page = tmp_path / "report.html"
     write_report(tree, page)
-    broken = re.sub(r"data:image/svg\+xml;base64,[A-Za-z0-9+/=]+", "data:image/svg+xml;base64,PHN2Zw==",
-                    page.read_text(), count=1)
+    broken = re.sub(r"<svg .*?</svg>", "<svg></svg>", page.read_text(), count=1, flags=re.S)
     page.write_text(broken)
     figures = rendered(page, tmp_path)["figures"]
-    assert [f["natural"] for f in figures].count([0, 0]) == 1
+    assert [f["drawn"] for f in figures].count([0, 0]) == 1
 
 
 def test_the_page_shows_the_trees_values_and_is_the_same_bytes_each_time(tree, tmp_path):
@@ -161,3 +190,108 @@ def test_the_report_rule_and_snakemakes_own_report_carry_the_page(submitted, cli
         carried = [name for name in archive.namelist() if name.endswith("ci.report.html")]
         assert carried, archive.namelist()
         assert archive.read(carried[0]) == page.read_bytes()
+
+
+# --- Unit tests on hand-made data: no workflow run needed. ----------------------------------------
+
+def _data(tmp_path: Path, **fields):
+    from benchpipe.report.data import ReportData
+
+    data = ReportData(tmp_path / "tree", "a" * 64, {"inference": [{"min_duration_ms": 600_000}]})
+    for name, value in fields.items():
+        setattr(data, name, value)
+    return data
+
+
+OFFICIAL = {
+    "config": {"submission": {"round": "v6.1", "division": "closed"},
+               "inference": {"official": True, "accuracy_samples": 1000}},
+    "checks": {"inference": {"kind": "official", "official": True,
+                             "tests": [{"mode": "performance", "official_round_valid": True}]}},
+    "sections": {"resnet": {"training", "inference"}},
+    "min_durations_ms": {"inference/closed/o/results/s/resnet/Offline/user.conf": 600_000},
+}
+
+
+def test_the_banner_says_why_a_development_tree_is_not_for_a_round_and_is_absent_for_an_official_one(tmp_path):
+    from benchpipe.report.development import development_reasons
+    from benchpipe.report.page import _development
+
+    assert development_reasons(_data(tmp_path, **OFFICIAL)) == []
+    assert _development([]) == ""
+    conf = "benchpipe/inference/closed/o/results/s/digits/Offline/user.conf"
+    development = _data(
+        tmp_path,
+        config={"submission": {"round": "dev"}, "inference": {"official": False, "accuracy_samples": 500}},
+        checks={"inference": {"kind": "development (min_duration 5000 ms)", "official": False,
+                              "tests": [{"official_round_valid": False}, {"official_round_valid": True}]}},
+        sections={"digits": {"benchpipe/training", "benchpipe/inference"}, "resnet": {"training"}},
+        min_durations_ms={conf: 5000, "inference/closed/o/results/s/resnet/Offline/user.conf": 600_000},
+    )
+    reasons = development_reasons(development)
+    assert reasons == [
+        'config.json names the round "dev", not an MLPerf round (such as v6.1): the tree was made for development',
+        "digits is a stand-in model, not an MLPerf benchmark: its results are only in benchpipe's own layout "
+        "(benchpipe/inference, benchpipe/training), which no round takes",
+        f"short LoadGen runs: min_duration 5 s in 1 of 2 user.conf (e.g. {conf}); an official run lasts at "
+        "least 600 s",
+        "accuracy measured on a subset: the first 500 samples of the dataset (config.json "
+        "inference.accuracy_samples), not all of it",
+        'checks.json records the LoadGen tests as "development (min_duration 5000 ms)"',
+        "1 of 2 LoadGen tests are not valid for an official round (checks.json inference.tests, "
+        "official_round_valid false)",
+    ]
+    # An official round's name with one short run left in it still gets the banner, for that run.
+    short = dict(OFFICIAL, min_durations_ms={conf: 10_000})
+    assert [r.split(":")[0] for r in development_reasons(_data(tmp_path, **short))] == ["short LoadGen runs"]
+
+
+def test_audit_and_report_refuse_to_write_their_default_file_inside_another_tree(tmp_path, cli_env):
+    from benchpipe.report import beside
+
+    tree = tmp_path / "dev"
+    (tree / "benchpipe").mkdir(parents=True)
+    (tree / "manifest.json").write_text("{}")
+    (tree / "benchpipe" / "config.json").write_text("{}")
+    (tree / "training").mkdir()
+    assert beside(tree, ".audit.json", "--report") == tmp_path / "dev.audit.json"  # the tree itself: beside it
+    for command, option in (("audit", "--report"), ("report", "--out")):
+        proc = subprocess.run(["benchpipe", command, str(tree / "training")], env=cli_env, capture_output=True,
+                              text=True)
+        assert proc.returncode == 1
+        assert proc.stderr.count("\n") == 1, proc.stderr  # one line
+        assert f"inside the tree {tree} and break its manifest: give {option} a path outside it" in proc.stderr
+    assert sorted(p.name for p in tree.iterdir()) == ["benchpipe", "manifest.json", "training"]
+
+
+def test_plots_are_inline_svg_with_bars_to_scale_and_one_colour_per_run(tmp_path):
+    from matplotlib.colors import to_hex
+
+    from benchpipe.report.data import PerformanceRun, plain
+    from benchpipe.report.figures import draw_all, eval_accuracy_figure, throughput_figure
+    from benchpipe.report.page import _number
+
+    runs = [PerformanceRun("cpu", "digits", "Offline", {"p50": 1_000_000}, None, 1000.0),
+            PerformanceRun("cpu", "digits", "Server", {"p50": 2_000_000}, 10_000_000, 690.0)]
+    ax = throughput_figure(runs).axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
+    offline, server = (ax.transData.transform((0, bar.get_height()))[1] - ax.transData.transform((0, 0))[1]
+                       for bar in ax.patches)
+    assert server / offline == pytest.approx(0.69)  # Server at 69 % of Offline is drawn 69 % as tall
+
+    series = {("cpu", run): [(1.0, 0.5 + run / 10), (2.0, 0.9)] for run in range(3)}
+    ax = eval_accuracy_figure(series).axes[0]
+    assert len({to_hex(line.get_color()) for line in ax.get_lines()}) == 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run 0", "run 1", "run 2"]
+
+    data = _data(tmp_path, performance=runs)
+    plots = draw_all(data)
+    assert [p.id for p in plots] == ["latency-digits-Offline", "latency-digits-Server", "throughput-digits"]
+    for plot in plots:
+        assert plot.svg.startswith("<svg ") and plot.svg.rstrip().endswith("</svg>")
+        ids = re.findall(r'\bid="([^"]+)"', plot.svg)
+        assert ids and all(i.startswith(plot.id + "-") for i in ids)  # unique across the page
+    assert draw_all(data) == plots  # the same data draws the same text
+    # Tables and tick labels in positional notation.
+    assert [_number(v) for v in (0.000012345, 123456.7, 0.97, 2.0)] == ["0.00001234", "123,457", "0.97", "2"]
+    assert plain(20000.0, 3) == "20,000"

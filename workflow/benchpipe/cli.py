@@ -217,10 +217,11 @@ def _cmd_verify(args: argparse.Namespace) -> None:
 def _cmd_audit(args: argparse.Namespace) -> int:
     from benchpipe.audit import audit
     from benchpipe.contracts.atomic import atomic_file
+    from benchpipe.report import beside
 
+    out = args.report or beside(args.tree, ".audit.json", "--report")  # refused before the audit's minutes
     report = audit(args.tree, inference_checker=args.inference_checker, ruleset=args.ruleset,
                    round_=args.round, summary=args.summary)
-    out = args.report or args.tree.resolve().parent / f"{args.tree.resolve().name}.audit.json"
     with atomic_file(out) as f:
         f.write(json.dumps(report.to_dict(), indent=1) + "\n")
     print("\n".join(report.lines()))
@@ -251,9 +252,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from benchpipe.report import write_report
+    from benchpipe.report import beside, write_report
 
-    out = args.out or args.tree.resolve().parent / f"{args.tree.resolve().name}.report.html"
+    out = args.out or beside(args.tree, ".report.html", "--out")
     written = write_report(args.tree, out, audit_path=args.audit, inference_checker=args.inference_checker)
     print(f"{written.path}: {len(written.plots)} plots; audit {'PASSED' if written.audit_passed else 'FAILED'} "
           f"({written.audit_source.rstrip('.')})")

@@ -1,9 +1,12 @@
 """``benchpipe report TREE``: one self-contained HTML page that shows a submission at a glance.
 
-Time to train per run and target, eval accuracy by epoch against the target, latency
-distributions per scenario, throughput per target, and the audit's verdicts. It reads the
-tree alone (tables, LoadGen logs, manifest). The verdicts come from an audit report about
-this very tree (its root sha256 must match the manifest's), or from an audit run now.
+What the tree is (a banner when it is a development tree), the audit's verdicts with the
+checks behind each, the system it ran on, time to train per run and target, eval accuracy by
+epoch against the target, latency distributions per scenario, throughput per scenario, and
+the reproduction's verdicts when ``<tree>.reproduce.json`` is about this tree. It reads the
+tree alone (tables, LoadGen logs, manifest, config, checks, systems, user.conf). The verdicts
+come from an audit report about this very tree (its root sha256 must match the manifest's),
+or from an audit run now.
 """
 
 from __future__ import annotations
@@ -27,6 +30,29 @@ class Written:
 def default_audit_path(tree: Path) -> Path:
     tree = Path(tree).resolve()
     return tree.parent / f"{tree.name}.audit.json"
+
+
+def enclosing_tree(path: Path) -> Path | None:
+    """The benchpipe tree that ``path`` lies in (a folder above it with manifest.json and
+    benchpipe/config.json), or None."""
+    from benchpipe.contracts.layout import CONFIG_JSON
+
+    for folder in Path(path).resolve().parents:
+        if (folder / "manifest.json").is_file() and (folder / CONFIG_JSON).is_file():
+            return folder
+    return None
+
+
+def beside(tree: Path, suffix: str, option: str) -> Path:
+    """``<tree><suffix>`` beside ``tree``: a command's default output. Refused inside another
+    tree, where a new file would break that tree's manifest; ``option`` names the way out."""
+    tree = Path(tree).resolve()
+    out = tree.parent / f"{tree.name}{suffix}"
+    inside = enclosing_tree(out)
+    if inside is not None:
+        raise BenchpipeError(f"{out}: would be written inside the tree {inside} and break its manifest: "
+                             f"give {option} a path outside it")
+    return out
 
 
 def read_audit(path: Path, root_sha256: str | None) -> dict[str, Any]:
