@@ -33,11 +33,12 @@ def test_summary_of_a_finished_run(tmp_path):
     assert run.time_to_train_min == pytest.approx(1.0)
 
 
-def test_run_without_run_stop_is_aborted(tmp_path):
+def test_run_without_run_stop_is_refused_as_unfinished(tmp_path):
+    # A killed run's log: no result, not even an aborted one (the workflow keeps no such run).
     log = tmp_path / "mllog.txt"
     log.write_text("\n".join(header() + [mllog_line("run_start", event_type="INTERVAL_START")]))
-    run = summarize_run(parse_mllog(log), log)
-    assert run.status == "aborted" and run.time_to_train_min is None
+    with pytest.raises(ParseError, match=r"mllog.txt: no run_stop: the run did not finish \(run_start on line 6"):
+        summarize_run(parse_mllog(log), log)
 
 
 def test_malformed_record_names_the_line(tmp_path):

@@ -134,6 +134,7 @@ class _Seen:
 
     tables: dict[str, list[dict]] = field(default_factory=dict)  # rows as the tree holds them
     runs: list[dict] | None = None  # runs.parquet rows re-derived from the tree's training logs
+    runs_error: str | None = None  # why runs is None: the first training log that could not be read
     # (target, benchmark, scenario, mode) -> the LOADGEN_FIELDS re-derived from the test's logs
     tests: dict[tuple[str, str, str, str], dict] = field(default_factory=dict)
 
@@ -347,22 +348,37 @@ def _compare(item: Item, what: str, table: dict[tuple, dict], derived: dict[tupl
 
 
 def _tables(tree: Path, item: Item, seen: _Seen) -> None:
+    from benchpipe.contracts.errors import ParseError
     from benchpipe.contracts.layout import ACCURACY_TXT
     from benchpipe.results.tables import LOADGEN_FIELDS, loadgen_fields, training_log_rows
 
     rows = seen.tables = _read_tables(tree, item)
     ruleset, round_ = _rounds(tree)
-    events, runs = [], []
+    events, runs, broken = [], [], []
     for (target, benchmark, run), log in training_logs(tree).items():
-        event_rows, run_row = training_log_rows(target, benchmark, run, log, ruleset)
+        try:
+            event_rows, run_row = training_log_rows(target, benchmark, run, log, ruleset)
+        except ParseError as exc:  # names the log and its line; the other logs are still compared
+            item.fail(str(exc))
+            broken.append(((target, benchmark, run), str(exc)))
+            continue
         events += event_rows
         runs.append(run_row)
-    seen.runs = runs
-    if "runs.parquet" in rows:
-        _compare(item, "runs.parquet", _by(rows["runs.parquet"], _KEY_TRAINING), _by(runs, _KEY_TRAINING))
-    if "training_events.parquet" in rows:
+    if broken:
+        # Scores from the logs that could be read would be scores of other runs than the tree's.
+        more = f" (and {len(broken) - 1} more training logs)" if len(broken) > 1 else ""
+        seen.runs_error = f"runs.parquet not re-derived: {broken[0][1]}{more}"
+    else:
+        seen.runs = runs
+    # A broken log's rows have nothing to be compared with: its failure above says why.
+    unread = {key for key, _ in broken}
+    table = {name: [r for r in rows[name] if tuple(r.get(k) for k in _KEY_TRAINING) not in unread]
+             for name in ("runs.parquet", "training_events.parquet") if name in rows}
+    if "runs.parquet" in table:
+        _compare(item, "runs.parquet", _by(table["runs.parquet"], _KEY_TRAINING), _by(runs, _KEY_TRAINING))
+    if "training_events.parquet" in table:
         key = (*_KEY_TRAINING, "line")
-        _compare(item, "training_events.parquet", _by(rows["training_events.parquet"], key), _by(events, key))
+        _compare(item, "training_events.parquet", _by(table["training_events.parquet"], key), _by(events, key))
     tests = seen.tests
     for key, log in detail_logs(tree).items():
         tests[key] = dict(loadgen_fields(key[2], key[3], log, log.parent / ACCURACY_TXT), inference_round=round_)
@@ -398,7 +414,7 @@ def _scores(tree: Path, item: Item, seen: _Seen) -> None:
     from benchpipe.results.tables import score_rows
 
     if seen.runs is None:
-        item.fail("no training logs could be read (see tables)")
+        item.fail(seen.runs_error or "no training logs could be read (see tables)")
         return
     scores = score_rows(seen.runs)
     for score in scores:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -294,7 +295,7 @@ def _range_batch(path: Path, start: int, end: int, first: int,
         batch = _record_batch(columns, path)
         part = None
         if summarize:
-            part = RunSummary(path)
+            part = RunSummary(path, part=True)
             part.add_batch(batch)
         return batch, part
     return None, None
@@ -388,52 +389,73 @@ def _time_ms(value: Any) -> int:
 
 class RunSummary:
     """What summarize_run derives, taken an event or a batch of events at a time: what it
-    keeps does not grow with the log (the first event of each key it reads, two maxima).
-    Summaries of consecutive parts of a log merge into the whole log's."""
+    keeps does not grow with the log (the first event of each key it reads, two maxima; a
+    part, up to three run_start and run_stop events). Summaries of consecutive parts of a log
+    merge into the whole log's.
+
+    A log out of order is refused, naming the line: a second run_start or run_stop, a
+    run_stop before run_start (in the log or in time), an eval_accuracy that is NaN or
+    infinite, and, once the log is read, a run that never stopped. The official compliance
+    checker only warns about some of these; a result table must not count such a run.
+    """
 
     # The keys whose first event the summary reads.
     FIRST = ("submission_benchmark", "submission_org", "submission_platform", "submission_division", "seed",
              "run_start", "run_stop")
+    # The keys of every event the summary looks at.
+    READ = (*FIRST, "eval_accuracy", "block_start")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, part: bool = False) -> None:
         self.path = path
+        # A part (a worker's range of lines) cannot judge its run_start and run_stop without
+        # the parts before it: it keeps them for merge, and keeps its first error for merge
+        # to raise after them, so that the first bad line of the whole log is the one named.
+        self.part = part
         self.first: dict[str, Event] = {}
         self.best_accuracy: float | None = None
         self.epochs: int | None = None
         self.count = 0
+        self.last_line: int | None = None
+        self.pending: list[Event] = []
+        self.error: ParseError | None = None
+        self.stopped_at: int | None = None  # a part: the line after which nothing it read matters
 
     def add(self, e: Event) -> None:
         self.count += 1
-        if e.key in self.FIRST:
-            self.first.setdefault(e.key, e)
-        elif e.key == "eval_accuracy":
-            self._accuracy(e.line, e.value)
-        elif e.key == "block_start" and "first_epoch_num" in e.metadata:
-            self._block(e.line, e.metadata)
+        self.last_line = e.line
+        self._take(e)
 
     def add_batch(self, batch: Any) -> None:
         """The events of an event_batches batch: the few it reads decoded back, the rest counted."""
         import pyarrow.compute as pc
 
+        if not batch.num_rows:
+            return
         self.count += batch.num_rows
-        keys = batch.column("key")
+        self.last_line = batch.column("line")[-1].as_py()
+        read = batch.filter(pc.is_in(batch.column("key"), value_set=string_array(list(self.READ)))).to_pydict()
         loads = json.loads
-        if not self.first.keys() >= set(self.FIRST):
-            kept = batch.filter(pc.is_in(keys, value_set=string_array(list(self.FIRST)))).to_pydict()
-            for row in zip(*(kept[name] for name in EVENT_COLUMNS)):
-                if row[3] not in self.first:
-                    self.first[row[3]] = Event(*row[:4], loads(row[4]), loads(row[5]))
-        accuracies = batch.filter(pc.equal(keys, string_array(["eval_accuracy"])[0]))
-        for n, value in zip(accuracies.column("line").to_pylist(), accuracies.column("value_json").to_pylist()):
-            self._accuracy(n, loads(value))
-        blocks = batch.filter(pc.equal(keys, string_array(["block_start"])[0]))
-        for n, metadata in zip(blocks.column("line").to_pylist(), blocks.column("metadata_json").to_pylist()):
-            if '"first_epoch_num"' in metadata:
-                self._block(n, loads(metadata))
+        # In the log's order, through what add does: both paths judge the same events alike.
+        for n, t, event_type, key, value, metadata in zip(*(read[name] for name in EVENT_COLUMNS)):
+            self._take(Event(n, t, event_type, key, loads(value), loads(metadata)))
 
     def merge(self, later: RunSummary) -> None:
         """Take the summary of the part of the log that follows this one's."""
+        if self.stopped_at is not None:  # a part already failed: what follows it cannot matter
+            return
         self.count += later.count
+        if later.last_line is not None:
+            self.last_line = later.last_line
+        for e in later.pending:
+            self._take(e)
+        if later.error is not None:
+            self._fail(later.error, later.stopped_at)
+        if self.stopped_at is None:
+            # A part that stopped at its second run_start or run_stop: its events above are
+            # refused, whatever came before them (a whole log raised there).
+            self.stopped_at = later.stopped_at
+        if self.stopped_at is not None:
+            return
         for key, event in later.first.items():
             self.first.setdefault(key, event)
         if later.best_accuracy is not None:
@@ -441,14 +463,59 @@ class RunSummary:
         if later.epochs is not None and (self.epochs is None or later.epochs > self.epochs):
             self.epochs = later.epochs
 
+    def _take(self, e: Event) -> None:
+        if self.stopped_at is not None:
+            return
+        try:
+            if e.key in ("run_start", "run_stop"):
+                self._order(e)
+            elif e.key in self.FIRST:
+                self.first.setdefault(e.key, e)
+            elif e.key == "eval_accuracy":
+                self._accuracy(e.line, e.value)
+            elif e.key == "block_start" and "first_epoch_num" in e.metadata:
+                self._block(e.line, e.metadata)
+        except ParseError as exc:
+            self._fail(exc, e.line)
+
+    def _fail(self, error: ParseError, line: int | None) -> None:
+        if not self.part:
+            raise error
+        if self.stopped_at is None:
+            self.error, self.stopped_at = error, line
+
+    def _order(self, e: Event) -> None:
+        if self.part:
+            self.pending.append(e)
+            if sum(p.key == e.key for p in self.pending) == 2:
+                # Refused on merge, at this line or before: nothing after it can matter.
+                self.stopped_at = e.line
+            return
+        first, where = self.first, f"{self.path}: line {e.line}"
+        earlier = first.get(e.key)
+        if earlier is not None:
+            raise ParseError(f"{where}: second {e.key} (the first is on line {earlier.line})")
+        if e.key == "run_stop":
+            start = first.get("run_start")
+            if start is None:
+                raise ParseError(f"{where}: run_stop before run_start")
+            if e.time_ms < start.time_ms:
+                raise ParseError(f"{where}: run_stop before run_start: its time_ms {e.time_ms} is earlier "
+                                 f"than run_start's {start.time_ms} (line {start.line})")
+        first[e.key] = e
+
     def _accuracy(self, n: int, value: Any) -> None:
         try:
             accuracy = float(value)
         except (TypeError, ValueError):
             raise ParseError(f"{self.path}: line {n}: eval_accuracy {value!r} is not a number") from None
-        # A NaN (a diverged evaluation) is never the best; max() would keep one that came first.
-        if accuracy == accuracy:
-            self._best(accuracy)
+        if not math.isfinite(accuracy):
+            # A diverged evaluation: no accuracy to compare, and the official checker takes it
+            # as one. NaN and the infinities shown as the log writes them.
+            shown = json.dumps(value) if isinstance(value, float) else repr(value)
+            what = "a number" if accuracy != accuracy else "a finite number"
+            raise ParseError(f"{self.path}: line {n}: eval_accuracy {shown} is not {what}")
+        self._best(accuracy)
 
     def _best(self, accuracy: float) -> None:
         if self.best_accuracy is None or accuracy > self.best_accuracy:
@@ -464,24 +531,35 @@ class RunSummary:
             self.epochs = last
 
     def run(self) -> TrainingRun:
+        """The run, once every part of the log is in; ParseError where it did not finish."""
         first, path = self.first, self.path
+        if self.error is not None:
+            raise self.error
 
         def value(key: str) -> Any:
             if key not in first:
                 raise ParseError(f"{path}: required key '{key}' missing")
             return first[key].value
 
-        stop = first.get("run_stop")
+        benchmark, org, platform, division = (str(value(k)) for k in self.FIRST[:4])
+        start, stop = first.get("run_start"), first.get("run_stop")
+        ends = f"the log ends on line {self.last_line}"
+        # A run killed on the way has no run_stop: its log is no result, and the workflow never
+        # keeps one (a run's folder appears only once it has finished).
+        if start is None:
+            raise ParseError(f"{path}: no run_start or run_stop ({ends}): the run never started")
+        if stop is None:
+            raise ParseError(f"{path}: no run_stop: the run did not finish (run_start on line {start.line}, {ends})")
         return TrainingRun(
-            benchmark=str(value("submission_benchmark")),
-            org=str(value("submission_org")),
-            platform=str(value("submission_platform")),
-            division=str(value("submission_division")),
+            benchmark=benchmark,
+            org=org,
+            platform=platform,
+            division=division,
             seed=int(first["seed"].value) if "seed" in first else None,
-            # A log without run_stop is a run that died: it never counts as a result.
-            status=str(stop.metadata.get("status", "aborted")) if stop else "aborted",
-            run_start_ms=first["run_start"].time_ms if "run_start" in first else None,
-            run_stop_ms=stop.time_ms if stop else None,
+            # run_stop's own status: aborted is a run that stopped short of the target.
+            status=str(stop.metadata.get("status", "aborted")),
+            run_start_ms=start.time_ms,
+            run_stop_ms=stop.time_ms,
             epochs=self.epochs or 0,
             best_eval_accuracy=self.best_accuracy,
             events=self.count,
@@ -496,7 +574,11 @@ def summarize_run(events: list[Event], path: Path) -> TrainingRun:
 
 
 def read_run(run_dir: Path) -> TrainingRun:
-    """The run a run folder's log tells, read streamed: memory does not grow with the log."""
+    """The run a run folder's log tells, read streamed: memory does not grow with the log.
+
+    ParseError where the log is out of order or has no run_stop: a run folder holds a finished
+    run only (train_run writes it whole or not at all), so that is a log to look at, not a run.
+    """
     path = run_dir / MLLOG_FILE
     summary = RunSummary(path)
     for _ in event_batches(path, summary=summary):
