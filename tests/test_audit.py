@@ -143,10 +143,13 @@ def test_tampering_is_caught_by_the_item_that_can_see_it(tree, tamper, item, rea
         assert failed(found) == {item}, found
 
 
-def test_an_edited_loadgen_log_fails_the_tables_and_the_rules(tree):
+def test_an_edited_loadgen_log_fails_the_tables_the_claims_and_the_rules(tree):
     invalidate_a_loadgen_log(tree)
     found = verdicts(tree)
-    assert failed(found) == {"tables", "checkers"}, found
+    # checks.json states the test's validity too: the claims item sees it no longer matches the log.
+    assert failed(found) == {"tables", "claims", "checkers"}, found
+    assert any("benchpipe/checks.json: inference.tests[" in r and "result_validity: 'VALID' stated, 'INVALID'" in r
+               for r in found["claims"][1]), found["claims"]
     assert any("inference.parquet: row local-cpu digits Offline performance: result_validity 'VALID' in the table, "
                "'INVALID' from the log" in r for r in found["tables"][1])
     assert any("rule 'result_validity'" in r for r in found["checkers"][1]), found["checkers"]
