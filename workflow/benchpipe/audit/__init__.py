@@ -83,14 +83,20 @@ class AuditReport:
     items: list[Item]
     root_sha256: str | None = None  # of the tree as verified: what the verdicts are about
     kind: str = "benchpipe"  # "foreign": an MLCommons folder benchpipe did not make (audit.foreign)
+    # A foreign training folder's scores as the audit derived them, one dict per result folder
+    # (audit.foreign): the report shows them as numbers, not as the reasons' sentences.
+    scores: list[dict[str, Any]] | None = None
 
     @property
     def passed(self) -> bool:
         return all(item.status != FAIL for item in self.items)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tree": self.tree, "kind": self.kind, "root_sha256": self.root_sha256, "passed": self.passed,
-                "items": [asdict(item) for item in self.items]}
+        out = {"tree": self.tree, "kind": self.kind, "root_sha256": self.root_sha256, "passed": self.passed,
+               "items": [asdict(item) for item in self.items]}
+        if self.scores is not None:
+            out["scores"] = self.scores
+        return out
 
     def lines(self, shown: int = 5) -> list[str]:
         out = []

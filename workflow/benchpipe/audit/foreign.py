@@ -9,7 +9,13 @@ carries no manifest, config or tables, so its items are:
     logs       benchpipe's own parse of every log (mllog_parser, loadgen_parser); a log it refuses
                that MLCommons' compliance checker passed with only a WARNING is named as such
     scores     training: every score derived again from the logs, olympic mean × scaling.json's
-               factor as the result summarizer computes it, and compared with the summarizer's
+               factor as the result summarizer computes it, and compared with the summarizer's;
+               exactly the result files the ruleset requires per benchmark; the numbers also
+               go to AuditReport.scores, for the report page
+    required   inference: the files MLPerf's layout requires (audit.required), of the scenarios on
+               disk and the modes the division requires (the compliance tests in closed)
+    loadgen    inference: benchpipe's LoadGen rules on every detail log, each run judged as an
+               official one (nothing says it is not), and each summary log against its detail log
     checkers   MLCommons' compliance, system-description and package checkers and the result
                summarizer (training); the inference submission checker when given a checkout
     summary    the submitter's published summary (summary.json or .csv) against the scores
@@ -65,23 +71,39 @@ def audit_foreign(tree: Path, inference_checker: Path | None = None, *, ruleset:
             f"{tree}: neither a benchpipe tree (no manifest.json, no {CONFIG_JSON}) nor an MLCommons folder "
             "(a training organization folder with systems/ and results/, or an inference division folder "
             "with <org>/results/): nothing to audit")
+    roots: list[str] = []
     if kind == TRAINING:
-        items = _training_items(tree, ruleset, summary)
+        scores: list[dict[str, Any]] | None = []
+        items = _training_items(tree, ruleset, summary, roots, scores)
     else:
-        items = _inference_items(tree, inference_checker, round_, summary)
-    return AuditReport(str(tree), items, None, kind="foreign")
+        scores = None
+        items = _inference_items(tree, inference_checker, round_, summary, roots)
+    # The root is computed, not verified: it ties a report page to the bytes these verdicts are about.
+    return AuditReport(str(tree), items, roots[0] if roots else None, kind="foreign", scores=scores)
 
 
-def _integrity(tree: Path, item: Item) -> None:
-    files = {}
-    for path in sorted(p for p in tree.rglob("*") if p.is_file() and not p.is_symlink()):
-        files[path.relative_to(tree).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+def folder_root_sha256(tree: Path) -> str | None:
+    """The root sha256 of the folder's files as found (package.manifest's), None for an empty folder."""
+    from benchpipe.package.manifest import root_sha256
+
+    files = _file_hashes(tree)
+    return root_sha256(files) if files else None
+
+
+def _file_hashes(tree: Path) -> dict[str, str]:
+    return {path.relative_to(tree).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(p for p in tree.rglob("*") if p.is_file() and not p.is_symlink())}
+
+
+def _integrity(tree: Path, item: Item, roots: list[str]) -> None:
+    from benchpipe.package.manifest import root_sha256
+
+    files = _file_hashes(tree)
     item.check(f"{len(files)} files hashed as found (no manifest to compare them with)", len(files))
     item.reasons.append(NO_MANIFEST)
     if files:
-        from benchpipe.package.manifest import root_sha256
-
-        item.reasons.append(f"root sha256 of the folder as audited {root_sha256(files)} (computed, not verified)")
+        roots.append(root_sha256(files))
+        item.reasons.append(f"root sha256 of the folder as audited {roots[0]} (computed, not verified)")
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -132,7 +154,8 @@ def _run_number(path: Path) -> int:
     return int(stem) if stem.isdigit() else -1
 
 
-def _training_items(tree: Path, ruleset: str | None, summary: Path | None) -> list[Item]:
+def _training_items(tree: Path, ruleset: str | None, summary: Path | None, roots: list[str],
+                    records: list[dict[str, Any]]) -> list[Item]:
     from benchpipe.mlcommons import training
 
     logs = _read_logs(tree)
@@ -150,9 +173,9 @@ def _training_items(tree: Path, ruleset: str | None, summary: Path | None) -> li
         official.error = f"{type(exc).__name__}: {exc}"
     scores: dict[tuple[str, str], float | None] = {}
     items = [
-        _guarded("integrity", lambda item: _integrity(tree, item)),
+        _guarded("integrity", lambda item: _integrity(tree, item, roots)),
         _guarded("logs", lambda item: _training_logs(item, logs, official)),
-        _guarded("scores", lambda item: _training_scores(tree, item, logs, official, scores)),
+        _guarded("scores", lambda item: _training_scores(tree, item, logs, official, scores, records)),
         _guarded("checkers", lambda item: _training_checkers(item, official)),
     ]
     summaries = _summary_files(tree, summary)
@@ -265,8 +288,16 @@ def _division(tree: Path, system: str) -> str:
         return "closed"
 
 
+def _run_record(log: _Log) -> dict[str, Any]:
+    """One log's run as the report shows it: its time to train as benchpipe's parser gives it."""
+    run = log.run
+    return {"file": log.rel, "run": _run_number(Path(log.rel)),
+            "status": "unreadable" if run is None else run.status,
+            "time_to_train_min": None if run is None else run.time_to_train_min}
+
+
 def _training_scores(tree: Path, item: Item, logs: list[_Log], official: _Official,
-                     scores: dict[tuple[str, str], float | None]) -> None:
+                     scores: dict[tuple[str, str], float | None], records: list[dict[str, Any]]) -> None:
     from benchpipe.mlcommons import training
     from benchpipe.results.scoring import olympic_score
 
@@ -280,6 +311,12 @@ def _training_scores(tree: Path, item: Item, logs: list[_Log], official: _Offici
         score = olympic_score([_log_minutes(log, _division(tree, system)) for log in group])
         value = None if score.olympic_mean_minutes is None else score.olympic_mean_minutes * factor
         scores[(names.get(system, system), benchmark)] = value
+        record = {"folder": folder, "system": system, "system_name": names.get(system, system),
+                  "benchmark": benchmark, "runs": score.runs, "olympic_mean_min": score.olympic_mean_minutes,
+                  "scaling_factor": factor, "score_min": value, "summarizer_min": None,
+                  "reason": None if value is not None else score.reason,
+                  "logs": [_run_record(log) for log in group]}
+        records.append(record)
         item.check(f"{folder}: olympic mean of {score.runs} logs × scaling factor {factor!r}")
         if official.ruleset and benchmark in training.ruleset_benchmarks(official.ruleset):
             wanted = training.required_runs(benchmark, official.ruleset)
@@ -290,7 +327,8 @@ def _training_scores(tree: Path, item: Item, logs: list[_Log], official: _Offici
             continue
         item.reasons.append(f"{folder}: {value!r} min (olympic mean {score.olympic_mean_minutes!r} "
                             f"× scaling factor {factor!r})")
-        _against_summarizer(item, official, folder, names.get(system, system), benchmark, value)
+        record["summarizer_min"] = _against_summarizer(item, official, folder, names.get(system, system),
+                                                       benchmark, value)
         rewritten = official.rescaled.get(folder, factor)
         if rewritten != factor:
             item.fail(f"{folder}/scaling.json: scaling_factor {factor!r}, the RCP checker derives {rewritten!r} "
@@ -298,12 +336,13 @@ def _training_scores(tree: Path, item: Item, logs: list[_Log], official: _Offici
 
 
 def _against_summarizer(item: Item, official: _Official, folder: str, system: str, benchmark: str,
-                        value: float) -> None:
+                        value: float) -> float | None:
+    """The summarizer's score of the folder (None: it gave none), failing ``item`` unless it equals ``value``."""
     from benchpipe.mlcommons import training
 
     if official.summarizer is None:
         item.fail(f"{folder}: the result summarizer did not run (see checkers)")
-        return
+        return None
     theirs = training.summarizer_minutes(official.summarizer, benchmark).get(system)
     if theirs is None:
         item.fail(f"{folder}: benchpipe scores {value!r} min, the result summarizer gives no score")
@@ -311,6 +350,7 @@ def _against_summarizer(item: Item, official: _Official, folder: str, system: st
         item.fail(f"{folder}: benchpipe scores {value!r} min, the result summarizer {theirs!r}")
     else:
         item.reasons.append(f"{folder}: equal to the result summarizer's {theirs!r}")
+    return theirs
 
 
 def _training_checkers(item: Item, official: _Official) -> None:
@@ -423,10 +463,15 @@ def _compare_cell(item: Item, where: str, system: str, benchmark: str, published
 # --- inference -----------------------------------------------------------------------------------
 
 
-def _inference_items(tree: Path, checkout: Path | None, round_: str | None, summary: Path | None) -> list[Item]:
+def _inference_items(tree: Path, checkout: Path | None, round_: str | None, summary: Path | None,
+                     roots: list[str]) -> list[Item]:
+    from benchpipe.contracts import rounds
+
     items = [
-        _guarded("integrity", lambda item: _integrity(tree, item)),
+        _guarded("integrity", lambda item: _integrity(tree, item, roots)),
         _guarded("logs", lambda item: _inference_logs(tree, item)),
+        _guarded("required", lambda item: _required_files(tree, item, round_ or rounds.ROUND)),
+        _guarded("loadgen", lambda item: _loadgen_rules(tree, item)),
         _guarded("checkers", lambda item: _inference_checker(tree, item, checkout, round_)),
     ]
     if summary is not None:
@@ -434,6 +479,80 @@ def _inference_items(tree: Path, checkout: Path | None, round_: str | None, summ
         item.reasons.append(f"{summary}: comparing an inference summary is not supported yet")
         items.append(item)
     return items
+
+
+def _inference_division(tree: Path) -> tuple[str, str | None]:
+    """(the division a division folder is judged as, why when its name does not say)."""
+    if tree.name in _DIVISIONS:
+        return tree.name, None
+    return "closed", (f"the folder's name '{tree.name}' is no division ({', '.join(_DIVISIONS)}): "
+                      "judged as closed, whose rules are the strictest")
+
+
+def _required_files(tree: Path, item: Item, round_: str) -> None:
+    from benchpipe.audit.required import check_division_files
+
+    division, why = _inference_division(tree)
+    if why:
+        item.reasons.append(why)
+    check_division_files(tree, item, division, round_)
+
+
+def _detail_logs(tree: Path) -> dict[tuple[str, str, str, str], Path]:
+    """(<org>/<system>, benchmark, scenario, mode) -> detail log, as audit.detail_logs keys a benchpipe tree's."""
+    from benchpipe.audit import _test_key
+
+    logs = {}
+    for path in sorted(tree.glob(f"*/results/**/{DETAIL_LOG}")):
+        parts = path.relative_to(tree.parent).parts  # <division>/<org>/results/<system>/<model>/<scenario>/...
+        key = _test_key(parts) if len(parts) >= 7 else None
+        if key is not None:
+            logs[(f"{parts[1]}/{key[0]}", *key[1:])] = path
+    return logs
+
+
+def _loadgen_model(benchmark: str, model_folder: str) -> str:
+    """LoadGen's name for the model: benchpipe's for a benchmark it knows, else the folder's (resnet50)."""
+    from benchpipe.contracts import registry
+
+    if benchmark in registry.names() and registry.get(benchmark).inference is not None:
+        return registry.get(benchmark).inference.loadgen_model
+    return model_folder
+
+
+def _loadgen_rules(tree: Path, item: Item) -> None:
+    """benchpipe's LoadGen rules (infer.validity) on every test and its summary against its detail log.
+
+    Nothing in the folder says it is a development run, so each run is judged as an official
+    one: at least the round's min duration, and the round's query and sample counts.
+    """
+    from benchpipe.audit.loadgen import crosscheck_logs
+    from benchpipe.contracts.rounds import OFFICIAL_MIN_DURATION_MS
+    from benchpipe.infer.validity import check_accuracy, check_performance
+    from benchpipe.results.loadgen_parser import parse_detail_log
+
+    division, _ = _inference_division(tree)
+    logs = _detail_logs(tree)
+    item.reasons.append(f"judged as official runs (min duration {OFFICIAL_MIN_DURATION_MS // 1000} s, division "
+                        f"{division}): a folder benchpipe did not make has no config naming a development run")
+    for (_, benchmark, scenario, mode), path in logs.items():
+        rel = path.relative_to(tree)
+        item.check(f"LoadGen rules: {rel}")
+        try:
+            detail = parse_detail_log(path)
+        except BenchpipeError as exc:
+            item.fail(str(exc).replace(f"{tree}/", ""))
+            continue
+        if mode == "accuracy":
+            problems = check_accuracy(detail, rel)
+        else:
+            problems = check_performance(
+                detail, rel, scenario=scenario, official=True, min_duration_ms=OFFICIAL_MIN_DURATION_MS,
+                loadgen_model=_loadgen_model(benchmark, path.relative_to(tree).parts[3]), division=division,
+                compliance_test=None if mode == "performance" else mode)
+        for problem in problems:
+            item.fail(problem)
+    crosscheck_logs(tree, item, logs)
 
 
 def _inference_logs(tree: Path, item: Item) -> None:
@@ -468,7 +587,7 @@ def _inference_checker(tree: Path, item: Item, checkout: Path | None, round_: st
         item.reasons.append("MLCommons' inference checker not run: give --inference-checker "
                             "<mlcommons/inference checkout>")
         return
-    division = tree.name if tree.name in _DIVISIONS else "closed"
+    division, _ = _inference_division(tree)
     version = round_ or rounds.ROUND
     orgs = sorted(org.name for org in tree.iterdir() if (org / "results").is_dir())
     for org in orgs:

@@ -94,3 +94,22 @@ def _training(tree: Path, item: Item, settings: dict[str, Any]) -> None:
                 item.fail(f"{rel}/{name}: one result file too many (required: exactly {runs}, {why})")
     for org_dir in sorted(org_dirs):
         _org_files(tree, item, org_dir, settings["targets"], rule, inference=False)
+
+
+def check_division_files(division_dir: Path, item: Item, division: str, round_: str) -> None:
+    """The same layout, for an inference division folder benchpipe did not make (audit.foreign).
+
+    It has no config: the systems are those its results/ name, the scenarios those on disk, and
+    the modes those the division requires (the compliance tests in the closed division).
+    Paths in the reasons are relative to ``division_dir``.
+    """
+    modes = inference_modes({"submission": {"division": division}})
+    org_dirs = sorted(p for p in division_dir.iterdir() if (p / "results").is_dir())
+    for org_dir in org_dirs:
+        systems = sorted(p.name for p in (org_dir / "results").iterdir() if p.is_dir())
+        _org_files(division_dir, item, org_dir, systems, round_, inference=True)
+        for scenario_dir in sorted(p for p in org_dir.glob("results/*/*/*") if p.is_dir()):
+            rel = scenario_dir.relative_to(division_dir)
+            item.check(f"{rel}/: the files the {round_} layout requires for {', '.join(modes)}")
+            for path, mode in layout.missing_scenario_files(scenario_dir, modes):
+                item.fail(layout.missing_reason(f"{rel}/{path}", scenario_dir.name, mode, round_))
