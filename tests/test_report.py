@@ -295,3 +295,63 @@ def test_plots_are_inline_svg_with_bars_to_scale_and_one_colour_per_run(tmp_path
     # Tables and tick labels in positional notation.
     assert [_number(v) for v in (0.000012345, 123456.7, 0.97, 2.0)] == ["0.00001234", "123,457", "0.97", "2"]
     assert plain(20000.0, 3) == "20,000"
+
+
+def test_a_foreign_training_folder_gets_a_page_of_its_audit_scores_and_runs(tmp_path, capsys):
+    """An MLCommons folder benchpipe did not make (the published AMD training v5.1 folder, read-only)."""
+    from benchpipe.cli import main
+    from benchpipe.report import writable
+    from benchpipe.report.data import plain
+    from benchpipe.report.foreign import INTEGRITY
+    from tests.conftest import REPO_ROOT
+
+    amd = REPO_ROOT.parent / "shared" / "data" / "published" / "training_results_v5.1" / "AMD"
+    if not amd.is_dir():
+        pytest.skip(f"{amd}: the published AMD folder is not here")
+    system = "MI355X_EPYC_9575F_pytorch"
+    # What MLCommons' result summarizer scores (tests/test_audit_foreign.py).
+    published = {"llama2_70b_lora": 10.18474574915825, "llama31_8b": 99.70854353631518}
+    audited, page = tmp_path / "AMD.audit.json", tmp_path / "AMD.html"
+    assert main(["audit", str(amd), "--report", str(audited)]) == 0
+    assert main(["report", str(amd), "--out", str(page), "--audit", str(audited)]) == 0
+    html = page.read_text()
+    assert INTEGRITY in html and "audit PASSED" in html and 'id="development"' not in html
+    # Each score the audit derived, beside the summarizer's, to ten digits.
+    for value in published.values():
+        shown = f'<td class="num">{plain(value, 10)}</td>'
+        assert shown * 2 + '<td><span class="match">equal</span></td>' in html
+    for benchmark in published:
+        for run in range(10):
+            assert f"<td>results/{system}/{benchmark}/result_{run}.txt</td><td>success</td>" in html
+    assert "SMCI355X (AS -4126GS-NMR-LCC)" in html and "AMD EPYC 9575F" in html  # systems/*.json
+    references = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert references and all(r.startswith("#") for r in references), references
+    assert "<script" not in html and "<img" not in html
+    # The same bytes again; one time-to-train plot per benchmark.
+    again = write_report(amd, tmp_path / "again.html", audit_path=audited)
+    assert again.plots == [f"time-to-train-{b}" for b in sorted(published)] and again.audit_passed
+    assert (tmp_path / "again.html").read_bytes() == page.read_bytes()
+    # The verdicts must be about these very files: a copy with one byte changed refuses them.
+    copy = tmp_path / "AMD"
+    shutil.copytree(amd, copy)
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+    with (copy / "systems" / f"{system}.json").open("a") as f:
+        f.write(" ")
+    with pytest.raises(BenchpipeError, match="audits the tree with root sha256"):
+        write_report(copy, tmp_path / "copy.html", audit_path=audited)
+    # The default page beside a read-only folder: refused in one line, before any audit.
+    if not writable(amd.parent):
+        capsys.readouterr()
+        assert main(["report", str(amd), "--audit", str(audited)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "cannot write beside the folder" in err and "--out" in err
+        assert not (amd.parent / "AMD.report.html").exists()
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        result = rendered(page, tmp_path)
+        assert result["sections"] == ["audit", "system", "training"]
+        assert {f["id"] for f in result["figures"]} == set(again.plots)
+        assert all(min(f["drawn"]) > 100 and min(f["shown"]) > 100 for f in result["figures"]), result["figures"]
+        items = {item["name"]: item for item in json.loads(audited.read_text())["items"]}
+        for row in result["audit"]:
+            assert row["checks"] == items[row["item"]]["details"], row

@@ -6,12 +6,14 @@ epoch against the target, latency distributions per scenario, throughput per sce
 the reproduction's verdicts when ``<tree>.reproduce.json`` is about this tree. It reads the
 tree alone (tables, LoadGen logs, manifest, config, checks, systems, user.conf). The verdicts
 come from an audit report about this very tree (its root sha256 must match the manifest's),
-or from an audit run now.
+or from an audit run now. An MLCommons folder benchpipe did not make gets a page of its own
+kind (report.foreign), its verdicts tied to the root sha256 of its files as found.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,20 @@ def beside(tree: Path, suffix: str, option: str) -> Path:
     if inside is not None:
         raise BenchpipeError(f"{out}: would be written inside the tree {inside} and break its manifest: "
                              f"give {option} a path outside it")
+    if not writable(out.parent):  # a published folder on a read-only share: say so before the audit
+        raise BenchpipeError(f"{out}: cannot write beside the folder ({out.parent} is not writable): "
+                             f"give {option} a path elsewhere")
     return out
+
+
+def writable(folder: Path) -> bool:
+    """Whether a file may be written in ``folder``: its mode must allow it, even to root, who
+    could write anyway; a folder made read-only for everyone is meant to stay as it is."""
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK) and bool(mode & 0o222)
 
 
 def read_audit(path: Path, root_sha256: str | None) -> dict[str, Any]:
@@ -92,15 +107,38 @@ def audit_for(tree: Path, root_sha256: str | None, audit_path: Path | None,
 def write_report(tree: Path, out: Path, *, audit_path: Path | None = None,
                  inference_checker: Path | None = None) -> Written:
     from benchpipe import __version__
-    from benchpipe.contracts.atomic import atomic_file
+    from benchpipe.audit.foreign import foreign_kind, is_benchpipe_tree
     from benchpipe.report.data import load
     from benchpipe.report.figures import draw_all
     from benchpipe.report.page import render
 
+    # A folder that is neither kind is refused by load, as a tree without tables.
+    if not is_benchpipe_tree(Path(tree)) and Path(tree).is_dir() and foreign_kind(Path(tree)) is not None:
+        return _write_foreign(Path(tree), Path(out), audit_path, inference_checker)
     data = load(tree)
     audit, source = audit_for(tree, data.root_sha256, audit_path, inference_checker)
     plots = draw_all(data)
-    html = render(data, plots, audit, source, __version__)
-    with atomic_file(Path(out)) as f:
-        f.write(html)
+    _write(Path(out), render(data, plots, audit, source, __version__))
     return Written(Path(out), [p.id for p in plots], bool(audit.get("passed")), source)
+
+
+def _write_foreign(folder: Path, out: Path, audit_path: Path | None, inference_checker: Path | None) -> Written:
+    """The page of an MLCommons folder benchpipe did not make; its audit must be about the files as found."""
+    from benchpipe import __version__
+    from benchpipe.report.foreign import draw_foreign, load_foreign, render_foreign
+
+    data = load_foreign(folder)
+    audit, source = audit_for(folder, data.root_sha256, audit_path, inference_checker)
+    plots = draw_foreign(data, audit)
+    _write(out, render_foreign(data, plots, audit, source, __version__))
+    return Written(out, [p.id for p in plots], bool(audit.get("passed")), source)
+
+
+def _write(out: Path, html: str) -> None:
+    from benchpipe.contracts.atomic import atomic_file
+
+    try:
+        with atomic_file(out) as f:
+            f.write(html)
+    except OSError as exc:
+        raise BenchpipeError(f"{out}: cannot write the page: {exc.strerror or exc}") from exc

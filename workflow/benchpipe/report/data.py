@@ -244,10 +244,16 @@ def eval_points(events: list[dict[str, Any]]) -> list[EvalPoint]:
 def performance_runs(tree: Path) -> list[PerformanceRun]:
     """The summary of every performance-mode LoadGen test in the tree."""
     from benchpipe.audit import detail_logs
+
+    return performance_from(detail_logs(tree))
+
+
+def performance_from(logs: dict[tuple[str, str, str, str], Path]) -> list[PerformanceRun]:
+    """The summary of each performance-mode test of ``logs``, keyed as audit.detail_logs keys them."""
     from benchpipe.results.loadgen_parser import parse_detail_log
 
     runs = []
-    for (target, benchmark, scenario, mode), path in detail_logs(tree).items():
+    for (target, benchmark, scenario, mode), path in logs.items():
         if mode != "performance":
             continue
         detail = parse_detail_log(path)
