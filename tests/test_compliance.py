@@ -463,7 +463,8 @@ def test_packaging_refuses_a_failing_or_disputed_verification(runs, tmp_path, in
 @pytest.mark.parametrize("checker", [True, False])
 @pytest.mark.parametrize("test01, passes", [("TEST01", True), ("TEST01_wrong", False)])
 def test_the_audit_verifies_the_packaged_tests_again(runs, tmp_path, inference_checkout, checker, test01, passes):
-    from benchpipe.audit import FAIL, PASS, Item, _compliance_tests
+    from benchpipe.audit import FAIL, PASS, Item
+    from benchpipe.audit.tree import _compliance_tests
 
     tree = tmp_path / "tree"
     group = _group(runs, test01)

@@ -46,15 +46,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from benchpipe.audit import Item, _benchmark_of, _Seen, detail_logs, training_logs
+from benchpipe.audit.logs import Seen, benchmark_of, detail_logs, training_logs
+from benchpipe.audit.verdicts import Item
 from benchpipe.contracts.hashing import sha256_file
 from benchpipe.contracts.layout import (
     ACCURACY_LOG,
     ACCURACY_TXT,
     CHECKS_JSON,
     CONFIG_JSON,
-    DATASETS_DIR,
     DATASET_MANIFEST,
+    DATASETS_DIR,
     INFERENCE_SECTIONS,
     RAW_DIR,
     TRAINING_SECTIONS,
@@ -71,7 +72,7 @@ _PATH = re.compile(r"/?[\w.\-]+(?:/[\w.\-]+)+")
 _SHA256 = re.compile(r"\b[0-9a-f]{64}\b")
 
 
-def check_claims(tree: Path, item: Item, seen: _Seen) -> None:
+def check_claims(tree: Path, item: Item, seen: Seen) -> None:
     config = json.loads((tree / CONFIG_JSON).read_text())
     checks = json.loads((tree / CHECKS_JSON).read_text())
     kind = RunKind.from_settings(config["inference"])
@@ -96,7 +97,7 @@ def _differ(item: Item, rel: Any, key: str, claimed: Any, derived: Any, source: 
 # --- checks.json's inference section ------------------------------------------------------------
 
 
-def _inference_tests(tree: Path, item: Item, seen: _Seen, stated: list[dict], kind: RunKind) -> None:
+def _inference_tests(tree: Path, item: Item, seen: Seen, stated: list[dict], kind: RunKind) -> None:
     logs = detail_logs(tree)
     derived = {key: _test_entry(fields, kind) for key, fields in seen.tests.items()}
     item.check(f"{CHECKS_JSON}: inference.tests ({len(stated)}) against their detail logs and accuracy.txt")
@@ -141,7 +142,7 @@ def _verify_again(tree: Path, item: Item) -> dict[tuple[str, str, str, str], tup
     for section in INFERENCE_SECTIONS:
         for test_dir in sorted((tree / section).glob("*/*/results/*/*/*/TEST0[14]")):
             scenario_dir = test_dir.parent
-            target, benchmark = scenario_dir.parent.parent.name, _benchmark_of(scenario_dir.parent.name)
+            target, benchmark = scenario_dir.parent.parent.name, benchmark_of(scenario_dir.parent.name)
             perf, run = scenario_dir / "performance" / "run_1", test_dir / "performance" / "run_1"
             if test_dir.name == "TEST01":
                 logged = test_dir / "accuracy"
@@ -212,7 +213,7 @@ def _scenario_dirs(tree: Path) -> list[Path]:
 
 
 def _scenario_key(scenario_dir: Path) -> tuple[str, str, str]:
-    return scenario_dir.parent.parent.name, _benchmark_of(scenario_dir.parent.name), scenario_dir.name
+    return scenario_dir.parent.parent.name, benchmark_of(scenario_dir.parent.name), scenario_dir.name
 
 
 def _accuracy_txt(tree: Path, item: Item, scenario_dir: Path) -> None:
@@ -247,7 +248,7 @@ def _accuracy_txt(tree: Path, item: Item, scenario_dir: Path) -> None:
                 f"good={good} of total={total} on the same line")
 
 
-def _scenario_files(tree: Path, item: Item, scenario_dir: Path, seen: _Seen, checks: dict, kind: RunKind,
+def _scenario_files(tree: Path, item: Item, scenario_dir: Path, seen: Seen, checks: dict, kind: RunKind,
                     verifications: dict) -> None:
     from benchpipe.package.inference import scenario_readme
 
@@ -307,7 +308,7 @@ def _hyperparameters(tree: Path, item: Item, config: dict, stated: Any) -> None:
                               f"{CONFIG_JSON}'s hyperparameters")
 
 
-def _datasets(tree: Path, item: Item, seen: _Seen, stated: Any) -> None:
+def _datasets(tree: Path, item: Item, seen: Seen, stated: Any) -> None:
     from benchpipe.contracts import registry
     from benchpipe.contracts.errors import ValidationError
     from benchpipe.package.checks import check_dataset
@@ -325,7 +326,7 @@ def _datasets(tree: Path, item: Item, seen: _Seen, stated: Any) -> None:
             _differ(item, CHECKS_JSON, f"datasets.{name}", entry, want, (folder / DATASET_MANIFEST).relative_to(tree))
 
 
-def _software(item: Item, seen: _Seen, stated: Any) -> None:
+def _software(item: Item, seen: Seen, stated: Any) -> None:
     from benchpipe.contracts.errors import ValidationError
     from benchpipe.package.checks import check_provenance
 

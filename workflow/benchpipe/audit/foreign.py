@@ -37,7 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchpipe.audit import AuditReport, Item, _guarded
+from benchpipe.audit.loadgen import crosscheck_logs
+from benchpipe.audit.logs import test_key
+from benchpipe.audit.required import check_division_files
+from benchpipe.audit.verdicts import AuditReport, Item, guarded
 from benchpipe.contracts.errors import BenchpipeError, ConfigError
 from benchpipe.contracts.layout import CONFIG_JSON, DETAIL_LOG
 
@@ -173,14 +176,14 @@ def _training_items(tree: Path, ruleset: str | None, summary: Path | None, roots
         official.error = f"{type(exc).__name__}: {exc}"
     scores: dict[tuple[str, str], float | None] = {}
     items = [
-        _guarded("integrity", lambda item: _integrity(tree, item, roots)),
-        _guarded("logs", lambda item: _training_logs(item, logs, official)),
-        _guarded("scores", lambda item: _training_scores(tree, item, logs, official, scores, records)),
-        _guarded("checkers", lambda item: _training_checkers(item, official)),
+        guarded("integrity", lambda item: _integrity(tree, item, roots)),
+        guarded("logs", lambda item: _training_logs(item, logs, official)),
+        guarded("scores", lambda item: _training_scores(tree, item, logs, official, scores, records)),
+        guarded("checkers", lambda item: _training_checkers(item, official)),
     ]
     summaries = _summary_files(tree, summary)
     if summaries:
-        items.append(_guarded("summary", lambda item: _compare_summaries(tree, item, summaries, scores)))
+        items.append(guarded("summary", lambda item: _compare_summaries(tree, item, summaries, scores)))
     return items
 
 
@@ -468,11 +471,11 @@ def _inference_items(tree: Path, checkout: Path | None, round_: str | None, summ
     from benchpipe.contracts import rounds
 
     items = [
-        _guarded("integrity", lambda item: _integrity(tree, item, roots)),
-        _guarded("logs", lambda item: _inference_logs(tree, item)),
-        _guarded("required", lambda item: _required_files(tree, item, round_ or rounds.ROUND)),
-        _guarded("loadgen", lambda item: _loadgen_rules(tree, item)),
-        _guarded("checkers", lambda item: _inference_checker(tree, item, checkout, round_)),
+        guarded("integrity", lambda item: _integrity(tree, item, roots)),
+        guarded("logs", lambda item: _inference_logs(tree, item)),
+        guarded("required", lambda item: _required_files(tree, item, round_ or rounds.ROUND)),
+        guarded("loadgen", lambda item: _loadgen_rules(tree, item)),
+        guarded("checkers", lambda item: _inference_checker(tree, item, checkout, round_)),
     ]
     if summary is not None:
         item = Item("summary", status="skipped")
@@ -490,22 +493,18 @@ def _inference_division(tree: Path) -> tuple[str, str | None]:
 
 
 def _required_files(tree: Path, item: Item, round_: str) -> None:
-    from benchpipe.audit.required import check_division_files
-
     division, why = _inference_division(tree)
     if why:
         item.reasons.append(why)
     check_division_files(tree, item, division, round_)
 
 
-def _detail_logs(tree: Path) -> dict[tuple[str, str, str, str], Path]:
+def division_detail_logs(tree: Path) -> dict[tuple[str, str, str, str], Path]:
     """(<org>/<system>, benchmark, scenario, mode) -> detail log, as audit.detail_logs keys a benchpipe tree's."""
-    from benchpipe.audit import _test_key
-
     logs = {}
     for path in sorted(tree.glob(f"*/results/**/{DETAIL_LOG}")):
         parts = path.relative_to(tree.parent).parts  # <division>/<org>/results/<system>/<model>/<scenario>/...
-        key = _test_key(parts) if len(parts) >= 7 else None
+        key = test_key(parts) if len(parts) >= 7 else None
         if key is not None:
             logs[(f"{parts[1]}/{key[0]}", *key[1:])] = path
     return logs
@@ -526,13 +525,12 @@ def _loadgen_rules(tree: Path, item: Item) -> None:
     Nothing in the folder says it is a development run, so each run is judged as an official
     one: at least the round's min duration, and the round's query and sample counts.
     """
-    from benchpipe.audit.loadgen import crosscheck_logs
     from benchpipe.contracts.rounds import OFFICIAL_MIN_DURATION_MS
     from benchpipe.infer.validity import check_accuracy, check_performance
     from benchpipe.results.loadgen_parser import parse_detail_log
 
     division, _ = _inference_division(tree)
-    logs = _detail_logs(tree)
+    logs = division_detail_logs(tree)
     item.reasons.append(f"judged as official runs (min duration {OFFICIAL_MIN_DURATION_MS // 1000} s, division "
                         f"{division}): a folder benchpipe did not make has no config naming a development run")
     for (_, benchmark, scenario, mode), path in logs.items():

@@ -7,12 +7,9 @@ check on the tree as it is, since both logs may have been edited after packaging
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from benchpipe.audit.verdicts import Item
 from benchpipe.infer.crosscheck import check_run_logs
-
-if TYPE_CHECKING:  # the package imports this module: Item is only named, never needed at run time
-    from benchpipe.audit import Item
 
 
 def crosscheck_logs(copy: Path, item: Item, logs: dict[tuple[str, str, str, str], Path]) -> None:

@@ -12,13 +12,11 @@ package checker demands of an MLPerf benchmark, and the tree's runs for benchpip
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from benchpipe.audit.verdicts import Item
 from benchpipe.contracts import layout, registry
 from benchpipe.contracts.config import inference_benchmarks, inference_modes
-
-if TYPE_CHECKING:
-    from benchpipe.audit import Item
 
 
 def check_required_files(tree: Path, item: Item, settings: dict[str, Any]) -> None:

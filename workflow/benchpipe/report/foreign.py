@@ -58,9 +58,9 @@ def _systems(folder: Path, kind: str) -> list[SystemFile]:
 
 
 def _performance(folder: Path) -> list[PerformanceRun]:
-    from benchpipe.audit.foreign import _detail_logs
+    from benchpipe.audit.foreign import division_detail_logs
 
-    return performance_from(_detail_logs(folder))
+    return performance_from(division_detail_logs(folder))
 
 
 def training_tables(audit: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
