@@ -83,6 +83,9 @@ def write_log(path: Path, megabytes: int) -> int:
         for key, value in HEADER:
             size += f.write(_line(rng, time_ms, key, value, "POINT_IN_TIME"))
             records += 1
+        # A run that benchpipe's parser accepts: run_start once, before the epochs and run_stop.
+        size += f.write(_line(rng, time_ms, "run_start", None, "INTERVAL_START"))
+        records += 1
         while size < limit:
             epoch += 1
             time_ms += rng.randint(5_000, 9_000)
