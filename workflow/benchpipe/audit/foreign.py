@@ -527,8 +527,6 @@ def _loadgen_rules(tree: Path, item: Item) -> None:
     """
     from benchpipe.contracts.rounds import OFFICIAL_MIN_DURATION_MS
     from benchpipe.infer.validity import check_accuracy, check_performance
-    from benchpipe.results.loadgen_parser import parse_detail_log
-
     division, _ = _inference_division(tree)
     logs = division_detail_logs(tree)
     item.reasons.append(f"judged as official runs (min duration {OFFICIAL_MIN_DURATION_MS // 1000} s, division "
@@ -536,10 +534,8 @@ def _loadgen_rules(tree: Path, item: Item) -> None:
     for (_, benchmark, scenario, mode), path in logs.items():
         rel = path.relative_to(tree)
         item.check(f"LoadGen rules: {rel}")
-        try:
-            detail = parse_detail_log(path)
-        except BenchpipeError as exc:
-            item.fail(str(exc).replace(f"{tree}/", ""))
+        detail = _detail_or_fail(tree, item, path)
+        if detail is None:
             continue
         if mode == "accuracy":
             problems = check_accuracy(detail, rel)
@@ -553,25 +549,32 @@ def _loadgen_rules(tree: Path, item: Item) -> None:
     crosscheck_logs(tree, item, logs)
 
 
+def _detail_or_fail(tree: Path, item: Item, path: Path) -> Any:
+    """The parsed detail log, or None with the parse error as ``item``'s failure."""
+    from benchpipe.results.loadgen_parser import parse_detail_log
+
+    try:
+        return parse_detail_log(path)
+    except BenchpipeError as exc:
+        item.fail(str(exc).replace(f"{tree}/", ""))
+        return None
+
+
 def _inference_logs(tree: Path, item: Item) -> None:
     """benchpipe's parse of every LoadGen detail log, and the checks the official checker leaves out:
     result_validity and LoadGen's error entries in a performance log."""
-    from benchpipe.results.loadgen_parser import parse_detail_log
-
     logs = sorted(tree.glob(f"*/results/**/{DETAIL_LOG}"))
     if not logs:
         item.fail(f"no {DETAIL_LOG} under <org>/results/")
     for path in logs:
         rel = path.relative_to(tree).as_posix()
         item.check(f"benchpipe's LoadGen parser: {rel}")
-        try:
-            detail = parse_detail_log(path)
-        except BenchpipeError as exc:
-            item.fail(str(exc).replace(f"{tree}/", ""))
+        detail = _detail_or_fail(tree, item, path)
+        if detail is None:
             continue
-        for error in getattr(detail, "errors", []):
+        for error in detail.errors:
             item.fail(f"{rel}: LoadGen error {error}")
-        validity = getattr(detail, "values", {}).get("result_validity")
+        validity = detail.get("result_validity")
         if "performance" in path.parts and validity is not None and validity != "VALID":
             item.fail(f"{rel}: result_validity is {validity}")
 
