@@ -74,6 +74,18 @@ def _cmd_datasets_bundle(args: argparse.Namespace) -> None:
           f"{sum(sizes.values())} bytes")
 
 
+def _cmd_datasets_stand_in(args: argparse.Namespace) -> None:
+    from benchpipe.benchmarks.llama.corpus import write_corpus
+    from benchpipe.contracts.hashing import sha256_file
+
+    written = write_corpus(args.out, train_rows=args.train_rows, eval_rows=args.eval_rows, length=args.length,
+                           seed=args.seed)
+    # What to paste into a config: the sources of llama2_70b_lora, pointing at these files.
+    print("datasets:\n  sources:\n    llama2_70b_lora:")
+    for name, path in written.items():
+        print(f"      {name}: {{urls: [\"file://{path.resolve()}\"], sha256: {sha256_file(path)}}}")
+
+
 def _cmd_datasets_import(args: argparse.Namespace) -> None:
     from benchpipe.datasets.bundle import import_bundle
     from benchpipe.datasets.fetch import default_cache_dir
@@ -102,7 +114,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     overrides = _json_option(args.hyperparameters_json, "--hyperparameters-json")
     # The same checks as before the workflow's first job: a run by hand is held to the rules too.
-    benchmark = resolve_hyperparameters(args.benchmark, {args.benchmark: overrides}, args.division)
+    benchmark = resolve_hyperparameters(args.benchmark, {args.benchmark: overrides}, args.division,
+                                        args.training_ruleset)
     target = load_target(args.target_file) if args.target_file else None
     devices = target.training if target else TrainingDevices()
     out = args.out
@@ -122,9 +135,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
         max_epochs=args.max_epochs,
         devices=devices,
     )
+    counted, quality = ("steps", "best eval loss") if benchmark.lower_is_better else ("epochs", "best top-1")
     log.info(
-        "run %s: %s after %d epochs, best top-1 %.4f, %.1f s",
-        args.out, outcome.status, outcome.epochs, outcome.best_accuracy, outcome.time_to_train_s,
+        "run %s: %s after %d %s, %s %.4f, %.1f s",
+        args.out, outcome.status, outcome.epochs, counted, quality, outcome.best_accuracy, outcome.time_to_train_s,
     )
 
 
@@ -380,6 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--sources-json", default=None,
                    help="per benchmark, per source name: {urls, sha256?, size?} (datasets.sources)")
     q.set_defaults(func=_cmd_datasets_bundle)
+    q = datasets.add_parser("stand-in-corpus", help="write a generated corpus in the tokenized GovReport form "
+                            "of llama2_70b_lora, for development runs of its stand-in model")
+    q.add_argument("--out", type=Path, required=True, help="folder for train.parquet and validation.parquet")
+    q.add_argument("--train-rows", type=int, default=512)
+    q.add_argument("--eval-rows", type=int, default=64)
+    q.add_argument("--length", type=int, default=64, help="tokens a row (the sequence_length hyperparameter)")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_cmd_datasets_stand_in)
     q = datasets.add_parser("import", help="verify a bundle and add its files to the cache, all or nothing")
     q.add_argument("bundle", type=Path, help="tar written by `benchpipe datasets bundle`")
     q.add_argument("--cache-dir", type=Path, default=None, help=cache_help)
@@ -398,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hyperparameters-json", default=None,
                    help="hyperparameters that differ from the benchmark's reference, as a JSON object "
                         "(training.hyperparameters.<benchmark>); closed runs accept only what the rules allow")
+    p.add_argument("--training-ruleset", choices=rounds.TRAINING_RULESETS, default=rounds.TRAINING_RULESET,
+                   help="the training round whose rules the run is held to (training.ruleset)")
     p.add_argument("--target-file", type=Path, default=None,
                    help="hardware target (config/targets/<name>.yaml): its training keys choose the "
                         "tf.distribute strategy, precision and thread counts (default: one device, auto)")

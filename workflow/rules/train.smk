@@ -16,6 +16,7 @@ rule train:
         division=SUBMISSION["division"],
         status=SUBMISSION["status"],
         hyperparameters=lambda wildcards: options.hyperparameters(config, wildcards.benchmark),
+        ruleset=config["training"]["ruleset"],
         config_env=TRAIN_CONFIG_ENV,
         images=IMAGES_DIR,
         across_nodes=across_nodes_option,
@@ -32,4 +33,5 @@ rule train:
         " --output {output} -- benchpipe train --benchmark {wildcards.benchmark} --data {input.data}"
         " --seed {params.seed} --org {params.org:q} --platform {wildcards.target}"
         " --division {params.division} --status {params.status} --target-file {input.target}"
-        " {params.hyperparameters} --threads {threads} --out {output} > {log} 2>&1"
+        " {params.hyperparameters} --training-ruleset {params.ruleset} --threads {threads}"
+        " --out {output} > {log} 2>&1"

@@ -48,6 +48,7 @@ from typing import Any
 
 from benchpipe.audit.logs import Seen, benchmark_of, detail_logs, training_logs
 from benchpipe.audit.verdicts import Item
+from benchpipe.contracts.config import inference_benchmarks
 from benchpipe.contracts.hashing import sha256_file
 from benchpipe.contracts.layout import (
     ACCURACY_LOG,
@@ -77,7 +78,14 @@ def check_claims(tree: Path, item: Item, seen: Seen) -> None:
     checks = json.loads((tree / CHECKS_JSON).read_text())
     kind = RunKind.from_settings(config["inference"])
     verifications = _verify_again(tree, item)
-    if checks.get("inference"):
+    if not inference_benchmarks(config):
+        # A training-only tree: packaging states no inference run, and must not.
+        item.check(f"{CHECKS_JSON}: no inference claim in a tree without inference benchmarks")
+        stated = {k: v for k, v in (checks.get("inference") or {}).items() if v}
+        if stated:
+            item.fail(f"{CHECKS_JSON}: inference states {', '.join(sorted(stated))}, but {CONFIG_JSON} has no "
+                      "benchmark that LoadGen tests (rule 'stated numbers equal the logs')")
+    elif checks.get("inference"):
         _inference_tests(tree, item, seen, checks["inference"].get("tests", []), kind)
         _inference_kind(item, checks["inference"], kind)
         _compliance_entries(tree, item, checks["inference"].get("compliance", []), verifications)

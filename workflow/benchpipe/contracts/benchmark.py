@@ -202,6 +202,45 @@ class TrainerHooks(Protocol):
         """The hyperparameter events of the run."""
 
 
+class FineTuneHooks(Protocol):
+    """A benchmark trained by optimizer steps and judged by its eval loss (lower is better), as
+    MLPerf's LLM fine-tuning benchmarks are: the harness evaluates every few samples, not epochs.
+
+    ``sizes``, ``element_spec``, ``build_model``, ``build_optimizer`` and ``mllog_items`` run
+    inside init and may read the dataset's manifest only; ``train_dataset`` and
+    ``eval_dataset`` read the data after run_start.
+    """
+
+    def sizes(self, data_dir: Path) -> tuple[int, int]:
+        """(train samples, eval samples), from the manifest."""
+
+    def element_spec(self, replicas: int) -> tuple["tf.TensorSpec", "tf.TensorSpec"]:
+        """(token ids, labels) of one forward pass over every replica: micro_batch_size × replicas rows."""
+
+    def train_dataset(self, data_dir: Path, seed: int, replicas: int) -> "tf.data.Dataset":
+        """Forward-pass batches, shuffled by ``seed``, never running out."""
+
+    def eval_dataset(self, data_dir: Path) -> "tf.data.Dataset":
+        """Batches of every eval sample once; the last one may be short."""
+
+    def build_model(self, data_dir: Path) -> "keras.Model":
+        """The model to fine-tune, its base weights loaded and frozen."""
+
+    def build_optimizer(self, replicas: int) -> "keras.optimizers.Optimizer":
+        ...
+
+    def mllog_items(self, replicas: int) -> dict[str, Any]:
+        """The hyperparameter events of the run."""
+
+    def loss_sums(self, labels: Any, logits: Any) -> tuple[Any, Any]:
+        """(summed loss, counted tokens) of one batch: the tokens the loss counts."""
+
+
+# What eval_accuracy holds: top-1 accuracy (higher is better), or the eval loss of a
+# language model (lower is better), as llama2_70b_lora logs it.
+QUALITY_METRICS = ("top1", "eval_loss")
+
+
 @dataclass(frozen=True)
 class Benchmark:
     name: str
@@ -210,9 +249,9 @@ class Benchmark:
     preprocess: Callable[[Path], tuple[Split, Split]]
     build_model: Callable[[], "keras.Model"]
     hyperparameters: Hyperparameters  # or, with ``trainer``, whatever it takes
-    quality_target: float  # eval top-1 a training run must reach
+    quality_target: float  # the eval_accuracy a training run must reach (quality_metric's direction)
     num_runs: int
-    inference: InferenceTask
+    inference: InferenceTask | None  # None: a training-only benchmark, which LoadGen never tests
     # Compliance-checker rules for the MLLOG training logs: a benchmark's own, or the
     # official ruleset's entry file for a benchmark the official rules know.
     rules_file: Path
@@ -222,12 +261,22 @@ class Benchmark:
     eval_every_epochs: int = 1
     eval_offset: int = 0
     # Built from ``hyperparameters`` by the harness, so that a test's dataclasses.replace of
-    # them reaches every piece. None: train on the in-memory Split of ``preprocess``.
-    trainer: Callable[[Any], TrainerHooks] | None = None
+    # them reaches every piece. None: train on the in-memory Split of ``preprocess``. A
+    # benchmark whose quality_metric is eval_loss has FineTuneHooks.
+    trainer: Callable[[Any], TrainerHooks | FineTuneHooks] | None = None
     # The folder under data/ that it trains on, when not its own name: several benchmarks
     # may share one dataset (ImageNet), and a licensed one is prepared only once.
     dataset: str | None = None
+    quality_metric: str = "top1"
 
     @property
     def dataset_name(self) -> str:
         return self.dataset or self.name
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.quality_metric == "eval_loss"
+
+    def reached(self, quality: float) -> bool:
+        """Whether one evaluation's ``quality`` meets the target, in the metric's direction."""
+        return quality <= self.quality_target if self.lower_is_better else quality >= self.quality_target

@@ -145,13 +145,18 @@ def check_config(config: dict[str, Any], base_dir: Path) -> dict[str, Target]:
 
 
 def inference_benchmarks(config: dict[str, Any]) -> list[str]:
-    """The benchmarks LoadGen tests: ``inference.benchmarks``, or every benchmark (null)."""
+    """The benchmarks LoadGen tests: ``inference.benchmarks``, or every benchmark that has an
+    inference task (null); a training-only one (llama2_70b_lora) is never tested."""
     chosen = config["inference"].get("benchmarks")
-    chosen = list(config["benchmarks"]) if chosen is None else list(chosen)
+    if chosen is None:
+        return [name for name in config["benchmarks"] if registry.get(name).inference is not None]
     for name in chosen:
         if name not in config["benchmarks"]:
             raise ConfigError(f"inference.benchmarks: {name} is not in benchmarks")
-    return chosen
+        if registry.get(name).inference is None:
+            raise ConfigError(f"inference.benchmarks: {name} is a training benchmark with no inference task "
+                              "(MLPerf inference tests other models)")
+    return list(chosen)
 
 
 def inference_modes(config: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ from benchpipe.contracts.errors import ConfigError
 
 _MODULES = {
     "digits": "benchpipe.benchmarks.digits",
+    "llama2_70b_lora": "benchpipe.benchmarks.llama.benchmark",
     "mnist": "benchpipe.benchmarks.mnist",
     "resnet": "benchpipe.benchmarks.resnet.benchmark",
 }

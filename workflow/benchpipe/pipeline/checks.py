@@ -123,6 +123,13 @@ def downloaded_sources(config: Mapping[str, Any]) -> dict[str, tuple[Source, ...
     settings = config["datasets"]
     every = benchmark_sources(config["benchmarks"], settings["sources"], "datasets.sources")
     sources = {name: declared for name, declared in every.items() if declared}
+    for name, declared in sources.items():
+        for source in declared:
+            if not source.sha256 and not Path(dataset_dir(name), DATASET_MANIFEST).is_file():
+                raise ConfigError(
+                    f"datasets.sources.{name}.{source.name}: set urls and sha256 of your copy of this file "
+                    f"({source.url}): benchpipe has no checksum of its own for it to verify a download against"
+                )
     if settings["offline"]:
         require_cached(
             {b: s for b, s in sources.items() if not Path(dataset_dir(b), DATASET_MANIFEST).is_file()},

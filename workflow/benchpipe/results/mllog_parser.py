@@ -55,8 +55,10 @@ class TrainingRun:
     run_start_ms: int | None
     run_stop_ms: int | None
     epochs: int
-    best_eval_accuracy: float | None
+    best_eval_accuracy: float | None  # the highest eval_accuracy
     events: int
+    # The lowest: the best where eval_accuracy is a loss (llama2_70b_lora).
+    lowest_eval_accuracy: float | None = None
 
     @property
     def time_to_train_min(self) -> float | None:
@@ -413,6 +415,7 @@ class RunSummary:
         self.part = part
         self.first: dict[str, Event] = {}
         self.best_accuracy: float | None = None
+        self.lowest_accuracy: float | None = None
         self.epochs: int | None = None
         self.count = 0
         self.last_line: int | None = None
@@ -460,6 +463,8 @@ class RunSummary:
             self.first.setdefault(key, event)
         if later.best_accuracy is not None:
             self._best(later.best_accuracy)
+        if later.lowest_accuracy is not None:
+            self._best(later.lowest_accuracy)
         if later.epochs is not None and (self.epochs is None or later.epochs > self.epochs):
             self.epochs = later.epochs
 
@@ -520,6 +525,8 @@ class RunSummary:
     def _best(self, accuracy: float) -> None:
         if self.best_accuracy is None or accuracy > self.best_accuracy:
             self.best_accuracy = accuracy
+        if self.lowest_accuracy is None or accuracy < self.lowest_accuracy:
+            self.lowest_accuracy = accuracy
 
     def _block(self, n: int, metadata: dict[str, Any]) -> None:
         try:
@@ -563,6 +570,7 @@ class RunSummary:
             epochs=self.epochs or 0,
             best_eval_accuracy=self.best_accuracy,
             events=self.count,
+            lowest_eval_accuracy=self.lowest_accuracy,
         )
 
 

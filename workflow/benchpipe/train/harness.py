@@ -453,7 +453,9 @@ def train_run(
     CPU devices; it is called after the thread counts are set.
     """
     hp = benchmark.hyperparameters
-    blocks = eval_blocks(benchmark, hp.max_epochs if max_epochs is None else max_epochs)
+    # A fine-tuning benchmark counts samples, not epochs: its own loop (train.finetune) has no blocks of epochs.
+    blocks = [] if benchmark.lower_is_better else eval_blocks(
+        benchmark, hp.max_epochs if max_epochs is None else max_epochs)
     with atomic_dir(out_dir) as tmp:
         log = RunLog(tmp / MLLOG_FILE, root_dir=SOURCE_ROOT)
         try:
@@ -465,7 +467,8 @@ def train_run(
         finally:
             log.close()
         check_replicas_agree(benchmark, model)
-        model.export(str(tmp / MODEL_DIR), format="tf_saved_model", verbose=False)
+        if benchmark.inference is not None:  # a training-only benchmark's model is never served
+            model.export(str(tmp / MODEL_DIR), format="tf_saved_model", verbose=False)
         (tmp / DEVICES_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         provenance.write(tmp, data_dir)
     return outcome
@@ -503,7 +506,14 @@ def _logged_run(
     # The model's layers and variables are made here: the layers take the global dtype
     # policy, the variables the strategy (mirrored on each of its devices).
     with dtype_policy(used.precision), used.strategy.scope():
-        if benchmark.trainer is not None:
+        if benchmark.lower_is_better:
+            from benchpipe.train.finetune import fine_tune
+
+            tuned, model = fine_tune(benchmark, benchmark.trainer(hp), data_dir, log, seed=seed,
+                                     precision=used.precision, replicas=used.replicas, warm=warm_up)
+            best = float("nan") if tuned.best_loss is None else tuned.best_loss
+            outcome = TrainingOutcome(tuned.status, tuned.steps, best, tuned.time_to_train_s)
+        elif benchmark.trainer is not None:
             outcome, model = _dataset_run(benchmark, benchmark.trainer(hp), data_dir, log, seed=seed,
                                           blocks=blocks, warm_up=warm_up, bn_span=record["per_replica_batch_size"])
         else:
