@@ -268,6 +268,9 @@ class Benchmark:
     # may share one dataset (ImageNet), and a licensed one is prepared only once.
     dataset: str | None = None
     quality_metric: str = "top1"
+    # The training rulesets whose rules this plug-in follows (its logs' keys, its rules file);
+    # empty: any, as for a benchmark no round has.
+    rulesets: tuple[str, ...] = ()
 
     @property
     def dataset_name(self) -> str:

@@ -73,6 +73,12 @@ def check_training_ruleset(config: Mapping[str, Any]) -> None:
     """
     ruleset = config["training"]["ruleset"]
     for name in config["benchmarks"]:
+        followed = registry.get(name).rulesets
+        if followed and ruleset not in followed and name in training.ruleset_benchmarks(ruleset):
+            raise ConfigError(
+                f"training.ruleset: {ruleset}, but benchpipe's {name} follows the rules of training "
+                f"{', '.join(followed)} (its logged keys and rules file); set training.ruleset: {followed[-1]}"
+            )
         having = training.rulesets_with(name)
         if not having or name in training.ruleset_benchmarks(ruleset):
             continue

@@ -201,4 +201,5 @@ BENCHMARK = Benchmark(
     rules_file=training_rules_file("common.yaml", RULESET),
     trainer=LlamaTrainer,
     quality_metric="eval_loss",
+    rulesets=(RULESET,),
 )

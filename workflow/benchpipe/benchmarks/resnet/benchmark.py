@@ -211,4 +211,5 @@ BENCHMARK = Benchmark(
     eval_offset=2,
     trainer=ResNetTrainer,
     dataset="imagenet",
+    rulesets=("4.0.0",),
 )
