@@ -462,6 +462,9 @@ def _train(context: _Context, selection: Selection, seed: int, data: Path, out: 
     command = ["train", "--benchmark", selection.benchmark, "--data", str(data), "--seed", str(seed),
                "--org", submission["submitter"], "--platform", selection.target, "--division", submission["division"],
                "--status", submission["status"], "--out", str(out.resolve())]
+    ruleset = context.settings.get("training", {}).get("ruleset")
+    if ruleset:  # the rules the tree's runs were held to, as its config states them
+        command += ["--training-ruleset", ruleset]
     inputs = [data]
     if overrides:
         command += ["--hyperparameters-json", json.dumps(overrides, sort_keys=True)]

@@ -20,7 +20,7 @@ from benchpipe.benchmarks.hyperparameters import resolve_hyperparameters
 from benchpipe.contracts import registry, rounds
 from benchpipe.contracts.benchmark import Source
 from benchpipe.contracts.config import Target, check_config, inference_benchmarks, inference_modes
-from benchpipe.contracts.errors import ConfigError, RuntimeSetupError
+from benchpipe.contracts.errors import ConfigError, DatasetError, RuntimeSetupError
 from benchpipe.contracts.layout import DATASET_MANIFEST
 from benchpipe.datasets.fetch import default_cache_dir
 from benchpipe.datasets.offline import require_cached
@@ -100,7 +100,22 @@ def check_hyperparameters(config: Mapping[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"training.hyperparameters: {', '.join(unknown)} is not in benchmarks")
     for name in config["benchmarks"]:
-        resolve_hyperparameters(name, settings, config["submission"]["division"], config["training"]["ruleset"])
+        used = resolve_hyperparameters(name, settings, config["submission"]["division"], config["training"]["ruleset"])
+        checkpoint = getattr(used.hyperparameters, "checkpoint", None)
+        if checkpoint:
+            check_checkpoint(Path(checkpoint), f"training.hyperparameters.{name}.checkpoint")
+
+
+def check_checkpoint(folder: Path, key: str) -> None:
+    """The user's model checkpoint is there and of a shape the model can take, before any job."""
+    from benchpipe.benchmarks.llama.checkpoint import read_shape
+
+    if not folder.is_dir():
+        raise ConfigError(f"{key}: {folder} is not a folder (your checkpoint: config.json and *.safetensors)")
+    try:
+        read_shape(folder)
+    except DatasetError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
 
 
 def check_inference_settings(config: Mapping[str, Any]) -> None:

@@ -21,8 +21,8 @@ OWN_SECTION = "benchpipe/"  # benchpipe's own layouts, for benchmarks MLPerf doe
 
 def development_reasons(data: ReportData) -> list[str]:
     """One sentence per reason the tree cannot stand for an official round, naming its source."""
-    return [*_round(data.config), *_stand_ins(data.sections), *_short_runs(data), *_subset(data),
-            *_invalid_tests(data.checks)]
+    return [*_round(data.config), *_stand_ins(data.sections), *_stand_in_models(data.config), *_short_runs(data),
+            *_subset(data), *_invalid_tests(data.checks)]
 
 
 def _round(config: dict[str, Any]) -> list[str]:
@@ -40,6 +40,15 @@ def _stand_ins(sections: dict[str, set[str]]) -> list[str]:
             out.append(f"{benchmark} is a stand-in model, not an MLPerf benchmark: its results are only in "
                        f"benchpipe's own layout ({', '.join(sorted(found))}), which no round takes")
     return out
+
+
+def _stand_in_models(config: dict[str, Any]) -> list[str]:
+    """An MLPerf benchmark trained on a stand-in of its model (llama2_70b_lora's tiny Llama)."""
+    settings = (config.get("training") or {}).get("hyperparameters") or {}
+    return [f"{name} trained a stand-in of its reference model (config.json training.hyperparameters.{name}.model "
+            f'"{values["model"]}"): the plumbing of a round, not a result for one'
+            for name, values in sorted(settings.items())
+            if isinstance(values, dict) and values.get("model") == "stand-in"]
 
 
 def _seconds(ms: int) -> str:
