@@ -83,6 +83,12 @@ def edit_table(folder: str, column: str, value) -> Callable[[Path], None]:
     return edit
 
 
+def plant_scaling(tree: Path) -> None:
+    """A scaling.json the RCP checker never wrote: the result summarizer would multiply by it."""
+    (tree / TRAINING_LOG.parent / "scaling.json").write_text(json.dumps({"scaling_factor": 1.5}))
+    write_manifest(tree)
+
+
 def edit_config(tree: Path) -> None:
     """A config.json that still meets its schema, but is not the config the results were made with."""
     path = tree / "benchpipe" / "config.json"
@@ -125,6 +131,12 @@ def invalidate_a_loadgen_log(tree: Path) -> None:
          "runs.parquet: row local-cpu digits 0: best_eval_accuracy 0.5 in the table"),
         (edit_table("scores", "olympic_mean_min", 0.001), "scores",
          "scores.parquet: row local-cpu digits: olympic_mean_min 0.001 in the table"),
+        (edit_table("scores", "scaling_factor", 1.5), "scores",
+         "scores.parquet: row local-cpu digits: scaling_factor 1.5 in the table, 1.0 from the log"),
+        (edit_table("scores", "score_min", 0.001), "scores",
+         "scores.parquet: row local-cpu digits: score_min 0.001 in the table"),
+        (plant_scaling, "scores",
+         f"{TRAINING_LOG.parent.as_posix()}/scaling.json: scaling_factor 1.5, the RCP checker derives 1.0"),
         (break_measurements, "json", f"{SCENARIO.as_posix()}/measurements.json"),
         (move_partition, "tables", "benchpipe/tables/scores/: partitions [('2027', 'closed')], the tree is round ci"),
         (edit_table("provenance", "config_sha256", "0" * 64), "tables",
@@ -133,7 +145,8 @@ def invalidate_a_loadgen_log(tree: Path) -> None:
         (edit_config, "tables", "config_sha256 '"),
     ],
     ids=["byte-flipped", "file-added", "file-removed", "file-renamed", "symlink-planted", "table-edited",
-         "score-edited", "json-invalid", "partition-moved", "config-hash-edited", "config-edited"],
+         "score-edited", "factor-edited", "scaled-score-edited", "scaling-planted", "json-invalid", "partition-moved",
+         "config-hash-edited", "config-edited"],
 )
 def test_tampering_is_caught_by_the_item_that_can_see_it(tree, tamper, item, reason):
     tamper(tree)

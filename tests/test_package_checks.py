@@ -70,8 +70,8 @@ def test_event_and_provenance_rows_meet_their_schemas():
 
 def test_benchmark_without_score_is_refused():
     with pytest.raises(ValidationError, match="digits on t has no result: 2 of 5 runs"):
-        check_score({"target": "t", "benchmark": "digits", "olympic_mean_min": None,
-                     "reason": "2 of 5 runs did not reach the target"})
+        check_score({"target": "t", "benchmark": "digits", "olympic_mean_min": None, "scaling_factor": 1.0,
+                     "score_min": None, "reason": "2 of 5 runs did not reach the target"})
 
 
 def _dataset(tmp_path, manifest):

@@ -50,3 +50,30 @@ def test_closed_runs_short_of_the_target_still_have_no_score():
 
     [score] = score_rows([_run("closed", None, i) for i in range(5)])
     assert score["olympic_mean_min"] is None and "5 of 5 runs did not reach the target" in score["reason"]
+
+
+def test_score_min_is_the_summarizers_olympic_mean_times_the_given_factor():
+    from benchpipe.results.tables import score_rows
+
+    rows = [_run("closed", m, i) for i, m in enumerate([5.0, 1.0, 3.0, 2.0, 4.0])]
+    for row in rows:
+        # Times that /60000 and /60/1000 round differently: the summarizer divides twice.
+        row["run_stop_ms"] = row["run_start_ms"] + int(row["time_to_train_min"] * 60_000) + 7
+    [score] = score_rows(rows, {("t", "resnet"): 1.25})
+    kept = sorted((float(r["run_stop_ms"]) - float(r["run_start_ms"])) / 60 / 1000 for r in rows)[1:-1]
+    assert score["scaling_factor"] == 1.25
+    assert score["score_min"] == sum(kept) * 1.0 / len(kept) * 1.25  # the summarizer's order, to the bit
+    assert score["olympic_mean_min"] == pytest.approx(3.0)
+
+
+def test_a_closed_mlperf_score_needs_its_factor_and_others_have_none():
+    from benchpipe.contracts.errors import ValidationError
+    from benchpipe.results.tables import score_rows
+
+    closed = [_run("closed", m, i) for i, m in enumerate([5.0, 1.0, 3.0, 2.0, 4.0])]
+    with pytest.raises(ValidationError, match="scores.parquet: t resnet: closed runs of training 4.0.0 are scaled"):
+        score_rows(closed)
+    # Not an MLPerf benchmark of the runs' ruleset, or open: the RCP checker never sees it.
+    for rows in ([dict(r, training_ruleset="6.1.0") for r in closed], [dict(r, division="open") for r in closed]):
+        [score] = score_rows(rows)
+        assert score["scaling_factor"] == 1.0 and score["score_min"] == pytest.approx(3.0)

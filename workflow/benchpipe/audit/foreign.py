@@ -261,16 +261,18 @@ def _training_logs(item: Item, logs: list[_Log], official: _Official) -> None:
 def _log_minutes(log: _Log, division: str) -> float | None:
     """A log's time to train as the result summarizer computes it; None for a run that does not count.
 
-    The summarizer takes float(time_ms) and divides by 60 then by 1000: that order, not /60000,
-    so that the score equals its score to the last bit. A closed run counts only when it
-    succeeded; an open one needs no quality target, only run_start and run_stop.
+    In the summarizer's arithmetic (summarizer_run_minutes), so that the score equals its score
+    to the last bit. A closed run counts only when it succeeded; an open one needs no quality
+    target, only run_start and run_stop.
     """
+    from benchpipe.results.scoring import summarizer_run_minutes
+
     run = log.run
     if log.error is not None or run is None or run.run_start_ms is None or run.run_stop_ms is None:
         return None
     if division != "open" and run.status != "success":
         return None
-    return (float(run.run_stop_ms) - float(run.run_start_ms)) / 60 / 1000
+    return summarizer_run_minutes(run.run_start_ms, run.run_stop_ms)
 
 
 def _system_names(tree: Path) -> dict[str, str]:
@@ -302,7 +304,7 @@ def _run_record(log: _Log) -> dict[str, Any]:
 def _training_scores(tree: Path, item: Item, logs: list[_Log], official: _Official,
                      scores: dict[tuple[str, str], float | None], records: list[dict[str, Any]]) -> None:
     from benchpipe.mlcommons import training
-    from benchpipe.results.scoring import olympic_score
+    from benchpipe.results.scoring import olympic_score, scaled_score
 
     names = _system_names(tree)
     groups: dict[tuple[str, str], list[_Log]] = {}
@@ -312,7 +314,7 @@ def _training_scores(tree: Path, item: Item, logs: list[_Log], official: _Offici
         folder = f"results/{system}/{benchmark}"
         factor = training.read_scaling_factor(tree / folder)
         score = olympic_score([_log_minutes(log, _division(tree, system)) for log in group])
-        value = None if score.olympic_mean_minutes is None else score.olympic_mean_minutes * factor
+        value = scaled_score(score.olympic_mean_minutes, factor)
         scores[(names.get(system, system), benchmark)] = value
         record = {"folder": folder, "system": system, "system_name": names.get(system, system),
                   "benchmark": benchmark, "runs": score.runs, "olympic_mean_min": score.olympic_mean_minutes,

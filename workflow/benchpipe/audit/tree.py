@@ -8,8 +8,8 @@ Each item passes or fails with its reasons, and every item runs whatever the oth
     tables    every Parquet table has its schema and valid rows, and the rows that come from
               logs equal those re-derived from the logs in the tree (events, runs, inference);
               every provenance row's config_sha256 is the hash of its job's part of config.json
-    scores    the olympic scores recomputed from the training logs equal scores.parquet and
-              checks.json
+    scores    the olympic scores, RCP scaling factors (MLCommons' RCP checker on the logs) and
+              scores recomputed from the training logs equal scores.parquet and checks.json
     claims    every other number the tree states (checks.json, the scenario and implementation
               READMEs, accuracy.txt, the verify files, measurements.json) equals the logs in the
               tree or restates config.json (audit.claims)
@@ -297,14 +297,30 @@ def _by(rows: list[dict], key: tuple[str, ...]) -> dict[tuple, dict]:
 
 
 def _scores(tree: Path, item: Item, seen: Seen) -> None:
-    from benchpipe.results.tables import score_rows
+    from benchpipe.mlcommons import training
+    from benchpipe.results.tables import scaling_factors, score_rows
 
     if seen.runs is None:
         item.fail(seen.runs_error or "no training logs could be read (see tables)")
         return
-    scores = score_rows(seen.runs)
+    logs = training_logs(tree)
+    # The factor the package checker wrote into scaling.json, derived anew from the logs: the
+    # tree's scaling.json is one of the claims checked, not evidence.
+    scores = score_rows(seen.runs, scaling_factors(seen.runs, logs))
     for score in scores:
-        item.check(f"{score['target']} {score['benchmark']}: olympic score from its {score['runs']} logs")
+        item.check(f"{score['target']} {score['benchmark']}: olympic score from its {score['runs']} logs, "
+                   f"scaling factor {score['scaling_factor']!r}")
+        folders = {log.parent for (t, b, _), log in logs.items() if (t, b) == (score["target"], score["benchmark"])}
+        for folder in sorted(folders):
+            # What the result summarizer would multiply by: the folder's scaling.json, or 1.0.
+            try:
+                stated = training.read_scaling_factor(folder)
+            except BenchpipeError as exc:
+                item.fail(str(exc).replace(f"{tree}/", ""))
+                continue
+            if stated != score["scaling_factor"]:
+                item.fail(f"{folder.relative_to(tree)}/scaling.json: scaling_factor {stated!r}, the RCP checker "
+                          f"derives {score['scaling_factor']!r} from the logs")
     key = ("target", "benchmark")
     if "scores.parquet" in seen.tables:
         _compare(item, "scores.parquet", _by(seen.tables["scores.parquet"], key), _by(scores, key))

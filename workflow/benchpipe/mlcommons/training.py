@@ -43,8 +43,10 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from importlib import resources
@@ -143,8 +145,14 @@ def check_training_system_desc(desc: dict[str, Any], where: str, ruleset: str = 
 # Reference convergence points
 
 
+def _rcp_path(benchmark: str, ruleset: str) -> Path:
+    # Where RCP_Checker._construct_json_filename looks.
+    folder = Path(str(resources.files("mlperf_logging.rcp_checker"))) / f"training_{ruleset}"
+    return folder / f"rcps_{benchmark}.json"
+
+
 def _rcp_file(benchmark: str, ruleset: str) -> Path:
-    path = Path(str(resources.files("mlperf_logging.rcp_checker"))) / f"training_{ruleset}" / f"rcps_{benchmark}.json"
+    path = _rcp_path(benchmark, ruleset)
     if not path.is_file():
         raise ConfigError(
             f"benchmark '{benchmark}' has no reference convergence points in training {ruleset} "
@@ -206,6 +214,52 @@ def check_closed_batch_size(
         f"(training {ruleset}): the RCP checker accepts {low} to {high} "
         f"(RCPs at {', '.join(str(s) for s in sizes)}); nearest: {nearest}"
     )
+
+
+def rcp_scaling_factor(logs: list[Path], benchmark: str, ruleset: str = TRAINING_RULESET) -> float:
+    """What the result summarizer multiplies the olympic mean of ``logs``, one closed run set of
+    ``benchmark``, by: the ``scaling_factor`` of the scaling.json the RCP checker writes for them,
+    1.0 where it writes none. Callers ask only for the closed division: the tools check no other.
+
+    The checker's own check_directory decides, called as the result summarizer and the package
+    checker call it (pruned RCPs, no bypass, set_scaling), so that its statistics, its choice of
+    RCP and its interpolation cannot drift from benchpipe's. It runs on a scratch folder of links
+    to the logs: no scaling.json lands beside them. It writes one only for a set that passes and
+    converges faster than the RCP mean; a set that fails gets 1.0 here, and the package checker
+    reports the failure. A benchmark outside ``ruleset``, or one without RCPs in it, has no factor.
+    """
+    if not is_official(benchmark, ruleset) or not _rcp_path(benchmark, ruleset).is_file():
+        return 1.0
+    if not logs:
+        raise ValidationError(f"closed {benchmark} (training {ruleset}): no result log to derive its RCP scaling "
+                              "factor from")
+    for log in logs:
+        if not Path(log).is_file():
+            raise ValidationError(f"{log}: no such result log: the RCP checker needs every log of the run set")
+    # Imported here: it pulls in numpy and scipy.
+    from mlperf_logging.rcp_checker import rcp_checker
+
+    with tempfile.TemporaryDirectory(prefix="benchpipe-rcp-") as scratch:
+        folder = Path(scratch)
+        for i, log in enumerate(logs):
+            # The checker finds the set by its result_*.txt names, whatever the logs are called.
+            link = folder / f"result_{i}.txt"
+            try:
+                link.symlink_to(Path(log).resolve())
+            except OSError:
+                shutil.copyfile(log, link)
+        try:
+            rcp_checker.check_directory(
+                str(folder), "training", ruleset, False, False,
+                rcp_file=None, rcp_pass="pruned_rcps", rcp_bypass=False, set_scaling=True,
+            )
+        except Exception as exc:  # the checker fails with bare exceptions: KeyError, Exception
+            raise ValidationError(
+                f"{Path(logs[0]).parent}: MLCommons' RCP checker fails on the {len(logs)} {benchmark} logs "
+                f"(training {ruleset}), as the package checker and result summarizer would: "
+                f"{type(exc).__name__}: {exc} (do the logs share one submission_benchmark and global_batch_size?)"
+            ) from exc
+        return read_scaling_factor(folder)
 
 
 # ---------------------------------------------------------------------------------------------

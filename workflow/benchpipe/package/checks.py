@@ -5,6 +5,7 @@ checkers run through ``benchpipe.mlcommons``."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,43 @@ def check_rounds(rows: dict[str, list[dict]], settings: dict[str, Any]) -> None:
 
 
 def check_score(row: dict) -> None:
-    if row["olympic_mean_min"] is None:
+    if row["score_min"] is None:
         raise ValidationError(
             f"scores.parquet: {row['benchmark']} on {row['target']} has no result: {row['reason']}"
         )
+
+
+def check_summarizer_scores(benchmark: str, summarizer: list[tuple[str, float]], score_rows: list[dict],
+                            system_names: dict[str, str], where: str) -> None:
+    """The result summarizer's score of ``benchmark`` for each system equals scores.parquet's
+    score_min of the target that system is, exactly.
+
+    ``summarizer``: (system, minutes) of each row of its CSV (``where``), which pandas writes with
+    every digit of the float, so the two are equal to the last bit or the tree states a score that
+    MLCommons' tools do not give. ``system_names``: target -> the system_name of its system JSON,
+    the name the summarizer's rows carry. Two targets may share a name: each name's scores are
+    compared together, in any order.
+    """
+    ours: dict[str, list[float | None]] = {}
+    for row in score_rows:
+        if row["benchmark"] == benchmark:
+            ours.setdefault(system_names.get(row["target"], row["target"]), []).append(row["score_min"])
+    theirs: dict[str, list[float]] = {}
+    for system, minutes in summarizer:
+        theirs.setdefault(system, []).append(minutes)
+    for system in sorted(set(ours) | set(theirs)):
+        targets = sorted(t for t, name in system_names.items() if name == system) or [system]
+        mine, official = ours.get(system, []), theirs.get(system, [])
+        if Counter(mine) != Counter(official):
+            raise ValidationError(
+                f"{where}: the result summarizer scores {benchmark} on system '{system}' (target(s) "
+                f"{', '.join(targets)}) {_minutes(official)} min, scores.parquet's score_min is "
+                f"{_minutes(mine)} min: the tree would state a score MLCommons' tools do not give"
+            )
+
+
+def _minutes(values: list) -> str:
+    return "none" if not values else ", ".join(repr(v) for v in values)
 
 
 PROVENANCE_KEYS = ("runtime", "runtime_version", "image_id", "image_digest", "lock_sha256", "packages_sha256")

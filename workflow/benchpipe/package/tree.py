@@ -136,7 +136,7 @@ def implementation_readme(name: str, hyperparameters: dict[str, Any]) -> str:
     )
 
 
-def _write_implementation(impl: Path, name: str, hyperparameters: dict[str, Any]) -> None:
+def _write_implementation(impl: Path, name: str, hyperparameters: dict[str, Any], ruleset: str) -> None:
     """The code as it ran, a README and the command of one run, with the hyperparameters it used."""
     copy_code(impl / "benchpipe")
     _, option = _option(hyperparameters)
@@ -144,7 +144,7 @@ def _write_implementation(impl: Path, name: str, hyperparameters: dict[str, Any]
     (impl / "run_and_time.sh").write_text(
         "#!/usr/bin/env bash\n# One training run: run_and_time.sh --data DATA --seed SEED --org ORG "
         "--platform SYSTEM --division DIV --status STATUS --out OUT [--target-file TARGET]\n"
-        f'set -euo pipefail\nexec benchpipe train --benchmark {name}{option} "$@"\n'
+        f'set -euo pipefail\nexec benchpipe train --benchmark {name}{option} --training-ruleset {ruleset} "$@"\n'
     )
 
 
@@ -160,7 +160,7 @@ def _write_training(root: Path, request: PackageRequest, systems, rows, hyperpar
         org_dir = training_org_dir(root, org, name, ruleset)
         impl = org_dir / "benchmarks" / name / "implementations" / "benchpipe"
         if not impl.exists():
-            _write_implementation(impl, name, hyperparameters[name])
+            _write_implementation(impl, name, hyperparameters[name], ruleset)
         for row in (r for r in rows["runs.parquet"] if r["benchmark"] == name):
             target = row["target"]
             src = layout.run_dir(request.runs_dir, target, name, row["run"]) / MLLOG_FILE
@@ -190,11 +190,14 @@ OFFICIAL_REPORTS = Path("benchpipe", "compliance", "official")
 RESULTS_SUMMARY = OFFICIAL_REPORTS / "results_summary.csv"
 
 
-def _run_official_tools(root: Path, org: str, names: list[str], ruleset: str) -> dict[str, Any] | None:
+def _run_official_tools(root: Path, org: str, names: list[str], ruleset: str, scores: list[dict],
+                        systems: dict[str, dict[str, str]]) -> dict[str, Any] | None:
     """MLCommons' package checker and result summarizer on training/<org>/, as reviewers run them.
 
     Both exit 0 whatever they find, so their verdicts are read (benchpipe.mlcommons.training);
-    the summarizer's CSV stays in the tree beside their logs.
+    the summarizer's CSV stays in the tree beside their logs. Each score it gives must equal the
+    score_min of ``scores`` (scores.parquet) for that target: the package checker has just written
+    the scaling.json the summarizer multiplies by, and benchpipe derived the same factor.
     """
     official_names = sorted(n for n in names if training.is_official(n, ruleset))
     if not official_names:
@@ -207,6 +210,11 @@ def _run_official_tools(root: Path, org: str, names: list[str], ruleset: str) ->
         verdict = training.run_result_summarizer(
             org_dir, csv_out, root / OFFICIAL_REPORTS / f"result_summarizer_{name}.log", ruleset, benchmark=name
         ).require()
+        # require() has seen a positive number in every row's column for the benchmark.
+        checks.check_summarizer_scores(
+            name, [(row["system"], float(row[name])) for row in verdict.rows], scores,
+            {target: description["system_name"] for target, description in systems.items()},
+            where=str(csv_out.relative_to(root)))
         summaries[name] = {"csv": str(csv_out.relative_to(root)), "minutes": verdict.scores}
     return {
         "ruleset": f"training {ruleset}",
@@ -255,7 +263,7 @@ def package(request: PackageRequest) -> dict[str, Any]:
     with atomic_dir(request.out) as tmp:
         compliance = _write_training(tmp, request, systems, rows, hyperparameters)
         official_tools = _run_official_tools(tmp, settings["submission"]["submitter"], settings["benchmarks"],
-                                             settings["training"]["ruleset"])
+                                             settings["training"]["ruleset"], rows["scores.parquet"], systems)
         inference_checks = inference.write_inference(
             tmp, request.runs_dir, settings, systems, rows["inference.parquet"]
         )

@@ -215,17 +215,22 @@ def _number(value: float | None, digits: int = 4) -> str:
 def _training(data: ReportData, plots: Sequence[Plot]) -> str:
     if not data.rows("runs"):
         return '<section id="training"><h2>Training</h2><p>No training results in this tree.</p></section>'
-    times = [r["time_to_train_min"] for r in data.rows("runs")] + [s["olympic_mean_min"] for s in data.rows("scores")]
+    times = [r["time_to_train_min"] for r in data.rows("runs")]
+    times += [s.get(k) for s in data.rows("scores") for k in ("olympic_mean_min", "score_min")]
     unit, factor = time_unit(times)
 
     def timed(minutes: float | None) -> str:
         return _number(None if minutes is None else minutes * factor)
 
+    # The score is score_min, the olympic mean times the RCP scaling factor, as the result
+    # summarizer states it; a tree written before the factor was recorded has neither column.
     scores = _table(
-        ("target", "benchmark", "division", "runs", "successful", f"score (olympic mean, {unit})", "note"),
+        ("target", "benchmark", "division", "runs", "successful", f"olympic mean ({unit})", "scaling factor",
+         f"score ({unit})", "note"),
         [(s["target"], s["benchmark"], s.get("division"), s["runs"], s["successful_runs"], timed(s["olympic_mean_min"]),
-          s["reason"]) for s in sorted(data.rows("scores"), key=lambda s: (s["benchmark"], s["target"]))],
-        numeric=(3, 4, 5))
+          _number(s.get("scaling_factor"), 10), timed(s.get("score_min")), s["reason"])
+         for s in sorted(data.rows("scores"), key=lambda s: (s["benchmark"], s["target"]))],
+        numeric=(3, 4, 5, 6, 7))
     runs = _table(
         ("target", "benchmark", "run", "seed", "status", f"time to train ({unit})", "epochs", "best eval accuracy",
          "quality target"),

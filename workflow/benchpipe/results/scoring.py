@@ -28,3 +28,18 @@ def olympic_score(minutes: list[float | None]) -> Score:
         return Score(n, len(done), None, f"{failed} of {n} runs did not reach the target (at most 1 may fail)")
     kept = done[1:] if failed else done[1:-1]
     return Score(n, len(done), sum(kept) / len(kept), "")
+
+
+def summarizer_run_minutes(run_start_ms: float, run_stop_ms: float) -> float:
+    """A run's time to train as MLCommons' result summarizer computes it, operation for operation.
+
+    It takes float(time_ms) of run_start and run_stop and divides their difference by 60, then by
+    1000: that order, not / 60000, so that a score equals the summarizer's to the last bit.
+    """
+    return (float(run_stop_ms) - float(run_start_ms)) / 60 / 1000
+
+
+def scaled_score(olympic_mean_minutes: float | None, scaling_factor: float) -> float | None:
+    """The score the result summarizer states: the olympic mean times the RCP scaling factor (1.0
+    without one), multiplied after averaging, as it does (``score *= scaling_factor``)."""
+    return None if olympic_mean_minutes is None else olympic_mean_minutes * scaling_factor

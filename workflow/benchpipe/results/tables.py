@@ -2,7 +2,8 @@
 
     training_events.parquet  every MLLOG record of every run
     runs.parquet             one row per training run (TrainingRun)
-    scores.parquet           one row per (target, benchmark): the olympic score
+    scores.parquet           one row per (target, benchmark): the olympic mean, its RCP scaling
+                             factor and the score (their product, as MLCommons' result summarizer)
     inference.parquet        one row per LoadGen test (scenario x mode)
     provenance.parquet       one row per training run and LoadGen test: runtime, image, hashes
 
@@ -16,6 +17,7 @@ tree, or of many trees at once, as one dataset:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import pyarrow.parquet as pq
 from benchpipe import provenance
 from benchpipe.contracts import layout, registry
 from benchpipe.contracts.atomic import atomic_dir
-from benchpipe.contracts.errors import ParseError
+from benchpipe.contracts.errors import ParseError, ValidationError
 from benchpipe.contracts.hashing import sha256_file
 from benchpipe.contracts.layout import ACCURACY_TXT, DETAIL_LOG, MLLOG_FILE
 from benchpipe.contracts.records import read_model_record, read_run_kind
@@ -40,7 +42,7 @@ from benchpipe.results.mllog_parser import (
     string_array,
     summarize_run,
 )
-from benchpipe.results.scoring import Score, olympic_score
+from benchpipe.results.scoring import Score, olympic_score, scaled_score, summarizer_run_minutes
 
 EVENTS_SCHEMA = pa.schema([
     ("target", pa.string()), ("benchmark", pa.string()), ("run", pa.int32()),
@@ -59,6 +61,10 @@ SCORES_SCHEMA = pa.schema([
     ("target", pa.string()), ("benchmark", pa.string()), ("runs", pa.int32()),
     ("successful_runs", pa.int32()), ("olympic_mean_min", pa.float64()), ("reason", pa.string()),
     ("training_ruleset", pa.string()),
+    # The stated score: olympic_mean_min (in the summarizer's arithmetic) times scaling_factor, the
+    # RCP checker's factor for a closed run set of an MLPerf benchmark that converged faster than
+    # its reference (1.0 otherwise); null with olympic_mean_min.
+    ("scaling_factor", pa.float64()), ("score_min", pa.float64()),
 ])
 # provenance.json's flags: a boolean column each.
 PROVENANCE_FLAGS = frozenset({"code_dirty"})
@@ -124,29 +130,84 @@ def training_log_rows(
     return event_rows, run_row(target, benchmark, index, path, summarize_run(events, path), ruleset)
 
 
-def score_rows(run_rows: list[dict]) -> list[dict]:
+def _run_sets(run_rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in run_rows:
         groups.setdefault((row["target"], row["benchmark"]), []).append(row)
+    return groups
+
+
+def is_rcp_scaled(benchmark: str, group: list[dict]) -> bool:
+    """Whether the RCP checker scales this run set's score: closed runs of a benchmark of their
+    training ruleset (the official tools check no other)."""
+    from benchpipe.mlcommons import training
+
+    # One config makes all of a benchmark's runs: they share their ruleset.
+    closed = all(r["division"] == "closed" for r in group)
+    return closed and training.is_official(benchmark, group[0]["training_ruleset"])
+
+
+def scaling_factors(run_rows: list[dict], logs: Mapping[tuple[str, str, int], Path]) -> dict[tuple[str, str], float]:
+    """(target, benchmark) -> the RCP checker's scaling factor of its logs, for each run set it
+    scales (is_rcp_scaled); ``logs``: (target, benchmark, run) -> the run's MLLOG log. What
+    score_rows multiplies by: the parse stage and the audit both derive it from the logs.
+    """
+    from benchpipe.mlcommons import training
+
+    factors = {}
+    for (target, benchmark), group in sorted(_run_sets(run_rows).items()):
+        if not is_rcp_scaled(benchmark, group):
+            continue
+        missing = [r["run"] for r in group if (target, benchmark, r["run"]) not in logs]
+        if missing:
+            raise ValidationError(f"runs.parquet: {target} {benchmark} run(s) {missing}: no log to derive the RCP "
+                                  "scaling factor from")
+        paths = [logs[(target, benchmark, r["run"])] for r in sorted(group, key=lambda r: r["run"])]
+        factors[(target, benchmark)] = training.rcp_scaling_factor(paths, benchmark, group[0]["training_ruleset"])
+    return factors
+
+
+def score_rows(run_rows: list[dict], scaling: Mapping[tuple[str, str], float] | None = None) -> list[dict]:
+    """One scores row per (target, benchmark) of ``run_rows``; ``scaling``: scaling_factors of their logs.
+
+    ``olympic_mean_min`` is the olympic mean of the runs' time_to_train_min; ``score_min`` the
+    same runs' olympic mean in the result summarizer's arithmetic (summarizer_run_minutes) times
+    ``scaling_factor``, so that it equals the summarizer's score to the last bit.
+    """
+    scaling = scaling or {}
     scores = []
-    for (target, benchmark), group in sorted(groups.items()):
+    for (target, benchmark), group in sorted(_run_sets(run_rows).items()):
         score = olympic_score([r["time_to_train_min"] for r in group])
+        exact = olympic_score([None if r["time_to_train_min"] is None
+                               else summarizer_run_minutes(r["run_start_ms"], r["run_stop_ms"]) for r in group])
         if score.olympic_mean_minutes is None and _open_and_finished(group):
             # The open rules do not require the quality target, and MLCommons' result
             # summarizer scores such runs by run_start..run_stop; so does this row, saying so.
             timed = olympic_score([(r["run_stop_ms"] - r["run_start_ms"]) / 60_000 for r in group])
+            exact = olympic_score([summarizer_run_minutes(r["run_start_ms"], r["run_stop_ms"]) for r in group])
             label = (
                 f"open division: {score.runs - score.successful_runs} of {score.runs} runs stopped at "
                 f"the epoch limit short of the quality target {group[0]['quality_target']}; scored by "
                 "run_start..run_stop, as the official result summarizer scores open runs"
             )
             score = Score(score.runs, score.successful_runs, timed.olympic_mean_minutes, timed.reason or label)
+        factor = 1.0
+        if is_rcp_scaled(benchmark, group):
+            if (target, benchmark) in scaling:
+                factor = scaling[(target, benchmark)]
+            elif exact.olympic_mean_minutes is not None:
+                # A silent 1.0 would state a score the summarizer does not give.
+                raise ValidationError(
+                    f"scores.parquet: {target} {benchmark}: closed runs of training {group[0]['training_ruleset']} "
+                    "are scaled by the RCP checker's factor, and none was derived from their logs (scaling_factors)"
+                )
         scores.append({
             "target": target, "benchmark": benchmark, "runs": score.runs,
             "successful_runs": score.successful_runs, "olympic_mean_min": score.olympic_mean_minutes,
             "reason": score.reason,
             # One config makes all of a benchmark's runs: its runs share their ruleset.
             "training_ruleset": group[0]["training_ruleset"],
+            "scaling_factor": factor, "score_min": scaled_score(exact.olympic_mean_minutes, factor),
         })
     return scores
 
@@ -304,16 +365,18 @@ def write_tables(
     """
     rows: dict[str, list[dict]] = {name: [] for name in TABLES if name != "training_events.parquet"}
     written = {}
+    logs: dict[tuple[str, str, int], Path] = {}
     with atomic_dir(out) as tmp:
         events = tmp / "training_events.parquet"
         with pq.ParquetWriter(events, EVENTS_SCHEMA, **EVENTS_WRITE_OPTIONS) as writer:
             for run_dir in sorted(run_dirs, key=lambda p: layout.identify_run(runs, p)):
                 target, benchmark, index = layout.identify_run(runs, run_dir)
+                logs[(target, benchmark, index)] = run_dir / MLLOG_FILE
                 rows["runs.parquet"].append(
                     write_training_events(writer, target, benchmark, index, run_dir / MLLOG_FILE, training_ruleset))
                 rows["provenance.parquet"].append(provenance_row(target, benchmark, f"train/run_{index}", run_dir))
         written["training_events.parquet"] = pq.read_metadata(events).num_rows
-        rows["scores.parquet"] = score_rows(rows["runs.parquet"])
+        rows["scores.parquet"] = score_rows(rows["runs.parquet"], scaling_factors(rows["runs.parquet"], logs))
         for test_dir in sorted(test_dirs, key=lambda p: layout.identify_test(runs, p)):
             target, benchmark, scenario, mode = layout.identify_test(runs, test_dir)
             rows["inference.parquet"].append(
