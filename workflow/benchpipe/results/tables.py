@@ -344,7 +344,9 @@ def run_row(
         "target": target, "benchmark": benchmark, "run": index, "division": run.division,
         "seed": run.seed, "status": run.status, "run_start_ms": run.run_start_ms,
         "run_stop_ms": run.run_stop_ms, "time_to_train_min": run.time_to_train_min,
-        "epochs": run.epochs, "best_eval_accuracy": run.best_eval_accuracy,
+        "epochs": run.epochs,
+        "best_eval_accuracy": run.lowest_eval_accuracy if registry.get(benchmark).lower_is_better
+        else run.best_eval_accuracy,
         "quality_target": registry.get(benchmark).quality_target, "log_sha256": sha256_file(path),
         "training_ruleset": ruleset,
     }
