@@ -20,6 +20,7 @@ from typing import Any
 from benchpipe.contracts.benchmark import Benchmark, FineTuneHooks
 from benchpipe.contracts.errors import TrainingError
 from benchpipe.train.mllog import RunLog
+from benchpipe.train.state import state_kept
 
 # The lowest precision of each part of the computation under a Keras dtype policy: matmuls and
 # attention run in the compute dtype; gradients cross replicas in the variables' (float32).
@@ -146,8 +147,6 @@ def _block_logger(log: RunLog, benchmark: Benchmark, hp: Any, evaluate: Callable
 def warm_up(model, hooks: FineTuneHooks, replicas: int, step: Callable) -> None:
     """One training and one eval step on zeros inside init, the model and optimizer left as they were."""
     import tensorflow as tf
-
-    from benchpipe.train.harness import state_kept
 
     ids, labels = hooks.element_spec(replicas)
     zeros = (tf.zeros(ids.shape, ids.dtype), tf.zeros(labels.shape, labels.dtype))

@@ -30,6 +30,7 @@ from benchpipe.train.devices import (
     thread_counts,
 )
 from benchpipe.train.mllog import RunLog
+from benchpipe.train.state import state_kept
 
 # An evaluation runs in batches of at most this many samples: it bounds the memory of one
 # forward pass, and of the warm-up's zeros, whatever the size of the eval split.
@@ -318,29 +319,6 @@ def diverged_replica_copies(model) -> list[str]:
         if any(not np.array_equal(copies[0], c, equal_nan=True) for c in copies[1:]):
             diverged.append(variable.path)
     return diverged
-
-
-@contextmanager
-def state_kept(model) -> Iterator[None]:
-    """Put back, after the block, every variable of ``model`` and of its optimizer.
-
-    That is weights, batch-norm statistics, random-seed states, momenta and the step
-    counter that drives the learning-rate schedule: what follows starts from exactly the
-    state the block found.
-    """
-    optimizer = model.optimizer
-    if not optimizer.built:
-        # Its variables must exist now to be saved; the first training step would build
-        # the same ones, at their initial values.
-        optimizer.build(model.trainable_variables)
-    variables = [*model.variables, *optimizer.variables]
-    saved = [v.numpy() for v in variables]
-    try:
-        yield
-    finally:
-        for variable, value in zip(variables, saved):
-            variable.assign(value)
-        model.reset_metrics()
 
 
 def warm_up_steps(model, batch_size: int, data: DataShape) -> None:
