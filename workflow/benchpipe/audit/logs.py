@@ -58,4 +58,6 @@ def benchmark_of(model: str) -> str:
     """The benchmark whose results folder is ``model`` (resnet's is MLPerf's name for it)."""
     from benchpipe.package.inference import section_of
 
-    return next((name for name in registry.names() if section_of(Path(), name)[1] == model), model)
+    # Only the benchmarks LoadGen tests have a results folder (a training-only one has none).
+    tested = (name for name in registry.names() if registry.get(name).inference is not None)
+    return next((name for name in tested if section_of(Path(), name)[1] == model), model)
