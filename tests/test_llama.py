@@ -171,3 +171,14 @@ def test_the_log_of_a_run_that_misses_the_target_fails_the_closed_quality_rule(s
     result = run_compliance_checker(log, training_rules_file("common.yaml", "6.1.0"), tmp_path / "out.log",
                                     ruleset="6.1.0")
     assert not result.passed and "0.925" in result.output
+
+
+def test_rows_of_different_lengths_are_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [[1, 4, 9, 2, 5, 3], [1, 4, 9, 2, 5]]
+    path = tmp_path / govreport.EVAL_FILE
+    pq.write_table(pa.table({"input_ids": rows, "labels": rows, "attention_mask": [[1] * len(r) for r in rows]}), path)
+    with pytest.raises(DatasetError, match=r"column input_ids: rows of different lengths \(\[5, 6\]\)"):
+        govreport.read_split(path)

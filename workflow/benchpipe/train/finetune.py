@@ -69,10 +69,17 @@ def disclosure_items(precision: str, hp: Any, config_filename: str) -> dict[str,
 
 
 def loss_step(model, hooks: FineTuneHooks) -> Callable:
-    """The tf.function of (summed token loss, counted tokens) over one eval batch, any batch size."""
+    """The tf.function of (summed token loss, counted tokens) over one eval batch, any batch size.
+
+    Its signature leaves the batch dimension open, so that the one trace made by the warm-up
+    inside init serves every eval batch, the short last one included, whatever rows the eval
+    batches have.
+    """
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    signature = [tf.TensorSpec([None, *spec.shape[1:]], spec.dtype) for spec in hooks.element_spec(1)]
+
+    @tf.function(input_signature=signature)
     def sums(token_ids, labels):
         return hooks.loss_sums(labels, model(token_ids, training=False))
 

@@ -41,23 +41,39 @@ def read_split(path: Path) -> Split:
         raise DatasetError(f"{path}: no column {', '.join(missing)} (the reference's form has {', '.join(COLUMNS)})")
     if not table.num_rows:
         raise DatasetError(f"{path}: no rows")
-    arrays = {name: _matrix(path, name, table.column(name).to_pylist()) for name in COLUMNS}
+    arrays = {name: _matrix(path, name, table.column(name)) for name in COLUMNS}
     ids, labels, mask = arrays["input_ids"], arrays["labels"], arrays["attention_mask"]
     for name, matrix in arrays.items():
         if matrix.shape != ids.shape:
-            raise DatasetError(f"{path}: column {name} has rows of {matrix.shape[1]} tokens, input_ids of {ids.shape[1]}")
+            raise DatasetError(
+                f"{path}: column {name} has rows of {matrix.shape[1]} tokens, input_ids of {ids.shape[1]}")
     _check_rows(path, ids, labels, mask)
     counted = (labels != IGNORE_INDEX).sum(axis=1).astype(np.int32)
     return Split(features=np.stack([ids, labels], axis=1).astype(np.float32), labels=counted,
                  ids=np.arange(len(ids), dtype=np.int32))
 
 
-def _matrix(path: Path, name: str, rows: list) -> np.ndarray:
-    lengths = {len(r) if r is not None else -1 for r in rows}
-    if len(lengths) != 1 or -1 in lengths:
-        raise DatasetError(f"{path}: column {name}: rows of different lengths ({sorted(lengths)[:4]}): "
-                           "the reference's rows all have one length")
-    return np.asarray(rows, dtype=np.int64)
+def _matrix(path: Path, name: str, column) -> np.ndarray:
+    """A list column as a (rows, length) int64 matrix, through Arrow's buffers: the reference's
+    train split is 32 million tokens, too many to pass through Python lists."""
+    import pyarrow as pa
+
+    array = column.combine_chunks()
+    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)
+            or pa.types.is_fixed_size_list(array.type)) or not pa.types.is_integer(array.type.value_type):
+        raise DatasetError(f"{path}: column {name} is {array.type}, not a list of integers a row")
+    if array.null_count or array.values.null_count:
+        raise DatasetError(f"{path}: column {name} has null values")
+    if pa.types.is_fixed_size_list(array.type):
+        length = array.type.list_size
+    else:
+        lengths = np.diff(np.asarray(array.offsets))
+        found = sorted(set(lengths.tolist()))
+        if len(found) != 1:
+            raise DatasetError(f"{path}: column {name}: rows of different lengths ({found[:4]}): "
+                               "the reference's rows all have one length")
+        length = int(lengths[0])
+    return array.flatten().to_numpy(zero_copy_only=False).astype(np.int64).reshape(len(array), length)
 
 
 def _check_rows(path: Path, ids: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> None:
