@@ -51,6 +51,19 @@ def test_dry_run_lists_every_stage(repo_root, tmp_path, cli_env):
         ({"submission": {"submitter": "a"}, "training": {"runs": "many"}}, "key 'training.runs'"),
         ({"submission": {"submitter": "a"}, "benchmarks": ["imagenet-huge"]}, "benchmarks[0]"),
         ({"submission": {"submitter": "a"}, "targets": ["mars"]}, "targets[0]"),
+        # llama2_70b_lora: the closed rules, before any job, with the rule quoted.
+        ({"submission": {"submitter": "a"}, "benchmarks": ["llama2_70b_lora"], "training": {
+            "ruleset": "6.1.0", "hyperparameters": {"llama2_70b_lora": {"model": "stand-in"}}}},
+         "model: \"stand-in\" is not the reference's \"llama2-70b\", and the closed division allows only"),
+        ({"submission": {"submitter": "a"}, "benchmarks": ["llama2_70b_lora"], "training": {
+            "ruleset": "6.1.0", "hyperparameters": {"llama2_70b_lora": {"checkpoint": "/c", "lora_rank": 8}}}},
+         "lora_rank: 8 logs lora_rank = 8, which training_6.1.0/closed_llama2_70b_lora.yaml"),
+        ({"submission": {"submitter": "a"}, "benchmarks": ["llama2_70b_lora"], "training": {
+            "ruleset": "6.1.0", "hyperparameters": {"llama2_70b_lora": {"checkpoint": "/c", "global_batch_size": 4,
+                                                                        "micro_batch_size": 1}}}},
+         "global_batch_size: 4 has no reference convergence point"),
+        ({"submission": {"submitter": "a"}, "benchmarks": ["resnet"], "training": {"ruleset": "6.1.0"}},
+         "resnet was retired after training 4.0.0; set training.ruleset: 4.0.0"),
     ],
 )
 def test_invalid_config_fails_before_any_job(repo_root, tmp_path, cli_env, data, expected):
