@@ -108,3 +108,32 @@ def test_the_report_says_the_model_is_a_stand_in(llama_tree, cli_env):
     assert proc.returncode == 0, proc.stderr[-3000:]
     page = tree.with_name(f"{ROUND}.report.html").read_text()
     assert "llama2_70b_lora trained a stand-in of its reference model" in page
+
+
+@pytest.mark.parametrize("loss", [0.95, 1.5])
+def test_an_open_run_short_of_the_target_is_scored_as_the_summarizer_scores_it(llama_tree, tmp_path, loss):
+    """A run that stops short of 0.925 still counts in the open division when its log passes the
+    open rules (a loss below 1.0), and is dropped when it does not: the tree's score follows."""
+    import json
+
+    from benchpipe.results.tables import score_rows, summarizer_counted, training_log_rows
+
+    org = _org_copy(llama_tree / "submissions" / ROUND, tmp_path)
+    results = org / "results" / "local-cpu" / "llama2_70b_lora"
+    short = results / "result_3.txt"
+    records = [json.loads(line.split(":::MLLOG ", 1)[1]) for line in short.read_text().splitlines()]
+    for record in records:
+        if record["key"] == "eval_accuracy":
+            record["value"] = loss
+        if record["key"] == "run_stop":
+            record["metadata"]["status"] = "aborted"
+    short.write_text("".join(f":::MLLOG {json.dumps(r)}\n" for r in records))
+    verdict = training.run_result_summarizer(org, tmp_path / "summary.csv", tmp_path / "summarizer.log", RULESET,
+                                             benchmark="llama2_70b_lora")
+    assert verdict.passed, verdict.problems()
+    logs = {("local-cpu", "llama2_70b_lora", i): results / f"result_{i}.txt" for i in range(10)}
+    runs = [training_log_rows("local-cpu", "llama2_70b_lora", i, path, RULESET)[1] for (_, _, i), path in logs.items()]
+    counted = summarizer_counted(runs, logs)
+    assert counted[("local-cpu", "llama2_70b_lora", 3)] is (loss < 1.0)
+    [score] = score_rows(runs, {}, counted)
+    assert score["successful_runs"] == 9 and score["score_min"] == verdict.scores["local-cpu"]

@@ -30,7 +30,7 @@ def _run(division: str, minutes: float | None, run: int) -> dict:
     stop = start + int((minutes if minutes is not None else 10.0) * 60_000)
     return {"target": "t", "benchmark": "resnet", "run": run, "division": division,
             "time_to_train_min": minutes, "run_start_ms": start, "run_stop_ms": stop, "quality_target": 0.759,
-            "training_ruleset": "4.0.0"}
+            "training_ruleset": "4.0.0", "status": "aborted" if minutes is None else "success"}
 
 
 def test_open_runs_short_of_the_target_are_scored_by_time_to_run_and_labelled():
@@ -39,10 +39,31 @@ def test_open_runs_short_of_the_target_are_scored_by_time_to_run_and_labelled():
     rows = [_run("open", None, i) for i in range(5)]
     for i, minutes in enumerate([5.0, 1.0, 3.0, 2.0, 4.0]):
         rows[i]["run_stop_ms"] = rows[i]["run_start_ms"] + int(minutes * 60_000)
-    [score] = score_rows(rows)
+    [score] = score_rows(rows, counted={("t", "resnet", i): True for i in range(5)})
     assert score["olympic_mean_min"] == pytest.approx(3.0)
     assert score["successful_runs"] == 0
-    assert score["reason"].startswith("open division: 5 of 5 runs stopped at the epoch limit")
+    assert score["reason"].startswith("open division: 5 of 5 runs stopped at the epoch or step limit")
+    assert "each run whose log passes the open rules" in score["reason"]
+
+
+def test_open_runs_of_an_mlperf_benchmark_count_as_the_summarizer_counts_them():
+    """It counts every run whose log passes the compliance checker, short of the target or not,
+    and drops the others: one dropped is the slowest, two leave no score."""
+    from benchpipe.contracts.errors import ValidationError
+    from benchpipe.results.tables import score_rows
+
+    rows = [_run("open", m, i) for i, m in enumerate([5.0, 1.0, 3.0, 2.0, 4.0])]
+    rows[4].update(status="aborted", time_to_train_min=None)  # 4 minutes, short of the target
+    passes = {("t", "resnet", i): True for i in range(5)}
+    [score] = score_rows(rows, counted=passes)
+    assert score["olympic_mean_min"] == pytest.approx(3.0)  # 4.0 counted: 2, 3, 4 kept
+    assert score["successful_runs"] == 4 and "1 of 5 runs stopped" in score["reason"]
+    [score] = score_rows(rows, counted={**passes, ("t", "resnet", 4): False})
+    assert score["olympic_mean_min"] == pytest.approx((2.0 + 3.0 + 5.0) / 3)  # dropped, as the slowest
+    [score] = score_rows(rows, counted={**passes, ("t", "resnet", 4): False, ("t", "resnet", 0): False})
+    assert score["olympic_mean_min"] is None and score["score_min"] is None
+    with pytest.raises(ValidationError, match="run\\(s\\) \\[0, 1, 2, 3, 4\\] were not judged"):
+        score_rows(rows)
 
 
 def test_closed_runs_short_of_the_target_still_have_no_score():

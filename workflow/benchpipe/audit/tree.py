@@ -298,7 +298,7 @@ def _by(rows: list[dict], key: tuple[str, ...]) -> dict[tuple, dict]:
 
 def _scores(tree: Path, item: Item, seen: Seen) -> None:
     from benchpipe.mlcommons import training
-    from benchpipe.results.tables import scaling_factors, score_rows
+    from benchpipe.results.tables import scaling_factors, score_rows, summarizer_counted
 
     if seen.runs is None:
         item.fail(seen.runs_error or "no training logs could be read (see tables)")
@@ -306,7 +306,7 @@ def _scores(tree: Path, item: Item, seen: Seen) -> None:
     logs = training_logs(tree)
     # The factor the package checker wrote into scaling.json, derived anew from the logs: the
     # tree's scaling.json is one of the claims checked, not evidence.
-    scores = score_rows(seen.runs, scaling_factors(seen.runs, logs))
+    scores = score_rows(seen.runs, scaling_factors(seen.runs, logs), summarizer_counted(seen.runs, logs))
     for score in scores:
         item.check(f"{score['target']} {score['benchmark']}: olympic score from its {score['runs']} logs, "
                    f"scaling factor {score['scaling_factor']!r}")

@@ -517,6 +517,30 @@ def read_scaling_factor(result_dir: Path) -> float:
     return float(factor)
 
 
+def summarizer_counts(log: Path, ruleset: str) -> bool:
+    """Whether the result summarizer counts ``log``'s time in its score: it does exactly when the
+    compliance checker, as the summarizer runs it (``_read_result_file``: the ruleset's
+    common.yaml, not quiet about nothing, warnings not errors), passes the log; it drops the
+    others as non-converged. Run in-process: the summarizer's own call, for every log of a set."""
+    import contextlib
+    import io
+    import logging
+
+    from mlperf_logging.compliance_checker import mlp_compliance
+
+    checker = mlp_compliance.make_checker(usage="training", ruleset=ruleset, quiet=True, werror=False)
+    # The checker logs through the root logger and prints: neither belongs in benchpipe's output.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.CRITICAL + 1)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            valid, _, _, _ = mlp_compliance.main(str(log), f"training_{ruleset}/common.yaml", checker)
+    finally:
+        root.setLevel(level)
+    return bool(valid)
+
+
 def summarizer_minutes(verdict: CheckerVerdict, benchmark: str) -> dict[str, float | None]:
     """system -> the summarizer's score for ``benchmark`` (minutes; None for an empty cell), from
     the rows of one run_result_summarizer call: one call scores every benchmark of the folder."""

@@ -167,12 +167,72 @@ def scaling_factors(run_rows: list[dict], logs: Mapping[tuple[str, str, int], Pa
     return factors
 
 
-def score_rows(run_rows: list[dict], scaling: Mapping[tuple[str, str], float] | None = None) -> list[dict]:
-    """One scores row per (target, benchmark) of ``run_rows``; ``scaling``: scaling_factors of their logs.
+def is_summarized_open(benchmark: str, group: list[dict]) -> bool:
+    """Whether the result summarizer scores this run set as an open one of its round: open runs of
+    a benchmark of their training ruleset. It counts each run whose log the compliance checker
+    passes, by run_start..run_stop, whether or not the run reached the quality target."""
+    from benchpipe.mlcommons import training
+
+    opened = all(r["division"] == "open" for r in group)
+    return opened and training.is_official(benchmark, group[0]["training_ruleset"])
+
+
+def summarizer_counted(
+    run_rows: list[dict], logs: Mapping[tuple[str, str, int], Path]
+) -> dict[tuple[str, str, int], bool]:
+    """(target, benchmark, run) -> whether the result summarizer counts the run's time, for the runs
+    of each open run set it scores (is_summarized_open) in which not every run reached the target:
+    the one case where that differs from the run's status. ``logs`` as for scaling_factors."""
+    from benchpipe.mlcommons import training
+
+    counted = {}
+    for (target, benchmark), group in sorted(_run_sets(run_rows).items()):
+        if not is_summarized_open(benchmark, group) or all(r["status"] == "success" for r in group):
+            continue
+        for row in group:
+            key = (target, benchmark, row["run"])
+            if key not in logs:
+                raise ValidationError(f"runs.parquet: {target} {benchmark} run {row['run']}: no log to judge as the "
+                                      "result summarizer does")
+            counted[key] = training.summarizer_counts(logs[key], row["training_ruleset"])
+    return counted
+
+
+def _open_score(target: str, benchmark: str, group: list[dict],
+                counted: Mapping[tuple[str, str, int], bool]) -> tuple[Score, Score]:
+    """(score, the same in the summarizer's arithmetic) of an open run set the summarizer scores."""
+    if all(r["status"] == "success" for r in group):
+        ok = [True] * len(group)
+    else:
+        missing = [r["run"] for r in group if (target, benchmark, r["run"]) not in counted]
+        if missing:
+            raise ValidationError(f"scores.parquet: {target} {benchmark}: open runs short of the target are scored "
+                                  f"as the result summarizer counts them, and run(s) {missing} were not judged "
+                                  "(summarizer_counted)")
+        ok = [counted[(target, benchmark, r["run"])] and r["run_stop_ms"] is not None for r in group]
+    timed = olympic_score([(r["run_stop_ms"] - r["run_start_ms"]) / 60_000 if keep else None
+                           for r, keep in zip(group, ok)])
+    exact = olympic_score([summarizer_run_minutes(r["run_start_ms"], r["run_stop_ms"]) if keep else None
+                           for r, keep in zip(group, ok)])
+    successful = sum(r["status"] == "success" for r in group)
+    short = len(group) - successful
+    reason = timed.reason
+    if short and timed.olympic_mean_minutes is not None:
+        reason = (f"open division: {short} of {len(group)} runs stopped at the epoch or step limit short of the "
+                  f"quality target {group[0]['quality_target']}; scored by run_start..run_stop of each run whose "
+                  "log passes the open rules, as the official result summarizer scores open runs")
+    return Score(len(group), successful, timed.olympic_mean_minutes, reason), exact
+
+
+def score_rows(run_rows: list[dict], scaling: Mapping[tuple[str, str], float] | None = None,
+               counted: Mapping[tuple[str, str, int], bool] | None = None) -> list[dict]:
+    """One scores row per (target, benchmark) of ``run_rows``; ``scaling``: scaling_factors of their
+    logs; ``counted``: summarizer_counted of their logs.
 
     ``olympic_mean_min`` is the olympic mean of the runs' time_to_train_min; ``score_min`` the
     same runs' olympic mean in the result summarizer's arithmetic (summarizer_run_minutes) times
-    ``scaling_factor``, so that it equals the summarizer's score to the last bit.
+    ``scaling_factor``, so that it equals the summarizer's score to the last bit. An open run set
+    of an MLPerf benchmark counts the runs the summarizer counts (_open_score).
     """
     scaling = scaling or {}
     scores = []
@@ -180,7 +240,9 @@ def score_rows(run_rows: list[dict], scaling: Mapping[tuple[str, str], float] | 
         score = olympic_score([r["time_to_train_min"] for r in group])
         exact = olympic_score([None if r["time_to_train_min"] is None
                                else summarizer_run_minutes(r["run_start_ms"], r["run_stop_ms"]) for r in group])
-        if score.olympic_mean_minutes is None and _open_and_finished(group):
+        if is_summarized_open(benchmark, group):
+            score, exact = _open_score(target, benchmark, group, counted or {})
+        elif score.olympic_mean_minutes is None and _open_and_finished(group):
             # The open rules do not require the quality target, and MLCommons' result
             # summarizer scores such runs by run_start..run_stop; so does this row, saying so.
             timed = olympic_score([(r["run_stop_ms"] - r["run_start_ms"]) / 60_000 for r in group])
@@ -378,7 +440,8 @@ def write_tables(
                     write_training_events(writer, target, benchmark, index, run_dir / MLLOG_FILE, training_ruleset))
                 rows["provenance.parquet"].append(provenance_row(target, benchmark, f"train/run_{index}", run_dir))
         written["training_events.parquet"] = pq.read_metadata(events).num_rows
-        rows["scores.parquet"] = score_rows(rows["runs.parquet"], scaling_factors(rows["runs.parquet"], logs))
+        rows["scores.parquet"] = score_rows(rows["runs.parquet"], scaling_factors(rows["runs.parquet"], logs),
+                                            summarizer_counted(rows["runs.parquet"], logs))
         for test_dir in sorted(test_dirs, key=lambda p: layout.identify_test(runs, p)):
             target, benchmark, scenario, mode = layout.identify_test(runs, test_dir)
             rows["inference.parquet"].append(
