@@ -137,3 +137,16 @@ def test_an_open_run_short_of_the_target_is_scored_as_the_summarizer_scores_it(l
     assert counted[("local-cpu", "llama2_70b_lora", 3)] is (loss < 1.0)
     [score] = score_rows(runs, {}, counted)
     assert score["successful_runs"] == 9 and score["score_min"] == verdict.scores["local-cpu"]
+
+
+def test_a_run_of_the_tree_reproduces_from_the_configured_sources(llama_tree, repo_root, cli_env):
+    """The data come from the config's datasets.sources, as llama2_70b_lora's always do: the rerun
+    prepares them from there and trains to the same eval losses."""
+    tree = llama_tree / "submissions" / ROUND
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchpipe.cli", "reproduce", str(tree), "--select", "local-cpu/llama2_70b_lora/run_3",
+         "--target-file", str(repo_root / "config" / "targets" / "local-cpu.yaml"), "--threads", "2"],
+        env=cli_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "MATCH: local-cpu/llama2_70b_lora/run_3" in proc.stdout + proc.stderr
+    assert "eval accuracy identical" in proc.stdout + proc.stderr

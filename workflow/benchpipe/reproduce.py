@@ -397,6 +397,20 @@ def _run(argv: list[str], log: Path, context: _Context, what: str, kind: str) ->
 # --- the dataset ------------------------------------------------------------------------------------
 
 
+def _sources_as_configured(context: _Context, bench):
+    """(the benchmark with the tree's datasets.sources applied, the cache the config named): where
+    the run's data came from, as llama2_70b_lora's always come from the config."""
+    import dataclasses
+
+    from benchpipe.datasets.source import override_sources
+
+    settings = context.settings.get("datasets") or {}
+    overrides = (settings.get("sources") or {}).get(bench.name, {})
+    cache = settings.get("cache_dir")
+    configured = dataclasses.replace(bench, sources=override_sources(bench.name, bench.sources, overrides))
+    return configured, Path(cache) if cache else None
+
+
 def _dataset(context: _Context, benchmark: str) -> Path:
     """The dataset the tree's results were made from: ``--data`` if given, else prepared again; checked by sha256."""
     from benchpipe.contracts.hashing import sha256_file
@@ -411,7 +425,8 @@ def _dataset(context: _Context, benchmark: str) -> Path:
         # Beside the reruns, not in one: a container job's output folder hides what lies in it.
         data = context.work / "data" / bench.dataset_name
         if not (data / MANIFEST).is_file():
-            prepare(bench, data)
+            configured, cache = _sources_as_configured(context, bench)
+            prepare(configured, data, cache)
     if not (data / MANIFEST).is_file():
         raise ConfigError(f"{data}: no {MANIFEST}: not a prepared dataset")
     have, want = sha256_file(data / MANIFEST), sha256_file(expected)
