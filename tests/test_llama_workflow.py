@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import made_once
 
 from benchpipe.mlcommons import training
 from benchpipe.mlcommons.checkers import run_compliance_checker
@@ -27,10 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.llm]
 ORG, ROUND, RULESET = "benchpipe-ci", "ci-llama", "6.1.0"
 
 
-@pytest.fixture(scope="module")
-def llama_tree(repo_root, tmp_path_factory, cli_env) -> Path:
-    """The working directory of one `snakemake submit` of the tiny llama suite."""
-    work = tmp_path_factory.mktemp("llama-workflow")
+def _run_llama_suite(repo_root: Path, work: Path, cli_env: dict[str, str]) -> None:
     sources = work / "sources.yaml"
     corpus = subprocess.run(["benchpipe", "datasets", "stand-in-corpus", "--out", str(work / "corpus")],
                             env=cli_env, capture_output=True, text=True, timeout=120)
@@ -42,6 +40,16 @@ def llama_tree(repo_root, tmp_path_factory, cli_env) -> Path:
         env=cli_env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+@pytest.fixture(scope="module")
+def llama_tree(repo_root, tmp_path_factory, cli_env) -> Path:
+    """The working directory of one `snakemake submit` of the tiny llama suite, run once whatever
+    the number of xdist workers; each worker's tests get their own copy (audit, report and
+    reproduce write beside the tree)."""
+    pristine = made_once(tmp_path_factory, "llama-workflow", lambda out: _run_llama_suite(repo_root, out, cli_env))
+    work = tmp_path_factory.mktemp("llama-workflow")
+    shutil.copytree(pristine, work, symlinks=True, dirs_exist_ok=True)
     return work / "wd"
 
 
