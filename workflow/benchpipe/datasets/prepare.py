@@ -116,6 +116,15 @@ def prepare(
     return manifest
 
 
+def split_rows(manifest: dict[str, Any]) -> dict[str, int]:
+    """Rows per split (train, eval; 0 where a split has none), from a manifest alone: what a
+    training run's init may know of the data without reading it."""
+    rows = dict.fromkeys(SPLITS, 0)
+    for shard in manifest["shards"]:
+        rows[shard["split"]] = rows.get(shard["split"], 0) + int(shard["rows"])
+    return rows
+
+
 def read_manifest(data_dir: Path) -> dict[str, Any]:
     return read_json(data_dir / MANIFEST, DatasetError, missing="run `benchpipe datasets prepare` first")
 

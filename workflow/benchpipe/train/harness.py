@@ -18,7 +18,7 @@ from benchpipe.contracts.config import TrainingDevices
 from benchpipe.contracts.errors import TrainingError
 from benchpipe.contracts.layout import DEVICES_FILE, MLLOG_FILE, MODEL_DIR
 from benchpipe.contracts.paths import SOURCE_ROOT
-from benchpipe.datasets.prepare import MANIFEST, load_split, read_manifest
+from benchpipe.datasets.prepare import MANIFEST, load_split, read_manifest, split_rows
 from benchpipe.train.devices import (
     ThreadCounts,
     TrainingPlacement,
@@ -78,9 +78,7 @@ class DataShape:
     @classmethod
     def from_manifest(cls, data_dir: Path) -> DataShape:
         manifest = read_manifest(data_dir)
-        rows = {"train": 0, "eval": 0}
-        for shard in manifest["shards"]:
-            rows[shard["split"]] = rows.get(shard["split"], 0) + int(shard["rows"])
+        rows = split_rows(manifest)
         if not rows["train"] or not rows["eval"]:
             raise TrainingError(f"{data_dir / MANIFEST}: {rows['train']} train and {rows['eval']} eval rows: need both")
         return cls(rows["train"], rows["eval"], tuple(int(n) for n in manifest["sample_shape"]))

@@ -63,15 +63,6 @@ class StepCosine:
         return _Schedule()
 
 
-def _rows(data_dir: Path) -> dict[str, int]:
-    from benchpipe.datasets.prepare import read_manifest
-
-    rows = {"train": 0, "eval": 0}
-    for shard in read_manifest(data_dir)["shards"]:
-        rows[shard["split"]] = rows.get(shard["split"], 0) + int(shard["rows"])
-    return rows
-
-
 def _tokens(data_dir: Path, split: str, vocabulary_size: int):
     """(token ids, labels) of ``split``, shifted for next-token prediction, as int32."""
     import numpy as np
@@ -97,7 +88,9 @@ class LlamaTrainer:
     hp: LoraHyperparameters
 
     def sizes(self, data_dir: Path) -> tuple[int, int]:
-        rows = _rows(data_dir)
+        from benchpipe.datasets.prepare import read_manifest, split_rows
+
+        rows = split_rows(read_manifest(data_dir))
         return rows["train"], rows["eval"]
 
     def _length(self) -> int:
