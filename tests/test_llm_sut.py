@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from llm_decoders import EOS, CountingDecoder, prompt_library
 
 from benchpipe.contracts.errors import InferenceError
 from benchpipe.contracts.layout import ACCURACY_LOG, DETAIL_LOG
@@ -18,60 +18,7 @@ from benchpipe.infer.llm_sut import LLMSUT, PromptLibrary
 from benchpipe.infer.sut import start_test
 from benchpipe.results.loadgen_parser import parse_detail_log
 
-EOS = 0
 TEST06 = Path(__file__).resolve().parents[2] / "shared/third_party/mlcommons-inference/compliance/TEST06"
-
-
-class CountingDecoder:
-    """A decoder whose outputs are known: the first token is 100 + the prompt's first id,
-    each next one the last plus one, and EOS after ``3 + prompt[0] % 7`` tokens.
-
-    ``step_s`` per decode step models a device's launch cost. It records every call's slots.
-    """
-
-    def __init__(self, slots: int, step_s: float = 0.0, fail_on_prompt: int | None = None) -> None:
-        self.slots = slots
-        self.step_s = step_s
-        self.fail_on_prompt = fail_on_prompt
-        self.state: dict[int, list[int]] = {}
-        self.calls: list[tuple[str, list[int]]] = []
-        self.active: set[int] = set()  # slots whose sequence has not emitted EOS yet
-        self.busy_at_prefill: list[int] = []  # len(active) at each prefill
-
-    @staticmethod
-    def expected(prompt: np.ndarray) -> list[int]:
-        length = 3 + int(prompt[0]) % 7
-        first = 100 + int(prompt[0])
-        return [first + k for k in range(length - 1)] + [EOS]
-
-    def prefill(self, slots, prompts):
-        self.calls.append(("prefill", list(slots)))
-        self.busy_at_prefill.append(len(self.active))
-        self.active.update(slots)
-        out = []
-        for slot, prompt in zip(slots, prompts):
-            if self.fail_on_prompt is not None and int(prompt[0]) == self.fail_on_prompt:
-                raise RuntimeError(f"prompt {self.fail_on_prompt} breaks the decoder")
-            self.state[slot] = [3 + int(prompt[0]) % 7, 1]
-            out.append(100 + int(prompt[0]))
-        return np.array(out)
-
-    def step(self, slots, tokens):
-        self.calls.append(("step", list(slots)))
-        if self.step_s:
-            time.sleep(self.step_s)
-        out = []
-        for slot, token in zip(slots, tokens):
-            length, generated = self.state[slot]
-            self.state[slot][1] = generated + 1
-            if generated + 1 >= length:
-                self.active.discard(slot)
-            out.append(EOS if generated + 1 >= length else int(token) + 1)
-        return np.array(out)
-
-
-def _prompts(count: int = 48) -> PromptLibrary:
-    return PromptLibrary([np.arange(i, i + 4 + i % 5) for i in range(count)])
 
 
 def _settings(scenario: str, accuracy: bool, **values):
@@ -92,7 +39,7 @@ def _accuracy_entries(log_dir: Path) -> list[dict]:
 
 @pytest.mark.parametrize("scenario", ["Offline", "Server", "SingleStream"])
 def test_every_sample_gets_its_tokens_and_their_count(tmp_path, scenario):
-    prompts = _prompts()
+    prompts = prompt_library()
     sut = LLMSUT(CountingDecoder(slots=4), prompts, GenerationLimits(32, (EOS,)))
     settings = _settings(scenario, accuracy=True, server_target_qps=200.0, offline_expected_qps=1000.0)
     start_test(sut, prompts, settings, tmp_path, prompts.total)
@@ -109,7 +56,7 @@ def test_every_sample_gets_its_tokens_and_their_count(tmp_path, scenario):
 
 
 def test_the_official_test06_verification_passes_a_server_accuracy_log(tmp_path):
-    prompts = _prompts()
+    prompts = prompt_library()
     sut = LLMSUT(CountingDecoder(slots=4), prompts, GenerationLimits(32, (EOS,)))
     start_test(sut, prompts, _settings("Server", accuracy=True, server_target_qps=200.0), tmp_path / "run",
                prompts.total)
@@ -131,7 +78,7 @@ def test_output_limit_stops_a_sequence_without_eos(tmp_path):
 
 @pytest.mark.timing
 def test_server_performance_logs_ttft_tpot_and_tokens_per_second(tmp_path):
-    prompts = _prompts()
+    prompts = prompt_library()
     sut = LLMSUT(CountingDecoder(slots=8, step_s=0.002), prompts, GenerationLimits(32, (EOS,)))
     settings = _settings("Server", accuracy=False, server_target_qps=50.0, min_duration_ms=1000, min_query_count=60,
                          ttft_latency=int(2e9), tpot_latency=int(100e6), server_target_latency_ns=0)
@@ -149,7 +96,7 @@ def test_server_performance_logs_ttft_tpot_and_tokens_per_second(tmp_path):
 def test_continuous_batching_admits_into_free_slots_static_waits_for_the_batch(tmp_path):
     # Lengths 3..9 tokens: under static batching a batch lasts as long as its longest member.
     for policy in ("continuous", "static"):
-        prompts = _prompts()
+        prompts = prompt_library()
         decoder = CountingDecoder(slots=4)
         sut = LLMSUT(decoder, prompts, GenerationLimits(32, (EOS,)), policy=policy)
         start_test(sut, prompts, _settings("Offline", accuracy=True), tmp_path / policy, prompts.total)
@@ -166,7 +113,7 @@ def test_continuous_batching_admits_into_free_slots_static_waits_for_the_batch(t
 
 
 def test_a_failing_decoder_answers_its_samples_and_raises_after_the_test(tmp_path):
-    prompts = _prompts(16)
+    prompts = prompt_library(16)
     sut = LLMSUT(CountingDecoder(slots=4, fail_on_prompt=5), prompts, GenerationLimits(32, (EOS,)))
     with pytest.raises(InferenceError, match="prompt 5 breaks the decoder"):
         start_test(sut, prompts, _settings("Offline", accuracy=True), tmp_path, prompts.total)
@@ -176,8 +123,8 @@ def test_a_failing_decoder_answers_its_samples_and_raises_after_the_test(tmp_pat
 
 def test_bad_settings_are_refused_with_the_reason():
     with pytest.raises(InferenceError, match="policy 'greedy'"):
-        LLMSUT(CountingDecoder(slots=2), _prompts(2), GenerationLimits(4), policy="greedy")
-    with pytest.raises(InferenceError, match="max_output_tokens is 0"):
-        GenerationLimits(0)
+        LLMSUT(CountingDecoder(slots=2), prompt_library(2), GenerationLimits(4), policy="greedy")
+    with pytest.raises(InferenceError, match="max_output_tokens is 1"):
+        GenerationLimits(1)
     with pytest.raises(InferenceError, match="prompt 1 is not"):
         PromptLibrary([np.array([1]), np.array([], dtype=np.int32)], "cnn_eval.json")

@@ -45,18 +45,23 @@ class Decoder(Protocol):
 class GenerationLimits:
     """When a sequence stops: at an end-of-sequence token (kept in the output, as the
     reference's vLLM keeps it) or after ``max_output_tokens`` tokens, whichever comes first;
-    never before ``min_output_tokens``."""
+    never before ``min_output_tokens``.
+
+    With token latencies on, LoadGen logs an error for a response of fewer than two tokens
+    (it derives the time per output token from them): hence at least 2, as the reference's
+    ``min_tokens``.
+    """
 
     max_output_tokens: int
     eos_token_ids: tuple[int, ...] = ()
-    min_output_tokens: int = 1
+    min_output_tokens: int = 2
 
     def __post_init__(self) -> None:
-        if self.max_output_tokens < 1:
-            raise InferenceError(f"max_output_tokens is {self.max_output_tokens}: it must be at least 1")
-        if not 1 <= self.min_output_tokens <= self.max_output_tokens:
+        if self.max_output_tokens < 2:
+            raise InferenceError(f"max_output_tokens is {self.max_output_tokens}: it must be at least 2")
+        if not 2 <= self.min_output_tokens <= self.max_output_tokens:
             raise InferenceError(f"min_output_tokens is {self.min_output_tokens}: it must be in "
-                                 f"[1, max_output_tokens = {self.max_output_tokens}]")
+                                 f"[2, max_output_tokens = {self.max_output_tokens}]")
 
     def finished(self, token: int, generated: int) -> bool:
         """Whether a sequence that has ``generated`` tokens, the last of them ``token``, stops."""

@@ -18,6 +18,7 @@ Interactive one at a time on LoadGen's schedule, SingleStream one after the othe
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class SchedulerStats:
     prefilled: int = 0
     completed: int = 0
     tokens: int = 0
+    shed: int = 0  # answered empty, unstarted, past shed_after_s (calibration's overloaded runs)
 
     @property
     def mean_batch(self) -> float:
@@ -92,7 +94,8 @@ class LLMSUT(_Running):
     """Schedules LoadGen's queries onto a decoder's slots, one decode step at a time."""
 
     def __init__(self, decoder: Decoder, prompts: PromptLibrary, limits: GenerationLimits, *,
-                 policy: str = "continuous", max_prefill: int | None = None) -> None:
+                 policy: str = "continuous", max_prefill: int | None = None,
+                 shed_after_s: float | None = None) -> None:
         if policy not in POLICIES:
             raise InferenceError(f"batching policy '{policy}' is not one of {', '.join(POLICIES)}")
         if decoder.slots < 1:
@@ -104,9 +107,12 @@ class LLMSUT(_Running):
         # Prefilling stalls every running sequence: bounding how many prompts join at once
         # bounds the longest gap between two of their tokens (TPOT).
         self.max_prefill = max_prefill or decoder.slots
+        # Calibration only: a query that waited this long is answered at once, empty, so that
+        # a search run far above capacity ends on schedule instead of generating its backlog.
+        self.shed_after_s = shed_after_s
         self.failures = _Failures()
         self.stats = SchedulerStats()
-        self._waiting: deque[tuple[int, int]] = deque()
+        self._waiting: deque[tuple[int, int, float]] = deque()  # (response id, sample index, issued at)
         self._running: dict[int, _Sequence] = {}  # by slot
         self._free = list(range(decoder.slots - 1, -1, -1))
         self._cond = threading.Condition()
@@ -116,8 +122,9 @@ class LLMSUT(_Running):
     # --- LoadGen's callbacks -------------------------------------------------------------
 
     def issue_queries(self, response_ids: list[int], sample_indices: list[int]) -> None:
+        now = time.perf_counter()
         with self._cond:
-            self._waiting.extend(zip(response_ids, sample_indices))
+            self._waiting.extend((r, i, now) for r, i in zip(response_ids, sample_indices))
             self._cond.notify()
 
     def flush_queries(self) -> None:
@@ -147,8 +154,12 @@ class LLMSUT(_Running):
                     self._cond.wait()
                 if self._stopping and not self._waiting and not self._running:
                     return
+                shed = self._shed()
                 admitted = self._admit()
             try:
+                if shed:
+                    _answer_shed(shed)
+                    self.stats.shed += len(shed)
                 if admitted:
                     self._prefill(admitted)
                 if self._running:
@@ -161,7 +172,17 @@ class LLMSUT(_Running):
         if self.policy == "static" and self._running:
             return []
         count = min(len(self._waiting), len(self._free), self.max_prefill)
-        return [(*self._waiting.popleft(), self._free.pop()) for _ in range(count)]
+        return [(*self._waiting.popleft()[:2], self._free.pop()) for _ in range(count)]
+
+    def _shed(self) -> list[int]:
+        """Response ids of the waiting queries past shed_after_s, taken off the queue (the lock is held)."""
+        if self.shed_after_s is None or not self._waiting:
+            return []
+        limit = time.perf_counter() - self.shed_after_s
+        shed = []
+        while self._waiting and self._waiting[0][2] < limit:
+            shed.append(self._waiting.popleft()[0])
+        return shed
 
     def _prefill(self, admitted: list[tuple[int, int, int]]) -> None:
         slots = [slot for _, _, slot in admitted]
@@ -227,3 +248,17 @@ def _complete(done: Sequence[_Sequence]) -> None:
     arrays = [np.asarray(s.tokens, dtype=TOKEN_DTYPE) for s in done]
     lg.QuerySamplesComplete([lg.QuerySampleResponse(s.response_id, a.ctypes.data, a.nbytes, a.size)
                              for s, a in zip(done, arrays)])
+
+
+def _answer_shed(response_ids: Sequence[int]) -> None:
+    """Answer unstarted queries at once with placeholder tokens (calibration's shedding).
+
+    With token latencies on, LoadGen counts a response without a first token, or with fewer
+    than two tokens, as an error: a shed query reports 0 as its first token, then 0, 0.
+    """
+    import mlperf_loadgen as lg
+
+    placeholder = np.zeros(2 * len(response_ids), dtype=TOKEN_DTYPE)
+    _first_tokens(response_ids, placeholder[: len(response_ids)])
+    base, size = placeholder.ctypes.data, 2 * placeholder.itemsize
+    lg.QuerySamplesComplete([lg.QuerySampleResponse(r, base + k * size, size, 2) for k, r in enumerate(response_ids)])
