@@ -31,12 +31,13 @@ from benchpipe.infer.sut import (
     Batching,
     BatchSUT,
     CompiledPredictor,
+    Predictor,
     ServerSUT,
     powers_of_two_up_to,
     start_test,
 )
 
-PredictorFactory = Callable[[Sequence[int]], CompiledPredictor]
+PredictorFactory = Callable[[Sequence[int]], Predictor]
 
 OFFLINE_WARMUP_S = 0.25
 OFFLINE_MEASURE_S = 1.0
@@ -150,7 +151,7 @@ def _optional(value: Any, kind: type) -> Any:
 # --- measurements --------------------------------------------------------------------------
 
 
-def measure_offline(predictor: CompiledPredictor, qsl: SampleLibrary, batch_size: int,
+def measure_offline(predictor: Predictor, qsl: SampleLibrary, batch_size: int,
                     seconds: float = OFFLINE_MEASURE_S) -> float:
     """Samples/s of ``predictor`` called back to back on full batches of real samples."""
     count = min(qsl.total, batch_size)
@@ -223,7 +224,7 @@ class _Runs:
         return self.root / f"{self.count:02d}-{label}"
 
 
-def latency_run(scenario: str, predictor: CompiledPredictor, qsl: SampleLibrary, runs: _Runs,
+def latency_run(scenario: str, predictor: Predictor, qsl: SampleLibrary, runs: _Runs,
                 performance_count: int, duration_ms: int = LATENCY_RUN_MS) -> int:
     """SingleStream: p90 of one sample; MultiStream: p99 of an 8-sample query (ns)."""
     size = 1 if scenario == "SingleStream" else MULTI_STREAM_SAMPLES
@@ -276,7 +277,7 @@ class ServerOutcome(NamedTuple):
     within_bound: bool = False  # VALID and early stopping met: LoadGen's verdict, without the margin
 
 
-def server_run(predictor: CompiledPredictor, qsl: SampleLibrary, batching: Batching, qps: float, bound_ns: int,
+def server_run(predictor: Predictor, qsl: SampleLibrary, batching: Batching, qps: float, bound_ns: int,
                runs: _Runs, performance_count: int, *, duration_ms: int = SEARCH_RUN_MS,
                queries: int = SEARCH_RUN_QUERIES) -> ServerOutcome:
     """One short Server run at ``qps``."""
@@ -382,9 +383,10 @@ def _no_valid_rate(tried: list[tuple[float, bool, int]], next_qps: float, bound_
 # --- the entry point -----------------------------------------------------------------------
 
 
-def _factory(model: Path | str | PredictorFactory | CompiledPredictor,
-             sample_shape: Sequence[int]) -> Callable[..., CompiledPredictor]:
-    if isinstance(model, CompiledPredictor):
+def _factory(model: Path | str | PredictorFactory | Predictor,
+             sample_shape: Sequence[int]) -> Callable[..., Predictor]:
+    # A ready predictor is callable too: it must be told from a factory by its type.
+    if isinstance(model, Predictor):
         return lambda sizes, stop_above_s=None: model
     if isinstance(model, (str, Path)):
         return lambda sizes, stop_above_s=None: CompiledPredictor(Path(model), sample_shape, sizes,
@@ -394,7 +396,7 @@ def _factory(model: Path | str | PredictorFactory | CompiledPredictor,
 
 def calibrate(
     scenario: str,
-    model: Path | PredictorFactory | CompiledPredictor,
+    model: Path | PredictorFactory | Predictor,
     sample_shape: Sequence[int],
     qsl: SampleLibrary,
     *,
@@ -450,7 +452,7 @@ class _Search:
     max_runs: int
 
 
-def _calibrate_server(make: Callable[..., CompiledPredictor], qsl: SampleLibrary, bound_ns: int, loadgen_model: str,
+def _calibrate_server(make: Callable[..., Predictor], qsl: SampleLibrary, bound_ns: int, loadgen_model: str,
                       performance_count: int, search: _Search, workers: int, runs: _Runs,
                       max_wait_fraction: float) -> Calibration:
     bound_s = bound_ns * 1e-9

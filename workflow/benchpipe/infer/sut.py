@@ -37,8 +37,8 @@ from benchpipe.contracts.errors import InferenceError
 from benchpipe.infer.samples import SampleLibrary
 
 __all__ = [
-    "RESPONSE_DTYPE", "Batching", "BatchSUT", "CompiledPredictor", "Dispatch", "Responses", "SampleLibrary",
-    "ServerSUT", "loadgen_handles", "powers_of_two_up_to", "predictor_batch_sizes",
+    "RESPONSE_DTYPE", "Batching", "BatchSUT", "CompiledPredictor", "Dispatch", "Predictor", "Responses",
+    "SampleLibrary", "ServerSUT", "loadgen_handles", "powers_of_two_up_to", "predictor_batch_sizes",
     "start_test", "sut_for",
 ]
 
@@ -68,7 +68,36 @@ def _load_serve(model_dir: Path):
     return loaded
 
 
-class CompiledPredictor:
+class Predictor:
+    """What the SUTs and calibration call: the top-1 class (int32) of each sample of a batch.
+
+    ``batch_sizes``: the sizes it runs at, ascending; ``batch_seconds``: what a batch of each
+    size costs, the Server batcher's first estimate. ``CompiledPredictor`` computes with a
+    SavedModel; ``benchpipe.infer.synthetic.SyntheticPredictor`` sleeps a known cost, so that
+    the SUTs' own overheads can be measured against it.
+    """
+
+    batch_sizes: list[int]
+    batch_seconds: dict[int, float]
+
+    @property
+    def max_batch(self) -> int:
+        return self.batch_sizes[-1]
+
+    def padded_size(self, count: int) -> int:
+        """The size a batch of ``count`` samples runs at (the largest if none holds it)."""
+        k = bisect.bisect_left(self.batch_sizes, count)
+        return self.batch_sizes[min(k, len(self.batch_sizes) - 1)]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def warm_up(self, seconds: float) -> None:
+        """Make the first calls of a timed test as fast as the later ones."""
+        raise NotImplementedError
+
+
+class CompiledPredictor(Predictor):
     """Top-1 class (int32) of a batch, one traced graph per batch size.
 
     A batch is padded with zeros to the smallest traced size that holds it, and a batch
@@ -138,15 +167,6 @@ class CompiledPredictor:
             until = time.perf_counter() + share
             while time.perf_counter() < until:
                 call(batch)
-
-    @property
-    def max_batch(self) -> int:
-        return self.batch_sizes[-1]
-
-    def padded_size(self, count: int) -> int:
-        """The traced size a batch of ``count`` samples runs at (the largest if none holds it)."""
-        k = bisect.bisect_left(self.batch_sizes, count)
-        return self.batch_sizes[min(k, len(self.batch_sizes) - 1)]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if batch.shape[1:] != self.sample_shape:
@@ -373,7 +393,7 @@ class BatchSUT(_Running):
     responder is woken once for several batches.
     """
 
-    def __init__(self, predictor: CompiledPredictor, qsl: SampleLibrary, batch_size: int) -> None:
+    def __init__(self, predictor: Predictor, qsl: SampleLibrary, batch_size: int) -> None:
         if batch_size < 1:
             raise InferenceError(f"BatchSUT: batch size must be at least 1, not {batch_size}")
         self.predictor = predictor
@@ -501,7 +521,7 @@ class ServerSUT(_Running):
     COST_SMOOTHING = 0.2  # weight of the newest observation in the moving average
     RECORD_LIMIT = 100_000  # dispatches kept in ``dispatches``; counters keep counting after
 
-    def __init__(self, predictor: CompiledPredictor, qsl: SampleLibrary, max_batch: int, max_wait_s: float,
+    def __init__(self, predictor: Predictor, qsl: SampleLibrary, max_batch: int, max_wait_s: float,
                  workers: int, latency_budget_s: float, *, shed_after_s: float | None = None) -> None:
         if max_batch < 1 or workers < 1:
             raise InferenceError(f"ServerSUT: max_batch and workers must be at least 1, not {max_batch}, {workers}")
@@ -665,7 +685,7 @@ class ServerSUT(_Running):
 
 
 def sut_for(
-    scenario: str, predictor: CompiledPredictor, qsl: SampleLibrary, settings: Batching
+    scenario: str, predictor: Predictor, qsl: SampleLibrary, settings: Batching
 ) -> BatchSUT | ServerSUT:
     """The SUT of ``scenario`` with the batching calibration chose."""
     if settings.scenario != scenario:
