@@ -86,6 +86,18 @@ def _cmd_datasets_stand_in(args: argparse.Namespace) -> None:
         print(f"      {name}: {{urls: [\"file://{path.resolve()}\"], sha256: {sha256_file(path)}}}")
 
 
+def _cmd_datasets_stand_in_cnndm(args: argparse.Namespace) -> None:
+    from benchpipe.benchmarks.llama.cnndm_stand_in import StandInShape, write_stand_in
+    from benchpipe.contracts.hashing import sha256_file
+
+    shape = StandInShape(records=args.records, topics=args.topics, vocabulary=args.vocabulary)
+    written = write_stand_in(args.out, shape=shape, seed=args.seed)
+    # What to paste into a config: the sources of llama3.1-8b, pointing at these files.
+    print(f"datasets:\n  sources:\n    {args.benchmark}:")
+    for name, path in written.items():
+        print(f"      {name}: {{urls: [\"file://{path.resolve()}\"], sha256: {sha256_file(path)}}}")
+
+
 def _cmd_datasets_import(args: argparse.Namespace) -> None:
     from benchpipe.datasets.bundle import import_bundle
     from benchpipe.datasets.fetch import default_cache_dir
@@ -402,6 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--length", type=int, default=64, help="tokens a row (the sequence_length hyperparameter)")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_cmd_datasets_stand_in)
+    q = datasets.add_parser("stand-in-cnndm", help="write a generated CNN/DailyMail in the reference's cnn_eval.json "
+                            "form of llama3.1-8b, with its tokenizer.json, for development runs of a stand-in model")
+    q.add_argument("--out", type=Path, required=True, help="folder for cnn_eval.json and tokenizer.json")
+    q.add_argument("--records", type=int, default=64)
+    q.add_argument("--topics", type=int, default=8, help="topic sentences (the summaries)")
+    q.add_argument("--vocabulary", type=int, default=64, help="token ids, special tokens included")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--benchmark", default="llama3.1-8b", choices=("llama3.1-8b", "llama3.1-8b-edge"),
+                   help="whose sources the printed YAML sets")
+    q.set_defaults(func=_cmd_datasets_stand_in_cnndm)
     q = datasets.add_parser("import", help="verify a bundle and add its files to the cache, all or nothing")
     q.add_argument("bundle", type=Path, help="tar written by `benchpipe datasets bundle`")
     q.add_argument("--cache-dir", type=Path, default=None, help=cache_help)
