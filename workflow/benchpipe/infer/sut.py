@@ -79,6 +79,9 @@ class Predictor:
 
     batch_sizes: list[int]
     batch_seconds: dict[int, float]
+    # True where passes cannot overlap (one accelerator running one batch at a time): the
+    # Server batcher then forms a batch when the running pass ends, not while it runs.
+    one_pass_at_a_time: bool = False
 
     @property
     def max_batch(self) -> int:
@@ -508,6 +511,13 @@ class ServerSUT(_Running):
     predictor's measured ``batch_seconds``, then a moving average of observed times).
     TensorFlow releases the GIL while it computes, so workers' batches overlap.
 
+    A predictor whose passes cannot overlap (``one_pass_at_a_time``: one accelerator) would
+    leave a batch taken while another pass runs waiting for that pass, and the samples
+    arriving meanwhile for the pass after it. For such a predictor a worker takes its batch
+    once no pass is running (or when the oldest sample's budget says it must go): the batch
+    holds everything that arrived during the last pass, and forms while the worker that ran
+    that pass answers it.
+
     What it did, for tests and benches: ``dispatches`` (the first RECORD_LIMIT batches),
     ``size_counts`` (batches computed, by size).
 
@@ -548,6 +558,8 @@ class ServerSUT(_Running):
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._flushing = False
+        self._serial = bool(getattr(predictor, "one_pass_at_a_time", False))
+        self._passes_running = 0  # batches taken and not yet computed; counted for a serial predictor only
 
     # LoadGen's side
 
@@ -599,6 +611,8 @@ class ServerSUT(_Running):
         oldest = self._arrivals[0]
         by_wait = oldest + self.max_wait_s
         by_budget = oldest + self.latency_budget_s - self.expected_cost(len(self._ids) + 1)
+        if self._passes_running:
+            return by_budget, "deadline"  # until the running pass ends (_pass_done wakes the worker)
         return (by_wait, "max_wait") if by_wait <= by_budget else (by_budget, "deadline")
 
     def _take(self) -> tuple[list[int], list[int], Dispatch] | None:
@@ -644,6 +658,8 @@ class ServerSUT(_Running):
                 cond.notify()  # a backlog: let an idle worker start on it
             dispatch = Dispatch(count, waited, reason)
             self._record(dispatch)
+            if self._serial:
+                self._passes_running += 1
         return ids, indices, dispatch
 
     def _shed(self) -> list[int]:
@@ -660,16 +676,30 @@ class ServerSUT(_Running):
         responses = Responses(self.max_batch)
         while (taken := self._take()) is not None:
             ids, indices, dispatch = taken
-            if self.failures.first is not None or dispatch.reason == "shed":
+            if dispatch.reason == "shed":
+                _complete_empty(ids)
+                continue
+            if self.failures.first is not None:
+                self._pass_done()
                 _complete_empty(ids)
                 continue
             try:
                 started = time.perf_counter()
-                predictions = self.predictor(self.qsl.batch(np.asarray(indices, dtype=np.int64)))
+                try:
+                    predictions = self.predictor(self.qsl.batch(np.asarray(indices, dtype=np.int64)))
+                finally:
+                    self._pass_done()  # before answering: the next batch forms and runs meanwhile
                 self._observe(len(ids), time.perf_counter() - started)
                 responses.complete(ids, predictions)
             except BaseException as exc:  # noqa: BLE001 -- recorded, raised by stop()
                 self._fail(ids, exc)
+
+    def _pass_done(self) -> None:
+        """A serial predictor's pass ended: a worker holding back its batch may take it now."""
+        if self._serial:
+            with self._cond:
+                self._passes_running -= 1
+                self._cond.notify_all()
 
     def _observe(self, count: int, seconds: float) -> None:
         # Observed under the real load (other workers, LoadGen): what the budget must allow for.
