@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
+from benchpipe.contracts.errors import ConfigError
+
 if TYPE_CHECKING:  # TensorFlow is imported only by the stages that need it.
     import keras
     import tensorflow as tf
@@ -165,6 +167,35 @@ class InferenceTask:
     official_name: str | None = None
 
 
+@dataclass(frozen=True)
+class LLMInferenceTask:
+    """How LoadGen drives a language model: greedy generation of each prompt, token latencies on.
+
+    Its scenarios are the round's for ``official_name`` (edge: SingleStream and Offline;
+    datacenter: Offline, Server and Interactive), and its TTFT and TPOT limits the round's
+    ``llm_latency_limits_ns``. Interactive runs as LoadGen's Server scenario under the model
+    key ``interactive_loadgen_model``, whose mlperf.conf entry holds the tighter limits.
+    """
+
+    official_name: str  # the model's folder in the tree: "llama3.1-8b"
+    loadgen_model: str  # its user.conf and mlperf.conf key: "llama3_1-8b"
+    performance_sample_count: int  # the whole dataset, as mlperf.conf sets it for LLMs
+    # The checker's accuracy targets in the closed division, by its names (ROUGE1, ..., GEN_LEN).
+    accuracy_targets: tuple[tuple[str, float], ...]
+    # The reference's generation: at most this many new tokens, stopping at these ids.
+    max_output_tokens: int
+    eos_token_ids: tuple[int, ...]
+    interactive_loadgen_model: str | None = None  # None: no Interactive scenario
+    slots: int = 8  # sequences decoded at once, unless the config says otherwise
+
+    def loadgen_model_for(self, scenario: str) -> str:
+        if scenario == "Interactive":
+            if self.interactive_loadgen_model is None:
+                raise ConfigError(f"{self.official_name} has no Interactive scenario")
+            return self.interactive_loadgen_model
+        return self.loadgen_model
+
+
 class TrainerHooks(Protocol):
     """A benchmark's own training pieces, for data that the in-memory Split path cannot hold.
 
@@ -246,15 +277,17 @@ class Benchmark:
     name: str
     sources: tuple[Source, ...]
     # raw_dir -> (train split, eval split); must be deterministic.
-    preprocess: Callable[[Path], tuple[Split, Split]]
-    build_model: Callable[[], "keras.Model"]
-    hyperparameters: Hyperparameters  # or, with ``trainer``, whatever it takes
+    # The training pieces; None in an inference-only benchmark (num_runs 0, ``trains`` False).
+    preprocess: Callable[[Path], tuple[Split, Split]] | None
+    build_model: Callable[[], "keras.Model"] | None
+    hyperparameters: Hyperparameters | None  # or, with ``trainer``, whatever it takes
     quality_target: float  # the eval_accuracy a training run must reach (quality_metric's direction)
     num_runs: int
-    inference: InferenceTask | None  # None: a training-only benchmark, which LoadGen never tests
+    # None: a training-only benchmark, which LoadGen never tests.
+    inference: InferenceTask | LLMInferenceTask | None
     # Compliance-checker rules for the MLLOG training logs: a benchmark's own, or the
     # official ruleset's entry file for a benchmark the official rules know.
-    rules_file: Path
+    rules_file: Path | None
     # Evaluate after every eval_every_epochs-th epoch, the first time after epoch eval_offset
     # (0: after epoch eval_every_epochs), as the reference ResNet's epochs_between_evals and
     # eval_offset_epochs; 0 <= eval_offset < eval_every_epochs.
@@ -271,6 +304,14 @@ class Benchmark:
     # The training rulesets whose rules this plug-in follows (its logs' keys, its rules file);
     # empty: any, as for a benchmark no round has.
     rulesets: tuple[str, ...] = ()
+    # A dataset that is not train and eval Splits (an LLM's prompts): it prepares its own
+    # data folder, as ``prepare_dataset(sources, out_dir, cache_dir, offline=...)`` -> manifest.
+    prepare_dataset: Callable[..., dict[str, Any]] | None = None
+
+    @property
+    def trains(self) -> bool:
+        """False for an inference-only benchmark (num_runs 0): it serves a given model, never trains one."""
+        return self.num_runs > 0
 
     @property
     def dataset_name(self) -> str:

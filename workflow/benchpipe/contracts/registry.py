@@ -9,9 +9,12 @@ import importlib
 from benchpipe.contracts.benchmark import Benchmark
 from benchpipe.contracts.errors import ConfigError
 
+# "module" holds BENCHMARK; "module:NAME" holds it as NAME (one module, several benchmarks).
 _MODULES = {
     "digits": "benchpipe.benchmarks.digits",
     "llama2_70b_lora": "benchpipe.benchmarks.llama.benchmark",
+    "llama31_8b": "benchpipe.benchmarks.llama.serving:DATACENTER",
+    "llama31_8b_edge": "benchpipe.benchmarks.llama.serving:EDGE",
     "mnist": "benchpipe.benchmarks.mnist",
     "resnet": "benchpipe.benchmarks.resnet.benchmark",
 }
@@ -26,4 +29,5 @@ def names() -> list[str]:
 def get(name: str) -> Benchmark:
     if name not in _MODULES:
         raise ConfigError(f"unknown benchmark '{name}' (known: {', '.join(names())})")
-    return importlib.import_module(_MODULES[name]).BENCHMARK
+    module, _, attribute = _MODULES[name].partition(":")
+    return getattr(importlib.import_module(module), attribute or "BENCHMARK")
