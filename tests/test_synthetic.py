@@ -17,10 +17,10 @@ import pytest
 
 from benchpipe.contracts.errors import InferenceError
 from benchpipe.contracts.layout import DETAIL_LOG
-from benchpipe.infer.calibrate import SEARCH_LATENCY_FRACTION, calibrate
+from benchpipe.infer.calibrate import SEARCH_LATENCY_FRACTION, _Runs, calibrate, server_run
 from benchpipe.infer.decoding import TOKEN_DTYPE, GenerationLimits
 from benchpipe.infer.samples import ArraySamples, SampleLibrary
-from benchpipe.infer.sut import RESPONSE_DTYPE, BatchSUT, Predictor, ServerSUT, start_test
+from benchpipe.infer.sut import RESPONSE_DTYPE, Batching, BatchSUT, Predictor, ServerSUT, start_test
 from benchpipe.infer.synthetic import (
     CNN_DAILYMAIL_OUTPUT_TOKENS,
     CNN_DAILYMAIL_PROMPT_TOKENS,
@@ -181,6 +181,20 @@ def test_the_server_batcher_takes_a_batch_when_the_device_is_free(tmp_path):
     # Only a batch the latency budget sends early may still meet a running pass.
     assert told[0] < 0.1 < untold[0], (told[0], untold[0])
     assert told[1]["result_validity"] == "VALID", told[1].get("result_invalid_reason")
+
+
+@pytest.mark.timing
+def test_an_overloaded_server_run_measures_the_device_capacity(tmp_path):
+    """What an overloaded search run computed, per second it had samples, is what the device
+    can do: the search takes no rate above it."""
+    predictor = SyntheticPredictor(fixed_s=0.002, per_sample_s=20e-6)
+    batching = Batching("Server", batch_size=64, max_batch=64, max_wait_s=0.00075, workers=2,
+                        latency_budget_s=0.012)
+    capacity = 64 / predictor.cost(64)
+    outcome = server_run(predictor, make_qsl(), batching, 2 * capacity, 15_000_000, _Runs(tmp_path), TOTAL,
+                         duration_ms=400)
+    assert not outcome.valid
+    assert 0.7 * capacity < outcome.computed_qps <= capacity
 
 
 @pytest.mark.timing

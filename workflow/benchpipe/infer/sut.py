@@ -519,7 +519,7 @@ class ServerSUT(_Running):
     that pass answers it.
 
     What it did, for tests and benches: ``dispatches`` (the first RECORD_LIMIT batches),
-    ``size_counts`` (batches computed, by size).
+    ``size_counts`` (batches computed, by size), ``computed_span_s``.
 
     ``shed_after_s`` is for calibration's rate search only, never for a result: samples
     already older than that (over the latency bound whatever happens next) are answered at
@@ -560,12 +560,16 @@ class ServerSUT(_Running):
         self._flushing = False
         self._serial = bool(getattr(predictor, "one_pass_at_a_time", False))
         self._passes_running = 0  # batches taken and not yet computed; counted for a serial predictor only
+        self._first_arrival: float | None = None
+        self._last_computed = 0.0
 
     # LoadGen's side
 
     def issue_queries(self, response_ids: list[int], sample_indices: list[int]) -> None:
         now = time.perf_counter()
         with self._cond:
+            if self._first_arrival is None:
+                self._first_arrival = now
             self._ids.extend(response_ids)
             self._indices.extend(sample_indices)
             self._arrivals.extend(itertools.repeat(now, len(response_ids)))
@@ -585,6 +589,7 @@ class ServerSUT(_Running):
         self.failures.reset()
         self._stopping = self._flushing = False
         self.dispatches, self.size_counts = [], Counter()
+        self._first_arrival, self._last_computed = None, 0.0
         self._threads = [threading.Thread(target=self._work, name=f"server-sut-{k}", daemon=True)
                          for k in range(self.workers)]
         for thread in self._threads:
@@ -689,7 +694,9 @@ class ServerSUT(_Running):
                     predictions = self.predictor(self.qsl.batch(np.asarray(indices, dtype=np.int64)))
                 finally:
                     self._pass_done()  # before answering: the next batch forms and runs meanwhile
-                self._observe(len(ids), time.perf_counter() - started)
+                done = time.perf_counter()
+                self._observe(len(ids), done - started)
+                self._last_computed = max(self._last_computed, done)
                 responses.complete(ids, predictions)
             except BaseException as exc:  # noqa: BLE001 -- recorded, raised by stop()
                 self._fail(ids, exc)
@@ -700,6 +707,13 @@ class ServerSUT(_Running):
             with self._cond:
                 self._passes_running -= 1
                 self._cond.notify_all()
+
+    @property
+    def computed_span_s(self) -> float:
+        """Seconds from the first sample's arrival to the end of the last batch computed (0 if none was)."""
+        if self._first_arrival is None:
+            return 0.0
+        return max(0.0, self._last_computed - self._first_arrival)
 
     def _observe(self, count: int, seconds: float) -> None:
         # Observed under the real load (other workers, LoadGen): what the budget must allow for.
