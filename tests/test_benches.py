@@ -18,7 +18,7 @@ SHARED = "benchwork.py"  # the scripts' helper, not a script
 NEEDS = {"container_vs_local.py": "docker", "slurm_vs_local.py": "slurm"}
 # Scripts that stop on an INVALID LoadGen run, which a neighbour's load can cause: they run in
 # the serial pass (Makefile). The others only print their numbers, so they may run beside others.
-LOADGEN_VERDICTS = {"container_vs_local.py", "infer_scenarios_vs_raw.py", "server_max_wait.py"}
+LOADGEN_VERDICTS = {"container_vs_local.py", "infer_scenarios_vs_raw.py", "server_goals.py", "server_max_wait.py"}
 
 
 def scripts() -> list:
