@@ -10,13 +10,21 @@ computes what those tensors mean to Hugging Face, not only that a round trip is 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchpipe.benchmarks.llama.checkpoint import load_checkpoint, read_header, read_shape, read_tensor
-from benchpipe.benchmarks.llama.model import LORA_TARGETS, LlamaShape, build_llama, is_adapter
+from benchpipe.benchmarks.llama.model import (
+    LLAMA31_8B,
+    LORA_TARGETS,
+    LlamaShape,
+    RopeScaling,
+    build_llama,
+    is_adapter,
+)
 from benchpipe.contracts.errors import ConfigError, DatasetError
 
 SHAPE = LlamaShape(vocabulary_size=64, num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
@@ -153,6 +161,19 @@ def checkpoint(source, tmp_path) -> Path:
 # ---------------------------------------------------------------- Hugging Face's forward pass, in numpy
 
 
+def llama3_inverse_frequencies(inv_freq: np.ndarray, scaling: dict) -> np.ndarray:
+    """transformers' _compute_llama3_parameters (modeling_rope_utils), in float64."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_context_len = scaling["original_max_position_embeddings"]
+    low_freq_wavelen, high_freq_wavelen = old_context_len / low, old_context_len / high
+    wavelen = 2 * np.pi / inv_freq
+    inv_freq_llama = np.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth_factor = (old_context_len / wavelen - low) / (high - low)
+    smoothed_inv_freq = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
+    is_medium_freq = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+    return np.where(is_medium_freq, smoothed_inv_freq, inv_freq_llama)
+
+
 def hf_reference_logits(t: dict[str, np.ndarray], cfg: dict, ids: np.ndarray) -> np.ndarray:
     """LlamaForCausalLM's forward pass (transformers' modeling_llama), float64, from the checkpoint's tensors."""
     t = {k: v.astype(np.float64) for k, v in t.items()}
@@ -160,6 +181,8 @@ def hf_reference_logits(t: dict[str, np.ndarray], cfg: dict, ids: np.ndarray) ->
     head_dim = cfg["hidden_size"] // heads
     batch, length = ids.shape
     inv_freq = 1.0 / cfg["rope_theta"] ** (np.arange(0, head_dim, 2) / head_dim)
+    if cfg.get("rope_scaling") is not None:
+        inv_freq = llama3_inverse_frequencies(inv_freq, cfg["rope_scaling"])
     freqs = np.outer(np.arange(length), inv_freq)
     emb = np.concatenate([freqs, freqs], axis=-1)
     cos, sin = np.cos(emb), np.sin(emb)
@@ -352,6 +375,80 @@ def test_a_scaled_rotary_embedding_is_refused(checkpoint):
 def test_a_folder_that_is_not_there_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_checkpoint(build_llama(SHAPE), tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- Llama 3.1's scaled rotary embedding
+
+# Llama 3.1's rope_scaling with the context shrunk to the tiny model's: its wavelengths (head_dim 8,
+# rope_theta 500: about 6, 30, 140 and 660 positions) fall in all three of the scaling's bands.
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 64}
+
+
+def llama3_checkpoint(source, folder: Path, scaling: dict | None = None) -> Path:
+    write_checkpoint(folder, hf_tensors(source))
+    (folder / "config.json").write_text(json.dumps({**config(), "rope_scaling": scaling or LLAMA3_SCALING}))
+    return folder
+
+
+def test_llama3_rope_scaling_is_read_and_computes_what_hugging_face_computes(source, tmp_path):
+    wavelengths = 2 * np.pi * SHAPE.rope_max_wavelength ** (np.arange(0, SHAPE.head_dim, 2) / SHAPE.head_dim)
+    context = LLAMA3_SCALING["original_max_position_embeddings"]
+    assert wavelengths.min() < context / 4 and wavelengths.max() > context
+    assert ((wavelengths > context / 4) & (wavelengths < context)).any()  # the interpolated band too
+
+    folder = llama3_checkpoint(source, tmp_path / "llama")
+    shape = read_shape(folder)
+    assert shape.rope_scaling == RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                             original_max_position_embeddings=64)
+    model = build_llama(shape)
+    load_checkpoint(model, folder)
+    scaled = hf_reference_logits(hf_tensors(source), {**config(), "rope_scaling": LLAMA3_SCALING}, TOKENS)
+    np.testing.assert_allclose(logits(model), scaled, rtol=1e-4, atol=1e-4)
+    plain = hf_reference_logits(hf_tensors(source), config(), TOKENS)
+    assert np.abs(scaled - plain).max() > 1e-2  # the scaling changes what the model computes
+
+
+def test_llama3_scaling_with_the_default_type_or_none_is_plain_rotary_embedding(source, tmp_path):
+    folder = llama3_checkpoint(source, tmp_path / "llama", {"rope_type": "default"})
+    assert read_shape(folder) == SHAPE
+
+
+def test_a_model_built_without_the_checkpoints_scaling_is_refused(source, tmp_path):
+    folder = llama3_checkpoint(source, tmp_path / "llama")
+    refused(build_llama(SHAPE), folder, "rope_scaling", str(folder / "config.json"))
+
+
+@pytest.mark.parametrize("scaling, message", [
+    ({"rope_type": "linear", "factor": 2.0}, "only the \"llama3\" type"),
+    ({"type": "dynamic", "factor": 2.0}, "only the \"llama3\" type"),
+    ({**LLAMA3_SCALING, "high_freq_factor": None}, ".high_freq_factor: None is not a number"),
+    ({**LLAMA3_SCALING, "original_max_position_embeddings": 64.5}, "original_max_position_embeddings: 64.5 is not an"),
+    ({**LLAMA3_SCALING, "high_freq_factor": 1.0}, ".high_freq_factor must exceed low_freq_factor"),
+    ({**LLAMA3_SCALING, "factor": 0}, ".factor must be positive"),
+    ([8.0], "is not an object"),
+])
+def test_rope_scaling_the_model_does_not_compute_is_refused_by_key(source, tmp_path, scaling, message):
+    folder = llama3_checkpoint(source, tmp_path / "llama", scaling)
+    with pytest.raises(DatasetError, match=re.escape(f"{folder / 'config.json'}: key rope_scaling") + f".*{message}"):
+        read_shape(folder)
+
+
+def test_llama_3_1_8b_config_reads_as_the_llama31_8b_shape(tmp_path):
+    # Its published config.json, less the keys read_shape does not read.
+    published = {"architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+                 "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu",
+                 "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+                 "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
+                 "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "pretraining_tp": 1,
+                 "rms_norm_eps": 1e-05, "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0,
+                                                         "high_freq_factor": 4.0,
+                                                         "original_max_position_embeddings": 8192,
+                                                         "rope_type": "llama3"},
+                 "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+                 "vocab_size": 128256}
+    (tmp_path / "config.json").write_text(json.dumps(published))
+    assert read_shape(tmp_path) == LLAMA31_8B and not LLAMA31_8B.problems()
 
 
 # ---------------------------------------------------------------- what trains under LoRA

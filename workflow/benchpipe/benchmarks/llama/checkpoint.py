@@ -16,7 +16,8 @@ rotary embedding with ``rotate_half``, pairing dimension i of a head with dimens
 i + head_dim / 2 (``q * cos + rotate_half(q) * sin``, ``rotate_half(x) = [-x2, x1]``, the
 angles ``concat(freqs, freqs)``), and its conversion from Meta's weights already permuted
 the rows of q_proj and k_proj to suit. model.py's ``_rotate`` pairs the two halves the same
-way with the same frequencies, so the checkpoint's rows are used as they are. Its grouped
+way with the same frequencies (Llama 3.1's "llama3" rope_scaling adjusting them as
+transformers does), so the checkpoint's rows are used as they are. Its grouped
 query heads match too: ``ops.repeat`` on the head axis serves query heads
 j * groups .. (j + 1) * groups - 1 from key/value head j, as ``repeat_kv`` does.
 """
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchpipe.benchmarks.llama.model import LlamaShape, is_adapter
+from benchpipe.benchmarks.llama.model import LlamaShape, RopeScaling, is_adapter
 from benchpipe.contracts.errors import ConfigError, DatasetError
 
 CONFIG = "config.json"
@@ -55,6 +56,9 @@ REAL_FIELDS = ("rope_max_wavelength", "layer_norm_epsilon")
 # Tensors a checkpoint may hold that the model computes instead: older conversions saved
 # the rotary frequencies.
 IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
+# rope_scaling's keys for each RopeScaling field (Llama 3.1's "llama3" type, the only one computed).
+ROPE_SCALING_KEYS = {"factor": "factor", "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
+                     "original_max_position_embeddings": "original_max_position_embeddings"}
 
 _LAYER_TENSORS = {
     "attention_norm/scale": ("input_layernorm.weight", False),
@@ -197,19 +201,41 @@ def read_shape(folder: Path) -> LlamaShape:
             raise DatasetError(f"{path}: key {key}: {value!r} is not {'a number' if real else 'an integer'}")
         sizes[field] = float(value) if real else value
     _refuse_variants(path, config, sizes)
-    shape = LlamaShape(**sizes)
+    shape = LlamaShape(**sizes, rope_scaling=read_rope_scaling(path, config.get("rope_scaling")))
     if problems := shape.problems():
         field, why = problems[0]
-        raise DatasetError(f"{path}: key {CONFIG_KEYS[field]} {why}")
+        key = CONFIG_KEYS.get(field) or "rope_scaling." + ROPE_SCALING_KEYS[field.split(".", 1)[1]]
+        raise DatasetError(f"{path}: key {key} {why}")
     return shape
 
 
+def read_rope_scaling(path: Path, stated: Any) -> RopeScaling | None:
+    """config.json's rope_scaling: none (or the "default" type) is plain rotary embedding; "llama3"
+    (Llama 3.1) is computed; any other type is refused, as it would give wrong logits silently."""
+    if stated is None:
+        return None
+    if not isinstance(stated, dict):
+        raise DatasetError(f"{path}: key rope_scaling: {stated!r} is not an object")
+    # Older configs name the type "type"; transformers reads either.
+    kind = stated.get("rope_type", stated.get("type"))
+    if kind == "default":
+        return None
+    if kind != "llama3":
+        raise DatasetError(f"{path}: key rope_scaling: {stated!r}: only the \"llama3\" type (Llama 3.1) is computed")
+    values: dict[str, Any] = {}
+    for field, key in ROPE_SCALING_KEYS.items():
+        value = stated.get(key)
+        integral = field == "original_max_position_embeddings"
+        if type(value) is bool or not isinstance(value, int if integral else (int, float)):
+            raise DatasetError(f"{path}: key rope_scaling.{key}: {value!r} is not "
+                               f"{'an integer' if integral else 'a number'} (llama3 rotary scaling needs it)")
+        values[field] = value if integral else float(value)
+    return RopeScaling(**values)
+
+
 def _refuse_variants(path: Path, config: dict[str, Any], sizes: dict[str, Any]) -> None:
-    """Llama variants that load without error but compute something model.py does not (Llama 3.1's
-    scaled rotary frequencies, biases, another activation) would give wrong logits silently."""
-    if config.get("rope_scaling") is not None:
-        raise DatasetError(f"{path}: key rope_scaling: {config['rope_scaling']!r}: the model has plain rotary "
-                           "embedding only (Llama 2)")
+    """Llama variants that load without error but compute something model.py does not (biases,
+    another activation) would give wrong logits silently."""
     for key in ("attention_bias", "mlp_bias"):
         if config.get(key):
             raise DatasetError(f"{path}: key {key}: true, but the model's projections have no bias")
@@ -320,6 +346,9 @@ def _check_same_shape(model, folder: Path) -> None:
     built, stated = _model_shape(model), read_shape(folder)
     if built is None or built == stated:
         return
+    if built.rope_scaling != stated.rope_scaling:
+        raise DatasetError(f"{Path(folder) / CONFIG}: key rope_scaling states {stated.rope_scaling}, "
+                           f"the model was built with {built.rope_scaling}")
     field = next(f for f in CONFIG_KEYS if getattr(built, f) != getattr(stated, f))
     raise DatasetError(f"{Path(folder) / CONFIG}: key {CONFIG_KEYS[field]} is {getattr(stated, field)}, "
                        f"the model was built with {getattr(built, field)}")

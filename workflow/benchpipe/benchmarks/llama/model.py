@@ -4,7 +4,8 @@ Llama 2's architecture: token embedding, decoder blocks of RMSNorm, grouped-quer
 with rotary position embedding, RMSNorm and a SwiGLU MLP, each added to the residual stream,
 then a final RMSNorm and an untied output projection. The same code builds Llama-2-70B
 (``LLAMA2_70B``, for the user's own checkpoint) and the tiny stand-in of tests and development
-runs; only the shape differs.
+runs; only the shape differs. Llama 3.1 (``LLAMA31_8B``) differs only in its shape and in the
+scaling of its rotary frequencies (``RopeScaling``), which a shape may carry.
 
 LoRA (Hu et al., as the MLPerf reference fine-tunes Llama-2-70B): each of the attention's four
 projections keeps its frozen kernel W and adds ``dropout(x) @ A @ B * alpha / rank``; B starts
@@ -18,6 +19,7 @@ whose purpose is to fetch weights at run time, which benchpipe never does.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import keras
@@ -32,6 +34,31 @@ LORA_TARGETS = ("query", "key", "value", "attention_output")
 
 
 @dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3.1's stretch of the rotary frequencies to a longer context ("rope_type": "llama3").
+
+    Wavelengths longer than ``original_max_position_embeddings / low_freq_factor`` are
+    stretched ``factor`` times, those shorter than ``original_max_position_embeddings /
+    high_freq_factor`` kept, and those between interpolated: the model keeps its local
+    resolution and gains range (Hugging Face's ``_compute_llama3_parameters``).
+    """
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [(name, "must be positive") for name in (
+            "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+            if not getattr(self, name) > 0]
+        if not found and self.high_freq_factor <= self.low_freq_factor:
+            # The interpolation divides by their difference.
+            found.append(("high_freq_factor", f"must exceed low_freq_factor ({self.low_freq_factor})"))
+        return found
+
+
+@dataclass(frozen=True)
 class LlamaShape:
     """The sizes of a Llama model."""
 
@@ -43,6 +70,8 @@ class LlamaShape:
     intermediate_dim: int
     rope_max_wavelength: float = 10_000.0
     layer_norm_epsilon: float = 1e-5
+    # None: plain rotary embedding, as Llama 2 (and llama2_70b_lora's training) has it.
+    rope_scaling: RopeScaling | None = None
 
     def problems(self) -> list[tuple[str, str]]:
         """(field, why) for each size the model cannot be built with."""
@@ -61,6 +90,8 @@ class LlamaShape:
             found.append(("rope_max_wavelength", "must be positive"))
         if not self.layer_norm_epsilon > 0:
             found.append(("layer_norm_epsilon", "must be positive"))
+        if self.rope_scaling is not None:
+            found.extend((f"rope_scaling.{name}", why) for name, why in self.rope_scaling.problems())
         return found
 
     @property
@@ -72,6 +103,13 @@ class LlamaShape:
 LLAMA2_70B = LlamaShape(
     vocabulary_size=32_000, num_layers=80, num_query_heads=64, num_key_value_heads=8,
     hidden_dim=8192, intermediate_dim=28_672, rope_max_wavelength=10_000.0, layer_norm_epsilon=1e-5,
+)
+# Llama-3.1-8B(-Instruct), as its published config.json states it: the inference benchmark's model.
+LLAMA31_8B = LlamaShape(
+    vocabulary_size=128_256, num_layers=32, num_query_heads=32, num_key_value_heads=8,
+    hidden_dim=4096, intermediate_dim=14_336, rope_max_wavelength=500_000.0, layer_norm_epsilon=1e-5,
+    rope_scaling=RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                             original_max_position_embeddings=8192),
 )
 
 
@@ -123,10 +161,32 @@ class LoraDense(keras.layers.Layer):
         return y
 
 
-def _rotate(x, positions, max_wavelength: float):
-    """Rotary position embedding of ``x`` (batch, length, heads, head_dim), halves paired as Llama pairs them."""
+def rotary_inverse_frequencies(shape: LlamaShape):
+    """The rotary embedding's float32 angle per position of each pair of a head's dimensions, (head_dim / 2,)."""
+    half = shape.head_dim // 2
+    inverse = 1.0 / ops.power(shape.rope_max_wavelength, ops.arange(0, half, dtype="float32") * 2.0 / (2 * half))
+    if shape.rope_scaling is None:
+        return inverse
+    return _llama3_scaled(inverse, shape.rope_scaling)
+
+
+def _llama3_scaled(inverse, scaling: RopeScaling):
+    """Hugging Face's ``_compute_llama3_parameters``, step for step, in float32 as it computes them."""
+    context = scaling.original_max_position_embeddings
+    low_freq_wavelength = context / scaling.low_freq_factor
+    high_freq_wavelength = context / scaling.high_freq_factor
+    wavelength = 2 * math.pi / inverse
+    stretched = ops.where(wavelength > low_freq_wavelength, inverse / scaling.factor, inverse)
+    smooth = (context / wavelength - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
+    smoothed = (1 - smooth) * stretched / scaling.factor + smooth * stretched
+    medium = ops.logical_not(ops.logical_or(wavelength < high_freq_wavelength, wavelength > low_freq_wavelength))
+    return ops.where(medium, smoothed, stretched)
+
+
+def _rotate(x, positions, inverse):
+    """Rotary position embedding of ``x`` (batch, length, heads, head_dim), halves paired as Llama pairs them;
+    ``inverse`` from rotary_inverse_frequencies."""
     half = x.shape[-1] // 2
-    inverse = 1.0 / ops.power(max_wavelength, ops.arange(0, half, dtype="float32") * 2.0 / (2 * half))
     angles = ops.einsum("l,d->ld", ops.cast(positions, "float32"), inverse)
     cos = ops.cast(ops.cos(angles)[None, :, None, :], x.dtype)
     sin = ops.cast(ops.sin(angles)[None, :, None, :], x.dtype)
@@ -159,7 +219,8 @@ class Attention(keras.layers.Layer):
         q = ops.reshape(self.query(x, training=training), (batch, length, s.num_query_heads, s.head_dim))
         k = ops.reshape(self.key(x, training=training), (batch, length, s.num_key_value_heads, s.head_dim))
         v = ops.reshape(self.value(x, training=training), (batch, length, s.num_key_value_heads, s.head_dim))
-        q, k = _rotate(q, positions, s.rope_max_wavelength), _rotate(k, positions, s.rope_max_wavelength)
+        inverse = rotary_inverse_frequencies(s)
+        q, k = _rotate(q, positions, inverse), _rotate(k, positions, inverse)
         groups = s.num_query_heads // s.num_key_value_heads
         if groups > 1:
             k, v = ops.repeat(k, groups, axis=2), ops.repeat(v, groups, axis=2)
