@@ -17,7 +17,7 @@ import pytest
 
 from benchpipe.contracts.errors import InferenceError
 from benchpipe.contracts.layout import DETAIL_LOG
-from benchpipe.infer.calibrate import SEARCH_LATENCY_FRACTION, _Runs, calibrate, server_run
+from benchpipe.infer.calibrate import SEARCH_LATENCY_FRACTION, _Runs, calibrate, server_batching, server_run
 from benchpipe.infer.decoding import TOKEN_DTYPE, GenerationLimits
 from benchpipe.infer.samples import ArraySamples, SampleLibrary
 from benchpipe.infer.sut import RESPONSE_DTYPE, Batching, BatchSUT, Predictor, ServerSUT, start_test
@@ -138,12 +138,21 @@ def test_a_short_server_calibration_finds_a_valid_rate_below_the_device_capacity
     calibration = calibrate("Server", predictor, SHAPE, make_qsl(), offline_batch_size=64,
                             server_latency_bound_ns=bound_ns, loadgen_model="resnet50", performance_sample_count=TOTAL,
                             budget_s=10, run_ms=300, search_max_runs=4, log_dir=tmp_path)
-    # The largest size costing at most a quarter of the bound: 64 (3.28 ms), not 128 (4.56 ms).
-    assert calibration.batching.max_batch == 64
+    # Passes one at a time: the largest size costing at most half of the batcher's budget less
+    # max_wait, (12 - 0.75) / 2 ms: 128 (4.56 ms), not 256 (7.12 ms).
+    assert calibration.batching.max_batch == 128
     valid = [(qps, p99) for qps, ok, p99 in calibration.search if ok]
     assert valid, calibration.search
     assert all(p99 <= bound_ns * SEARCH_LATENCY_FRACTION for _, p99 in valid)
-    assert max(qps for qps, _ in valid) <= 64 / predictor.cost(64)
+    assert max(qps for qps, _ in valid) <= 128 / predictor.cost(128)
+
+
+def test_one_pass_at_a_time_lets_a_server_batch_cost_up_to_half_the_budget():
+    costs = SyntheticPredictor(fixed_s=0.002, per_sample_s=20e-6).batch_seconds
+    assert server_batching(costs, 0.015).max_batch == 64  # a quarter of the bound: 3.75 ms
+    serial = server_batching(costs, 0.015, one_pass_at_a_time=True)
+    assert serial.max_batch == 128 and serial.max_wait_s == pytest.approx(0.00075)
+    assert serial.latency_budget_s == pytest.approx(0.012)
 
 
 def server_settings(qps: float, duration_ms: int = 400):
