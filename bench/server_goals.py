@@ -168,8 +168,10 @@ def server_round(args: argparse.Namespace, qsl, log_dir: Path) -> tuple[ServerRo
     summary = search_summary(calibration)
     b = calibration.batching
     contended = predictor.contended / max(1, sum(predictor.passes.values()))
+    runs = ", ".join(f"{q:,.0f}{'✓' if ok else '✗'} ({p99 / 1e6:.1f} ms)" for q, ok, p99 in calibration.search)
     note = (f"max_batch {b.max_batch}, max_wait {b.max_wait_s * 1e3:.2f} ms, {b.workers} workers; "
-            f"{len(calibration.search)} runs: {summary.runs}; passes that waited for another: {contended:.1%}")
+            f"{len(calibration.search)} runs (rate, ✓ VALID for the search, p99): {runs}; passes that waited for "
+            f"another: {contended:.1%}")
     return ServerRound(summary.best_qps, calibration.server_target_qps, summary.confirmed, note), b.max_batch
 
 
