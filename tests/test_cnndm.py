@@ -207,9 +207,9 @@ def test_stand_in_sizes_it_cannot_make_are_refused(shape, why):
 def test_the_command_line_prints_the_sources_it_wrote(tmp_path, capsys):
     from benchpipe.cli import main
 
-    main(["datasets", "stand-in-cnndm", "--out", str(tmp_path), "--records", "5", "--benchmark", "llama3.1-8b-edge"])
+    main(["datasets", "stand-in-cnndm", "--out", str(tmp_path), "--records", "5", "--benchmark", "llama31_8b_edge"])
     printed = capsys.readouterr().out
-    assert printed.startswith("datasets:\n  sources:\n    llama3.1-8b-edge:\n")
+    assert printed.startswith("datasets:\n  sources:\n    llama31_8b_edge:\n")
     for name in (cnndm.EVAL_FILE, cnndm.TOKENIZER_FILE):
         assert f'{name}: {{urls: ["file://{(tmp_path / name).resolve()}"], sha256: {sha256_file(tmp_path / name)}}}' \
             in printed

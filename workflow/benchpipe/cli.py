@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 
 from benchpipe.contracts import rounds
+from benchpipe.contracts.benchmark import LLMInferenceTask
 from benchpipe.contracts.errors import BenchpipeError, ConfigError
 
 log = logging.getLogger("benchpipe")
+LLM_STAND_IN_BENCHMARKS = ("llama31_8b", "llama31_8b_edge")
 
 
 def _cmd_datasets_prepare(args: argparse.Namespace) -> None:
@@ -92,10 +94,27 @@ def _cmd_datasets_stand_in_cnndm(args: argparse.Namespace) -> None:
 
     shape = StandInShape(records=args.records, topics=args.topics, vocabulary=args.vocabulary)
     written = write_stand_in(args.out, shape=shape, seed=args.seed)
-    # What to paste into a config: the sources of llama3.1-8b, pointing at these files.
-    print(f"datasets:\n  sources:\n    {args.benchmark}:")
-    for name, path in written.items():
-        print(f"      {name}: {{urls: [\"file://{path.resolve()}\"], sha256: {sha256_file(path)}}}")
+    # What to paste into a config: the sources of the LLM benchmarks, pointing at these files.
+    print("datasets:\n  sources:")
+    for benchmark in args.benchmark or LLM_STAND_IN_BENCHMARKS:
+        print(f"    {benchmark}:")
+        for name, path in written.items():
+            print(f"      {name}: {{urls: [\"file://{path.resolve()}\"], sha256: {sha256_file(path)}}}")
+
+
+def _cmd_stand_in_llama(args: argparse.Namespace) -> None:
+    from benchpipe.benchmarks.llama.cnndm import EVAL_FILE, TOKENIZER_FILE
+    from benchpipe.benchmarks.llama.stand_in_model import write_stand_in_checkpoint
+    from benchpipe.infer.models import checkpoint_sha256
+
+    _limit_threads(args.threads)
+    write_stand_in_checkpoint(args.data / EVAL_FILE, args.data / TOKENIZER_FILE, args.out, steps=args.steps,
+                              seed=args.seed)
+    digest = checkpoint_sha256(args.out)
+    # What to paste into a config: the checkpoint each LLM benchmark serves.
+    print("inference:\n  models:")
+    for benchmark in args.benchmark or LLM_STAND_IN_BENCHMARKS:
+        print(f"    {benchmark}: {{checkpoint: \"{args.out.resolve()}\", sha256: {digest}}}")
 
 
 def _cmd_datasets_import(args: argparse.Namespace) -> None:
@@ -176,8 +195,19 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
         "official": args.official, "min_duration_ms": args.min_duration_ms,
         "accuracy_samples": args.accuracy_samples,
     })
-    model = _served_model(args)
-    calibrate_scenario(registry.get(args.benchmark), args.data, model, args.scenario, kind, args.out)
+    benchmark = registry.get(args.benchmark)
+    if isinstance(benchmark.inference, LLMInferenceTask):
+        from benchpipe.infer.llm_run import calibrate_llm_scenario
+        from benchpipe.infer.models import supplied_checkpoint
+
+        if args.model is None or not args.model_sha256:
+            raise ConfigError(f"{args.benchmark} serves a checkpoint: give --model and --model-sha256 "
+                              f"(inference.models.{args.benchmark})")
+        model = supplied_checkpoint(args.model, args.model_sha256, args.benchmark)
+        calibrate_llm_scenario(benchmark, args.data, model, args.scenario, kind, args.out)
+    else:
+        model = _served_model(args)
+        calibrate_scenario(benchmark, args.data, model, args.scenario, kind, args.out)
     log.info("%s calibrated with %s: user.conf in %s", args.scenario, model.path, args.out)
 
 
@@ -186,6 +216,13 @@ def _cmd_infer(args: argparse.Namespace) -> None:
     from benchpipe.infer.loadgen_run import LoadGenTest, run_test
 
     _limit_threads(args.threads)
+    benchmark = registry.get(args.benchmark)
+    if isinstance(benchmark.inference, LLMInferenceTask):
+        from benchpipe.infer.llm_run import run_llm_test
+
+        run_llm_test(benchmark, args.data, args.scenario, args.mode, args.calibration, args.out)
+        log.info("%s %s: logs in %s", args.scenario, args.mode, args.out)
+        return
     test = LoadGenTest(args.scenario, args.mode)
     run_test(registry.get(args.benchmark), args.data, test, args.calibration, args.out)
     log.info("%s %s: logs in %s", args.scenario, args.mode, args.out)
@@ -421,8 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--topics", type=int, default=8, help="topic sentences (the summaries)")
     q.add_argument("--vocabulary", type=int, default=64, help="token ids, special tokens included")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--benchmark", default="llama3.1-8b", choices=("llama3.1-8b", "llama3.1-8b-edge"),
-                   help="whose sources the printed YAML sets")
+    q.add_argument("--benchmark", action="append", choices=LLM_STAND_IN_BENCHMARKS,
+                   help="whose sources the printed YAML sets (repeatable; default: both)")
     q.set_defaults(func=_cmd_datasets_stand_in_cnndm)
     q = datasets.add_parser("import", help="verify a bundle and add its files to the cache, all or nothing")
     q.add_argument("bundle", type=Path, help="tar written by `benchpipe datasets bundle`")

@@ -16,6 +16,7 @@ from benchpipe.contracts.hashing import sha256_file
 from benchpipe.contracts.records import ServedModel
 
 SAVED_MODEL_PB = "saved_model.pb"
+CHECKPOINT_CONFIG = "config.json"
 
 
 def savedmodel_sha256(directory: Path) -> str:
@@ -26,6 +27,18 @@ def savedmodel_sha256(directory: Path) -> str:
     """
     if not (directory / SAVED_MODEL_PB).is_file():
         raise InferenceError(f"{directory}: not a SavedModel directory (no {SAVED_MODEL_PB})")
+    return directory_sha256(directory)
+
+
+def checkpoint_sha256(directory: Path) -> str:
+    """The same digest of a Hugging Face checkpoint folder (config.json, safetensors, ...)."""
+    if not (directory / CHECKPOINT_CONFIG).is_file():
+        raise InferenceError(f"{directory}: not a checkpoint folder (no {CHECKPOINT_CONFIG})")
+    return directory_sha256(directory)
+
+
+def directory_sha256(directory: Path) -> str:
+    """Every file's relative path and sha256, in path order, as one digest."""
     digest = hashlib.sha256()
     for root, dirs, files in os.walk(directory):
         dirs.sort()
@@ -46,6 +59,17 @@ def supplied_model(directory: Path, expected_sha256: str, benchmark: str) -> Ser
             f"{key}.sha256: {directory} has sha256 {actual}, the config says {expected_sha256}"
         )
     return ServedModel(str(directory), actual, "supplied", f"SavedModel {directory.name} (sha256 {actual})")
+
+
+def supplied_checkpoint(directory: Path, expected_sha256: str, benchmark: str) -> ServedModel:
+    """A user's Hugging Face checkpoint (an LLM benchmark's model), refused unless its digest matches."""
+    key = f"inference.models.{benchmark}"
+    if not directory.is_dir():
+        raise InferenceError(f"{key}.checkpoint: {directory} is not a directory")
+    actual = checkpoint_sha256(directory)
+    if actual != expected_sha256:
+        raise InferenceError(f"{key}.sha256: {directory} has sha256 {actual}, the config says {expected_sha256}")
+    return ServedModel(str(directory), actual, "supplied", f"checkpoint {directory.name} (sha256 {actual})")
 
 
 def trained_model(train_runs: list[Path]) -> ServedModel:
