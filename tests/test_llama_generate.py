@@ -162,6 +162,13 @@ def test_a_slot_left_out_of_steps_resumes_where_it_was():
     assert outputs == [reference(model, p, 6) for p in sequences]
 
 
+def test_a_step_of_no_slots_changes_nothing():
+    decoder = KVCacheDecoder(randomized(MHA, seed=8), 2, MAX_LENGTH)
+    decoder.prefill([1], prompts(9, [5]))
+    none = decoder.step([], np.empty(0, np.int32))
+    assert none.shape == (0,) and none.dtype == np.int32 and decoder.position(1) == 5
+
+
 def test_ties_go_to_the_lowest_id():
     """Final hidden state's dimension 0 alone reaches the logits: ids 17 and 41 score +h0, ids 5 and
     50 score -h0, every other id 0. Whatever h0's sign, two ids tie for the maximum."""

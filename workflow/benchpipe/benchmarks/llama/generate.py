@@ -18,8 +18,8 @@ Fixed shapes, so that TensorFlow traces a bounded number of graphs, all before a
   Measured on the stand-in (2 layers, width 64, 8 slots, CPU), one active slot stepped about
   twice as fast gathered as with all 8 slots computed, while at full occupancy the copy is
   pure cost: so each case takes the way that is faster for it.
-* ``prefill`` pads prompts to a length bucket (powers of two up to max_sequence_length) and
-  their count to a batch bucket: one graph per pair used.
+* ``prefill`` pads prompts to a length bucket (``prompt_buckets``; by default powers of two
+  up to max_sequence_length) and their count to a batch bucket: one graph per pair used.
 
 Each row attends to its own slot's positions 0..pos (a mask, not a slice, so shapes stay fixed)
 and is rotated at its own position, so slots at different points of their sequences share a
@@ -88,13 +88,9 @@ def model_shape(model: keras.Model) -> LlamaShape:
     raise InferenceError(f"model {model.name}: no decoder block of build_llama's (is it a Llama?)")
 
 
-def _variable(value: Any) -> tf.Variable:
-    """The variable behind a Keras weight (shared, not copied), or a new one holding an array."""
-    if isinstance(value, tf.Variable):
-        return value
-    if isinstance(value, keras.Variable):
-        return value.value
-    return tf.Variable(np.asarray(value, np.float32), trainable=False)
+def _variable(weight: keras.Variable) -> tf.Variable:
+    """The TensorFlow variable behind a Keras weight: shared, not copied."""
+    return weight.value
 
 
 def projection_kernel(layer: LoraDense) -> tf.Variable:
@@ -123,7 +119,11 @@ def _block_weights(block: keras.layers.Layer) -> LayerWeights:
 
 
 def llama_weights(model: keras.Model) -> LlamaWeights:
-    """The weights of a model that build_llama built (trained or loaded), adapters merged."""
+    """The weights of a model that build_llama built (trained or loaded), adapters merged.
+
+    Shared with the model, so that an 8B model is not held twice; a merged kernel is a copy,
+    taken now.
+    """
     shape = model_shape(model)
     try:
         blocks = [model.get_layer(f"decoder_{i}") for i in range(shape.num_layers)]
@@ -145,28 +145,25 @@ def _rms_norm(x: tf.Tensor, scale: tf.Variable, epsilon: float) -> tf.Tensor:
     return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True) + epsilon) * scale
 
 
-def rotary_tables(shape: LlamaShape, positions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cos, sin, swap) of rotary embedding: cos and sin (positions, head_dim) of each position's angles,
-    repeated over the two halves; ``x @ swap`` is [-x2, x1] for x = [x1, x2].
+def rotary_tables(shape: LlamaShape, positions: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cos, signed sin) of rotary embedding, each (positions, head_dim): cos and sin of each position's
+    angles repeated over the two halves of a head, sin negated on the first half (see _rotate).
 
     The angles and their cos and sin are the ops model._rotate computes, so the values are the same;
-    computed once, they spare a step the ops that compute them, and the matmul by ``swap`` (exact: one
-    term of each sum is not zero) spares it the slices and concatenation of each rotation.
+    computed once, they spare every step the ops that compute them.
     """
     inverse = tf.constant(np.asarray(rotary_inverse_frequencies(shape), np.float32))
     angles = tf.einsum("l,d->ld", tf.cast(tf.range(positions), tf.float32), inverse)
     cos, sin = tf.cos(angles).numpy(), tf.sin(angles).numpy()
-    half = shape.head_dim // 2
-    swap = np.zeros((2 * half, 2 * half), np.float32)
-    swap[half + np.arange(half), np.arange(half)] = -1.0
-    swap[np.arange(half), half + np.arange(half)] = 1.0
-    return np.concatenate([cos, cos], axis=-1), np.concatenate([sin, sin], axis=-1), swap
+    return np.concatenate([cos, cos], axis=-1), np.concatenate([-sin, sin], axis=-1)
 
 
-def _rotate(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, swap: tf.Tensor) -> tf.Tensor:
+def _rotate(x: tf.Tensor, cos: tf.Tensor, signed_sin: tf.Tensor) -> tf.Tensor:
     """Rotary embedding, the halves of the last axis paired as model._rotate pairs them: [x1 cos - x2 sin,
-    x2 cos + x1 sin], which rounds as the model's does (x1 cos + (-x2) sin is x1 cos - x2 sin exactly)."""
-    return x * cos + tf.matmul(x, swap) * sin
+    x2 cos + x1 sin]. Rolling x by half a head gives [x2, x1]; the signed sin makes it [-x2 sin, x1 sin],
+    and x1 cos + (-x2 sin) is x1 cos - x2 sin exactly, so it rounds as the model does, in four ops
+    instead of the slices and concatenation."""
+    return x * cos + tf.roll(x, shift=x.shape[-1] // 2, axis=-1) * signed_sin
 
 
 def _mlp(x: tf.Tensor, layer: LayerWeights, epsilon: float) -> tf.Tensor:
@@ -181,14 +178,16 @@ def _greedy(x: tf.Tensor, weights: LlamaWeights) -> tf.Tensor:
 
 
 def _attend(q: tf.Tensor, keys: tf.Tensor, values: tf.Tensor, visible: tf.Tensor, head_dim: int) -> tf.Tensor:
-    """Grouped-query attention: q (..., kv_heads, groups, queries, head_dim) against keys and values
-    (..., kv_heads, positions, head_dim); ``visible`` broadcasts to (..., queries, positions).
+    """Attention of q (..., queries, head_dim) to keys and values (..., positions, head_dim), the leading
+    axes alike; ``visible`` broadcasts to (..., queries, positions).
 
-    Query head j reads key/value head j // groups, as the model's ops.repeat serves them.
+    Grouped-query attention makes a key/value head's query heads its rows of queries: query head j
+    reads key/value head j // groups, as the model's ops.repeat serves them, and the matmuls' batch
+    axes match instead of broadcasting (which TensorFlow runs as many tiny products).
     """
-    scores = tf.matmul(q, keys[..., None, :, :], transpose_b=True) / tf.sqrt(tf.cast(head_dim, tf.float32))
+    scores = tf.matmul(q, keys, transpose_b=True) / tf.sqrt(tf.cast(head_dim, tf.float32))
     weights = tf.nn.softmax(tf.where(visible, scores, MASKED), axis=-1)
-    return tf.matmul(weights, values[..., None, :, :])
+    return tf.matmul(weights, values)
 
 
 def _powers_of_two(smallest: int, largest: int) -> list[int]:
@@ -206,6 +205,10 @@ def _bucket(sizes: Sequence[int], count: int) -> int:
 class KVCacheDecoder:
     """Greedy decoding of a Keras Llama over ``slots`` sequences of at most ``max_sequence_length``
     tokens each (prompt and generated tokens together); see the module's docstring.
+
+    ``model_or_weights``: a model that build_llama built (a trained stand-in, or one filled by
+    load_checkpoint; ``from_checkpoint`` does both) or its ``llama_weights``. ``prompt_buckets``:
+    the lengths prompts are padded to, the largest being the longest prompt prefill takes.
 
     ``trace_counts``: how many times each graph was traced ("step B" per batch bucket, "prefill
     B x L" per batch and length bucket): a call that traces again inside a timed test shows here.
@@ -229,9 +232,8 @@ class KVCacheDecoder:
         cache_shape = (slots, self._kv_heads, max_sequence_length + 1, self._head_dim)
         self._keys = [tf.Variable(tf.zeros(cache_shape), trainable=False) for _ in weights.layers]
         self._values = [tf.Variable(tf.zeros(cache_shape), trainable=False) for _ in weights.layers]
-        cos, sin, swap = rotary_tables(shape, max_sequence_length + 1)
+        cos, sin = rotary_tables(shape, max_sequence_length + 1)
         self._cos, self._sin = tf.Variable(cos, trainable=False), tf.Variable(sin, trainable=False)
-        self._swap = tf.constant(swap)
         # Host-side state: each slot's next position, and whether a prefill started it.
         self._positions = np.zeros(slots, np.int32)
         self._started = np.zeros(slots, bool)
@@ -294,6 +296,8 @@ class KVCacheDecoder:
         if tokens.shape != (len(chosen),):
             raise InferenceError(f"step: {len(chosen)} slots but tokens of shape {tokens.shape}")
         self._check_ids(tokens, "step: tokens")
+        if not chosen.size:
+            return np.empty(0, TOKEN_DTYPE)
         if not self._started[chosen].all():
             raise InferenceError(f"step: slot {chosen[~self._started[chosen]][0]} holds no sequence (prefill it first)")
         full = chosen[self._positions[chosen] >= self.max_sequence_length]
@@ -372,11 +376,11 @@ class KVCacheDecoder:
     def _prefill_graph_for(self, batch: int, length: int):
         key = (batch, length)
         if key not in self._prefills:
-            self._prefills[key] = tf.function(
-                lambda slots, tokens, lengths: self._prefill_graph(slots, tokens, lengths, length),
-                jit_compile=False, input_signature=[tf.TensorSpec((batch,), tf.int32),
-                                                    tf.TensorSpec((batch, length), tf.int32),
-                                                    tf.TensorSpec((batch,), tf.int32)])
+            signature = [tf.TensorSpec((batch,), tf.int32), tf.TensorSpec((batch, length), tf.int32),
+                         tf.TensorSpec((batch,), tf.int32)]
+            traced = tf.function(lambda slots, tokens, lengths: self._prefill_graph(slots, tokens, lengths, length),
+                                 jit_compile=False, input_signature=signature)
+            self._prefills[key] = traced.get_concrete_function()
         return self._prefills[key]
 
     def _prefill_graph(self, slots: tf.Tensor, tokens: tf.Tensor, lengths: tf.Tensor, length: int) -> tf.Tensor:
@@ -387,7 +391,8 @@ class KVCacheDecoder:
         batch = slots.shape[0]
         positions = tf.range(length)
         cos, sin = self._cos[:length, None, :], self._sin[:length, None, :]  # (length, 1, head_dim)
-        causal = positions[None, :] <= positions[:, None]  # (queries, positions)
+        # Query row g * length + i is query head g of its key/value head at position i (see _attend).
+        causal = tf.tile(positions[None, :] <= positions[:, None], (groups, 1))  # (groups * length, length)
         # Padding rows write to the scratch column; a real row's positions past its prompt hold padding's
         # keys, which no query reads before a step overwrites them.
         write_at = tf.where(lengths[:, None] > 0, positions[None, :], self.max_sequence_length)  # (batch, length)
@@ -399,13 +404,14 @@ class KVCacheDecoder:
         for layer, keys, values in zip(self.weights.layers, self._keys, self._values):
             h = _rms_norm(x, layer.attention_norm, shape.layer_norm_epsilon)
             q = tf.reshape(tf.matmul(h, layer.query), (batch, length, kv, groups, d))
-            q = _rotate(q, cos[:, None], sin[:, None], self._swap)
-            k = _rotate(tf.reshape(tf.matmul(h, layer.key), (batch, length, kv, d)), cos, sin, self._swap)
+            q = _rotate(q, cos[:, None], sin[:, None])
+            k = _rotate(tf.reshape(tf.matmul(h, layer.key), (batch, length, kv, d)), cos, sin)
             v = tf.reshape(tf.matmul(h, layer.value), (batch, length, kv, d))
             k, v = tf.transpose(k, (0, 2, 1, 3)), tf.transpose(v, (0, 2, 1, 3))  # (batch, kv, length, d)
             keys.scatter_nd_update(where, k)
             values.scatter_nd_update(where, v)
-            mixed = _attend(tf.transpose(q, (0, 2, 3, 1, 4)), k, v, causal, d)  # (batch, kv, groups, length, d)
+            q = tf.reshape(tf.transpose(q, (0, 2, 3, 1, 4)), (batch, kv, groups * length, d))
+            mixed = tf.reshape(_attend(q, k, v, causal, d), (batch, kv, groups, length, d))
             mixed = tf.reshape(tf.transpose(mixed, (0, 3, 1, 2, 4)), (batch, length, kv * groups * d))
             x = _mlp(x + tf.matmul(mixed, layer.attention_output), layer, shape.layer_norm_epsilon)
         last = tf.gather(x, tf.maximum(lengths - 1, 0), batch_dims=1)  # (batch, hidden)
@@ -414,9 +420,11 @@ class KVCacheDecoder:
     # ------------------------------------------------------------ step
 
     def _step_graph_for(self, batch: int):
+        # The concrete function: calling it skips tf.function's dispatch, a tenth of a stand-in's step.
         if batch not in self._steps:
             signature = [tf.TensorSpec((batch,), tf.int32)] * 4
-            self._steps[batch] = tf.function(self._step_graph, jit_compile=False, input_signature=signature)
+            traced = tf.function(self._step_graph, jit_compile=False, input_signature=signature)
+            self._steps[batch] = traced.get_concrete_function()
         return self._steps[batch]
 
     def _step_graph(self, rows: tf.Tensor, tokens: tf.Tensor, positions: tf.Tensor, write_at: tf.Tensor) -> tf.Tensor:
@@ -433,16 +441,15 @@ class KVCacheDecoder:
         cos, sin = tf.gather(self._cos, positions)[:, None, :], tf.gather(self._sin, positions)[:, None, :]
         # Row i sees its slot's positions 0..positions[i]; never the scratch column, the last one.
         span = self.max_sequence_length + 1
-        visible = (tf.range(span)[None, :] <= positions[:, None])[:, None, None, None, :]  # (batch, 1, 1, 1, span)
+        visible = (tf.range(span)[None, :] <= positions[:, None])[:, None, None, :]  # (batch, 1, 1, span)
         where = tf.stack([tf.broadcast_to(rows[:, None], (batch, kv)),
                           tf.broadcast_to(tf.range(kv)[None, :], (batch, kv)),
                           tf.broadcast_to(write_at[:, None], (batch, kv))], axis=-1)
         x = tf.gather(self.weights.embedding, tokens)  # (batch, hidden)
         for layer, keys, values in zip(self.weights.layers, self._keys, self._values):
             h = _rms_norm(x, layer.attention_norm, shape.layer_norm_epsilon)
-            q = tf.reshape(tf.matmul(h, layer.query), (batch, kv, groups, d))
-            q = _rotate(q, cos[:, None], sin[:, None], self._swap)
-            k = _rotate(tf.reshape(tf.matmul(h, layer.key), (batch, kv, d)), cos, sin, self._swap)
+            q = _rotate(tf.reshape(tf.matmul(h, layer.query), (batch, kv, groups, d)), cos[:, None], sin[:, None])
+            k = _rotate(tf.reshape(tf.matmul(h, layer.key), (batch, kv, d)), cos, sin)
             keys.scatter_nd_update(where, k)
             values.scatter_nd_update(where, tf.reshape(tf.matmul(h, layer.value), (batch, kv, d)))
             # Read after the writes: the graph orders a variable's uses as the code does.
@@ -450,7 +457,7 @@ class KVCacheDecoder:
                 cached_keys, cached_values = keys.read_value(), values.read_value()
             else:
                 cached_keys, cached_values = tf.gather(keys, rows), tf.gather(values, rows)
-            mixed = _attend(q[:, :, :, None, :], cached_keys, cached_values, visible, d)  # (batch, kv, groups, 1, d)
+            mixed = _attend(q, cached_keys, cached_values, visible, d)  # (batch, kv, groups, d)
             x = _mlp(x + tf.matmul(tf.reshape(mixed, (batch, kv * groups * d)), layer.attention_output),
                      layer, shape.layer_norm_epsilon)
         return _greedy(x, self.weights)
