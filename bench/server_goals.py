@@ -227,6 +227,12 @@ def fmt(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def pair_ratios(ours: list[float], reference: list[float]) -> str:
+    """Each repeat's ratio and their median: a pair ran back to back, so it met the same host."""
+    ratios = [a / b for a, b in zip(ours, reference)]
+    return f"ratios {', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f})"
+
+
 def resnet_rows(m: ResnetMeasured, args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     from benchpipe.infer.synthetic import best_server_rate
 
@@ -235,10 +241,11 @@ def resnet_rows(m: ResnetMeasured, args: argparse.Namespace) -> tuple[list[Row],
     ss_l, ss_r = med(m.ss_loadgen_ns) / 1e6, med(m.ss_raw_ns) / 1e6
     rows = [
         Row(f"Offline samples/s, batch {args.batch}", fmt(off_l), fmt(off_r), off_l / off_r, "≥ 0.97",
-            off_l / off_r >= 0.97, f"{', '.join(map(fmt, m.offline_loadgen))}; {', '.join(map(fmt, m.offline_raw))}"),
+            off_l / off_r >= 0.97, f"{', '.join(map(fmt, m.offline_loadgen))}; {', '.join(map(fmt, m.offline_raw))}; "
+            f"{pair_ratios(m.offline_loadgen, m.offline_raw)}"),
         Row("SingleStream p90 latency, ms", f"{ss_l:.3f}", f"{ss_r:.3f}", ss_l / ss_r, "≤ 1.05", ss_l / ss_r <= 1.05,
             f"{', '.join(f'{x / 1e6:.3f}' for x in m.ss_loadgen_ns)}; "
-            f"{', '.join(f'{x / 1e6:.3f}' for x in m.ss_raw_ns)}"),
+            f"{', '.join(f'{x / 1e6:.3f}' for x in m.ss_raw_ns)}; {pair_ratios(m.ss_loadgen_ns, m.ss_raw_ns)}"),
     ]
     found = [r.best_qps or 0.0 for r in m.server]
     server = med(found)
@@ -297,7 +304,7 @@ def print_section(section: Section) -> None:
     for note in section.notes:
         print(note)
         print()
-    print("| Measure | benchpipe | Reference | Ratio | Goal | Met | Per repeat (benchpipe; reference) |")
+    print("| Measure | benchpipe | Reference | Ratio | Goal | Met | Per repeat (benchpipe; reference; ratios) |")
     print("|---|---:|---:|---:|---:|---|---|")
     for row in section.rows:
         ratio = "" if row.ratio is None else f"**{row.ratio:.3f}**"
