@@ -145,9 +145,10 @@ class _Runs:
 
 
 def measure_offline(decoder: Decoder, prompts: PromptLibrary, limits: GenerationLimits, runs: _Runs,
-                    performance_count: int, policy: str = "continuous") -> tuple[float, float]:
-    """(samples/s, tokens/s) of one Offline query of OFFLINE_QUERY_SLOTS x slots samples."""
-    samples = decoder.slots * OFFLINE_QUERY_SLOTS
+                    performance_count: int, policy: str = "continuous", samples: int | None = None
+                    ) -> tuple[float, float]:
+    """(samples/s, tokens/s) of one Offline query of ``samples`` (OFFLINE_QUERY_SLOTS x slots) samples."""
+    samples = samples or decoder.slots * OFFLINE_QUERY_SLOTS
     # A tiny expected rate: LoadGen's one query then holds min_query_count samples.
     settings = llm_settings("Offline", offline_expected_qps=1.0, min_query_count=samples, min_duration_ms=0)
     run = llm_run(LLMSUT(decoder, prompts, limits, policy=policy), prompts, settings, runs.next("Offline"),
@@ -186,7 +187,8 @@ def server_run(decoder: Decoder, prompts: PromptLibrary, limits: GenerationLimit
               and tpot <= token_limits.tpot_ns * SEARCH_LATENCY_FRACTION)
     if record is not None:
         record.append({"qps": round(qps, 3), "valid": run.valid and within, "loadgen_valid": run.valid,
-                       "ttft_p99_ns": ttft, "tpot_p99_ns": tpot, "shed": sut.stats.shed})
+                       "ttft_p99_ns": ttft, "tpot_p99_ns": tpot, "shed": sut.stats.shed,
+                       "tokens_per_s": float(run.values.get("result_completed_tokens_per_second", 0.0))})
     # The search reports a p99 in its messages: the TTFT's, against the TTFT limit it is given.
     return ServerOutcome(run.valid and within, ttft, computed, run.valid)
 

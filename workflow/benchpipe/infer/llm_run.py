@@ -186,7 +186,7 @@ def _settings(task: LLMInferenceTask, scenario: str, mode: str, conf: Path):
     return settings
 
 
-def test06_audit_config() -> str:
+def audit_config_test06() -> str:
     """TEST06's audit.config, from the published values (compliance/TEST06/audit.config)."""
     lines = [f"# TEST06 audit.config, MLPerf Inference {ROUND} (compliance/TEST06/audit.config).",
              "# LoadGen applies it on top of user.conf; it reads it for model '*', hence '*.' keys."]
@@ -214,7 +214,7 @@ def run_llm_test(benchmark: Benchmark, data_dir: Path, scenario: str, mode: str,
         (tmp / CALIBRATION).write_bytes((calibration_dir / CALIBRATION).read_bytes())
         audit = tmp / AUDIT_CONFIG
         if mode == "TEST06":
-            audit.write_text(test06_audit_config())
+            audit.write_text(audit_config_test06())
         settings = _settings(task, scenario, mode, conf)
         sut = LLMSUT(decoder(checkpoint, calibration.slots, prompts, limits), prompts, limits,
                      policy=calibration.policy)
