@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from benchpipe.contracts import registry
+from benchpipe.contracts.benchmark import LLMInferenceTask
 from benchpipe.contracts.errors import ConfigError, ValidationError
-from benchpipe.contracts.rounds import COMPLIANCE_TESTS
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS, RUNNABLE_COMPLIANCE_TESTS, inference_round
 from benchpipe.contracts.schemas import validate
+
+# A system description's system_type, as the official checker accepts it, and the round's
+# categories whose scenarios each may submit.
+SYSTEM_TYPES: dict[str, tuple[str, ...]] = {
+    "datacenter": ("datacenter",),
+    "edge": ("edge",),
+    "datacenter,edge": ("datacenter", "edge"),
+    "edge,datacenter": ("datacenter", "edge"),
+}
+# The round has these scenarios for LLMs only, and benchpipe's LoadGen harness for classifiers
+# has no such scenario: a classifier skips them.
+LLM_ONLY_SCENARIOS = ("Interactive",)
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,12 @@ class Target:
     @property
     def gpus(self) -> int:
         return self.device_count if self.device_kind == "gpu" else 0
+
+    @property
+    def system_type(self) -> str:
+        """Its system description's system_type: the target file's ``system.system_type``, else edge
+        for a CPU-only target and datacenter for one with accelerators."""
+        return self.system.get("system_type") or ("edge" if self.device_kind == "cpu" else "datacenter")
 
 
 def read_yaml(path: Path) -> Any:
@@ -159,12 +179,121 @@ def inference_benchmarks(config: dict[str, Any]) -> list[str]:
     return list(chosen)
 
 
-def inference_modes(config: dict[str, Any]) -> list[str]:
-    """The tests of each scenario: the compliance tests only in the closed division, as the rules ask."""
+def training_benchmarks(config: Mapping[str, Any]) -> list[str]:
+    """The benchmarks benchpipe trains: all but the inference-only ones, which serve a given model."""
+    return [name for name in config["benchmarks"] if registry.get(name).trains]
+
+
+def training_runs(config: Mapping[str, Any], benchmark: str) -> int:
+    """The training runs of ``benchmark``: ``training.runs``, or the benchmark's own count; none
+    for an inference-only benchmark, whatever training.runs says."""
+    bench = registry.get(benchmark)
+    if not bench.trains:
+        return 0
+    return config["training"].get("runs") or bench.num_runs
+
+
+def is_llm(benchmark: str) -> bool:
+    """Whether ``benchmark`` serves a language model (a Llama checkpoint) rather than a classifier."""
+    return isinstance(registry.get(benchmark).inference, LLMInferenceTask)
+
+
+def system_categories(system_type: str, where: str = "system_type") -> tuple[str, ...]:
+    """The round's categories (datacenter, edge) a system of ``system_type`` may submit in."""
+    if system_type not in SYSTEM_TYPES:
+        raise ConfigError(f"{where}: '{system_type}' is not one of {', '.join(SYSTEM_TYPES)}")
+    return SYSTEM_TYPES[system_type]
+
+
+def benchmark_scenarios(config: Mapping[str, Any], benchmark: str, system_type: str | None) -> list[str]:
+    """The scenarios LoadGen runs for ``benchmark`` on a system of ``system_type``, in the config's order.
+
+    A classifier runs every configured scenario but the LLM-only ones, whatever the system. An
+    LLM runs those the round allows its official model in the system's categories: llama3.1-8b
+    is a datacenter model (Offline, Server, Interactive), llama3.1-8b-edge an edge one
+    (SingleStream, Offline), and the checker would refuse a scenario outside its system type's
+    lists; an unknown ``system_type`` (None) is a ConfigError for it.
+    """
+    configured = config["inference"]["scenarios"]
+    task = registry.get(benchmark).inference
+    if not isinstance(task, LLMInferenceTask):
+        return [s for s in configured if s not in LLM_ONLY_SCENARIOS]
+    if system_type is None:
+        raise ConfigError(f"{benchmark}: its scenarios depend on the system_type, which is unknown")
+    round_ = inference_round(config["inference"]["round"])
+    allowed = round_.scenarios_of(task.official_name, system_categories(system_type))
+    return [s for s in configured if s in allowed]
+
+
+def compliance_tests(config: Mapping[str, Any], benchmark: str | None = None) -> tuple[str, ...]:
+    """The compliance tests a closed-division scenario of ``benchmark`` runs.
+
+    An MLPerf model's are those the round requires of it (resnet: TEST01 and TEST04;
+    llama3.1-8b: TEST06; llama3.1-8b-edge: none). benchpipe's own models, which no round names,
+    and no benchmark at all (a tree's layout judged without its config) take a classifier's
+    TEST01 and TEST04: benchpipe runs them to check its own SUT.
+    """
+    official = registry.get(benchmark).inference.official_name if benchmark else None
+    if official is None:
+        return COMPLIANCE_TESTS
+    round_ = config["inference"]["round"]
+    tests = inference_round(round_).compliance_tests_of(official)
+    if unknown := [t for t in tests if t not in RUNNABLE_COMPLIANCE_TESTS]:
+        raise ConfigError(f"inference.round: {round_} requires {', '.join(unknown)} of {official}, "
+                          f"which benchpipe does not run (it runs {', '.join(RUNNABLE_COMPLIANCE_TESTS)})")
+    return tests
+
+
+def inference_modes(config: Mapping[str, Any], benchmark: str | None = None) -> list[str]:
+    """The tests of each scenario of ``benchmark``: performance and accuracy, and the compliance
+    tests (``compliance_tests``) only in the closed division, as the rules ask."""
     modes = ["performance", "accuracy"]
     if config["submission"]["division"] == "closed":
-        modes += list(COMPLIANCE_TESTS)
+        modes += list(compliance_tests(config, benchmark))
     return modes
+
+
+class InferenceTest(NamedTuple):
+    """One LoadGen test of the workflow: one job, runs/<target>/<benchmark>/infer/<scenario>/<mode>."""
+
+    target: str
+    benchmark: str
+    scenario: str
+    mode: str
+
+
+def inference_tests(config: Mapping[str, Any], system_types: Mapping[str, str]) -> list[InferenceTest]:
+    """Every LoadGen test of the config: each target (``system_types``: its system_type), each
+    benchmark LoadGen tests, each scenario it may run there, each mode.
+
+    A benchmark that may run none of the configured scenarios on any target is a ConfigError:
+    it would be configured and silently never tested.
+    """
+    tests = []
+    for benchmark in inference_benchmarks(config):
+        modes = inference_modes(config, benchmark)
+        scenarios = {target: benchmark_scenarios(config, benchmark, system_types[target])
+                     for target in config["targets"]}
+        if not any(scenarios.values()):
+            raise _no_scenario(config, benchmark, system_types)
+        tests += [InferenceTest(target, benchmark, scenario, mode)
+                  for target in config["targets"] for scenario in scenarios[target] for mode in modes]
+    return tests
+
+
+def _no_scenario(config: Mapping[str, Any], benchmark: str, system_types: Mapping[str, str]) -> ConfigError:
+    task = registry.get(benchmark).inference
+    if isinstance(task, LLMInferenceTask):
+        round_ = inference_round(config["inference"]["round"])
+        allowed = "; ".join(f"{category}: {', '.join(round_.scenarios_of(task.official_name, (category,)))}"
+                            for category in round_.categories_of(task.official_name))
+        why = (f"round {round_.name} has {task.official_name} for {allowed} (a target file's "
+               "system.system_type sets its system's)")
+    else:
+        why = f"{', '.join(LLM_ONLY_SCENARIOS)} is a scenario of LLMs only"
+    systems = ", ".join(f"{target} ({system_types[target]})" for target in config["targets"])
+    return ConfigError(f"inference.scenarios: {benchmark} may run none of "
+                       f"{', '.join(config['inference']['scenarios'])} on {systems}: {why}")
 
 
 def explain_invalid_config(config: dict[str, Any]) -> str:

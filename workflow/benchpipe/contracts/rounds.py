@@ -25,7 +25,12 @@ TRAINING_RULESETS: tuple[str, ...] = ("4.0.0", "6.1.0")
 TRAINING_RULESET = "4.0.0"
 # The inference round whose rules the LoadGen tests follow unless the config names another.
 ROUND = "v6.1"
+# A classifier's compliance tests, which benchpipe.infer.compliance writes and verifies.
 COMPLIANCE_TESTS = ("TEST01", "TEST04")
+# Every compliance test benchpipe runs as a mode of a scenario: a classifier's, and an LLM's
+# TEST06 (its first token and end of sequence). A round that requires another for a model
+# benchpipe serves is a config error, not a tree the checker would refuse.
+RUNNABLE_COMPLIANCE_TESTS = (*COMPLIANCE_TESTS, "TEST06")
 # The inference rules' minimum duration of an official performance run.
 OFFICIAL_MIN_DURATION_MS = 600_000
 
@@ -53,6 +58,22 @@ class InferenceRound:
     def categories_of(self, model: str) -> tuple[str, ...]:
         """The system categories (datacenter, edge) in which ``model`` may be submitted."""
         return tuple(c for c in CATEGORIES if model in self.scenarios.get(c, {}))
+
+    def scenarios_of(self, model: str, categories: tuple[str, ...]) -> tuple[str, ...]:
+        """The scenarios, required and optional, that ``model`` has in any of ``categories``.
+
+        A system of both categories ("datacenter,edge") may submit what either allows: the
+        checker's datacenter-edge lists are the union of the two.
+        """
+        allowed: dict[str, None] = {}
+        for category in categories:
+            entry = self.scenarios.get(category, {}).get(model, {})
+            allowed.update(dict.fromkeys([*entry.get("required", []), *entry.get("optional", [])]))
+        return tuple(allowed)
+
+    def compliance_tests_of(self, model: str) -> tuple[str, ...]:
+        """The compliance tests the round requires of ``model``, by name."""
+        return tuple(sorted(test for test, models in self.compliance_tests.items() if model in models))
 
 
 @cache

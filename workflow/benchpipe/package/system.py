@@ -110,7 +110,7 @@ def defaults(target: Target) -> dict[str, str]:
         "cooling": UNKNOWN,
         "hw_notes": f"benchpipe target {target.name} (runtime {target.runtime})",
         "sw_notes": "Produced by benchpipe",
-        "system_type": "edge" if cpu_only else "datacenter",
+        "system_type": target.system_type,
         "host_network_card_count": "0",
         "system_type_detail": UNKNOWN,
     }
