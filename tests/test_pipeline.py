@@ -181,3 +181,130 @@ def test_rule_functions_are_signed_once():
     assert list(getattr(data, FUNC_OVERWRITE_PARAMS_ATTR)) == ["wildcards"]
     assert list(getattr(threads, FUNC_OVERWRITE_PARAMS_ATTR)) == ["wildcards", "attempt"]
     assert sign_rule_functions([rule]) == 0
+
+
+# --- The LLM benchmarks: nothing trained, a checkpoint served, scenarios per system type ----------
+
+SHA = "ab" * 32
+LLMS = ["llama31_8b", "llama31_8b_edge"]
+
+
+@pytest.fixture
+def llm_config(workdir):
+    """A config of the two LLM benchmarks on a target of both system types, with what they need:
+    sources with their sha256, a checkpoint folder each, a checker checkout."""
+    targets = workdir / "targets"
+    targets.mkdir()
+    for name, devices, system in (("dc-edge", "cpu", {"system_type": "datacenter,edge"}), ("box", "cpu", {}),
+                                  ("gpu", "gpu", {})):
+        (targets / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"name": name, "runtime": "local", "devices": {"kind": devices, "count": 1}, "system": system}))
+    checkpoint = workdir / "checkpoint"
+    (checkpoint / "original").mkdir(parents=True)
+    for name in ("model-00002-of-00002.safetensors", "config.json", "model-00001-of-00002.safetensors",
+                 "generation_config.json", "original/params.json"):
+        (checkpoint / name).write_text(name)
+    checker = workdir / "inference" / "tools" / "submission" / "submission_checker"
+    checker.mkdir(parents=True)
+    (checker / "main.py").write_text("")
+    sources = {"cnn_eval.json": {"urls": ["file:///e"], "sha256": SHA},
+               "tokenizer.json": {"urls": ["file:///t"], "sha256": SHA}}
+
+    def make(benchmarks=LLMS, targets=("dc-edge",), models=None, **sections) -> dict:
+        inference = {"scenarios": ["Offline", "SingleStream", "MultiStream", "Server", "Interactive"],
+                     "checker": str(workdir / "inference"),
+                     "models": {b: {"checkpoint": str(checkpoint), "sha256": SHA} for b in benchmarks}
+                     if models is None else models}
+        return config(**{"benchmarks": list(benchmarks), "targets": list(targets),
+                         "targets_dir": str(workdir / "targets"),
+                         "datasets": {"sources": {b: {k: dict(v) for k, v in sources.items()} for b in benchmarks}},
+                         "inference": inference, **sections})
+
+    make.checkpoint = checkpoint
+    return make
+
+
+def test_llm_benchmarks_train_nothing_and_run_their_rounds_scenarios(llm_config, repo_root):
+    workflow = check_workflow(llm_config(), repo_root, main_process=True, dry_run=True)
+    tests = {(t.benchmark, t.scenario, t.mode) for t in workflow.tests}
+    assert tests == {
+        *((("llama31_8b", s, m) for s in ("Offline", "Server", "Interactive")
+           for m in ("performance", "accuracy", "TEST06"))),
+        *((("llama31_8b_edge", s, m) for s in ("Offline", "SingleStream") for m in ("performance", "accuracy"))),
+    }
+    assert {t.target for t in workflow.tests} == {"dc-edge"}
+    assert workflow.modes == ["performance", "accuracy", "TEST06"]
+    assert workflow.scenarios == ["Offline", "Server", "Interactive", "SingleStream"]
+    assert workflow.infer_benchmarks == LLMS
+    # Their sources are the configured ones; llama31_8b is also a training benchmark name of
+    # training 5.1.0 on, which does not make the default ruleset refuse it.
+    assert [s.sha256 for s in workflow.sources["llama31_8b"]] == [SHA, SHA]
+
+
+def test_each_llm_runs_on_the_targets_of_its_system_type(llm_config, repo_root):
+    workflow = check_workflow(llm_config(targets=["box", "gpu"]), repo_root, main_process=True, dry_run=True)
+    assert {(t.target, t.benchmark) for t in workflow.tests} == {("gpu", "llama31_8b"), ("box", "llama31_8b_edge")}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"models": {}}, "inference.models.llama31_8b: llama31_8b trains nothing and serves your Llama checkpoint: "
+                         "set inference.models.llama31_8b.checkpoint to its folder"),
+        ({"models": {"llama31_8b": {"savedmodel": "/m", "sha256": SHA}}},
+         "(a SavedModel is given: llama31_8b serves a Llama checkpoint)"),
+        ({"benchmarks": ["digits"], "models": {"digits": {"checkpoint": "/c", "sha256": SHA}}},
+         "inference.models.digits.checkpoint: digits serves a SavedModel, not a Llama checkpoint"),
+        ({"models": {"llama31_8b": {"checkpoint": "no-such-folder", "sha256": SHA}}},
+         "inference.models.llama31_8b.checkpoint: no-such-folder is not a folder"),
+        ({"targets": ["box"], "benchmarks": ["llama31_8b"]},
+         "inference.scenarios: llama31_8b may run none of Offline, SingleStream, MultiStream, Server, Interactive "
+         "on box (edge)"),
+        ({"training": {"hyperparameters": {"llama31_8b": {"lora_rank": 8}}}},
+         "training.hyperparameters.llama31_8b: llama31_8b trains nothing"),
+    ],
+)
+def test_an_llm_config_error_names_its_key_before_any_job(llm_config, repo_root, change, message):
+    change = dict(change)
+    settings = llm_config(benchmarks=change.pop("benchmarks", LLMS), targets=change.pop("targets", ["dc-edge"]),
+                          models=change.pop("models", None), training=change.pop("training", {}))
+    with pytest.raises(ConfigError) as err:
+        check_workflow(settings, repo_root, main_process=True, dry_run=True)
+    assert message in str(err.value)
+
+
+def test_an_llm_left_out_of_inference_is_refused(llm_config, repo_root):
+    settings = llm_config()
+    settings["inference"]["benchmarks"] = ["llama31_8b_edge"]
+    del settings["inference"]["models"]["llama31_8b"]
+    with pytest.raises(ConfigError, match="inference.benchmarks: leaves out llama31_8b, which trains nothing: "
+                                          "nothing would run for it"):
+        check_workflow(settings, repo_root, main_process=True, dry_run=True)
+
+
+def test_a_checkpoint_without_weights_is_refused_before_any_job(llm_config, repo_root):
+    for shard in llm_config.checkpoint.glob("*.safetensors"):
+        shard.unlink()
+    with pytest.raises(ConfigError, match=r"inference.models.llama31_8b.checkpoint: .* has no \*.safetensors"):
+        check_workflow(llm_config(), repo_root, main_process=True, dry_run=True)
+
+
+def test_an_llm_source_without_its_sha256_is_refused(llm_config, repo_root):
+    settings = llm_config()
+    del settings["datasets"]["sources"]["llama31_8b_edge"]["tokenizer.json"]
+    with pytest.raises(ConfigError, match=r"datasets.sources.llama31_8b_edge.tokenizer.json: set urls and sha256"):
+        check_workflow(settings, repo_root, main_process=True, dry_run=True)
+
+
+def test_a_served_checkpoint_reaches_the_jobs_as_its_folder_and_its_files(llm_config):
+    settings = llm_config()
+    folder = llm_config.checkpoint
+    assert shlex.split(options.served_model(settings, "llama31_8b", [])) == [
+        "--model", str(folder), "--model-sha256", SHA]
+    # Every file, in the order the model's digest reads them: a changed shard reruns the tests.
+    assert options.supplied_model_inputs(settings, "llama31_8b") == [
+        str(folder / name) for name in ("config.json", "generation_config.json", "model-00001-of-00002.safetensors",
+                                        "model-00002-of-00002.safetensors", "original/params.json")]
+    assert options.supplied_model_inputs(config(), "digits") == []
+    saved = config(inference={"models": {"digits": {"savedmodel": "/m", "sha256": SHA}}})
+    assert options.supplied_model_inputs(saved, "digits") == ["/m"]

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from benchpipe.contracts import registry
+from benchpipe.contracts.config import training_runs
 from benchpipe.contracts.errors import BenchpipeError
 from benchpipe.pipeline import options
 from benchpipe.pipeline.checks import check_workflow, dataset_dir
@@ -24,7 +24,9 @@ SIF_SOURCE = WORKFLOW.sif_source
 SUBMISSION = config["submission"]
 BENCHMARKS = config["benchmarks"]
 TARGETS = config["targets"]
-SCENARIOS = config["inference"]["scenarios"]
+# Every scenario and mode some test runs: per benchmark, its scenarios depend on the target's
+# system_type (an LLM's) and its compliance tests on the round (WORKFLOW.tests).
+SCENARIOS = WORKFLOW.scenarios
 MODES = WORKFLOW.modes
 SUBMISSION_TREE = f"submissions/{SUBMISSION['round']}"
 # Each job records the part of the config it reads (provenance config_sha256, recomputed by the
@@ -57,10 +59,6 @@ def all_cores():
         return workflow.cores
     except WorkflowError:
         return None
-
-
-def num_runs(benchmark):
-    return config["training"]["runs"] or registry.get(benchmark).num_runs
 
 
 def run_seed(wildcards):
@@ -119,22 +117,23 @@ PACKAGE_SOURCES = sorted(
 
 
 def train_runs_of(target, benchmark):
-    return [f"runs/{target}/{benchmark}/train/run_{i}" for i in range(num_runs(benchmark))]
+    return [f"runs/{target}/{benchmark}/train/run_{i}" for i in range(training_runs(config, benchmark))]
 
 
 def train_runs(wildcards):
     return train_runs_of(wildcards.target, wildcards.benchmark)
 
 
+# An inference-only benchmark (llama31_8b) has no runs: it serves the checkpoint the config names.
 ALL_TRAIN_RUNS = [run for t in TARGETS for b in BENCHMARKS for run in train_runs_of(t, b)]
-ALL_TESTS = expand("runs/{target}/{benchmark}/infer/{scenario}/{mode}", target=TARGETS,
-                   benchmark=WORKFLOW.infer_benchmarks, scenario=SCENARIOS, mode=MODES)
+# An explicit list, not a product: scenarios and compliance tests differ per benchmark and target.
+ALL_TESTS = [f"runs/{t.target}/{t.benchmark}/infer/{t.scenario}/{t.mode}" for t in WORKFLOW.tests]
 
 
 def served_model_input(wildcards):
-    """What the served model is read from: the user's SavedModel, or the training runs."""
-    supplied = config["inference"]["models"].get(wildcards.benchmark)
-    return [supplied["savedmodel"]] if supplied else train_runs(wildcards)
+    """What the served model is read from: the user's SavedModel, every file of the user's
+    checkpoint, or the training runs."""
+    return options.supplied_model_inputs(config, wildcards.benchmark) or train_runs(wildcards)
 
 
 def data_input(wildcards):

@@ -3,20 +3,30 @@ even when the manifest was rebuilt after it, and without the official inference 
 
 Inference, per organization folder of either section: ``systems/<system>.json`` for each
 target, a non-empty ``src/``, and per scenario folder ``contracts.layout.required_scenario_files``
-of the modes the tree's config gives (``contracts.config.inference_modes``, as packaging and the
-workflow use: the compliance tests in the closed division). Training, per benchmark and target:
-``systems/<system>.json`` and exactly ``result_0.txt ... result_<N-1>.txt``, N being what the
-package checker demands of an MLPerf benchmark, and the tree's runs for benchpipe's own.
+of the scenarios and modes the tree's config gives each benchmark (``contracts.config``'s
+``benchmark_scenarios``, by the system_type of the tree's system description, and
+``inference_modes``, as packaging and the workflow use: the compliance tests in the closed
+division). Training, per benchmark benchpipe trains and target: ``systems/<system>.json`` and
+exactly ``result_0.txt ... result_<N-1>.txt``, N being what the package checker demands of an
+MLPerf benchmark, and the tree's runs for benchpipe's own.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from benchpipe.audit.verdicts import Item
-from benchpipe.contracts import layout, registry
-from benchpipe.contracts.config import inference_benchmarks, inference_modes
+from benchpipe.contracts import layout
+from benchpipe.contracts.config import (
+    benchmark_scenarios,
+    inference_benchmarks,
+    inference_modes,
+    training_benchmarks,
+    training_runs,
+)
+from benchpipe.contracts.errors import ConfigError
 
 
 def check_required_files(tree: Path, item: Item, settings: dict[str, Any]) -> None:
@@ -32,21 +42,20 @@ def required_training_runs(benchmark: str, settings: dict[str, Any]) -> tuple[in
     ruleset = settings["training"]["ruleset"]
     if training.is_official(benchmark, ruleset):
         return training.required_runs(benchmark, ruleset), f"MLPerf training {ruleset}'s count for {benchmark}"
-    runs = settings["training"].get("runs") or registry.get(benchmark).num_runs
-    return runs, f"training.runs of the tree's config for {benchmark}"
+    return training_runs(settings, benchmark), f"training.runs of the tree's config for {benchmark}"
 
 
 def _inference(tree: Path, item: Item, settings: dict[str, Any]) -> None:
     from benchpipe.package.inference import section_of
 
     submission, round_ = settings["submission"], settings["inference"]["round"]
-    modes = inference_modes(settings)
     for benchmark in inference_benchmarks(settings):
+        modes = inference_modes(settings, benchmark)
         section, folder = section_of(tree, benchmark)
         org_dir = section / submission["division"] / submission["submitter"]
         _org_files(tree, item, org_dir, settings["targets"], round_, inference=True)
         expected = {org_dir / "results" / t / folder / s for t in settings["targets"]
-                    for s in settings["inference"]["scenarios"]}
+                    for s in _scenarios(settings, benchmark, org_dir, t)}
         # Scenario folders the config does not name are held to the same layout.
         found = {p for p in org_dir.glob(f"results/*/{folder}/*") if p.is_dir()}
         for scenario_dir in sorted(expected | found):
@@ -54,6 +63,20 @@ def _inference(tree: Path, item: Item, settings: dict[str, Any]) -> None:
             item.check(f"{rel}/: the files the {round_} layout requires for {', '.join(modes)}")
             for path, mode in layout.missing_scenario_files(scenario_dir, modes):
                 item.fail(layout.missing_reason(f"{rel}/{path}", scenario_dir.name, mode, round_))
+
+
+def _scenarios(settings: dict[str, Any], benchmark: str, org_dir: Path, target: str) -> list[str]:
+    """The scenarios the config runs for ``benchmark`` on ``target``. An LLM's depend on the
+    system_type of the tree's description of the target; none are expected when that cannot be
+    read (its absence is reported apart), and the folders found are held to the layout anyway."""
+    try:
+        system_type = json.loads((org_dir / layout.SYSTEMS_DIR / f"{target}.json").read_text())["system_type"]
+    except (OSError, ValueError, KeyError, TypeError):
+        system_type = None
+    try:
+        return benchmark_scenarios(settings, benchmark, system_type)
+    except ConfigError:
+        return []
 
 
 def _org_files(tree: Path, item: Item, org_dir: Path, targets: list[str], rule: str, *, inference: bool) -> None:
@@ -75,7 +98,7 @@ def _training(tree: Path, item: Item, settings: dict[str, Any]) -> None:
     org, ruleset = settings["submission"]["submitter"], settings["training"]["ruleset"]
     rule = f"training {ruleset}"
     org_dirs = set()
-    for benchmark in settings["benchmarks"]:
+    for benchmark in training_benchmarks(settings):
         org_dir = training_org_dir(tree, org, benchmark, ruleset)
         org_dirs.add(org_dir)
         runs, why = required_training_runs(benchmark, settings)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchpipe.contracts import layout, registry
-from benchpipe.contracts.config import inference_benchmarks, inference_modes
+from benchpipe.contracts.config import inference_benchmarks, inference_modes, inference_tests
 from benchpipe.contracts.errors import ValidationError
 from benchpipe.contracts.layout import (
     ACCURACY_LOG,
@@ -117,13 +117,10 @@ def group_tests(runs_dir: Path, rows: list[dict]) -> list[ScenarioResults]:
     return [groups[k] for k in sorted(groups)]
 
 
-def check_coverage(settings: dict, rows: list[dict]) -> None:
-    """Every configured (target, benchmark, scenario, mode) is in inference.parquet."""
-    expected = {
-        (t, b, s, m)
-        for t in settings["targets"] for b in inference_benchmarks(settings)
-        for s in settings["inference"]["scenarios"] for m in inference_modes(settings)
-    }
+def check_coverage(settings: dict, rows: list[dict], system_types: dict[str, str]) -> None:
+    """Every (target, benchmark, scenario, mode) the workflow runs is in inference.parquet: an LLM's
+    scenarios depend on each target's ``system_types``, the compliance tests on the benchmark."""
+    expected = set(inference_tests(settings, system_types))
     found = {(r["target"], r["benchmark"], r["scenario"], r["mode"]) for r in rows}
     if missing := sorted(expected - found):
         raise ValidationError(f"inference.parquet: no result for {', '.join(' '.join(m) for m in missing)}")
@@ -329,10 +326,11 @@ def write_test(out: Path, group: ScenarioResults, verdict: ComplianceVerdict, se
 def check_written(root: Path, groups: list[ScenarioResults], settings: dict) -> None:
     """Every file the layout requires, in every scenario folder as written: the writers above and
     MLCommons' verification scripts each place some of them, and the manifest would vouch for a gap."""
-    modes, round_ = inference_modes(settings), settings["inference"]["round"]
+    round_ = settings["inference"]["round"]
     missing = []
     for group in groups:
         scenario_dir = scenario_dir_of(root, group, settings)
+        modes = inference_modes(settings, group.benchmark)
         missing += [layout.missing_reason(str((scenario_dir / rel).relative_to(root)), group.scenario, mode, round_)
                     for rel, mode in layout.missing_scenario_files(scenario_dir, modes)]
     if missing:

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from benchpipe.contracts import layout, registry, rounds
 from benchpipe.contracts.atomic import atomic_dir
+from benchpipe.contracts.config import training_benchmarks
 from benchpipe.contracts.errors import ValidationError
 from benchpipe.contracts.layout import DATASET_MANIFEST, DETAIL_LOG, MLLOG_FILE
 from benchpipe.contracts.schemas import validate
@@ -65,11 +66,14 @@ def _test_dir(runs: Path, row: dict) -> Path:
     return layout.test_dir(runs, row["target"], row["benchmark"], row["scenario"], row["mode"])
 
 
-def _check_coverage(settings: dict, rows: dict[str, list[dict]]) -> None:
-    """Every configured (target, benchmark[, scenario, mode]) is in the tables."""
-    inference.check_coverage(settings, rows["inference.parquet"])
+def _check_coverage(settings: dict, rows: dict[str, list[dict]], systems: dict[str, dict[str, str]]) -> None:
+    """Every configured (target, benchmark[, scenario, mode]) is in the tables; ``systems``: each
+    target's description, whose system_type decides an LLM's scenarios."""
+    inference.check_coverage(settings, rows["inference.parquet"],
+                             {target: description["system_type"] for target, description in systems.items()})
     scored = {(r["target"], r["benchmark"]) for r in rows["scores.parquet"]}
-    trained = {(t, b) for t in settings["targets"] for b in settings["benchmarks"]}
+    # An inference-only benchmark (llama31_8b) has no runs, hence no score.
+    trained = {(t, b) for t in settings["targets"] for b in training_benchmarks(settings)}
     if missing_scores := sorted(trained - scored):
         raise ValidationError(f"scores.parquet: no score for {', '.join(' '.join(m) for m in missing_scores)}")
 
@@ -152,10 +156,11 @@ def _write_training(root: Path, request: PackageRequest, systems, rows, hyperpar
     org = request.settings["submission"]["submitter"]
     ruleset = request.settings["training"]["ruleset"]
     compliance = []
-    org_dirs = {training_org_dir(root, org, name, ruleset) for name in request.settings["benchmarks"]}
+    trained = training_benchmarks(request.settings)
+    org_dirs = {training_org_dir(root, org, name, ruleset) for name in trained}
     for org_dir in sorted(org_dirs):
         compliance += _write_training_systems(root, org_dir, systems, ruleset)
-    for name in request.settings["benchmarks"]:
+    for name in trained:
         bench = registry.get(name)
         org_dir = training_org_dir(root, org, name, ruleset)
         impl = org_dir / "benchmarks" / name / "implementations" / "benchpipe"
@@ -234,7 +239,7 @@ def hyperparameters_report(settings: dict) -> dict[str, Any]:
 
     table = settings["training"].get("hyperparameters", {})
     report = {}
-    for name in settings["benchmarks"]:
+    for name in training_benchmarks(settings):
         used = resolve_hyperparameters(name, table, settings["submission"]["division"], settings["training"]["ruleset"])
         report[name] = {
             "values": dataclasses.asdict(used.hyperparameters),
@@ -249,7 +254,8 @@ def package(request: PackageRequest) -> dict[str, Any]:
     validate(settings, "config.schema.json", what="package settings", fill_defaults=True)
     rows = load_inputs(request)
     checks.check_rounds(rows, settings)
-    _check_coverage(settings, rows)
+    systems = _system_descriptions(request)
+    _check_coverage(settings, rows, systems)
     for row in rows["scores.parquet"]:
         checks.check_score(row)
     stacks = checks.check_provenance(rows["provenance.parquet"])
@@ -259,10 +265,9 @@ def package(request: PackageRequest) -> dict[str, Any]:
         for name, dataset in dataset_names.items()
     }
     hyperparameters = hyperparameters_report(settings)
-    systems = _system_descriptions(request)
     with atomic_dir(request.out) as tmp:
         compliance = _write_training(tmp, request, systems, rows, hyperparameters)
-        official_tools = _run_official_tools(tmp, settings["submission"]["submitter"], settings["benchmarks"],
+        official_tools = _run_official_tools(tmp, settings["submission"]["submitter"], training_benchmarks(settings),
                                              settings["training"]["ruleset"], rows["scores.parquet"], systems)
         inference_checks = inference.write_inference(
             tmp, request.runs_dir, settings, systems, rows["inference.parquet"]

@@ -19,7 +19,16 @@ from typing import Any
 from benchpipe.benchmarks.hyperparameters import resolve_hyperparameters
 from benchpipe.contracts import registry, rounds
 from benchpipe.contracts.benchmark import Source
-from benchpipe.contracts.config import Target, check_config, inference_benchmarks, inference_modes
+from benchpipe.contracts.config import (
+    InferenceTest,
+    Target,
+    check_config,
+    inference_benchmarks,
+    inference_modes,
+    inference_tests,
+    is_llm,
+    training_benchmarks,
+)
 from benchpipe.contracts.errors import ConfigError, DatasetError, RuntimeSetupError
 from benchpipe.contracts.layout import DATASET_MANIFEST
 from benchpipe.datasets.fetch import default_cache_dir
@@ -38,10 +47,13 @@ class Workflow:
 
     targets: dict[str, Target]  # by name, as their files say
     infer_benchmarks: list[str]  # the benchmarks LoadGen tests
-    modes: list[str]  # the tests of each scenario
+    modes: list[str]  # every mode some scenario runs (the compliance tests differ per benchmark)
     sources: dict[str, tuple[Source, ...]]  # each downloaded dataset's sources, overrides applied
     sif_source: str  # the engine whose image an apptainer SIF is converted from
     lock: Any = field(default=None, repr=False)  # held while this process lives
+    # Every LoadGen test: the scenarios of a benchmark depend on the target's system_type.
+    tests: list[InferenceTest] = field(default_factory=list)
+    scenarios: list[str] = field(default_factory=list)  # every scenario some test runs
 
 
 def dataset_dir(benchmark: str) -> str:
@@ -72,7 +84,9 @@ def check_training_ruleset(config: Mapping[str, Any]) -> None:
     not would be skipped by the package checker: refused here, naming the rounds that have it.
     """
     ruleset = config["training"]["ruleset"]
-    for name in config["benchmarks"]:
+    # An inference-only benchmark has no training rules, whatever training round shares its name
+    # (llama31_8b is also training 5.1.0's pretraining benchmark).
+    for name in training_benchmarks(config):
         followed = registry.get(name).rulesets
         if followed and ruleset not in followed and name in training.ruleset_benchmarks(ruleset):
             raise ConfigError(
@@ -99,7 +113,11 @@ def check_hyperparameters(config: Mapping[str, Any]) -> None:
     unknown = sorted(set(settings) - set(config["benchmarks"]))
     if unknown:
         raise ConfigError(f"training.hyperparameters: {', '.join(unknown)} is not in benchmarks")
-    for name in config["benchmarks"]:
+    trained = training_benchmarks(config)
+    if untrained := sorted(set(settings) - set(trained)):
+        raise ConfigError(f"training.hyperparameters.{untrained[0]}: {untrained[0]} trains nothing (it serves "
+                          f"the model inference.models.{untrained[0]} names): remove its hyperparameters")
+    for name in trained:
         used = resolve_hyperparameters(name, settings, config["submission"]["division"], config["training"]["ruleset"])
         checkpoint = getattr(used.hyperparameters, "checkpoint", None)
         if checkpoint:
@@ -119,12 +137,19 @@ def check_checkpoint(folder: Path, key: str) -> None:
 
 
 def check_inference_settings(config: Mapping[str, Any]) -> None:
-    """inference.models name tested benchmarks, and a tree of MLPerf models has a checker to run."""
+    """inference.models name tested benchmarks, each with the kind of model it serves (an LLM
+    benchmark requires its checkpoint), and a tree of MLPerf models has a checker to run."""
     inference = config["inference"]
     tested = inference_benchmarks(config)
     for name in inference.get("models", {}):
         if name not in tested:
             raise ConfigError(f"inference.models.{name}: {name} is not a benchmark that LoadGen tests")
+    for name in config["benchmarks"]:
+        if not registry.get(name).trains and name not in tested:
+            raise ConfigError(f"inference.benchmarks: leaves out {name}, which trains nothing: nothing would run "
+                              f"for it (add it to inference.benchmarks, or remove it from benchmarks)")
+    for name in tested:
+        check_served_model(name, inference.get("models", {}).get(name))
     official = [name for name in tested if registry.get(name).inference.official_name]
     if not official:
         return
@@ -136,6 +161,37 @@ def check_inference_settings(config: Mapping[str, Any]) -> None:
         )
     # Relative to the working directory, as the package job that runs the checker sees it.
     checker_dir(Path(inference["checker"]))
+
+
+# What Hugging Face's layout holds, checked before any job; the digest (every file of the folder)
+# is checked by the job that serves it: hashing 16 GB at every start of the workflow would cost more.
+CHECKPOINT_CONFIG = "config.json"
+CHECKPOINT_WEIGHTS = "*.safetensors"
+
+
+def check_served_model(name: str, supplied: Mapping[str, str] | None) -> None:
+    """An LLM benchmark serves a Llama checkpoint folder the user names; a classifier a SavedModel, if any."""
+    key = f"inference.models.{name}"
+    if not is_llm(name):
+        if supplied and "checkpoint" in supplied:
+            raise ConfigError(f"{key}.checkpoint: {name} serves a SavedModel, not a Llama checkpoint: "
+                              f"set {key}.savedmodel")
+        return
+    if not supplied or "checkpoint" not in supplied:
+        given = f" (a SavedModel is given: {name} serves a Llama checkpoint)" if supplied else ""
+        raise ConfigError(
+            f"{key}: {name} trains nothing and serves your Llama checkpoint: set {key}.checkpoint to its folder "
+            f"(Hugging Face's layout: {CHECKPOINT_CONFIG}, {CHECKPOINT_WEIGHTS}) and {key}.sha256 to "
+            f"`benchpipe model-sha256 <folder>`{given}"
+        )
+    folder = Path(supplied["checkpoint"])
+    if not folder.is_dir():
+        raise ConfigError(f"{key}.checkpoint: {folder} is not a folder (your Llama checkpoint in Hugging Face's "
+                          f"layout: {CHECKPOINT_CONFIG}, {CHECKPOINT_WEIGHTS})")
+    for pattern in (CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS):
+        if not any(p.is_file() for p in folder.glob(pattern)):
+            raise ConfigError(f"{key}.checkpoint: {folder} has no {pattern} (a Llama checkpoint in Hugging Face's "
+                              f"layout: {CHECKPOINT_CONFIG}, {CHECKPOINT_WEIGHTS})")
 
 
 def downloaded_sources(config: Mapping[str, Any]) -> dict[str, tuple[Source, ...]]:
@@ -184,6 +240,7 @@ def check_workflow(
         sif_source = preflight(list(targets.values()), config["containers"]["base_image"],
                                Path(config["cluster"]["images_dir"]))
     infer = inference_benchmarks(config)
+    tests = inference_tests(config, {name: target.system_type for name, target in targets.items()})
     if main_process:
         check_licensed_datasets(config)
         check_hyperparameters(config)
@@ -197,4 +254,13 @@ def check_workflow(
         mend_slurm_node_exclusion()
         # A dry run changes nothing: it may look at a live run's directory.
         lock = None if dry_run else hold_workflow_lock(Path(".snakemake"))
-    return Workflow(targets, infer, inference_modes(config), sources, sif_source, lock)
+    return Workflow(
+        targets, infer, _ordered(t.mode for t in tests) or inference_modes(config), sources, sif_source, lock,
+        tests=tests, scenarios=_ordered(t.scenario for t in tests) or list(config["inference"]["scenarios"]),
+    )
+
+
+def _ordered(values) -> list[str]:
+    """Each value once, in the order first met (a wildcard constraint needs at least one: callers
+    fall back to the configured ones when no test runs)."""
+    return list(dict.fromkeys(values))

@@ -8,17 +8,44 @@ node or an auditor's shell unchanged.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 
 def served_model(config: Mapping[str, Any], benchmark: str, train_runs: Sequence[str]) -> str:
-    """Where the served model comes from: the user's SavedModel, or the training runs."""
+    """Where the served model comes from: the user's SavedModel or Llama checkpoint folder (both
+    as ``--model DIR --model-sha256 HEX``), or the training runs."""
     supplied = config["inference"]["models"].get(benchmark)
     if supplied:
-        return shlex.join(["--model", supplied["savedmodel"], "--model-sha256", supplied["sha256"]])
+        folder = supplied.get("checkpoint") or supplied["savedmodel"]
+        return shlex.join(["--model", folder, "--model-sha256", supplied["sha256"]])
     return shlex.join(["--train-runs", *train_runs])
+
+
+def supplied_model_inputs(config: Mapping[str, Any], benchmark: str) -> list[str]:
+    """What a job serving the user's model reads, as Snakemake inputs: a SavedModel's folder, or
+    every file of a checkpoint folder (a folder's time changes only when a file comes or goes, and
+    a changed shard must rerun the tests). Empty where the model comes from training."""
+    supplied = config["inference"]["models"].get(benchmark)
+    if not supplied:
+        return []
+    if "checkpoint" in supplied:
+        return list(folder_files(supplied["checkpoint"]))
+    return [supplied["savedmodel"]]
+
+
+@cache
+def folder_files(folder: str) -> tuple[str, ...]:
+    """Every file under ``folder``, as the model's digest reads them (benchpipe.infer.models);
+    cached, since each job of the DAG asks."""
+    found: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(root, name) for name in sorted(files)]
+    return tuple(found)
 
 
 def run_kind(config: Mapping[str, Any]) -> str:
