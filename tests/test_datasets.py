@@ -175,3 +175,46 @@ def test_killed_at_random_points_then_rerun_gives_the_clean_result(served, tmp_p
                    capture_output=True)
     assert served.state.requests == requests
     assert _tree_hashes(tmp_path / "checkout2" / "digits") == expected
+
+
+# --- A benchmark that prepares its own folder (an LLM's prompts) ---------------------------------
+
+
+def test_a_benchmark_with_its_own_preparation_gets_the_sources_and_the_cache(tmp_path):
+    calls = []
+
+    def own(sources, out_dir, cache_dir, *, offline):
+        calls.append((sources, out_dir, cache_dir, offline))
+        return {"benchmark": "own", "shards": []}
+
+    bench = dataclasses.replace(registry.get("llama31_8b"), prepare_dataset=own)
+    manifest = prepare(bench, tmp_path / "out", tmp_path / "cache", offline=True)
+    assert manifest == {"benchmark": "own", "shards": []}
+    assert calls == [(bench.sources, tmp_path / "out", tmp_path / "cache", True)]
+    assert not (tmp_path / "out").exists()  # the Splits path wrote nothing of its own
+
+
+def test_llm_data_is_prepared_from_the_configured_sources(tmp_path, capsys):
+    import json
+
+    from benchpipe.benchmarks.llama.cnndm_stand_in import StandInShape, write_stand_in
+    from benchpipe.cli import main
+    from benchpipe.contracts.hashing import sha256_file
+
+    written = write_stand_in(tmp_path / "stand-in", shape=StandInShape(records=12), seed=1)
+    overrides = {name: {"urls": [f"file://{path.resolve()}"], "sha256": sha256_file(path)}
+                 for name, path in written.items()}
+    out = tmp_path / "data" / "llama31_8b_edge"
+    assert main(["datasets", "prepare", "--benchmark", "llama31_8b_edge", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache"), "--sources-json", json.dumps(overrides)]) == 0
+    manifest = read_manifest(out)
+    assert manifest["benchmark"] == "llama3.1-8b-edge" and manifest["records"] == 12
+    assert {s["name"]: s["sha256"] for s in manifest["sources"]} == {n: o["sha256"] for n, o in overrides.items()}
+    # Another sha256 than the file's: the override is what the download is verified against.
+    overrides["tokenizer.json"]["sha256"] = "0" * 64
+    capsys.readouterr()
+    assert main(["datasets", "prepare", "--benchmark", "llama31_8b_edge", "--out", str(tmp_path / "again"),
+                 "--cache-dir", str(tmp_path / "cache"), "--sources-json", json.dumps(overrides)]) == 1
+    assert f"source 'tokenizer.json' from {overrides['tokenizer.json']['urls'][0]}: sha256 mismatch: expected " \
+           f"{'0' * 64}" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()

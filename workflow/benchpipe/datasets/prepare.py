@@ -76,7 +76,12 @@ def prepare(
     before re-running it, and neither a re-run nor another checkout may have to download
     again what was already verified. ``offline``: use the cache only, and fail before
     writing anything if a source is not in it.
+
+    A benchmark whose data is not train and eval Splits (an LLM's prompts) prepares its own
+    folder (``Benchmark.prepare_dataset``) from the same sources, the config's overrides applied.
     """
+    if benchmark.prepare_dataset is not None:
+        return benchmark.prepare_dataset(benchmark.sources, out_dir, cache_dir, offline=offline)
     cache = cache_dir or default_cache_dir()
     if offline:
         require_cached({benchmark.name: benchmark.sources}, cache)
