@@ -308,3 +308,20 @@ def test_a_served_checkpoint_reaches_the_jobs_as_its_folder_and_its_files(llm_co
     assert options.supplied_model_inputs(config(), "digits") == []
     saved = config(inference={"models": {"digits": {"savedmodel": "/m", "sha256": SHA}}})
     assert options.supplied_model_inputs(saved, "digits") == ["/m"]
+
+
+def test_model_sha256_hashes_a_checkpoint_folder_as_its_calibration_checks_it(llm_config, capsys):
+    from benchpipe.cli import main
+    from benchpipe.contracts.errors import InferenceError
+    from benchpipe.infer.models import supplied_checkpoint
+
+    folder = llm_config.checkpoint
+    assert main(["model-sha256", str(folder)]) == 0
+    digest = capsys.readouterr().out.strip()
+    assert supplied_checkpoint(folder, digest, "llama31_8b").sha256 == digest
+    (folder / "original" / "params.json").write_text("changed")  # every file counts, in sub-folders too
+    with pytest.raises(InferenceError, match=r"inference.models.llama31_8b.sha256: .* has sha256 [0-9a-f]{64}, "
+                                             f"the config says {digest}"):
+        supplied_checkpoint(folder, digest, "llama31_8b")
+    assert main(["model-sha256", str(folder / "original")]) == 1
+    assert "neither a SavedModel (no saved_model.pb) nor a Llama checkpoint" in capsys.readouterr().err

@@ -229,9 +229,16 @@ def _cmd_infer(args: argparse.Namespace) -> None:
 
 
 def _cmd_model_sha256(args: argparse.Namespace) -> None:
-    from benchpipe.infer.models import savedmodel_sha256
+    from benchpipe.infer.models import CHECKPOINT_CONFIG, SAVED_MODEL_PB, checkpoint_sha256, savedmodel_sha256
 
-    print(savedmodel_sha256(args.savedmodel))
+    # A classifier's SavedModel or an LLM benchmark's checkpoint folder: one digest of every file.
+    if (args.directory / SAVED_MODEL_PB).is_file():
+        print(savedmodel_sha256(args.directory))
+    elif (args.directory / CHECKPOINT_CONFIG).is_file():
+        print(checkpoint_sha256(args.directory))
+    else:
+        raise ConfigError(f"{args.directory}: neither a SavedModel (no {SAVED_MODEL_PB}) nor a Llama checkpoint "
+                          f"folder in Hugging Face's layout (no {CHECKPOINT_CONFIG})")
 
 
 def _cmd_system(args: argparse.Namespace) -> None:
@@ -510,13 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, required=True,
                    help="the scenario's `benchpipe calibrate` output: user.conf, the model, the run kind")
     p.add_argument("--scenario", required=True)
-    p.add_argument("--mode", required=True, help="performance, accuracy, TEST01 or TEST04")
+    p.add_argument("--mode", required=True,
+                   help="performance, accuracy, or a compliance test: TEST01, TEST04 (a classifier), TEST06 (an LLM)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_infer)
 
-    p = sub.add_parser("model-sha256", help="the digest of a SavedModel directory (inference.models.<b>.sha256)")
-    p.add_argument("savedmodel", type=Path)
+    p = sub.add_parser("model-sha256", help="the digest of a SavedModel or a Llama checkpoint folder "
+                       "(inference.models.<b>.sha256)")
+    p.add_argument("directory", type=Path, metavar="DIR", help="a SavedModel, or a checkpoint folder (config.json, "
+                   "*.safetensors): every file's path and sha256 go into the digest")
     p.set_defaults(func=_cmd_model_sha256)
 
     p = sub.add_parser("system", help="detect and write a target's system description")
@@ -529,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("parse", help="training and LoadGen logs into Parquet tables")
     p.add_argument("--runs", type=Path, required=True, help="runs directory (runs/<target>/<benchmark>/...)")
-    p.add_argument("--train-runs", type=Path, nargs="+", required=True, help="training run directories")
+    p.add_argument("--train-runs", type=Path, nargs="*", default=[],
+                   help="training run directories (none where every benchmark is inference-only)")
     p.add_argument("--tests", type=Path, nargs="*", default=[], help="LoadGen test directories")
     p.add_argument("--training-ruleset", choices=rounds.TRAINING_RULESETS, default=rounds.TRAINING_RULESET,
                    help="the training ruleset the rows are judged under (config training.ruleset)")
