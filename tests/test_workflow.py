@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,9 @@ def test_dry_run_lists_every_stage(repo_root, tmp_path, cli_env):
          "global_batch_size: 4 has no reference convergence point"),
         ({"submission": {"submitter": "a"}, "benchmarks": ["resnet"], "training": {"ruleset": "6.1.0"}},
          "resnet was retired after training 4.0.0; set training.ruleset: 4.0.0"),
+        # An LLM benchmark trains nothing: it needs the checkpoint it serves.
+        ({"submission": {"submitter": "a"}, "benchmarks": ["llama31_8b_edge"]},
+         "inference.models.llama31_8b_edge: llama31_8b_edge trains nothing and serves your Llama checkpoint"),
     ],
 )
 def test_invalid_config_fails_before_any_job(repo_root, tmp_path, cli_env, data, expected):
@@ -278,3 +282,54 @@ def test_supplied_model_for_an_untested_benchmark_is_refused(repo_root, tmp_path
     proc = snakemake(repo_root, tmp_path, cli_env, "-n", "submit", "--configfile", str(config))
     assert proc.returncode != 0
     assert "inference.models.digits: digits is not a benchmark that LoadGen tests" in proc.stdout + proc.stderr
+
+
+def test_llm_suite_dry_run_trains_nothing_and_runs_each_models_scenarios(repo_root, tmp_path, cli_env):
+    """The tiny LLM suite on a system of both categories, with the files its header names: data
+    sources, a checkpoint and a checker; closed here, so that llama3.1-8b's TEST06 runs too."""
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        (checkpoint / name).write_text(name)
+    checker = tmp_path / "inference" / "tools" / "submission" / "submission_checker"
+    checker.mkdir(parents=True)
+    (checker / "main.py").write_text("")
+    sha = "ab" * 32
+    sources = {name: {"urls": [f"file:///stand-in/{name}"], "sha256": sha}
+               for name in ("cnn_eval.json", "tokenizer.json")}
+    llms = ("llama31_8b", "llama31_8b_edge")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({
+        "submission": {"division": "closed"},
+        "datasets": {"sources": {b: sources for b in llms}},
+        "inference": {"checker": str(tmp_path / "inference"),
+                      "models": {b: {"checkpoint": str(checkpoint), "sha256": sha} for b in llms}},
+    }))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    proc = snakemake(repo_root, workdir, cli_env, "-n", "-p", "submit", "--configfile",
+                     str(repo_root / ".test" / "config" / "llama31_8b.yaml"), str(extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    jobs = {}
+    for rule, job in re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: (\S+)", out, flags=re.MULTILINE):
+        jobs.setdefault(rule, set()).add(job)
+    runs = "runs/local-cpu-dc-edge"
+    expected_tests = {
+        *(f"{runs}/llama31_8b/infer/{s}/{m}" for s in ("Offline", "Server", "Interactive")
+          for m in ("performance", "accuracy", "TEST06")),
+        *(f"{runs}/llama31_8b_edge/infer/{s}/{m}" for s in ("SingleStream", "Offline")
+          for m in ("performance", "accuracy")),
+    }
+    assert jobs.pop("infer") == expected_tests
+    assert jobs.pop("calibrate") == {f"{runs}/llama31_8b/calibrate/{s}" for s in ("Offline", "Server", "Interactive")} \
+        | {f"{runs}/llama31_8b_edge/calibrate/{s}" for s in ("SingleStream", "Offline")}
+    assert jobs.pop("datasets") == {"data/llama31_8b", "data/llama31_8b_edge"}
+    assert "train" not in jobs and "benchpipe train" not in out
+    # The calibration serves the checkpoint: its folder and digest on the command line, its files as inputs.
+    calibrate = [line for line in out.splitlines() if "benchpipe calibrate" in line]
+    assert len(calibrate) == 5
+    assert all(f"--model {checkpoint} --model-sha256 {sha}" in line and f"--input {checkpoint}/config.json" in line
+               and "--train-runs" not in line for line in calibrate)
+    parse = next(line for line in out.splitlines() if "benchpipe parse" in line)
+    assert "--train-runs  --tests" in parse and all(test in parse for test in expected_tests)
