@@ -50,6 +50,7 @@ def test_row_schema_names_row_and_key():
 
 def test_event_and_provenance_rows_meet_their_schemas():
     from benchpipe.provenance import FIELDS
+    from benchpipe.results.tables import PROVENANCE_JSON
 
     event = {"target": "t", "benchmark": "digits", "run": 0, "line": 3, "time_ms": 1, "event_type": "POINT_IN_TIME",
              "key": "seed", "value_json": "11", "metadata_json": "{}"}
@@ -57,7 +58,7 @@ def test_event_and_provenance_rows_meet_their_schemas():
     with pytest.raises(ValidationError, match=r"training_events.parquet row 1: key 'event_type'"):
         validate_rows("training_events.parquet", [event, dict(event, event_type="POINT")])
     provenance = {"target": "t", "benchmark": "digits", "job": "infer/Offline/TEST01",
-                  **{("wheels_json" if f == "wheels" else f): None for f in FIELDS},
+                  **{(f"{f}_json" if f in PROVENANCE_JSON else f): None for f in FIELDS},
                   "runtime": "docker", "lock_sha256": "a" * 64, "code_commit": "b" * 40, "code_dirty": False}
     validate_rows("provenance.parquet", [provenance])
     for key, bad in (("lock_sha256", "A" * 64), ("code_dirty", "false"), ("job", "infer/Offline/TEST05"),

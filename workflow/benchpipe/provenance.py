@@ -45,10 +45,10 @@ FIELDS = (
     "base_image_id", "lock_sha256", "wheels", "sif_sha256", "host_driver_version", "host_cuda_version",
     "python_version", "tensorflow_version", "tensorflow_cuda_build", "packages_sha256",
     "dataset_manifest_sha256", "benchpipe_version", "loadgen_version", "mlperf_logging_version",
-    "code_commit", "code_dirty", "config_sha256", "slurm_job_id",
+    "code_commit", "code_dirty", "config_sha256", "slurm_job_id", "attempts",
 )
 # Fields an older benchpipe did not write, read as null (the others must be there).
-_ADDED_SINCE = ("slurm_job_id",)
+_ADDED_SINCE = ("slurm_job_id", "attempts")
 # Set by the workflow's rules for every job (the Snakefile's validated config, canonical_config).
 CONFIG_SHA256_ENV = "BENCHPIPE_CONFIG_SHA256"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -217,8 +217,11 @@ def collect(dataset_dir: Path | None = None) -> dict[str, Any]:
     return {key: fields.get(key) for key in FIELDS}
 
 
-def write(directory: Path, dataset_dir: Path | None = None) -> dict[str, Any]:
+def write(directory: Path, dataset_dir: Path | None = None, attempts: list[dict] | None = None) -> dict[str, Any]:
+    """``attempts``: a performance run's LoadGen attempts and the corrections between them
+    (infer.loadgen_run.performance_attempts); null for every other job."""
     record = collect(dataset_dir)
+    record["attempts"] = attempts
     (directory / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
 

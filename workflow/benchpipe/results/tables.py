@@ -68,11 +68,13 @@ SCORES_SCHEMA = pa.schema([
 ])
 # provenance.json's flags: a boolean column each.
 PROVENANCE_FLAGS = frozenset({"code_dirty"})
+# provenance.json's structured values: a "<name>_json" column each, their JSON text.
+PROVENANCE_JSON = frozenset({"wheels", "attempts"})
 
 
 def _provenance_column(name: str) -> tuple[str, pa.DataType]:
-    if name == "wheels":
-        return "wheels_json", pa.string()
+    if name in PROVENANCE_JSON:
+        return f"{name}_json", pa.string()
     # A flag stays a flag: a string "true" reads as set in every language, "false" included.
     return name, pa.bool_() if name in PROVENANCE_FLAGS else pa.string()
 
@@ -352,8 +354,8 @@ def provenance_row(target: str, benchmark: str, job: str, job_dir: Path) -> dict
     row = {"target": target, "benchmark": benchmark, "job": job}
     for key in provenance.FIELDS:
         value = fields[key]
-        if key == "wheels":
-            row["wheels_json"] = None if value is None else json.dumps(value, sort_keys=True)
+        if key in PROVENANCE_JSON:
+            row[f"{key}_json"] = None if value is None else json.dumps(value, sort_keys=True)
         elif key in PROVENANCE_FLAGS:
             row[key] = None if value is None else bool(value)
         else:
