@@ -27,7 +27,8 @@ the tree, or restates config.json (hashed into every job's provenance), or is no
                                   accuracy=, good=               good/total; the labels are not in the tree, so the
                                                                  accuracy is not recomputed from the answers
     scenario README.md            loadgen version, model,        the performance run's detail log,
-                                  run kind, verdicts             measurements.json, config.json, the verification
+                                  run kind, verdicts,            measurements.json, config.json, the verification,
+                                  user.conf corrections          provenance.parquet's attempts_json
     measurements.json             model sha256 (in the           inference.parquet's model_sha256 of the scenario
                                   weights' description)
     systems/*.json                core counts, memory            not results: the machine as `benchpipe system`
@@ -282,9 +283,19 @@ def _scenario_files(tree: Path, item: Item, scenario_dir: Path, seen: Seen, chec
                if (e.get("target"), e.get("benchmark"), e.get("scenario")) == (target, benchmark, scenario)}
     verdicts = {test: (str(entries.get(test, {}).get("verified_by")), v.passed)
                 for (t, b, s, test), (_, v) in verifications.items() if (t, b, s) == (target, benchmark, scenario)}
-    want = scenario_readme(target, benchmark, scenario, model, perf["loadgen_version"], kind, verdicts)
+    want = scenario_readme(target, benchmark, scenario, model, perf["loadgen_version"], kind, verdicts,
+                           _attempts(seen, target, benchmark, scenario))
     _compare_text(tree, item, readme_path, want, "the performance run's detail log, measurements.json, "
-                  f"{CONFIG_JSON} and the compliance tests verified again")
+                  f"{CONFIG_JSON}, the compliance tests verified again and provenance.parquet")
+
+
+def _attempts(seen: Seen, target: str, benchmark: str, scenario: str) -> list[dict] | None:
+    """The performance run's attempts as provenance.parquet records them (the README's correction note)."""
+    job = f"infer/{scenario}/performance"
+    for row in seen.tables.get("provenance.parquet", []):
+        if (row["target"], row["benchmark"], row["job"]) == (target, benchmark, job) and row.get("attempts_json"):
+            return json.loads(row["attempts_json"])
+    return None
 
 
 def _compare_text(tree: Path, item: Item, path: Path, want: str, source: str) -> None:

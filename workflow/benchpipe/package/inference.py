@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchpipe import provenance
 from benchpipe.contracts import layout, registry
 from benchpipe.contracts.config import inference_benchmarks, inference_modes, inference_tests
 from benchpipe.contracts.errors import ValidationError
@@ -241,11 +242,29 @@ def measurements(test_dir: Path, scenario: str) -> dict[str, Any]:
     }
 
 
+def correction_note(attempts: list[dict] | None) -> str:
+    """The README's word on a performance run whose user.conf the harness corrected; empty if none was."""
+    corrected = [a for a in attempts or [] if a.get("correction")]
+    if not corrected:
+        return ""
+    steps = "; ".join(
+        f"attempt {a['attempt']}: {a['correction']['key']} {a['correction']['before']} -> {a['correction']['after']} "
+        f"({a['correction']['recommendation']})" for a in corrected
+    )
+    return (
+        f"\n**user.conf corrected**: LoadGen judged {len(corrected)} performance attempt(s) INVALID for a setting "
+        f"its reason names, and `benchpipe infer` corrected it from what the attempt measured ({steps}). The "
+        "user.conf beside this file is the corrected one, which the VALID performance run and the compliance "
+        "tests ran with; provenance.parquet's attempts_json records every attempt.\n"
+    )
+
+
 def scenario_readme(target: str, benchmark: str, scenario: str, model: str, loadgen_version: str, kind: RunKind,
-                    verdicts: dict[str, tuple[str, bool]]) -> str:
+                    verdicts: dict[str, tuple[str, bool]], attempts: list[dict] | None = None) -> str:
     """A scenario's README: only what the tree's own files say again (the audit renders it anew
     from them). ``model``: the served model's description (measurements.json's starting weights);
-    ``loadgen_version``: the performance run's detail log's; ``verdicts``: test -> (verified by, passed).
+    ``loadgen_version``: the performance run's detail log's; ``verdicts``: test -> (verified by, passed);
+    ``attempts``: the performance run's, as provenance records them.
 
     A failed comparison's figures stay in its verify_*.txt, which the audit re-derives; here it is named.
     """
@@ -259,6 +278,7 @@ def scenario_readme(target: str, benchmark: str, scenario: str, model: str, load
         f"Each test ran as `benchpipe infer --benchmark {benchmark} --scenario {scenario} "
         f"--mode <mode> --calibration <dir>` under mlcommons-loadgen {loadgen_version}, with the "
         f"user.conf beside this file, which `benchpipe calibrate` wrote from measurements of this model.\n{note}"
+        + correction_note(attempts)
         + "".join(f"\n{test} verified by {verified_by}.\n" for test, (verified_by, _) in verdicts.items())
         + "".join(
             f"\n**{test} failed, reported but not judged**: a development run's performance comparisons are "
@@ -289,7 +309,8 @@ def write_scenario(root: Path, group: ScenarioResults, settings: dict, verdicts:
     dump_json(scenario_dir / "measurements.json", measured)
     readme = scenario_readme(group.target, group.benchmark, group.scenario, read_model_record(perf).description,
                              group.rows["performance"]["loadgen_version"], kind,
-                             {test: (v.verified_by, v.passed) for test, v in verdicts.items()})
+                             {test: (v.verified_by, v.passed) for test, v in verdicts.items()},
+                             provenance.read(perf)["attempts"])
     (scenario_dir / "README.md").write_text(readme)
     acc = group.tests["accuracy"]
     for log in (*LOADGEN_LOGS, ACCURACY_TXT):
