@@ -224,7 +224,7 @@ def _cmd_infer(args: argparse.Namespace) -> None:
         log.info("%s %s: logs in %s", args.scenario, args.mode, args.out)
         return
     test = LoadGenTest(args.scenario, args.mode)
-    run_test(registry.get(args.benchmark), args.data, test, args.calibration, args.out)
+    run_test(registry.get(args.benchmark), args.data, test, args.calibration, args.out, conf_path=args.user_conf)
     log.info("%s %s: logs in %s", args.scenario, args.mode, args.out)
 
 
@@ -519,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", required=True)
     p.add_argument("--mode", required=True,
                    help="performance, accuracy, or a compliance test: TEST01, TEST04 (a classifier), TEST06 (an LLM)")
+    p.add_argument("--user-conf", type=Path, default=None,
+                   help="run with this user.conf instead of the calibration's (a compliance test: the one its "
+                        "scenario's performance run ended with)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_infer)

@@ -1,15 +1,21 @@
 """LoadGen tests, one per process: a calibration per scenario, then each test from its user.conf.
 
 A scenario's calibration (``benchpipe calibrate``) measures the served model through LoadGen
-and writes the ``user.conf`` that every test of that scenario then runs with: the
-performance and accuracy runs and, in the closed division, the TEST01 and TEST04
-compliance runs, which must run exactly as the submission run does. Each test writes its
-logs atomically into one directory.
+and writes the ``user.conf`` that its performance and accuracy runs start from. A performance
+run that LoadGen judges INVALID for a setting its own reason names (Offline's expected QPS, the
+SingleStream and MultiStream expected latency, a Server rate the run did not sustain) is run
+again with that setting corrected from what the run measured, each attempt in a fresh process,
+at most MAX_CORRECTIONS times. The performance run's folder holds the user.conf it ended with,
+and the closed division's TEST01 and TEST04 compliance runs take that one, since they must run
+exactly as the submission run did. Each test writes its logs atomically into one directory.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,13 +28,17 @@ from benchpipe.contracts.atomic import atomic_dir
 from benchpipe.contracts.benchmark import Benchmark
 from benchpipe.contracts.errors import InferenceError
 from benchpipe.contracts.hashing import sha256_file
-from benchpipe.contracts.layout import ACCURACY_LOG, ACCURACY_TXT, AUDIT_CONFIG, CALIBRATION, USER_CONF
+from benchpipe.contracts.layout import ACCURACY_LOG, ACCURACY_TXT, AUDIT_CONFIG, CALIBRATION, DETAIL_LOG, USER_CONF
 from benchpipe.contracts.records import RunKind, ServedModel, read_model_record
 from benchpipe.contracts.rounds import COMPLIANCE_TESTS
-from benchpipe.infer.calibrate import SERVER_COALESCE_QUERIES
+from benchpipe.infer.calibrate import OVERLOAD_BACKOFF, SERVER_COALESCE_QUERIES
 from benchpipe.infer.compliance import audit_config
 from benchpipe.infer.models import input_sample_shape
 from benchpipe.infer.sut import RESPONSE_DTYPE, SCENARIOS
+from benchpipe.infer.validity import correctable_recommendation, invalid_reason
+from benchpipe.results.loadgen_parser import DetailLog, parse_detail_log
+
+log = logging.getLogger(__name__)
 
 MODES = ("performance", "accuracy")
 TEST_MODES = (*MODES, *COMPLIANCE_TESTS)
@@ -45,6 +55,17 @@ LATENCY_HEADROOM = 0.5
 CALIBRATION_BUDGET_S = 60.0
 # Before each test, so that its first second is not slower than the rest (CompiledPredictor.warm_up).
 WARM_UP_S = 1.0
+# How often a performance run is corrected and run again: a calibration off by far more than
+# its headroom (a tenth of the rate, measured on a loaded host) needs one or two; a setting
+# still wrong after three is not noise, and the job fails with LoadGen's reason.
+MAX_CORRECTIONS = 3
+# Where a performance run keeps its INVALID attempts, attempts/<n>/, beside the final run's files.
+ATTEMPTS_DIR = "attempts"
+# A Server run whose samples completed at less than this fraction of the rate LoadGen scheduled
+# them fell behind: its target is above what the host sustained, and lowering it is what
+# LoadGen's reason asks. One that kept up and still broke the bound met a stall, or a bound no
+# rate meets; a lower rate measured from it would be a guess, so it fails as before.
+SERVER_SUSTAINED_FRACTION = 0.95
 
 
 @dataclass(frozen=True)
@@ -69,13 +90,24 @@ def sample_source(benchmark: Benchmark, data_dir: Path, sample_shape: tuple[int,
 
     if benchmark.dataset_name == "imagenet":
         if len(sample_shape) != 3 or sample_shape[0] != sample_shape[1]:
-            raise InferenceError(f"{benchmark.name}: the model takes samples of shape {sample_shape}, not square images")
+            raise InferenceError(
+                f"{benchmark.name}: the model takes samples of shape {sample_shape}, not square images")
         return ImageNetValSamples(data_dir, sample_shape[0], kind.accuracy_samples)
     return ParquetSamples(data_dir, "eval", kind.accuracy_samples)
 
 
 def _line(prefix: str, key: str, value: Any) -> str:
     return f"{prefix}.{key} = {value}"
+
+
+def offline_target_qps(samples_per_s: float) -> float:
+    """Offline's target_qps from a measured rate (OFFLINE_QPS_HEADROOM)."""
+    return round(samples_per_s * OFFLINE_QPS_HEADROOM, 1)
+
+
+def latency_target_ms(latency_ns: float) -> float:
+    """SingleStream's or MultiStream's target_latency (ms) from a measured latency (LATENCY_HEADROOM)."""
+    return round(max(latency_ns * LATENCY_HEADROOM / 1e6, 0.001), 3)
 
 
 def user_conf(benchmark: Benchmark, scenario: str, kind: RunKind, calibration) -> str:
@@ -87,12 +119,12 @@ def user_conf(benchmark: Benchmark, scenario: str, kind: RunKind, calibration) -
     lines.append(_line(prefix, "performance_sample_count_override", task.performance_sample_count))
     if scenario == "Offline":
         lines.append(f"# {calibration.offline_qps:.1f} samples/s measured; target {OFFLINE_QPS_HEADROOM} x that")
-        lines.append(_line(prefix, "target_qps", round(calibration.offline_qps * OFFLINE_QPS_HEADROOM, 1)))
+        lines.append(_line(prefix, "target_qps", offline_target_qps(calibration.offline_qps)))
     elif scenario in ("SingleStream", "MultiStream"):
         measured = (calibration.single_stream_latency_ns if scenario == "SingleStream"
                     else calibration.multi_stream_latency_ns)
         lines.append(f"# {measured / 1e6:.3f} ms measured; target {LATENCY_HEADROOM} x that")
-        lines.append(_line(prefix, "target_latency", round(max(measured * LATENCY_HEADROOM / 1e6, 0.001), 3)))
+        lines.append(_line(prefix, "target_latency", latency_target_ms(measured)))
     else:
         lines.append(
             f"# the highest VALID rate found: {calibration.server_target_qps:.1f} queries/s "
@@ -171,38 +203,273 @@ def read_calibration(directory: Path):
 
 
 def run_test(
-    benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, out_dir: Path
+    benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, out_dir: Path,
+    conf_path: Path | None = None,
 ) -> None:
-    """One LoadGen test with the scenario's calibrated user.conf, serving the calibrated model."""
+    """One LoadGen test serving the calibrated model, with the scenario's user.conf.
+
+    ``conf_path``: the user.conf to run with instead of the calibration's: a compliance test
+    takes the one its scenario's performance run ended with. A performance run that LoadGen
+    judges INVALID for a setting it names is corrected and run again (``performance_attempts``).
+    """
+    read_calibration(calibration_dir)  # refused here, before any work, if unreadable
+    model = read_model_record(calibration_dir)
+    if not Path(model.path).is_dir():
+        raise InferenceError(
+            f"{calibration_dir / 'model.json'}: the calibrated model {model.path} is gone: re-run calibrate")
+    source = conf_path if conf_path is not None else calibration_dir / USER_CONF
+    try:
+        conf = source.read_text()
+    except OSError as exc:
+        raise InferenceError(f"{source}: cannot read the user.conf to run with: {exc}") from exc
+    with atomic_dir(out_dir) as tmp:
+        attempts = None
+        if test.mode == "performance":
+            attempts = performance_attempts(benchmark, data_dir, test, calibration_dir, conf, tmp)
+        else:
+            run_attempt(benchmark, data_dir, test, calibration_dir, conf, tmp)
+            if test.mode in COMPLIANCE_TESTS:
+                require_valid(tmp, test)
+        # Each test carries its calibration: the run kind and figures behind its user.conf.
+        (tmp / CALIBRATION).write_bytes((calibration_dir / CALIBRATION).read_bytes())
+        model.write(tmp)
+        provenance.write(tmp, data_dir, attempts=attempts)
+
+
+def run_attempt(
+    benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, conf: str, log_dir: Path
+) -> None:
+    """One LoadGen test into ``log_dir`` with ``conf`` as its user.conf; once per process (FromConfig)."""
     from benchpipe.infer.sut import CompiledPredictor, predictor_batch_sizes, start_test, sut_for
 
     kind, calibration = read_calibration(calibration_dir)
     model = read_model_record(calibration_dir)
-    if not Path(model.path).is_dir():
-        raise InferenceError(f"{calibration_dir / 'model.json'}: the calibrated model {model.path} is gone: re-run calibrate")
-    with atomic_dir(out_dir) as tmp:
-        shape, qsl = _served_inputs(benchmark, data_dir, model, kind)
-        batching = calibration.batching
-        predictor = CompiledPredictor(Path(model.path), shape, predictor_batch_sizes(batching))
-        predictor.warm_up(WARM_UP_S)
-        conf_path = tmp / USER_CONF
-        conf_path.write_bytes((calibration_dir / USER_CONF).read_bytes())
-        # Each test carries its calibration: the run kind and figures behind its user.conf.
-        (tmp / CALIBRATION).write_bytes((calibration_dir / CALIBRATION).read_bytes())
-        # An explicit audit file in every test: one in the working directory would otherwise
-        # silently turn a submission run into a compliance run.
-        audit_path = tmp / AUDIT_CONFIG
-        if test.mode in COMPLIANCE_TESTS:
-            audit_path.write_text(audit_config(test.mode, benchmark.inference.loadgen_model))
-        settings = _settings(benchmark, test, conf_path)
-        sut = sut_for(test.scenario, predictor, qsl, batching)
-        start_test(sut, qsl, settings, tmp, benchmark.inference.performance_sample_count, audit_config=audit_path)
-        if test.mode == "accuracy":
-            write_accuracy(tmp, qsl.labels)
-        else:
-            require_valid(tmp, test)
-        model.write(tmp)
-        provenance.write(tmp, data_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    shape, qsl = _served_inputs(benchmark, data_dir, model, kind)
+    batching = calibration.batching
+    predictor = CompiledPredictor(Path(model.path), shape, predictor_batch_sizes(batching))
+    predictor.warm_up(WARM_UP_S)
+    conf_path = log_dir / USER_CONF
+    conf_path.write_text(conf)
+    # An explicit audit file in every test: one in the working directory would otherwise
+    # silently turn a submission run into a compliance run.
+    audit_path = log_dir / AUDIT_CONFIG
+    if test.mode in COMPLIANCE_TESTS:
+        audit_path.write_text(audit_config(test.mode, benchmark.inference.loadgen_model))
+    settings = _settings(benchmark, test, conf_path)
+    sut = sut_for(test.scenario, predictor, qsl, batching)
+    start_test(sut, qsl, settings, log_dir, benchmark.inference.performance_sample_count, audit_config=audit_path)
+    if test.mode == "accuracy":
+        write_accuracy(log_dir, qsl.labels)
+
+
+def performance_attempts(
+    benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, conf: str, out: Path
+) -> list[dict[str, Any]]:
+    """Run the performance test until LoadGen judges it VALID, correcting what its reason names.
+
+    Each attempt runs in a fresh process (``in_fresh_process``) and logs into attempts/<n>/;
+    the VALID one's files move up into ``out``, the INVALID ones stay where they are. Returns
+    one record per attempt, for provenance.json. An INVALID attempt the harness cannot
+    correct, or one after MAX_CORRECTIONS corrections, fails with LoadGen's reason.
+    """
+    records: list[dict[str, Any]] = []
+    number = 1
+    while True:
+        attempt_dir = out / ATTEMPTS_DIR / str(number)
+        in_fresh_process(benchmark, data_dir, test, calibration_dir, conf, attempt_dir)
+        detail = parse_detail_log(attempt_dir / DETAIL_LOG)
+        record = _attempt_record(number, attempt_dir, detail)
+        records.append(record)
+        if detail.get("result_validity") == "VALID":
+            _move_up(attempt_dir, out)
+            record["folder"] = "."
+            return records
+        correction = correction_for(detail, test.scenario) if number <= MAX_CORRECTIONS else None
+        if correction is None:
+            raise InferenceError(invalid_message(detail, test, corrections=number - 1))
+        record["correction"] = correction.to_dict()
+        log.warning("%s %s: attempt %d INVALID (%s): %s %s -> %s, from %s", test.scenario, test.mode, number,
+                    correction.recommendation, correction.key, correction.before, correction.after, correction.measured)
+        conf = corrected_conf(conf, benchmark.inference.loadgen_model, test.scenario, correction, number)
+        number += 1
+
+
+def _attempt_record(number: int, attempt_dir: Path, detail: DetailLog) -> dict[str, Any]:
+    validity = detail.get("result_validity")
+    return {
+        "attempt": number,
+        "folder": f"{ATTEMPTS_DIR}/{number}",
+        "user_conf_sha256": sha256_file(attempt_dir / USER_CONF),  # the file LoadGen read
+        "result_validity": validity,
+        "invalid_reason": None if validity == "VALID" else invalid_reason(detail),
+        "correction": None,
+    }
+
+
+def _move_up(attempt_dir: Path, out: Path) -> None:
+    """The VALID attempt's files become the run's own; attempts/ stays only if it holds INVALID ones."""
+    for path in attempt_dir.iterdir():
+        os.replace(path, out / path.name)
+    attempt_dir.rmdir()
+    if not any(attempt_dir.parent.iterdir()):
+        attempt_dir.parent.rmdir()
+
+
+def in_fresh_process(
+    benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, conf: str, log_dir: Path
+) -> None:
+    """``run_attempt`` in a process of its own, started with spawn; its exception raised here.
+
+    LoadGen takes one FromConfig per process, so each attempt reads its user.conf in a fresh
+    interpreter: the file a run leaves behind is then, byte for byte, the one LoadGen read for
+    it, which setting fields on the first attempt's TestSettings would not guarantee. This
+    process loads no model, so a GPU is the attempt's alone; spawn, because forking a process
+    with TensorFlow's and LoadGen's threads running is unsafe.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        future = pool.submit(_attempt_in_child, benchmark.name, data_dir, test, calibration_dir, conf, log_dir,
+                             _thread_counts())
+        try:
+            future.result()
+        except BrokenProcessPool as exc:
+            raise InferenceError(f"{test.scenario} {test.mode}: the process of the attempt in {log_dir} died "
+                                 f"(killed, or LoadGen aborted): {exc}") from exc
+
+
+def _thread_counts() -> tuple[int, int]:
+    """TensorFlow's (intra-op, inter-op) thread counts as this process set them (0: TensorFlow's default)."""
+    import tensorflow as tf
+
+    return (tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads())
+
+
+def _attempt_in_child(benchmark_name: str, data_dir: Path, test: LoadGenTest, calibration_dir: Path, conf: str,
+                      log_dir: Path, threads: tuple[int, int]) -> None:
+    from benchpipe.contracts import registry
+
+    intra, inter = threads
+    if intra or inter:
+        import tensorflow as tf
+
+        # Before TensorFlow runs an op, as `benchpipe infer --threads` set them in the parent.
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    run_attempt(registry.get(benchmark_name), data_dir, test, calibration_dir, conf, log_dir)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One user.conf setting changed after an INVALID attempt, from what that attempt measured."""
+
+    key: str  # the user.conf key (target_qps, target_latency in ms)
+    before: float  # as LoadGen read it (requested_* in the detail log)
+    after: float
+    measured: str  # what the attempt measured, and the headroom taken from it
+    recommendation: str  # LoadGen's reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# The detail-log key of the latency a corrected SingleStream or MultiStream target comes from:
+# the median, of a sample or of a whole query. LoadGen runs out of queries when the typical query
+# is faster than the target, and on a loaded host a tail percentile (what calibration measures)
+# sits far above the median: a MultiStream target of half a p99 of 2.5 ms, corrected so, ran out
+# again in the TEST04 run that followed it.
+_LATENCY_MEASURED = {
+    "SingleStream": ("result_50.00_percentile_latency_ns", "median"),
+    "MultiStream": ("result_50.00_percentile_per_query_latency_ns", "median per-query"),
+}
+
+
+def _offline_change(detail: DetailLog) -> tuple[float, float, str] | None:
+    rate, before = detail.get("result_samples_per_second"), detail.get("requested_offline_expected_qps")
+    if not rate or before is None:
+        return None
+    return float(before), offline_target_qps(rate), f"{rate:.1f} samples/s; target {OFFLINE_QPS_HEADROOM} x that"
+
+
+def _latency_change(detail: DetailLog, scenario: str) -> tuple[float, float, str] | None:
+    key, name = _LATENCY_MEASURED[scenario]
+    measured = detail.get(key)
+    requested = detail.get(f"requested_{scenario.replace('Stream', '_stream').lower()}_expected_latency_ns")
+    if not measured or requested is None:
+        return None
+    return (requested / 1e6, latency_target_ms(measured),
+            f"{name} latency {measured / 1e6:.3f} ms; target {LATENCY_HEADROOM} x that")
+
+
+def _server_change(detail: DetailLog) -> tuple[float, float, str] | None:
+    completed = detail.get("result_completed_samples_per_sec")
+    scheduled = detail.get("result_scheduled_samples_per_sec")
+    before = detail.get("requested_server_target_qps")
+    if not completed or not scheduled or before is None or completed >= SERVER_SUSTAINED_FRACTION * scheduled:
+        return None
+    # As calibration's search backs off after an overloaded run.
+    return (float(before), round(completed * OVERLOAD_BACKOFF, 1),
+            f"{completed:.1f} samples/s completed of {scheduled:.1f} scheduled; "
+            f"target {OVERLOAD_BACKOFF} x the completed rate")
+
+
+def correction_for(detail: DetailLog, scenario: str) -> Correction | None:
+    """The setting to change after an INVALID run, from what the run measured; None if the harness cannot.
+
+    None too when the measured figure would not move the setting the way LoadGen asks: the run
+    then says nothing a new value could be taken from.
+    """
+    recommendation = correctable_recommendation(detail, scenario)
+    if recommendation is None:
+        return None
+    if scenario == "Offline":
+        change = _offline_change(detail)
+    elif scenario == "Server":
+        change = _server_change(detail)
+    else:
+        change = _latency_change(detail, scenario)
+    if change is None:
+        return None
+    before, after = change[0], change[1]
+    if after <= 0 or (after >= before if recommendation.lower else after <= before):
+        return None
+    return Correction(recommendation.key, before, after, change[2], recommendation.text)
+
+
+def corrected_conf(text: str, loadgen_model: str, scenario: str, correction: Correction, attempt: int) -> str:
+    """``text`` with the corrected setting in place of its line (appended if it had none), why in comments.
+
+    LoadGen's user.conf parser takes a line's '#' as a comment only as a token of its own, at the
+    start: the notes are whole lines, each starting '# '.
+    """
+    prefix = f"{loadgen_model}.{scenario}"
+    name = f"{prefix}.{correction.key}"
+    setting = re.compile(rf"^\s*{re.escape(name)}\s*=")
+    notes = [
+        f"# attempt {attempt} ran with {name} = {correction.before}: LoadGen judged it INVALID: "
+        f"{correction.recommendation}",
+        f"# corrected by benchpipe infer from what it measured: {correction.measured}",
+        _line(prefix, correction.key, correction.after),
+    ]
+    lines = text.splitlines()
+    at = next((i for i, line in enumerate(lines) if setting.match(line)), len(lines))
+    kept = [line for line in lines if not setting.match(line)]
+    return "\n".join(kept[:at] + notes + kept[at:]) + "\n"
+
+
+def invalid_message(detail: DetailLog, test: LoadGenTest, corrections: int = 0) -> str:
+    """Why a timed test failed: LoadGen's verdict and reason, the p99 latency, the corrections tried."""
+    validity = detail.get("result_validity")
+    p99 = detail.get("result_99.00_percentile_latency_ns")
+    measured = "" if p99 is None else f"; p99 latency {p99 / 1e6:.3g} ms"
+    tried = f", after {corrections} correction(s) of user.conf" if corrections else ""
+    return (f"{test.scenario} {test.mode}: LoadGen judged the run {validity} ({invalid_reason(detail)}){measured}"
+            f"{tried}: nothing kept, run it again")
 
 
 def require_valid(log_dir: Path, test: LoadGenTest) -> None:
@@ -210,20 +477,12 @@ def require_valid(log_dir: Path, test: LoadGenTest) -> None:
 
     Packaging would refuse it anyway; failing now leaves nothing on disk for a rerun to
     take as done, so the workflow's retry (or the same command again) runs the test anew
-    with the same calibrated user.conf. On a shared machine one stall longer than the
-    latency bound can sink a short Server run, whatever rate calibration chose.
+    with the same user.conf. On a shared machine one stall longer than the latency bound
+    can sink a short Server run, whatever rate calibration chose.
     """
-    from benchpipe.contracts.layout import DETAIL_LOG
-    from benchpipe.infer.validity import invalid_reason
-    from benchpipe.results.loadgen_parser import parse_detail_log
-
     detail = parse_detail_log(log_dir / DETAIL_LOG)
-    validity = detail.get("result_validity")
-    if validity != "VALID":
-        p99 = detail.get("result_99.00_percentile_latency_ns")
-        measured = "" if p99 is None else f"; p99 latency {p99 / 1e6:.3g} ms"
-        raise InferenceError(f"{test.scenario} {test.mode}: LoadGen judged the run {validity} "
-                             f"({invalid_reason(detail)}){measured}: nothing kept, run it again")
+    if detail.get("result_validity") != "VALID":
+        raise InferenceError(invalid_message(detail, test))
 
 
 def accuracy_from_log(path: Path, labels: np.ndarray) -> tuple[float, int]:

@@ -87,6 +87,70 @@ class _Problems:
         return value
 
 
+# LoadGen's own recommendations for an INVALID run (mlcommons-loadgen 6.0.x, results.cc:
+# PerformanceSummary::MinDurationMet and PerfConstraintsMet), as it writes them, each followed by
+# a space, into result_invalid_reason.
+RAISE_OFFLINE_QPS = "Increase expected QPS so the loadgen pre-generates a larger (coalesced) query."
+LOWER_EXPECTED_LATENCY = "Decrease the expected latency so the loadgen pre-generates more queries."
+LOWER_SERVER_QPS = "Reduce target QPS to improve latency."
+RAISE_SERVER_QPS = "Increase the target QPS so the loadgen pre-generates more queries."
+EXITED_EARLY = "The test exited early, before enough queries were issued."
+# The error LoadGen logs (error_runtime) beside LOWER_EXPECTED_LATENCY when a SingleStream or
+# MultiStream run used up the queries it generated from the expected latency.
+RAN_OUT_OF_QUERIES = "Ran out of generated queries to issue"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A user.conf setting LoadGen's reason for an INVALID run names, and which way to move it."""
+
+    key: str  # the user.conf key, as `<model>.<scenario>.<key> = value`
+    lower: bool  # LoadGen asks for a lower value (True) or a higher one (False)
+    text: str  # LoadGen's sentence
+
+
+# Per scenario, the one recommendation a user.conf setting answers: the run's length or its
+# load followed from a figure calibration measured on a host that then changed under it.
+CORRECTABLE: dict[str, Recommendation] = {
+    "Offline": Recommendation("target_qps", False, RAISE_OFFLINE_QPS),
+    "SingleStream": Recommendation("target_latency", True, LOWER_EXPECTED_LATENCY),
+    "MultiStream": Recommendation("target_latency", True, LOWER_EXPECTED_LATENCY),
+    "Server": Recommendation("target_qps", True, LOWER_SERVER_QPS),
+}
+_RECOMMENDATIONS = (RAISE_OFFLINE_QPS, LOWER_EXPECTED_LATENCY, LOWER_SERVER_QPS, RAISE_SERVER_QPS, EXITED_EARLY)
+
+
+def loadgen_recommendations(detail: DetailLog) -> tuple[list[str], str]:
+    """(LoadGen's known sentences in result_invalid_reason, whatever text is left beside them)."""
+    left = str(detail.get("result_invalid_reason") or "")
+    found = []
+    for sentence in _RECOMMENDATIONS:
+        if sentence in left:
+            found.append(sentence)
+            left = left.replace(sentence, " ")
+    return found, " ".join(left.split())
+
+
+def correctable_recommendation(detail: DetailLog, scenario: str) -> Recommendation | None:
+    """The setting LoadGen asks to move when that is all that made the run INVALID; else None.
+
+    Only when LoadGen's reason is exactly the scenario's correctable recommendation, and its
+    only errors are the out-of-queries error that comes with a SingleStream or MultiStream one:
+    any other error, an early exit, or a reason LoadGen left empty (early stopping alone) is not
+    a setting's doing. Early stopping may fail beside it: too few queries, or too many of them
+    over the Server bound, are what the recommendation cures.
+    """
+    wanted = CORRECTABLE.get(scenario)
+    if wanted is None or detail.get("result_validity") != "INVALID":
+        return None
+    found, left = loadgen_recommendations(detail)
+    if found != [wanted.text] or left:
+        return None
+    if any(RAN_OUT_OF_QUERIES not in error for error in detail.errors):
+        return None
+    return wanted
+
+
 def invalid_reason(detail: DetailLog) -> str:
     reason = str(detail.get("result_invalid_reason") or "").strip()
     if reason:
@@ -130,7 +194,8 @@ def _check_seeds(p: _Problems) -> None:
     for name, expected in ROUND_SEEDS.items():
         found = p.value("rng_seeds", f"effective_{name}")
         if found is not _MISSING and found != expected:
-            p.add("rng_seeds", f"effective_{name} is {found}, the {ROUND} rules need {expected} (leave it to mlperf.conf)")
+            p.add("rng_seeds",
+                  f"effective_{name} is {found}, the {ROUND} rules need {expected} (leave it to mlperf.conf)")
 
 
 def _check_duration(p: _Problems, official: bool, min_duration_ms: int) -> None:
@@ -138,7 +203,8 @@ def _check_duration(p: _Problems, official: bool, min_duration_ms: int) -> None:
     if found is _MISSING:
         return
     if official and found < OFFICIAL_MIN_DURATION_MS:
-        p.add("min_duration", f"effective_min_duration_ms is {found}, an official run needs at least {OFFICIAL_MIN_DURATION_MS}")
+        p.add("min_duration",
+              f"effective_min_duration_ms is {found}, an official run needs at least {OFFICIAL_MIN_DURATION_MS}")
     elif not official and found != min_duration_ms:
         p.add("min_duration", f"effective_min_duration_ms is {found}, the development run asked for {min_duration_ms}")
 
@@ -147,7 +213,8 @@ def _check_query_count(p: _Problems, scenario: str, official: bool, rules: Model
     if not official:
         met = p.value("min_query_count", "result_min_queries_met")
         if met is not _MISSING and met is not True:
-            p.add("min_query_count", "result_min_queries_met is false: the run issued fewer queries than min_query_count")
+            p.add("min_query_count",
+                  "result_min_queries_met is false: the run issued fewer queries than min_query_count")
         return
     # As the checker: the minimum applies where early stopping does not decide the run's length.
     if scenario not in EARLY_STOPPING_SCENARIOS:
@@ -159,7 +226,8 @@ def _check_query_count(p: _Problems, scenario: str, official: bool, rules: Model
     if scenario == "Offline" and needed and division == "closed":
         found = p.value("offline_samples_per_query", "effective_samples_per_query")
         if found is not _MISSING and found < needed:
-            p.add("offline_samples_per_query", f"effective_samples_per_query is {found}, the closed division needs at least {needed}")
+            p.add("offline_samples_per_query",
+                  f"effective_samples_per_query is {found}, the closed division needs at least {needed}")
 
 
 def _check_sample_count(p: _Problems, official: bool, rules: ModelRules) -> None:
@@ -168,7 +236,8 @@ def _check_sample_count(p: _Problems, official: bool, rules: ModelRules) -> None
         return
     found = p.value("performance_sample_count", "effective_performance_sample_count")
     if found is not _MISSING and found < needed:
-        p.add("performance_sample_count", f"effective_performance_sample_count is {found}, the rules need at least {needed}")
+        p.add("performance_sample_count",
+              f"effective_performance_sample_count is {found}, the rules need at least {needed}")
 
 
 def _check_latency(p: _Problems, scenario: str, rules: ModelRules) -> None:
@@ -201,7 +270,8 @@ def _check_audit(p: _Problems, compliance_test: str | None, loadgen_model: str) 
     for key, expected in expected_effective_settings(compliance_test, loadgen_model).items():
         found = p.value("audit_config", key)
         if found is not _MISSING and found != expected:
-            p.add("audit_config", f"{key} is {found}, {compliance_test}'s audit.config sets {expected}: it did not take effect")
+            p.add("audit_config",
+                  f"{key} is {found}, {compliance_test}'s audit.config sets {expected}: it did not take effect")
 
 
 def check_performance(
