@@ -1,7 +1,21 @@
 # Stage 3: LoadGen. Per scenario, a calibration measures the served model and writes the
-# user.conf that every test of the scenario runs with; then one test per job, hence per
-# process (LoadGen allows one test per process): performance, accuracy and, in the closed
-# division, the TEST01 and TEST04 compliance runs.
+# user.conf that the scenario's tests start from; then one test per job: performance, accuracy
+# and, in the closed division, the TEST01 and TEST04 compliance runs. A performance run corrects
+# its user.conf when LoadGen names a setting that made it INVALID (docs/inference.md), so the
+# compliance runs, which must run exactly as it did, wait for it and take its user.conf.
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS
+
+# The user.conf a scenario's performance run ended with, outside infer/<scenario>/: a test's
+# output folder is staged empty in a container, which would hide its sibling performance run.
+PERFORMANCE_CONF = "runs/{target}/{benchmark}/performance_conf/{scenario}/user.conf"
+
+
+def performance_conf_input(wildcards):
+    """For a compliance test, the user.conf its scenario's performance run ended with."""
+    if wildcards.mode not in COMPLIANCE_TESTS:
+        return []
+    return [PERFORMANCE_CONF.format(target=wildcards.target, benchmark=wildcards.benchmark,
+                                    scenario=wildcards.scenario)]
 
 
 rule calibrate:
@@ -41,6 +55,7 @@ rule infer:
         # calibration, hence the tests; listing every run here again cost the DAG a second
         # per thousand jobs.
         calibration="runs/{target}/{benchmark}/calibrate/{scenario}",
+        performance_conf=performance_conf_input,
         target=TARGET_FILE,
         image=image_record,
         images_first=IMAGES_FIRST,
@@ -48,13 +63,16 @@ rule infer:
         directory("runs/{target}/{benchmark}/infer/{scenario}/{mode}"),
     params:
         run_inputs=lambda wildcards: " ".join(f"--input {m}" for m in served_model_input(wildcards)),
+        conf_input=lambda wildcards, input: " ".join(f"--input {p}" for p in input.performance_conf),
+        user_conf=lambda wildcards, input: " ".join(f"--user-conf {p}" for p in input.performance_conf),
         config_env=INFER_CONFIG_ENV,
         images=IMAGES_DIR,
     threads: target_threads
     resources:
         **TARGET_RESOURCES,
-    # A timed test LoadGen judges INVALID fails and keeps nothing (docs/inference.md): one stall
-    # of a shared machine can sink a short Server run, so it runs again with the same user.conf.
+    # A timed test LoadGen judges INVALID, and the harness cannot correct, fails and keeps nothing
+    # (docs/inference.md): one stall of a shared machine can sink a short Server run, so it runs
+    # again with the same user.conf.
     retries: 2
     conda:
         CONDA_ENV
@@ -63,6 +81,18 @@ rule infer:
     shell:
         "{params.config_env} benchpipe run --images {params.images:q}"
         " --target-file {input.target} --input {input.data} --input {input.calibration}"
-        " {params.run_inputs} --output {output} -- benchpipe infer --benchmark {wildcards.benchmark}"
-        " --data {input.data} --calibration {input.calibration} --scenario {wildcards.scenario}"
-        " --mode {wildcards.mode} --threads {threads} --out {output} > {log} 2>&1"
+        " {params.conf_input} {params.run_inputs} --output {output} -- benchpipe infer"
+        " --benchmark {wildcards.benchmark} --data {input.data} --calibration {input.calibration}"
+        " {params.user_conf} --scenario {wildcards.scenario} --mode {wildcards.mode} --threads {threads}"
+        " --out {output} > {log} 2>&1"
+
+
+rule performance_conf:
+    input:
+        "runs/{target}/{benchmark}/infer/{scenario}/performance",
+    output:
+        PERFORMANCE_CONF,
+    # A copy: no job's worth of queueing on a cluster, and no container.
+    localrule: True
+    shell:
+        "cp {input}/user.conf {output}"

@@ -6,6 +6,8 @@
     runs/<target>/<benchmark>/train/run_<i>/{mllog.txt, model/, devices.json, provenance.json}
     runs/<target>/<benchmark>/calibrate/<scenario>/{calibration.json, user.conf, model.json}
     runs/<target>/<benchmark>/infer/<scenario>/<mode>/{mlperf_log_*, user.conf[, accuracy.txt]}
+    runs/<target>/<benchmark>/infer/<scenario>/performance/attempts/<n>/  a corrected run's INVALID attempts
+    runs/<target>/<benchmark>/performance_conf/<scenario>/user.conf  the one the compliance tests run with
 
 **The submission tree** (``submissions/<round>/``): MLPerf's layout, plus benchpipe's own
 files under ``benchpipe/``, written by packaging and read by audit, reproduce and report.
