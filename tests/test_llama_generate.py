@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 from test_llama_checkpoint import hf_reference_logits, hf_tensors, write_checkpoint
@@ -33,7 +34,7 @@ LLAMA3 = LlamaShape(vocabulary_size=VOCABULARY, num_layers=2, num_query_heads=4,
 MAX_LENGTH = 48
 
 
-def randomized(shape: LlamaShape, seed: int = 0, lora_rank: int = 0) -> object:
+def randomized(shape: LlamaShape, seed: int = 0, lora_rank: int = 0) -> keras.Model:
     """A model with every weight random (norms' scales included), adapters' B too when it has them.
 
     Query and key kernels are drawn three times larger than the rest: sharper attention makes the
