@@ -526,6 +526,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_infer)
 
+    p = sub.add_parser("stand-in-llama", help="train the tiny Llama that summarises the stand-in CNN/DailyMail "
+                       "and write it as a Hugging Face checkpoint, for development runs of llama31_8b")
+    p.add_argument("--data", type=Path, required=True,
+                   help="the folder `benchpipe datasets stand-in-cnndm` wrote (cnn_eval.json, tokenizer.json)")
+    p.add_argument("--out", type=Path, required=True, help="the checkpoint folder to create")
+    p.add_argument("--steps", type=int, default=300, help="training steps (batches of 16 records)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--benchmark", action="append", choices=LLM_STAND_IN_BENCHMARKS,
+                   help="whose model the printed YAML sets (repeatable; default: both)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.set_defaults(func=_cmd_stand_in_llama)
+
     p = sub.add_parser("model-sha256", help="the digest of a SavedModel or a Llama checkpoint folder "
                        "(inference.models.<b>.sha256)")
     p.add_argument("directory", type=Path, metavar="DIR", help="a SavedModel, or a checkpoint folder (config.json, "
