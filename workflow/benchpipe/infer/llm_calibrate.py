@@ -50,7 +50,7 @@ SEARCH_RUN_MS = 1500
 SEARCH_RUN_QUERIES = 600
 # A query still waiting after this many TTFT limits is answered empty at once (LLMSUT.shed_after_s).
 SHED_AFTER_TTFT = 2.0
-SEARCH_START_FRACTION = 0.5  # of the Offline rate
+SEARCH_START_FRACTION = 0.8  # of the Offline rate: continuous batching keeps most of it
 
 
 @dataclass(frozen=True)
@@ -207,15 +207,18 @@ def calibrate_llm(
     run_ms: int = SEARCH_RUN_MS,
     search_max_runs: int = SEARCH_MAX_RUNS,
     log_dir: Path | None = None,
+    search_record: list[dict[str, Any]] | None = None,
 ) -> LLMCalibration:
-    """Measure ``scenario`` for its user.conf. Server and Interactive need ``token_limits``."""
+    """Measure ``scenario`` for its user.conf. Server and Interactive need ``token_limits``;
+    their search's runs go into ``search_record`` too, kept should the search find no rate."""
     if scenario not in LLM_SCENARIOS:
         raise InferenceError(f"scenario '{scenario}' is not one of {', '.join(LLM_SCENARIOS)}")
     deadline = time.perf_counter() + budget_s
     decoder = make_decoder()
     with tempfile.TemporaryDirectory(prefix="benchpipe-llm-calibrate-") as tmp:
         runs = _Runs(Path(log_dir) if log_dir is not None else Path(tmp))
-        result = LLMCalibration(scenario, decoder.slots, policy)
+        search = search_record if search_record is not None else []
+        result = LLMCalibration(scenario, decoder.slots, policy, search=search)
         result.offline_qps, result.offline_tokens_per_s = measure_offline(decoder, prompts, limits, runs,
                                                                           performance_count, policy)
         if scenario == "SingleStream":
