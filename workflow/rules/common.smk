@@ -5,6 +5,7 @@ from pathlib import Path
 
 from benchpipe.contracts.config import training_runs
 from benchpipe.contracts.errors import BenchpipeError
+from benchpipe.contracts.rounds import COMPLIANCE_TESTS
 from benchpipe.pipeline import options
 from benchpipe.pipeline.checks import check_workflow, dataset_dir
 from benchpipe.pipeline.resources import job_resources, job_threads, slurm_requests
@@ -138,3 +139,17 @@ def served_model_input(wildcards):
 
 def data_input(wildcards):
     return dataset_dir(wildcards.benchmark)
+
+
+# A compliance test runs with the user.conf its scenario's performance run ended with (infer.smk),
+# outside infer/<scenario>/: a test's output folder is staged empty in a container, which would
+# hide its sibling performance run.
+PERFORMANCE_CONF = "runs/{target}/{benchmark}/performance_conf/{scenario}/user.conf"
+
+
+def performance_conf_input(wildcards):
+    """For a compliance test, the user.conf its scenario's performance run ended with."""
+    if wildcards.mode not in COMPLIANCE_TESTS:
+        return []
+    return [PERFORMANCE_CONF.format(target=wildcards.target, benchmark=wildcards.benchmark,
+                                    scenario=wildcards.scenario)]

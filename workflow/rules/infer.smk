@@ -3,20 +3,6 @@
 # and, in the closed division, the TEST01 and TEST04 compliance runs. A performance run corrects
 # its user.conf when LoadGen names a setting that made it INVALID (docs/inference.md), so the
 # compliance runs, which must run exactly as it did, wait for it and take its user.conf.
-from benchpipe.contracts.rounds import COMPLIANCE_TESTS
-
-# The user.conf a scenario's performance run ended with, outside infer/<scenario>/: a test's
-# output folder is staged empty in a container, which would hide its sibling performance run.
-PERFORMANCE_CONF = "runs/{target}/{benchmark}/performance_conf/{scenario}/user.conf"
-
-
-def performance_conf_input(wildcards):
-    """For a compliance test, the user.conf its scenario's performance run ended with."""
-    if wildcards.mode not in COMPLIANCE_TESTS:
-        return []
-    return [PERFORMANCE_CONF.format(target=wildcards.target, benchmark=wildcards.benchmark,
-                                    scenario=wildcards.scenario)]
-
 
 rule calibrate:
     input:
@@ -94,5 +80,9 @@ rule performance_conf:
         PERFORMANCE_CONF,
     # A copy: no job's worth of queueing on a cluster, and no container.
     localrule: True
+    conda:
+        CONDA_ENV
+    log:
+        "logs/performance_conf/{target}/{benchmark}/{scenario}.log",
     shell:
-        "cp {input}/user.conf {output}"
+        "cp {input}/user.conf {output} > {log} 2>&1"
