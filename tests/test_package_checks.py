@@ -12,13 +12,20 @@ PERF = {
     "log_sha256": "0" * 64, "result_key": "result_samples_per_second",
     "result_latency_ns": None, "result_samples_per_s": 1000.0,
     "early_stopping_met": None, "official_run": False, "model_sha256": "1" * 64, "inference_round": "v6.1",
+    "ttft_p99_ns": None, "tpot_p99_ns": None, "tokens_per_second": None, "result_tokens_per_s": None,
 }
 ACC = dict(PERF, mode="accuracy", result_validity=None, samples_per_second=None, accuracy=0.98, accuracy_target=0.96,
            result_key=None, result_samples_per_s=None)
 
 
+# An LLM's Interactive test and its TEST06: ranked in tokens/s, with its token latencies.
+LLM = dict(PERF, benchmark="llama31_8b", scenario="Interactive", mode="performance",
+           result_key="result_completed_tokens_per_second", result_samples_per_s=None, result_tokens_per_s=2640.0,
+           ttft_p99_ns=340_510_151, tpot_p99_ns=25_825_845, tokens_per_second=2640.0)
+
+
 def test_good_rows_pass():
-    validate_rows("inference.parquet", [PERF, ACC, dict(PERF, mode="TEST04")])
+    validate_rows("inference.parquet", [PERF, ACC, dict(PERF, mode="TEST04"), LLM, dict(LLM, mode="TEST06")])
 
 
 def test_a_row_of_another_round_is_refused():

@@ -293,7 +293,8 @@ def package(request: PackageRequest) -> dict[str, Any]:
             "scores": rows["scores.parquet"],
             "inference": dict(inference_checks, tests=[
                 {k: r[k] for k in ("target", "benchmark", "scenario", "mode", "result_validity", "result_key",
-                                   "result_latency_ns", "result_samples_per_s", "accuracy", "official_round_valid")}
+                                   "result_latency_ns", "result_samples_per_s", "accuracy", "official_round_valid",
+                                   "ttft_p99_ns", "tpot_p99_ns", "tokens_per_second", "result_tokens_per_s")}
                 for r in rows["inference.parquet"]
             ]),
         })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,24 @@ RESULT_KEY = {
     "MultiStream": "early_stopping_latency_ms",
     "Server": "result_completed_samples_per_sec",
 }
+# An LLM's (a log with token latencies on): the checker's RESULT_FIELD_BENCHMARK_OVERWRITE for
+# llama3.1-8b and llama3.1-8b-edge (v6.1), tokens/s or the p90 latency. Interactive is LoadGen's
+# Server scenario, ranked as the checker ranks a Server log.
+TOKEN_RESULT_KEY = {
+    "Offline": "result_tokens_per_second",
+    "SingleStream": "result_90.00_percentile_latency_ns",
+    "Server": "result_completed_tokens_per_second",
+    "Interactive": "result_completed_tokens_per_second",
+}
+# The token latencies the checker's llm_check compares with the round's TTFT and TPOT limits.
+TTFT_P99 = "result_first_token_99.00_percentile_latency_ns"
+TPOT_P99 = "result_time_per_output_token_99.00_percentile_ns"
+# Tokens/s of a run: Offline logs its one figure, the scenarios that time each query their completed tokens.
+TOKENS_PER_SECOND = ("result_tokens_per_second", "result_completed_tokens_per_second")
+USES_TOKEN_LATENCIES = "requested_use_token_latencies"
 _ACCURACY = re.compile(r"^accuracy=([0-9.]+)%")
+# What an LLM's accuracy.txt must state (the reference's evaluation.py keys).
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "gen_num")
 # The summary's "=====" framed section titles, as LoadGen's results.cc writes them.
 SUMMARY_SECTIONS = {"MLPerf Results Summary": "results", "Additional Stats": "stats",
                     "Test Parameters Used": "parameters"}
@@ -199,6 +217,36 @@ def _power_time(value: Any) -> datetime | None:
         return datetime.strptime(str(value), POWER_TIME_FORMAT)
     except ValueError:
         return None
+
+
+def uses_token_latencies(detail: DetailLog) -> bool:
+    """Whether LoadGen timed tokens in this run: an LLM's, whose figures are tokens."""
+    return detail.get(USES_TOKEN_LATENCIES) is True
+
+
+def tokens_per_second(detail: DetailLog) -> float | None:
+    for key in TOKENS_PER_SECOND:
+        if (value := detail.get(key)) is not None:
+            return float(value)
+    return None
+
+
+def parse_rouge_txt(path: Path) -> dict[str, float]:
+    """The scores of an LLM's accuracy.txt: its first line, the reference's evaluation.py dict
+    (``{'rouge1': '38.7792', ..., 'gen_len': 8167644, 'gen_num': 13368}``), as numbers."""
+    try:
+        first = path.read_text().splitlines()[0]
+    except (OSError, IndexError) as exc:
+        raise ParseError(f"{path}: cannot read accuracy result: {exc}") from exc
+    try:
+        found = ast.literal_eval(first)
+        scores = {str(name): float(value) for name, value in found.items()}
+    except (ValueError, SyntaxError, TypeError, AttributeError) as exc:
+        raise ParseError(f"{path}: line 1: expected the reference's dict of ROUGE scores, found {first!r}") from exc
+    missing = [name for name in ROUGE_KEYS if name not in scores]
+    if missing:
+        raise ParseError(f"{path}: line 1: no {', '.join(missing)} in {first!r}")
+    return scores
 
 
 def parse_accuracy_txt(path: Path) -> float:

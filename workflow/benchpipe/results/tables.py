@@ -27,12 +27,23 @@ import pyarrow.parquet as pq
 from benchpipe import provenance
 from benchpipe.contracts import layout, registry
 from benchpipe.contracts.atomic import atomic_dir
+from benchpipe.contracts.benchmark import LLMInferenceTask
 from benchpipe.contracts.errors import ParseError, ValidationError
 from benchpipe.contracts.hashing import sha256_file
 from benchpipe.contracts.layout import ACCURACY_TXT, DETAIL_LOG, MLLOG_FILE
 from benchpipe.contracts.records import read_model_record, read_run_kind
 from benchpipe.contracts.rounds import OFFICIAL_MIN_DURATION_MS, ROUND, TRAINING_RULESET
-from benchpipe.results.loadgen_parser import RESULT_KEY, parse_accuracy_txt, parse_detail_log
+from benchpipe.results.loadgen_parser import (
+    RESULT_KEY,
+    TOKEN_RESULT_KEY,
+    TPOT_P99,
+    TTFT_P99,
+    parse_accuracy_txt,
+    parse_detail_log,
+    parse_rouge_txt,
+    tokens_per_second,
+    uses_token_latencies,
+)
 from benchpipe.results.mllog_parser import (
     RunSummary,
     TrainingRun,
@@ -95,6 +106,12 @@ INFERENCE_SCHEMA = pa.schema([
     ("result_key", pa.string()), ("result_latency_ns", pa.int64()), ("result_samples_per_s", pa.float64()),
     ("early_stopping_met", pa.bool_()), ("official_run", pa.bool_()), ("model_sha256", pa.string()),
     ("inference_round", pa.string()),
+    # An LLM's token figures (null for a classifier, and TTFT/TPOT for Offline, which does not
+    # time tokens): the p99 time to first token and time per output token the checker holds to
+    # the round's limits, and the run's tokens/s. An LLM throughput result is in tokens/s:
+    # result_tokens_per_s, with result_samples_per_s null.
+    ("ttft_p99_ns", pa.int64()), ("tpot_p99_ns", pa.int64()), ("tokens_per_second", pa.float64()),
+    ("result_tokens_per_s", pa.float64()),
 ])
 PROVENANCE_SCHEMA = pa.schema(
     [("target", pa.string()), ("benchmark", pa.string()), ("job", pa.string())]
@@ -296,8 +313,21 @@ LOADGEN_FIELDS = (
     "result_validity", "invalid_reason", "samples_per_second", "latency_p50_ns", "latency_p90_ns",
     "latency_p99_ns", "early_stopping_latency_ns", "query_count", "min_duration_ms", "errors", "warnings",
     "accuracy", "loadgen_version", "log_sha256", "result_key", "result_latency_ns", "result_samples_per_s",
-    "early_stopping_met",
+    "early_stopping_met", "ttft_p99_ns", "tpot_p99_ns", "tokens_per_second", "result_tokens_per_s",
 )
+# An LLM's accuracy column: ROUGE-1, the first of the checker's accuracy metrics for
+# llama3.1-8b, as a fraction like a classifier's top-1 (the reference prints points: 38.7792);
+# accuracy.txt holds the others.
+LLM_ACCURACY_METRIC = ("rouge1", "ROUGE1")
+POINTS = 100.0
+
+
+def accuracy_target(benchmark: str) -> float:
+    """The accuracy column's target, a fraction: a classifier's top-1, an LLM's ROUGE-1 (99 % of the reference)."""
+    task = registry.get(benchmark).inference
+    if isinstance(task, LLMInferenceTask):
+        return dict(task.accuracy_targets)[LLM_ACCURACY_METRIC[1]] / POINTS
+    return task.accuracy_target
 
 
 def inference_row(
@@ -308,7 +338,7 @@ def inference_row(
     kind = read_run_kind(test_dir)
     return {
         "target": target, "benchmark": benchmark, "scenario": scenario, "mode": mode, **fields,
-        "accuracy_target": registry.get(benchmark).inference.accuracy_target if mode == "accuracy" else None,
+        "accuracy_target": accuracy_target(benchmark) if mode == "accuracy" else None,
         # Valid for an official round needs the full duration; benchpipe's own checks come on top.
         "official_round_valid": (kind.official and fields["min_duration_ms"] >= OFFICIAL_MIN_DURATION_MS
                                  and fields["result_validity"] == "VALID"),
@@ -319,15 +349,24 @@ def inference_row(
 
 
 def loadgen_fields(scenario: str, mode: str, path: Path, accuracy_txt: Path) -> dict:
-    """The LOADGEN_FIELDS of one test, from its detail log and (accuracy mode) accuracy.txt."""
+    """The LOADGEN_FIELDS of one test, from its detail log and (accuracy mode) accuracy.txt.
+
+    A log with token latencies on is an LLM's: ranked by the checker's token metric, its
+    accuracy ROUGE-1; the log says so itself, so that the audit re-derives a row from it alone.
+    """
     detail = parse_detail_log(path)
     min_duration = int(detail.require("effective_min_duration_ms", path))
-    accuracy = parse_accuracy_txt(accuracy_txt) if mode == "accuracy" else None
+    tokens = uses_token_latencies(detail)
+    accuracy = None
+    if mode == "accuracy":
+        accuracy = (parse_rouge_txt(accuracy_txt)[LLM_ACCURACY_METRIC[0]] / POINTS if tokens
+                    else parse_accuracy_txt(accuracy_txt))
     # Compliance runs are performance runs under an audit.config: their validity counts too.
     validity = None if mode == "accuracy" else detail.get("result_validity")
-    key = SCENARIO_METRIC[scenario] if validity is not None else None
+    key = (TOKEN_RESULT_KEY if tokens else SCENARIO_METRIC)[scenario] if validity is not None else None
     result = None if key is None else detail.get(key)
     latency = scenario in LATENCY_SCENARIOS
+    throughput = None if latency or result is None else float(result)
     return {
         "result_validity": validity,
         "invalid_reason": detail.get("result_invalid_reason") or None,
@@ -344,8 +383,12 @@ def loadgen_fields(scenario: str, mode: str, path: Path, accuracy_txt: Path) -> 
         "log_sha256": sha256_file(path),
         "result_key": key,
         "result_latency_ns": _int(result) if latency else None,
-        "result_samples_per_s": None if latency or result is None else float(result),
+        "result_samples_per_s": None if tokens else throughput,
         "early_stopping_met": detail.get("early_stopping_met"),
+        "ttft_p99_ns": _int(detail.get(TTFT_P99)) if tokens else None,
+        "tpot_p99_ns": _int(detail.get(TPOT_P99)) if tokens else None,
+        "tokens_per_second": tokens_per_second(detail) if tokens else None,
+        "result_tokens_per_s": throughput if tokens else None,
     }
 
 
