@@ -25,8 +25,8 @@ repeats); each repeat ends with a Server search. Several LoadGen tests run in on
 allowed as long as ``TestSettings.FromConfig`` is never called. Timings are reported, never
 asserted.
 
-LLM rows (Server tokens/s against Offline, continuous against static batching, on
-``SyntheticDecoder``) are to come: see ``LLM_SECTIONS``.
+The LLM goals (Server tokens/s against Offline, continuous against static batching, on
+``SyntheticDecoder``, with the tiny Llama beside them) are measured by bench/llm_serving.py.
 
 Run it from the repository root, in the project's environment::
 
@@ -289,18 +289,8 @@ def resnet_section(args: argparse.Namespace, work: Path) -> Section:
         rows, more)
 
 
-# --- LLM rows: to be added --------------------------------------------------------------------------
-#
-# Each entry measures one section on benchpipe.infer.synthetic.SyntheticDecoder (prompts and
-# output lengths from cnn_dailymail_prompts / cnn_dailymail_output_length) and returns its rows:
-#
-# * Server: highest VALID tokens/s within llama3.1-8b's TTFT and TPOT limits, against Offline
-#   tokens/s of the same decoder (benchpipe.infer.llm_sut's SUTs);
-# * continuous against static batching: Offline tokens/s with slots refilled as sequences end,
-#   against whole batches run until their longest sequence ends.
-LLM_SECTIONS: list[Callable[[argparse.Namespace, Path], Section]] = []
-
-SECTIONS: list[Callable[[argparse.Namespace, Path], Section]] = [resnet_section, *LLM_SECTIONS]
+# The LLM goals have their own script, bench/llm_serving.py: its searches run minutes, not seconds.
+SECTIONS: list[Callable[[argparse.Namespace, Path], Section]] = [resnet_section]
 
 
 def print_section(section: Section) -> None:
