@@ -66,7 +66,8 @@ from benchpipe.contracts.records import RunKind
 from benchpipe.contracts.rounds import OFFICIAL_MIN_DURATION_MS
 
 RULE = "rule 'stated numbers equal the logs'"
-TEST_FIELDS = ("result_validity", "result_key", "result_latency_ns", "result_samples_per_s", "accuracy")
+TEST_FIELDS = ("result_validity", "result_key", "result_latency_ns", "result_samples_per_s", "accuracy",
+               "ttft_p99_ns", "tpot_p99_ns", "tokens_per_second", "result_tokens_per_s")
 _TEST_KEY = ("target", "benchmark", "scenario", "mode")
 _ACCURACY_LINE = re.compile(r"^accuracy=([0-9.]+)%, good=(\d+), total=(\d+)$")
 # A path in a reason: packaging names the runs/ folder, the audit the tree's; the figures must agree.
@@ -145,15 +146,21 @@ def _inference_kind(item: Item, stated: dict, kind: RunKind) -> None:
 
 def _verify_again(tree: Path, item: Item) -> dict[tuple[str, str, str, str], tuple[Path, Any]]:
     """(target, benchmark, scenario, test) -> (TEST0x folder, benchpipe's verification on the tree's logs)."""
-    from benchpipe.infer.compliance import verify_test01, verify_test04
+    from benchpipe.infer.compliance import verify_test01, verify_test04, verify_test06
+    from benchpipe.infer.llm_run import read_llm_calibration
 
     found = {}
     for section in INFERENCE_SECTIONS:
-        for test_dir in sorted((tree / section).glob("*/*/results/*/*/*/TEST0[14]")):
+        for test_dir in sorted((tree / section).glob("*/*/results/*/*/*/TEST0[146]")):
             scenario_dir = test_dir.parent
             target, benchmark = scenario_dir.parent.parent.name, benchmark_of(scenario_dir.parent.name)
             perf, run = scenario_dir / "performance" / "run_1", test_dir / "performance" / "run_1"
-            if test_dir.name == "TEST01":
+            if test_dir.name == "TEST06":
+                # The end-of-sequence ids the served checkpoint named, as its calibration (kept in raw/) read them.
+                raw = tree / RAW_DIR / target / benchmark / scenario_dir.name
+                verification = verify_test06(test_dir=test_dir / "accuracy", scenario=scenario_dir.name,
+                                             eos_token_ids=read_llm_calibration(raw)[2].eos_token_ids)
+            elif test_dir.name == "TEST01":
                 logged = test_dir / "accuracy"
                 verification = verify_test01(
                     accuracy_dir=tree / RAW_DIR / target / benchmark / scenario_dir.name, test_dir=run,
@@ -234,6 +241,9 @@ def _accuracy_txt(tree: Path, item: Item, scenario_dir: Path) -> None:
     full = tree / RAW_DIR / target / benchmark / scenario / ACCURACY_LOG
     item.check(f"{rel}: against {full.relative_to(tree)}")
     lines = path.read_text().splitlines()
+    if lines and lines[0].startswith("{"):
+        _rouge_txt(tree, item, path, full, lines)
+        return
     match = _ACCURACY_LINE.match(lines[0]) if lines else None
     if match is None or len(lines) < 2 or not lines[1].startswith("hash="):
         item.fail(f"{rel}: expected 'accuracy=<percent>%, good=<n>, total=<n>' and 'hash=<sha256>' ({RULE})")
@@ -255,6 +265,37 @@ def _accuracy_txt(tree: Path, item: Item, scenario_dir: Path) -> None:
     if good > total or f"{good / total * 100:.3f}" != f"{percent:.3f}":
         _differ(item, rel, "accuracy", f"{percent:.3f}%", f"{good / max(total, 1) * 100:.3f}%",
                 f"good={good} of total={total} on the same line")
+
+
+def _rouge_txt(tree: Path, item: Item, path: Path, full: Path, lines: list[str]) -> None:
+    """An LLM's accuracy.txt: its hash is the full log's, and gen_num that log's samples. Its ROUGE
+    scores need the dataset's reference summaries, which a tree does not hold: the tables item
+    compares ROUGE-1 with inference.parquet, and `benchpipe reproduce` scores the log again."""
+    from benchpipe.contracts.errors import ParseError
+    from benchpipe.results.loadgen_parser import parse_rouge_txt
+
+    rel = path.relative_to(tree)
+    try:
+        scores = parse_rouge_txt(path)
+    except ParseError as exc:
+        item.fail(f"{exc} ({RULE})")
+        return
+    if len(lines) < 2 or not lines[1].startswith("hash="):
+        item.fail(f"{rel}: line 2: expected 'hash=<sha256>' ({RULE})")
+        return
+    if not full.is_file():
+        item.fail(f"{rel}: the full accuracy log {full.relative_to(tree)} is missing ({RULE})")
+        return
+    source = full.relative_to(tree)
+    if lines[1].removeprefix("hash=") != (digest := sha256_file(full)):
+        _differ(item, rel, "hash", lines[1].removeprefix("hash="), digest, source)
+    try:
+        samples = len({int(entry["qsl_idx"]) for entry in json.loads(full.read_text())})
+    except (ValueError, KeyError, TypeError) as exc:
+        item.fail(f"{source}: cannot count its samples: {exc} ({RULE})")
+        return
+    if scores["gen_num"] != samples:
+        _differ(item, rel, "gen_num", int(scores["gen_num"]), samples, source)
 
 
 def _scenario_files(tree: Path, item: Item, scenario_dir: Path, seen: Seen, checks: dict, kind: RunKind,

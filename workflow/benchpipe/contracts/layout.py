@@ -129,6 +129,8 @@ REQUIRED_BY_MODE: dict[str, tuple[str, ...]] = {
     "TEST01": (f"TEST01/{VERIFY_ACCURACY}", f"TEST01/{VERIFY_PERFORMANCE}",
                *(f"TEST01/{PERFORMANCE_RUN}/{name}" for name in _RUN_LOGS)),
     "TEST04": (f"TEST04/{VERIFY_PERFORMANCE}", *(f"TEST04/{PERFORMANCE_RUN}/{name}" for name in _RUN_LOGS)),
+    # An LLM's: what compliance/TEST06/run_verification.py writes, and the checker reads.
+    "TEST06": (f"TEST06/{VERIFY_ACCURACY}", f"TEST06/{ACCURACY_DIR}/{ACCURACY_LOG}"),
 }
 # The training tree, per organization folder: systems/<system>.json and
 # results/<system>/<benchmark>/result_0.txt ... result_<N-1>.txt, N fixed per benchmark.

@@ -191,7 +191,10 @@ class Verification:
 
     @property
     def accuracy_passed(self) -> bool | None:
-        """TEST01's comparison of answers (verify_accuracy.txt); None for TEST04, which has none."""
+        """TEST01's comparison of answers (verify_accuracy.txt), TEST06's checks of outputs; None for
+        TEST04, which has none."""
+        if self.test == "TEST06":
+            return self.passed
         text = self.files.get(VERIFY_ACCURACY)
         return None if text is None else PASS_LINE in text.splitlines()
 
@@ -497,3 +500,92 @@ def verify_test04(*, test_dir: Path, submission_perf_dir: Path, scenario: str) -
     performance = _test04_performance(ref, run, scenario)
     return Verification("TEST04", performance.passed, {VERIFY_PERFORMANCE: performance.text},
                         performance.reasons, performance.figures)
+
+
+# --- TEST06 (an LLM's outputs) ------------------------------------------------------------------
+
+# The checks of compliance/TEST06/run_verification.py, by the labels its verify_accuracy.txt uses.
+TEST06_FIRST_TOKEN, TEST06_EOS, TEST06_LENGTH = "First token check pass", "EOS check pass", "Sample length check pass"
+TEST06_TOKEN_DTYPE = "<i4"  # the LLM SUT's int32 tokens, as the script's --dtype int32 reads them
+
+
+@dataclass(frozen=True)
+class _Test06Entry:
+    qsl_idx: int
+    tokens: list[int]
+    first: list[int] | None  # token_data: the first token(s) as reported on their own; None: not logged
+    count: int | None  # token_count: the count reported to LoadGen
+
+
+def _test06_entries(path: Path) -> list[_Test06Entry]:
+    _require_file(path, "the TEST06 run's LoadGen accuracy log")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InferenceError(f"{path}: cannot read the LoadGen accuracy log: {exc}") from exc
+    import numpy as np
+
+    entries = []
+    for n, entry in enumerate(raw):
+        try:
+            tokens = np.frombuffer(bytes.fromhex(entry["data"]), dtype=TEST06_TOKEN_DTYPE).tolist()
+            first = entry.get("token_data")
+            entries.append(_Test06Entry(
+                int(entry["qsl_idx"]), tokens,
+                None if first is None else np.frombuffer(bytes.fromhex(first), dtype=TEST06_TOKEN_DTYPE).tolist(),
+                None if entry.get("token_count") is None else int(entry["token_count"]),
+            ))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InferenceError(f"{path}: entry {n}: malformed ({exc!r})") from exc
+    return entries
+
+
+def _trailing_eos(tokens: list[int], eos: frozenset[int]) -> int:
+    count = 0
+    for token in reversed(tokens):
+        if token not in eos:
+            break
+        count += 1
+    return count
+
+
+def verify_test06(*, test_dir: Path, scenario: str, eos_token_ids: tuple[int, ...]) -> Verification:
+    """TEST06 from the TEST06 run's accuracy log (every response logged): the first token reported
+    on its own is the output's first (not in Offline, which reports none), no output ends with
+    more than one end-of-sequence token (any of ``eos_token_ids``: the script takes one id), and
+    each reported token count is the output's length."""
+    path = test_dir / ACCURACY_LOG
+    entries = _test06_entries(path)
+    eos = frozenset(eos_token_ids)
+    reasons: list[str] = []
+    check_first = scenario != "Offline"
+    wrong_first = [e for e in entries if check_first and (e.first is None or e.tokens[:len(e.first)] != e.first)]
+    doubled = [e for e in entries if _trailing_eos(e.tokens, eos) > 1]
+    miscounted = [e for e in entries if e.count != len(e.tokens)]
+    if not entries:
+        reasons.append(f"TEST06: {path} logs no response: did TEST06's audit.config take effect?")
+    if wrong_first:
+        e = wrong_first[0]
+        reasons.append(f"TEST06 first token: {len(wrong_first)} of {len(entries)} responses in {path} report a "
+                       f"first token that is not their output's (qsl_idx {e.qsl_idx}: {e.first} reported, "
+                       f"output {e.tokens[:3]})")
+    if doubled:
+        e = doubled[0]
+        reasons.append(f"TEST06 EOS: {len(doubled)} of {len(entries)} responses in {path} end with more than one "
+                       f"end-of-sequence token {sorted(eos)} (qsl_idx {e.qsl_idx}: {e.tokens[-4:]})")
+    if miscounted:
+        e = miscounted[0]
+        reasons.append(f"TEST06 sample length: {len(miscounted)} of {len(entries)} responses in {path} report a "
+                       f"token count other than their length (qsl_idx {e.qsl_idx}: {e.count} for {len(e.tokens)})")
+    passed = not reasons
+    first_line = ("True" if not wrong_first and entries else "False") if check_first else "Skipped"
+    text = "\n".join([
+        OWN_LABEL.format(test="TEST06"),
+        f"{TEST06_FIRST_TOKEN}: {first_line}",
+        f"{TEST06_EOS}: {bool(entries) and not doubled}",
+        f"{TEST06_LENGTH}: {bool(entries) and not miscounted}",
+        "TEST06 verification complete" if passed else "TEST06 verification failed",
+    ]) + "\n"
+    figures = {"responses": float(len(entries)), "wrong_first_token": float(len(wrong_first)),
+               "doubled_eos": float(len(doubled)), "miscounted": float(len(miscounted))}
+    return Verification("TEST06", passed, {VERIFY_ACCURACY: text}, reasons, figures)

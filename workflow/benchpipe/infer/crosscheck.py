@@ -24,6 +24,7 @@ from benchpipe.results.loadgen_parser import (
     parse_detail_log,
     parse_detail_times,
     parse_summary_log,
+    uses_token_latencies,
 )
 
 AGREE = "summary agrees with detail"
@@ -53,6 +54,13 @@ PARAMETER_KEYS = {
     "schedule_rng_seed": "effective_schedule_rng_seed",
     "performance_sample_count": "effective_performance_sample_count",
 }
+# A Server run timing tokens (an LLM's) states its TTFT and TPOT bounds instead of target_latency,
+# which LoadGen then leaves at 0 in the detail log and out of the summary.
+TOKEN_PARAMETER_KEYS = {
+    "ttft_latency (ns)": "requested_server_ttft_latency",
+    "tpot_latency (ns)": "requested_server_tpot_latency",
+}
+TARGET_LATENCY_LABEL = "target_latency (ns)"
 # The summary's Yes/No lines -> the detail log's flags.
 SATISFIED_KEYS = {
     "Min duration satisfied": "result_min_duration_met",
@@ -162,7 +170,16 @@ def _percentile_key(scenario: str, percentile: float, detail: DetailLog) -> str:
 
 
 def _agree_parameters(p: _Problems, summary: SummaryLog, detail: DetailLog) -> None:
+    token_bounds = uses_token_latencies(detail) and any(label in summary.parameters for label in TOKEN_PARAMETER_KEYS)
+    if token_bounds:
+        for label, key in TOKEN_PARAMETER_KEYS.items():
+            # LoadGen prints them for every scenario, but logs them only for Server (Offline's
+            # summary shows mlperf.conf's Server bounds of the model with nothing to compare).
+            if detail.get(key) is not None:
+                _agree_number(p, f"'{label}'", summary.parameters.get(label), detail, key)
     for label, key in PARAMETER_KEYS.items():
+        if token_bounds and label == TARGET_LATENCY_LABEL and label not in summary.parameters:
+            continue
         if label in summary.parameters or detail.get(key) is not None:
             _agree_number(p, f"'{label}'", summary.parameters.get(label), detail, key)
 

@@ -2,7 +2,8 @@
 
 The official submission checker does not look at ``result_validity`` and lets LoadGen errors
 in a performance log through, so benchpipe checks these itself, with the rules the checker
-does apply (seeds, min duration, min query count, early stopping, the Server latency bound).
+does apply (seeds, min duration, min query count, early stopping, the Server latency bound,
+an LLM's token latencies on and its TTFT and TPOT p99s below the round's limits).
 """
 
 from __future__ import annotations
@@ -12,17 +13,29 @@ from pathlib import Path
 from typing import Any
 
 from benchpipe.contracts.errors import ValidationError
-from benchpipe.contracts.rounds import COMPLIANCE_TESTS, OFFICIAL_MIN_DURATION_MS, ROUND, inference_round
+from benchpipe.contracts.rounds import (
+    OFFICIAL_MIN_DURATION_MS,
+    ROUND,
+    RUNNABLE_COMPLIANCE_TESTS,
+    inference_round,
+)
 from benchpipe.infer.compliance import expected_effective_settings
 from benchpipe.results.loadgen_parser import DetailLog
 
 # The checker's MODEL_CONFIG[round]["seeds"]; for v6.1 the seeds of loadgen/mlperf.conf, which
 # mlcommons-loadgen 6.0.17 builds in.
 ROUND_SEEDS: dict[str, int] = dict(inference_round(ROUND).seeds)
-SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline", "Interactive")
+# Interactive is LoadGen's Server scenario under the model's "-interactive" key: its log says Server.
+LOADGEN_SCENARIO = {"Interactive": "Server"}
 # The checker's Config.uses_early_stopping: these scenarios must meet LoadGen's early-stopping
 # criterion, and their min query count is then not checked.
 EARLY_STOPPING_SCENARIOS = frozenset({"SingleStream", "MultiStream", "Server"})
+
+
+# MLPerf's LLMs benchpipe serves, from the checker's Config.get_llm_models: their runs must time
+# tokens, the edge one too, which has no Server scenario and so no TTFT/TPOT limits.
+LLM_MODELS = frozenset({"llama3.1-8b", "llama3.1-8b-edge"})
 
 
 @dataclass(frozen=True)
@@ -34,23 +47,40 @@ class ModelRules:
     offline_min_samples_per_query: int | None  # closed division only
     performance_sample_count: int | None
     server_latency_ns: int | None  # the p99 bound the Server run's target latency may not exceed
+    llm: bool = False  # token latencies must be on (the checker's llm_check)
+    # The round's scenario whose TTFT and TPOT p99 limits (ns) a Server-scenario log of this
+    # LoadGen model is held to, and those limits: {"ttft": ..., "tpot": ...}; None: no limits.
+    token_limits_scenario: str | None = None
+    token_limits_ns: dict[str, int] | None = None
 
 
-def _round_rules(mlperf_name: str, round_: str = ROUND) -> ModelRules:
+def _round_rules(mlperf_name: str, round_: str = ROUND, token_scenario: str | None = None) -> ModelRules:
     """A model's rules from the round's table (the checker's "min-queries",
-    OFFLINE_MIN_SPQ_SINCE_V4, "performance-sample-count" and "latency-constraint")."""
+    OFFLINE_MIN_SPQ_SINCE_V4, "performance-sample-count", "latency-constraint" and
+    LLM_LATENCY_LIMITS): ``token_scenario`` names the limits its Server-scenario runs meet."""
     table = inference_round(round_)
+    limits = table.llm_latency_limits_ns.get(mlperf_name)
     return ModelRules(
         mlperf_name=mlperf_name,
         min_query_count=dict(table.min_queries[mlperf_name]),
         offline_min_samples_per_query=table.offline_min_samples_per_query.get(mlperf_name),
         performance_sample_count=table.performance_sample_count.get(mlperf_name),
         server_latency_ns=table.latency_constraint_ns.get(mlperf_name, {}).get("Server"),
+        llm=limits is not None or mlperf_name in LLM_MODELS,
+        token_limits_scenario=token_scenario if limits and token_scenario in limits else None,
+        token_limits_ns=dict(limits[token_scenario]) if limits and token_scenario in limits else None,
     )
 
 
-# By LoadGen's model name: the checker's model_mapping makes "resnet" of LoadGen's resnet50.
-MODEL_RULES: dict[str, ModelRules] = {"resnet50": _round_rules("resnet")}
+# By LoadGen's model name: the checker's model_mapping makes "resnet" of LoadGen's resnet50 and
+# "llama3.1-8b" of llama3_1-8b. Interactive runs LoadGen's Server scenario under its own key,
+# whose limits are the round's Interactive ones.
+MODEL_RULES: dict[str, ModelRules] = {
+    "resnet50": _round_rules("resnet"),
+    "llama3_1-8b": _round_rules("llama3.1-8b", token_scenario="Server"),
+    "llama3_1-8b-interactive": _round_rules("llama3.1-8b", token_scenario="Interactive"),
+    "llama3_1-8b-edge": _round_rules("llama3.1-8b-edge"),
+}
 # Models unknown to MLPerf: what LoadGen runs when user.conf leaves min_query_count alone
 # (LoadGen's TestSettings default of 100; mlperf.conf's *.MultiStream.min_query_count = 662;
 # Offline issues one query). Nothing else is required of them.
@@ -257,6 +287,31 @@ def _check_latency(p: _Problems, scenario: str, rules: ModelRules) -> None:
             )
 
 
+def _check_token_latencies(p: _Problems, scenario: str, rules: ModelRules) -> None:
+    """An LLM's: token latencies on, and in the Server scenario (Interactive's too) the TTFT and
+    TPOT p99s strictly below the round's limits, as the checker's llm_check compares them."""
+    if not rules.llm:
+        return
+    # LoadGen logs the key only when token latencies were asked for.
+    requested = p.detail.get("requested_use_token_latencies")
+    if requested is not True:
+        said = "not logged" if requested is None else f"{requested}"
+        p.add("token_latencies", f"requested_use_token_latencies is {said}: an LLM's runs must time tokens "
+              "(user.conf: use_token_latencies = 1)")
+    if scenario != "Server" or not rules.token_limits_ns:
+        return
+    where = f"{rules.mlperf_name} {rules.token_limits_scenario}'s"
+    for name, key in (("ttft", "result_first_token_99.00_percentile_latency_ns"),
+                      ("tpot", "result_time_per_output_token_99.00_percentile_ns")):
+        found, limit = p.value(f"{name}_limit", key), rules.token_limits_ns[name]
+        if found is _MISSING or found is None:
+            continue
+        if found >= limit:
+            verb = "exceeds" if found > limit else "equals (must be below)"
+            p.add(f"{name}_limit", f"{name.upper()} p99 {found / 1e6:.1f} ms ({key} {found}) {verb} "
+                  f"{where} {limit / 1e6:g} ms limit")
+
+
 def _check_audit(p: _Problems, compliance_test: str | None, loadgen_model: str) -> None:
     if compliance_test is None:
         # An audit.config found by LoadGen (e.g. left in the working directory) silently
@@ -265,13 +320,30 @@ def _check_audit(p: _Problems, compliance_test: str | None, loadgen_model: str) 
         if found:
             p.add("audit_config", f"LoadGen applied an audit.config to this submission run ({found[0]})")
         return
-    if compliance_test not in COMPLIANCE_TESTS:
-        raise ValidationError(f"compliance test '{compliance_test}' is not one of {', '.join(COMPLIANCE_TESTS)}")
-    for key, expected in expected_effective_settings(compliance_test, loadgen_model).items():
+    if compliance_test not in RUNNABLE_COMPLIANCE_TESTS:
+        raise ValidationError(
+            f"compliance test '{compliance_test}' is not one of {', '.join(RUNNABLE_COMPLIANCE_TESTS)}")
+    expected_settings = (test06_effective_settings() if compliance_test == "TEST06"
+                         else expected_effective_settings(compliance_test, loadgen_model))
+    for key, expected in expected_settings.items():
         found = p.value("audit_config", key)
         if found is not _MISSING and found != expected:
             p.add("audit_config",
                   f"{key} is {found}, {compliance_test}'s audit.config sets {expected}: it did not take effect")
+
+
+def test06_effective_settings() -> dict[str, Any]:
+    """The ``effective_*`` values a detail log shows when TEST06's audit.config took effect."""
+    from benchpipe.infer.llm_run import TEST06_SETTINGS
+
+    return {
+        "effective_test_mode": "PerformanceOnly",
+        "effective_accuracy_log_rng_seed": TEST06_SETTINGS["accuracy_log_rng_seed"],
+        "effective_accuracy_log_sampling_target": TEST06_SETTINGS["accuracy_log_sampling_target"],
+        "effective_min_query_count": TEST06_SETTINGS["min_query_count"],
+        "effective_min_duration_ms": TEST06_SETTINGS["min_duration"],
+        "effective_sample_concatenate_permutation": bool(TEST06_SETTINGS["sample_concatenate_permutation"]),
+    }
 
 
 def check_performance(
@@ -284,24 +356,38 @@ def check_performance(
     loadgen_model: str,
     division: str = "closed",
     compliance_test: str | None = None,
+    rules: ModelRules | None = None,
 ) -> list[str]:
     """Problems of one performance run's detail log (empty: none).
 
-    ``compliance_test`` ("TEST01", "TEST04") for a compliance run: its audit settings must show
-    in the log; None for a submission run: no audit.config may have been applied.
+    ``compliance_test`` ("TEST01", "TEST04", "TEST06") for a compliance run: its audit settings
+    must show in the log; None for a submission run: no audit.config may have been applied.
+    ``loadgen_model`` is the key the run was configured under: an LLM's Interactive scenario
+    runs under its "-interactive" key, whose rules hold the Interactive limits.
+
+    TEST06 logs every response of at least 100 queries with no minimum duration: it checks
+    outputs, not timing, so its run is not required to be VALID, nor its duration, early
+    stopping or token latencies to meet the submission run's rules.
+
+    ``rules``: the model's rules, by default the round's for ``loadgen_model``.
     """
     if scenario not in SCENARIOS:
         raise ValidationError(f"scenario '{scenario}' is not one of {', '.join(SCENARIOS)}")
-    rules = rules_for(loadgen_model)
+    rules = rules or rules_for(loadgen_model)
+    run_scenario = LOADGEN_SCENARIO.get(scenario, scenario)
     p = _Problems(detail, path)
-    _check_kind(p, scenario, "PerformanceOnly")
-    _check_validity(p)
+    timed = compliance_test != "TEST06"
+    _check_kind(p, run_scenario, "PerformanceOnly")
+    if timed:
+        _check_validity(p)
     _check_errors(p)
     _check_seeds(p)
-    _check_duration(p, official, min_duration_ms)
-    _check_query_count(p, scenario, official, rules, division)
-    _check_sample_count(p, official, rules)
-    _check_latency(p, scenario, rules)
+    if timed:
+        _check_duration(p, official, min_duration_ms)
+        _check_query_count(p, run_scenario, official, rules, division)
+        _check_sample_count(p, official, rules)
+        _check_latency(p, run_scenario, rules)
+        _check_token_latencies(p, run_scenario, rules)
     _check_audit(p, compliance_test, loadgen_model)
     return p.lines
 

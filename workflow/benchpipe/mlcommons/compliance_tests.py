@@ -1,4 +1,4 @@
-"""MLCommons' own TEST01 and TEST04 verification: ``compliance/TEST0x/run_verification.py``.
+"""MLCommons' own TEST01, TEST04 and TEST06 verification: ``compliance/TEST0x/run_verification.py``.
 
 The scripts come from the checkout of mlcommons/inference that holds the submission checker
 (config key ``inference.checker``; located and checked as ``inference_checker.checker_dir``
@@ -21,6 +21,20 @@ files, the way the submission checker reads them (``compliance_check.py``: a lin
 ``TEST PASS`` in verify_accuracy.txt, ``TEST PASS`` within a line of verify_performance.txt); a
 file without a ``TEST PASS`` or ``TEST FAIL`` line is an error that quotes its last line.
 
+TEST06 (an LLM's) reads only the TEST06 run's accuracy log, which logs every response with its
+first token and token count::
+
+    python compliance/TEST06/run_verification.py -c COMPLIANCE_DIR -o OUTPUT_DIR -s SCENARIO \
+        --eos_token_id ID --dtype int32
+
+and writes ``OUTPUT_DIR/TEST06/verify_accuracy.txt`` (``First token check pass: True|False|Skipped``,
+``EOS check pass: ...``, ``Sample length check pass: ...``, then ``TEST06 verification complete``
+or ``... failed``) and ``OUTPUT_DIR/TEST06/accuracy/mlperf_log_accuracy.json``. The checker reads
+those three lines; a verify file with any other line, a missing one, or a verdict that
+contradicts them is an error. Its ``--eos_token_id`` is taken as text (no ``type=int``) and so
+never equals a token id: its EOS check passes any output, and benchpipe's own check (which
+compares ids) is the one that finds a doubled end of sequence.
+
 The commands go through a shell inside the scripts (``shell=True``, unquoted paths), so the
 inputs are copied into a scratch folder whose path needs no quoting.
 """
@@ -42,7 +56,7 @@ from benchpipe.contracts.layout import ACCURACY_LOG, DETAIL_LOG, SUMMARY_LOG, VE
 from benchpipe.contracts.rounds import ROUND
 from benchpipe.mlcommons.inference_checker import CONFIG_KEY, checker_dir
 
-TESTS = ("TEST01", "TEST04")
+TESTS = ("TEST01", "TEST04", "TEST06")
 SCRIPT = "run_verification.py"
 # The verdict lines of the verify files, as the submission checker reads them.
 PASS_LINE = "TEST PASS"
@@ -58,8 +72,15 @@ COPIED_LOGS = {
     "TEST04": (f"performance/run_1/{SUMMARY_LOG}", f"performance/run_1/{DETAIL_LOG}"),
 }
 # The constants of the round's submission checker that say where each test's outputs live.
-_TREE_PATH_CONSTANT = {"TEST01": "TEST01_ACC_PATH", "TEST04": "TEST04_PERF_PATH"}
+_TREE_PATH_CONSTANT = {"TEST01": "TEST01_ACC_PATH", "TEST04": "TEST04_PERF_PATH", "TEST06": "TEST06_ACC_PATH"}
 _COMPLETE = "{test} verification complete"
+# TEST06's verify_accuracy.txt: its three check lines ("<label>: True|False|Skipped", the first
+# token check skipped for Offline, which reports no first token) and the closing verdict.
+TEST06_CHECKS = ("First token check pass", "EOS check pass", "Sample length check pass")
+TEST06_VALUES = ("True", "False", "Skipped")
+TEST06_COMPLETE = "TEST06 verification complete"
+TEST06_FAILED = "TEST06 verification failed"
+TEST06_DTYPE = "int32"  # the LLM SUT's tokens (infer.decoding.TOKEN_DTYPE)
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,9 @@ class OfficialVerdict:
 
     @property
     def accuracy_passed(self) -> bool | None:
-        """TEST01's comparison of answers; None for TEST04, which has none."""
+        """TEST01's comparison of answers, TEST06's checks of outputs; None for TEST04, which has none."""
+        if self.test == "TEST06":
+            return self.passed
         return next((c.passed for c in self.checks if c.name == VERIFY_ACCURACY), None)
 
     @property
@@ -180,17 +203,20 @@ def _file_verdict(script: Path, folder: Path, name: str) -> FileVerdict:
     return FileVerdict(name, passed, verdicts[-1])
 
 
-def _run(script: Path, test: str, args: list[str], cwd: Path, timeout_s: int) -> str:
+def _run(script: Path, test: str, args: list[str], cwd: Path, timeout_s: int,
+         done: tuple[str, ...] = ()) -> str:
+    """The script's output; an error unless it exited 0 and printed one of ``done`` (default: its
+    ``<test> verification complete`` line)."""
+    done = done or (_COMPLETE.format(test=test),)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
         proc = subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise ValidationError(f"{script}: did not finish within {timeout_s} s") from exc
-    if proc.returncode != 0 or _COMPLETE.format(test=test) not in proc.stdout:
+    if proc.returncode != 0 or not any(line in proc.stdout for line in done):
         raise ValidationError(
-            f"{script}: exit {proc.returncode} without '{_COMPLETE.format(test=test)}'; its last lines:\n"
-            + _tail(proc.stdout)
+            f"{script}: exit {proc.returncode} without '{done[0]}'; its last lines:\n" + _tail(proc.stdout)
         )
     return proc.stdout
 
@@ -257,3 +283,59 @@ def verify_test04(checkout: Path, *, submission_perf_dir: Path, test_dir: Path, 
         f"compliance/{DETAIL_LOG}": (test / DETAIL_LOG, "the TEST04 run's LoadGen detail log"),
     }
     return _verify(checkout, "TEST04", inputs, [], output_dir, round, timeout_s)
+
+
+def _test06_verdicts(script: Path, path: Path) -> tuple[FileVerdict, ...]:
+    """TEST06's verify_accuracy.txt read line by line: its three checks, then the verdict that must
+    follow from them; anything else in it is an error that quotes the line."""
+    if not path.is_file():
+        raise ValidationError(f"{script}: wrote no {path}")
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    found: dict[str, str] = {}
+    verdict = None
+    for line in lines:
+        label, sep, value = line.partition(":")
+        if sep and label in TEST06_CHECKS and value.strip() in TEST06_VALUES and label not in found:
+            found[label] = value.strip()
+        elif line in (TEST06_COMPLETE, TEST06_FAILED) and verdict is None:
+            verdict = line
+        else:
+            raise ValidationError(f"{script}: {path}: unexpected line {line!r} (TEST06 writes "
+                                  f"{', '.join(TEST06_CHECKS)} and '{TEST06_COMPLETE}' or '{TEST06_FAILED}')")
+    missing = [label for label in TEST06_CHECKS if label not in found]
+    if missing or verdict is None:
+        raise ValidationError(f"{script}: {path}: no {', '.join(missing) or 'verdict'} line")
+    # The checker takes "Skipped" only for the first token check (the script's Offline).
+    passed = {label: value == "True" or (label == TEST06_CHECKS[0] and value == "Skipped")
+              for label, value in found.items()}
+    if (verdict == TEST06_COMPLETE) != all(passed.values()):
+        raise ValidationError(f"{script}: {path}: '{verdict}' contradicts its checks: {found}")
+    return tuple(FileVerdict(VERIFY_ACCURACY, passed[label], f"{label}: {found[label]}") for label in TEST06_CHECKS)
+
+
+def verify_test06(checkout: Path, *, test_dir: Path, output_dir: Path, scenario: str, eos_token_id: int,
+                  round: str = ROUND, timeout_s: int = TIMEOUT_S) -> OfficialVerdict:
+    """MLCommons' TEST06 verification of the TEST06 run in ``test_dir`` (its whole accuracy log);
+    its outputs go to ``output_dir/TEST06``. ``eos_token_id``: the served checkpoint's end of
+    sequence (generation_config.json), which the script takes one of; the tokens are int32."""
+    test = "TEST06"
+    script = script_path(checkout, test)
+    where = tree_path(checkout, test, round)
+    folder = Path(output_dir) / test
+    if folder.exists():
+        raise ValidationError(f"{folder}: exists; {script} needs a fresh output folder")
+    scratch = _scratch()
+    try:
+        _copy(Path(test_dir) / ACCURACY_LOG, scratch / "compliance" / ACCURACY_LOG,
+              "the TEST06 run's LoadGen accuracy log")
+        (scratch / "work").mkdir()
+        args = ["-c", str(scratch / "compliance"), "-o", str(Path(output_dir).resolve()), "-s", scenario,
+                "--eos_token_id", str(int(eos_token_id)), "--dtype", TEST06_DTYPE]
+        output = _run(script, test, args, scratch / "work", timeout_s, done=(TEST06_COMPLETE, TEST06_FAILED))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    checks = _test06_verdicts(script, folder / VERIFY_ACCURACY)
+    files = tuple(sorted(p for p in folder.rglob("*") if p.is_file()))
+    if folder / "accuracy" / ACCURACY_LOG not in files:
+        raise ValidationError(f"{script}: did not copy accuracy/{ACCURACY_LOG} into {folder}: {_tail(output, 3)}")
+    return OfficialVerdict(test, round, all(c.passed for c in checks), checks, folder, files, script, where, output)

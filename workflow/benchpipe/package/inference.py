@@ -24,6 +24,7 @@ from typing import Any
 
 from benchpipe import provenance
 from benchpipe.contracts import layout, registry
+from benchpipe.contracts.benchmark import LLMInferenceTask
 from benchpipe.contracts.config import inference_benchmarks, inference_modes, inference_tests
 from benchpipe.contracts.errors import ValidationError
 from benchpipe.contracts.layout import (
@@ -35,15 +36,16 @@ from benchpipe.contracts.layout import (
     USER_CONF,
 )
 from benchpipe.contracts.records import RunKind, read_model_record
-from benchpipe.contracts.rounds import COMPLIANCE_TESTS
+from benchpipe.contracts.rounds import RUNNABLE_COMPLIANCE_TESTS
 from benchpipe.contracts.schemas import validate
-from benchpipe.infer.compliance import Verification, verify_test01, verify_test04
+from benchpipe.infer.compliance import Verification, verify_test01, verify_test04, verify_test06
 from benchpipe.infer.crosscheck import check_run_logs
+from benchpipe.infer.llm_run import read_llm_calibration
 from benchpipe.infer.sut import RESPONSE_DTYPE
 from benchpipe.infer.validity import check_accuracy, check_performance
 from benchpipe.mlcommons import compliance_tests as official
 from benchpipe.package.files import copy_code, copy_file, dump_json
-from benchpipe.results.loadgen_parser import parse_detail_log
+from benchpipe.results.loadgen_parser import parse_detail_log, parse_rouge_txt
 
 INFERENCE_STATUS = {"onprem": "available", "cloud": "available", "preview": "preview", "research": "rdi"}
 ACCURACY_LOG_LIMIT = 10 * 1024  # official trees keep at most 10 KiB of the accuracy log
@@ -152,7 +154,10 @@ def check_scenario(group: ScenarioResults, settings: dict,
         detail = parse_detail_log(path)
         if mode == "accuracy":
             problems += check_accuracy(detail, path)
-            if division == "closed" and row["accuracy"] < row["accuracy_target"]:
+            if isinstance(task, LLMInferenceTask):
+                if division == "closed":
+                    problems += llm_accuracy_problems(task, test_dir / ACCURACY_TXT)
+            elif division == "closed" and row["accuracy"] < row["accuracy_target"]:
                 problems.append(
                     f"{test_dir / ACCURACY_TXT}: rule 'accuracy target': {row['accuracy']:.4f} is below "
                     f"{row['accuracy_target']:.4f} (99 % of the reference), required in the closed division"
@@ -160,13 +165,13 @@ def check_scenario(group: ScenarioResults, settings: dict,
         else:
             problems += check_performance(
                 detail, path, scenario=group.scenario, official=kind.official,
-                min_duration_ms=kind.min_duration_ms, loadgen_model=task.loadgen_model,
-                division=division, compliance_test=mode if mode in COMPLIANCE_TESTS else None,
+                min_duration_ms=kind.min_duration_ms, loadgen_model=loadgen_model(task, group.scenario),
+                division=division, compliance_test=mode if mode in RUNNABLE_COMPLIANCE_TESTS else None,
             )
             problems += check_run_logs(test_dir)
     verdicts = {}
     if not problems:
-        for test in COMPLIANCE_TESTS:
+        for test in RUNNABLE_COMPLIANCE_TESTS:
             if test not in group.tests:
                 continue
             verdict = verify_test(test, group, settings, staging)
@@ -178,6 +183,23 @@ def check_scenario(group: ScenarioResults, settings: dict,
     if problems:
         raise ValidationError(f"{group.where}: " + "; ".join(problems))
     return verdicts
+
+
+def loadgen_model(task: Any, scenario: str) -> str:
+    """The LoadGen model key a scenario ran under: an LLM's Interactive has its own."""
+    return task.loadgen_model_for(scenario) if isinstance(task, LLMInferenceTask) else task.loadgen_model
+
+
+def llm_accuracy_problems(task: LLMInferenceTask, accuracy_txt: Path) -> list[str]:
+    """The closed division's accuracy rule for an LLM: every one of the checker's targets (99 %
+    of each reference ROUGE, at least 90 % of its generated length), from accuracy.txt."""
+    scores = parse_rouge_txt(accuracy_txt)
+    names = {"ROUGE1": "rouge1", "ROUGE2": "rouge2", "ROUGEL": "rougeL", "ROUGELSUM": "rougeLsum", "GEN_LEN": "gen_len"}
+    return [
+        f"{accuracy_txt}: rule 'accuracy target': {names[metric]} {scores[names[metric]]:g} is below {target:g} "
+        f"(the round's target for {task.official_name}), required in the closed division"
+        for metric, target in task.accuracy_targets if scores[names[metric]] < target
+    ]
 
 
 def judged(verification: Verification | ComplianceVerdict, kind: RunKind) -> bool:
@@ -199,9 +221,14 @@ def judged(verification: Verification | ComplianceVerdict, kind: RunKind) -> boo
 def verify_test(test: str, group: ScenarioResults, settings: dict, staging: Path | None) -> ComplianceVerdict:
     """``test`` verified by benchpipe and, with ``inference.checker`` set, by MLCommons' script into ``staging``."""
     perf, run = group.tests["performance"], group.tests[test]
+    eos: tuple[int, ...] = ()
     if test == "TEST01":
         own = verify_test01(accuracy_dir=group.tests["accuracy"], test_dir=run,
                             submission_perf_dir=perf, scenario=group.scenario)
+    elif test == "TEST06":
+        # The served checkpoint's end-of-sequence ids, as its calibration read them from generation_config.json.
+        eos = read_llm_calibration(run)[2].eos_token_ids
+        own = verify_test06(test_dir=run, scenario=group.scenario, eos_token_ids=eos)
     else:
         own = verify_test04(test_dir=run, submission_perf_dir=perf, scenario=group.scenario)
     checkout = settings["inference"].get("checker")
@@ -210,14 +237,19 @@ def verify_test(test: str, group: ScenarioResults, settings: dict, staging: Path
     if staging is None:
         raise ValidationError(f"{group.where}: {test}: MLCommons' verification needs a staging folder")
     out = staging / group.target / group.benchmark / group.scenario
+    round_ = settings["inference"]["round"]
     if test == "TEST01":
         theirs = official.verify_test01(
             Path(checkout), accuracy_log=group.tests["accuracy"] / ACCURACY_LOG, submission_perf_dir=perf,
-            test_dir=run, output_dir=out, dtype=RESPONSE_DTYPE.name, round=settings["inference"]["round"],
+            test_dir=run, output_dir=out, dtype=RESPONSE_DTYPE.name, round=round_,
         )
+    elif test == "TEST06":
+        # The script takes one id; Llama 3.1's first (<|end_of_text|>) ends the reference's outputs.
+        theirs = official.verify_test06(Path(checkout), test_dir=run, output_dir=out, scenario=group.scenario,
+                                        eos_token_id=eos[0], round=round_)
     else:
         theirs = official.verify_test04(Path(checkout), submission_perf_dir=perf, test_dir=run, output_dir=out,
-                                        round=settings["inference"]["round"])
+                                        round=round_)
     return ComplianceVerdict(test, own, theirs)
 
 
@@ -229,15 +261,17 @@ def section_of(root: Path, benchmark: str) -> tuple[Path, str]:
     return root / "benchpipe" / "inference", benchmark
 
 
-def measurements(test_dir: Path, scenario: str) -> dict[str, Any]:
+def measurements(test_dir: Path, scenario: str, llm: bool = False) -> dict[str, Any]:
     model = read_model_record(test_dir)
     return {
-        "input_data_types": "fp32",
+        # An LLM is fed the prompts' token ids (int32), a classifier its preprocessed images.
+        "input_data_types": "int32" if llm else "fp32",
         # Weights benchpipe trained are not MLPerf's reference weights: say so.
         "retraining": "yes" if model.retrained else "no",
         "starting_weights_filename": model.description,
         "weight_data_types": "fp32",
-        "weight_transformations": "none",
+        # The Llama loader widens bfloat16 and float16 tensors to float32, exactly.
+        "weight_transformations": "bf16/fp16 checkpoint tensors widened to fp32 at load (exact)" if llm else "none",
         "scenario": scenario,
     }
 
@@ -304,7 +338,8 @@ def write_scenario(root: Path, group: ScenarioResults, settings: dict, verdicts:
     for log in LOADGEN_LOGS:
         copy_file(perf / log, scenario_dir / "performance" / "run_1" / log)
     copy_file(perf / USER_CONF, scenario_dir / USER_CONF)
-    measured = measurements(perf, group.scenario)
+    measured = measurements(perf, group.scenario,
+                            llm=isinstance(registry.get(group.benchmark).inference, LLMInferenceTask))
     validate(measured, "measurements.schema.json", what=f"{scenario_dir}/measurements.json")
     dump_json(scenario_dir / "measurements.json", measured)
     readme = scenario_readme(group.target, group.benchmark, group.scenario, read_model_record(perf).description,
@@ -337,6 +372,11 @@ def write_test(out: Path, group: ScenarioResults, verdict: ComplianceVerdict, se
         shutil.copytree(verdict.official.folder, placed)
         return
     test_dir = group.tests[verdict.test]
+    if verdict.test == "TEST06":
+        # As compliance/TEST06/run_verification.py lays it out: the whole log of every response.
+        copy_file(test_dir / ACCURACY_LOG, out / "accuracy" / ACCURACY_LOG)
+        verdict.own.write(out)
+        return
     for log in LOADGEN_LOGS:
         copy_file(test_dir / log, out / "performance" / "run_1" / log)
     if verdict.test == "TEST01":
