@@ -314,6 +314,7 @@ def test_the_workflow_runs_each_compliance_test_with_its_performance_runs_user_c
               if line.startswith("Shell command: cp ")]
     assert sorted(copies) == sorted(f"cp runs/local-cpu/digits/infer/{s}/performance/user.conf "
                                     f"runs/local-cpu/digits/performance_conf/{s}/user.conf"
+                                    f" > logs/performance_conf/local-cpu/digits/{s}.log 2>&1"
                                     for s in ("MultiStream", "Offline", "Server", "SingleStream"))
 
 
