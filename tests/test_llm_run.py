@@ -4,6 +4,8 @@ and the stand-in checkpoint that development runs serve."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,17 +66,56 @@ def test_the_test06_audit_config_is_the_published_one(inference_checkout):
     assert settings(audit_config_test06()) == published
 
 
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory) -> Path:
+    """The generated CNN/DailyMail (data/), prepared (prepared/), and the stand-in checkpoint (model/)."""
+    from benchpipe.benchmarks.llama import cnndm
+    from benchpipe.benchmarks.llama.cnndm_stand_in import write_stand_in
+    from benchpipe.benchmarks.llama.stand_in_model import write_stand_in_checkpoint
+    from benchpipe.contracts.benchmark import Source
+    from benchpipe.contracts.hashing import sha256_file
+
+    root = tmp_path_factory.mktemp("stand-in-llm")
+    written = write_stand_in(root / "data")
+    write_stand_in_checkpoint(written[cnndm.EVAL_FILE], written[cnndm.TOKENIZER_FILE], root / "model")
+    sources = [Source(name, path.resolve().as_uri(), sha256_file(path)) for name, path in written.items()]
+    cnndm.prepare(sources, root / "prepared", root / "cache", benchmark="llama3.1-8b")
+    return root
+
+
 @pytest.mark.slow
-def test_the_stand_in_checkpoint_round_trips_and_summarises(tmp_path):
+@pytest.mark.timing
+def test_an_offline_run_calibrated_far_too_low_is_corrected_and_ends_valid(stand_in, tmp_path):
+    from benchpipe.infer.llm_run import calibrate_llm_scenario, run_llm_test
+    from benchpipe.infer.models import checkpoint_sha256, supplied_checkpoint
+    from benchpipe.results.loadgen_parser import parse_detail_log
+
+    benchmark = registry.get("llama31_8b")
+    model = supplied_checkpoint(stand_in / "model", checkpoint_sha256(stand_in / "model"), "llama31_8b")
+    kind = RunKind(official=False, min_duration_ms=1000, accuracy_samples=32)
+    calibrate_llm_scenario(benchmark, stand_in / "prepared", model, "Offline", kind, tmp_path / "calibrate")
+    conf = tmp_path / "calibrate/user.conf"
+    # A tenth of the calibrated rate: LoadGen's one query ends before min_duration (INVALID).
+    calibrated = float(re.search(r"Offline.target_qps = ([\d.]+)", conf.read_text()).group(1))
+    conf.write_text(re.sub(r"(Offline.target_qps = )[\d.]+", rf"\g<1>{calibrated / 10:.2f}", conf.read_text()))
+    run_llm_test(benchmark, stand_in / "prepared", "Offline", "performance", tmp_path / "calibrate", tmp_path / "run")
+    assert parse_detail_log(tmp_path / "run/mlperf_log_detail.txt").get("result_validity") == "VALID"
+    attempts = json.loads((tmp_path / "run/provenance.json").read_text())["attempts"]
+    assert [a["result_validity"] for a in attempts] == ["INVALID", "VALID"]
+    assert attempts[0]["correction"]["key"] == "target_qps"
+    assert attempts[0]["correction"]["after"] > calibrated / 10
+    assert (tmp_path / "run/attempts/1/mlperf_log_detail.txt").is_file()
+    assert f"target_qps = {attempts[0]['correction']['after']}" in (tmp_path / "run/user.conf").read_text()
+
+
+@pytest.mark.slow
+def test_the_stand_in_checkpoint_round_trips_and_summarises(stand_in):
     from benchpipe.benchmarks.llama.checkpoint import load_checkpoint, read_shape
     from benchpipe.benchmarks.llama.cnndm import EVAL_FILE, TOKENIZER_FILE, load_tokenizer, read_reference
-    from benchpipe.benchmarks.llama.cnndm_stand_in import write_stand_in
     from benchpipe.benchmarks.llama.generate import KVCacheDecoder
     from benchpipe.benchmarks.llama.model import build_llama
-    from benchpipe.benchmarks.llama.stand_in_model import write_stand_in_checkpoint
 
-    write_stand_in(tmp_path / "data")
-    write_stand_in_checkpoint(tmp_path / "data" / EVAL_FILE, tmp_path / "data" / TOKENIZER_FILE, tmp_path / "model")
+    tmp_path = stand_in
     config = json.loads((tmp_path / "model/generation_config.json").read_text())
     tokenizer = load_tokenizer(tmp_path / "data" / TOKENIZER_FILE)
     assert config["eos_token_id"] == [tokenizer.token_to_id("<|end_of_text|>")]

@@ -195,41 +195,90 @@ def audit_config_test06() -> str:
 
 def run_llm_test(benchmark: Benchmark, data_dir: Path, scenario: str, mode: str, calibration_dir: Path,
                  out_dir: Path) -> None:
-    """One LoadGen test with the scenario's calibrated user.conf, serving the calibrated checkpoint."""
+    """One LoadGen test with the scenario's calibrated user.conf, serving the calibrated checkpoint.
+
+    A performance run that LoadGen judges INVALID for a setting it names is corrected and run
+    again, each attempt in a fresh process, as a classifier's (``loadgen_run.performance_attempts``).
+    """
+    from benchpipe.infer.loadgen_run import LoadGenTest, performance_attempts, spawned
+
+    llm_task(benchmark)
+    if mode not in LLM_MODES:
+        raise InferenceError(f"{benchmark.name}: mode '{mode}' is not one of {', '.join(LLM_MODES)}")
+    read_llm_calibration(calibration_dir)  # refused here, before any work, if unreadable
+    model = read_model_record(calibration_dir)
+    if not Path(model.path).is_dir():
+        raise InferenceError(f"{calibration_dir / 'model.json'}: the calibrated checkpoint {model.path} is gone: "
+                             "re-run calibrate")
+    conf = (calibration_dir / USER_CONF).read_text()
+    what = f"{benchmark.name} {scenario} {mode}"
+    with atomic_dir(out_dir) as tmp:
+        attempts = None
+        if mode == "performance":
+            def attempt(text: str, log_dir: Path) -> None:
+                spawned(_attempt_in_child, what, log_dir, benchmark.name, data_dir, scenario, mode, calibration_dir,
+                        text, log_dir, _thread_counts())
+
+            attempts = performance_attempts(
+                benchmark, data_dir, LoadGenTest(LOADGEN_SCENARIO[scenario], mode), calibration_dir, conf, tmp,
+                attempt=attempt, loadgen_model=llm_task(benchmark).loadgen_model_for(scenario))
+            require_valid(tmp / DETAIL_LOG, what)  # and no LoadGen error in the VALID attempt
+        else:
+            llm_attempt(benchmark, data_dir, scenario, mode, calibration_dir, conf, tmp)
+            # TEST06 checks the logged outputs, not the timing: its audit.config's 100 queries
+            # and no minimum duration leave LoadGen's early stopping unmet by design.
+            require_valid(tmp / DETAIL_LOG, what, timed=False)
+        (tmp / CALIBRATION).write_bytes((calibration_dir / CALIBRATION).read_bytes())
+        model.write(tmp)
+        provenance.write(tmp, data_dir, attempts=attempts)
+
+
+def llm_attempt(benchmark: Benchmark, data_dir: Path, scenario: str, mode: str, calibration_dir: Path, conf: str,
+                log_dir: Path) -> None:
+    """One LoadGen test into ``log_dir`` with ``conf`` as its user.conf; once per process (FromConfig)."""
     from benchpipe.infer.sut import start_test
 
     task = llm_task(benchmark)
-    if mode not in LLM_MODES:
-        raise InferenceError(f"{benchmark.name}: mode '{mode}' is not one of {', '.join(LLM_MODES)}")
     kind, calibration, limits = read_llm_calibration(calibration_dir)
-    model = read_model_record(calibration_dir)
-    checkpoint = Path(model.path)
-    if not checkpoint.is_dir():
-        raise InferenceError(f"{calibration_dir / 'model.json'}: the calibrated checkpoint {checkpoint} is gone: "
-                             "re-run calibrate")
-    with atomic_dir(out_dir) as tmp:
-        prompts, data = prompt_library(benchmark, data_dir, kind)
-        conf = tmp / USER_CONF
-        conf.write_bytes((calibration_dir / USER_CONF).read_bytes())
-        (tmp / CALIBRATION).write_bytes((calibration_dir / CALIBRATION).read_bytes())
-        audit = tmp / AUDIT_CONFIG
-        if mode == "TEST06":
-            audit.write_text(audit_config_test06())
-        settings = _settings(task, scenario, mode, conf)
-        sut = LLMSUT(decoder(checkpoint, calibration.slots, prompts, limits), prompts, limits,
-                     policy=calibration.policy)
-        start_test(sut, prompts, settings, tmp, prompts.total, audit_config=audit)
-        if mode == "accuracy":
-            from benchpipe.benchmarks.llama.cnndm import tokenizer_path
-            from benchpipe.infer.llm_accuracy import write_rouge_accuracy
+    checkpoint = Path(read_model_record(calibration_dir).path)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    prompts, data = prompt_library(benchmark, data_dir, kind)
+    conf_path = log_dir / USER_CONF
+    conf_path.write_text(conf)
+    # An explicit audit file in every test: one in the working directory would otherwise
+    # silently turn a submission run into a compliance run.
+    audit = log_dir / AUDIT_CONFIG
+    if mode == "TEST06":
+        audit.write_text(audit_config_test06())
+    settings = _settings(task, scenario, mode, conf_path)
+    sut = LLMSUT(decoder(checkpoint, calibration.slots, prompts, limits), prompts, limits, policy=calibration.policy)
+    start_test(sut, prompts, settings, log_dir, prompts.total, audit_config=audit)
+    if mode == "accuracy":
+        from benchpipe.benchmarks.llama.cnndm import tokenizer_path
+        from benchpipe.infer.llm_accuracy import write_rouge_accuracy
 
-            write_rouge_accuracy(tmp, data, tokenizer_path(data_dir))
-        else:
-            # TEST06 checks the logged outputs, not the timing: its audit.config's 100 queries
-            # and no minimum duration leave LoadGen's early stopping unmet by design.
-            require_valid(tmp / DETAIL_LOG, f"{benchmark.name} {scenario} {mode}", timed=mode == "performance")
-        model.write(tmp)
-        provenance.write(tmp, data_dir)
+        write_rouge_accuracy(log_dir, data, tokenizer_path(data_dir))
+
+
+def _thread_counts() -> tuple[int, int]:
+    import tensorflow as tf
+
+    return (tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads())
+
+
+def _attempt_in_child(benchmark_name: str, data_dir: Path, scenario: str, mode: str, calibration_dir: Path,
+                      conf: str, log_dir: Path, threads: tuple[int, int]) -> None:
+    from benchpipe.contracts import registry
+
+    intra, inter = threads
+    if intra or inter:
+        import tensorflow as tf
+
+        # Before TensorFlow runs an op, as `benchpipe infer --threads` set them in the parent.
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    llm_attempt(registry.get(benchmark_name), data_dir, scenario, mode, calibration_dir, conf, log_dir)
 
 
 def require_valid(detail_log: Path, what: str, timed: bool = True) -> None:

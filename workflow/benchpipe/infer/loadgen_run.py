@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -264,20 +265,27 @@ def run_attempt(
 
 
 def performance_attempts(
-    benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, conf: str, out: Path
+    benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, conf: str, out: Path,
+    *, attempt: Callable[[str, Path], None] | None = None, loadgen_model: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the performance test until LoadGen judges it VALID, correcting what its reason names.
 
-    Each attempt runs in a fresh process (``in_fresh_process``) and logs into attempts/<n>/;
-    the VALID one's files move up into ``out``, the INVALID ones stay where they are. Returns
-    one record per attempt, for provenance.json. An INVALID attempt the harness cannot
-    correct, or one after MAX_CORRECTIONS corrections, fails with LoadGen's reason.
+    Each attempt runs in a fresh process (``in_fresh_process``, or ``attempt(conf, log_dir)``:
+    an LLM's) and logs into attempts/<n>/; the VALID one's files move up into ``out``, the
+    INVALID ones stay where they are. ``test`` names LoadGen's scenario, ``loadgen_model``
+    (default the benchmark's) the user.conf's key. Returns one record per attempt, for
+    provenance.json. An INVALID attempt the harness cannot correct, or one after
+    MAX_CORRECTIONS corrections, fails with LoadGen's reason.
     """
+    if attempt is None:
+        def attempt(text: str, log_dir: Path) -> None:
+            in_fresh_process(benchmark, data_dir, test, calibration_dir, text, log_dir)
+    key = loadgen_model or benchmark.inference.loadgen_model
     records: list[dict[str, Any]] = []
     number = 1
     while True:
         attempt_dir = out / ATTEMPTS_DIR / str(number)
-        in_fresh_process(benchmark, data_dir, test, calibration_dir, conf, attempt_dir)
+        attempt(conf, attempt_dir)
         detail = parse_detail_log(attempt_dir / DETAIL_LOG)
         record = _attempt_record(number, attempt_dir, detail)
         records.append(record)
@@ -291,7 +299,7 @@ def performance_attempts(
         record["correction"] = correction.to_dict()
         log.warning("%s %s: attempt %d INVALID (%s): %s %s -> %s, from %s", test.scenario, test.mode, number,
                     correction.recommendation, correction.key, correction.before, correction.after, correction.measured)
-        conf = corrected_conf(conf, benchmark.inference.loadgen_model, test.scenario, correction, number)
+        conf = corrected_conf(conf, key, test.scenario, correction, number)
         number += 1
 
 
@@ -327,18 +335,23 @@ def in_fresh_process(
     process loads no model, so a GPU is the attempt's alone; spawn, because forking a process
     with TensorFlow's and LoadGen's threads running is unsafe.
     """
+    spawned(_attempt_in_child, f"{test.scenario} {test.mode}", log_dir, benchmark.name, data_dir, test,
+            calibration_dir, conf, log_dir, _thread_counts())
+
+
+def spawned(function: Callable[..., None], what: str, log_dir: Path, *args: Any) -> None:
+    """``function(*args)`` in a fresh process started with spawn; its exception raised here."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        future = pool.submit(_attempt_in_child, benchmark.name, data_dir, test, calibration_dir, conf, log_dir,
-                             _thread_counts())
+        future = pool.submit(function, *args)
         try:
             future.result()
         except BrokenProcessPool as exc:
-            raise InferenceError(f"{test.scenario} {test.mode}: the process of the attempt in {log_dir} died "
+            raise InferenceError(f"{what}: the process of the attempt in {log_dir} died "
                                  f"(killed, or LoadGen aborted): {exc}") from exc
 
 
