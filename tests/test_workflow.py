@@ -333,3 +333,55 @@ def test_llm_suite_dry_run_trains_nothing_and_runs_each_models_scenarios(repo_ro
                and "--train-runs" not in line for line in calibrate)
     parse = next(line for line in out.splitlines() if "benchpipe parse" in line)
     assert "--train-runs  --tests" in parse and all(test in parse for test in expected_tests)
+
+
+def test_the_real_llm_config_runs_official_tests_of_the_given_checkpoint(repo_root, tmp_path, cli_env):
+    """config/llama31_8b.yaml with what its header asks for (sha256s, the checkpoint entries, a
+    checker) on a system of both categories: official runs of the checkpoint, TEST06 in closed."""
+    checkpoint = tmp_path / "Llama-3.1-8B-Instruct"
+    checkpoint.mkdir()
+    for name in ("config.json", "model-00001-of-00004.safetensors", "generation_config.json"):
+        (checkpoint / name).write_text(name)
+    checker = tmp_path / "inference" / "tools" / "submission" / "submission_checker"
+    checker.mkdir(parents=True)
+    (checker / "main.py").write_text("")
+    real = yaml.safe_load((repo_root / "config" / "llama31_8b.yaml").read_text())
+    sha = "cd" * 32
+    llms = real["benchmarks"]
+    sources = {b: {name: {**entry, "sha256": sha} for name, entry in real["datasets"]["sources"][b].items()}
+               for b in llms}
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({
+        "targets": ["local-cpu-dc-edge"], "targets_dir": str(repo_root / ".test" / "config" / "targets"),
+        "datasets": {"sources": sources},
+        "inference": {"checker": str(tmp_path / "inference"),
+                      "models": {b: {"checkpoint": str(checkpoint), "sha256": sha} for b in llms}},
+    }))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    proc = snakemake(repo_root, workdir, cli_env, "-n", "-p", "submit", "--configfile",
+                     str(repo_root / "config" / "llama31_8b.yaml"), str(extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    calibrate = [line for line in out.splitlines() if "benchpipe calibrate" in line]
+    assert sorted(re.search(r"--benchmark (\w+) .*--scenario (\w+)", line).groups() for line in calibrate) == sorted(
+        [("llama31_8b", s) for s in ("Offline", "Server", "Interactive")]
+        + [("llama31_8b_edge", s) for s in ("SingleStream", "Offline")])
+    assert all(f"--model {checkpoint} --model-sha256 {sha}" in line and "--official" in line
+               and "--min-duration-ms" not in line for line in calibrate)
+    tests = re.findall(r"benchpipe infer --benchmark (\w+) .*--scenario (\w+) --mode (\w+)", out)
+    assert sorted(t for t in tests if t[2] == "TEST06") == sorted(
+        ("llama31_8b", s, "TEST06") for s in ("Offline", "Server", "Interactive"))
+    assert "benchpipe train" not in out
+
+
+def test_the_real_llm_config_without_its_checkpoint_entries_stops_naming_them(repo_root, tmp_path, cli_env):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({
+        "targets": ["local-cpu-dc-edge"], "targets_dir": str(repo_root / ".test" / "config" / "targets")}))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    proc = snakemake(repo_root, workdir, cli_env, "-n", "submit", "--configfile",
+                     str(repo_root / "config" / "llama31_8b.yaml"), str(extra))
+    assert proc.returncode != 0
+    assert "inference.models.llama31_8b" in proc.stdout + proc.stderr
