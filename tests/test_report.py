@@ -246,6 +246,45 @@ def test_the_banner_says_why_a_development_tree_is_not_for_a_round_and_is_absent
     assert [r.split(":")[0] for r in development_reasons(_data(tmp_path, **short))] == ["short LoadGen runs"]
 
 
+def _inference_row(benchmark: str, scenario: str, mode: str, **fields) -> dict:
+    row = {"target": "local-gpu", "benchmark": benchmark, "scenario": scenario, "mode": mode,
+           "result_validity": None if mode == "accuracy" else "VALID", "result_key": None, "result_latency_ns": None,
+           "result_samples_per_s": None, "latency_p99_ns": None, "accuracy": None, "min_duration_ms": 600_000,
+           "official_round_valid": None, "ttft_p99_ns": None, "tpot_p99_ns": None, "tokens_per_second": None,
+           "result_tokens_per_s": None}
+    return {**row, **fields}
+
+
+def test_an_llms_token_figures_and_rouge_1_are_shown_and_a_classifiers_row_is_as_before(tmp_path):
+    from benchpipe.report.page import render
+
+    rows = [
+        _inference_row("llama31_8b", "Server", "performance", result_key="result_completed_tokens_per_second",
+                       latency_p99_ns=900_000_000, ttft_p99_ns=1_234_000_000, tpot_p99_ns=45_600_000,
+                       tokens_per_second=2345.0, result_tokens_per_s=2210.0),
+        _inference_row("llama31_8b", "Offline", "accuracy", accuracy=0.3845),
+        _inference_row("resnet", "Offline", "performance", result_key="result_samples_per_second",
+                       result_samples_per_s=690.0, latency_p99_ns=3_000_000),
+        _inference_row("resnet", "Offline", "accuracy", accuracy=0.7646),
+    ]
+    data = _data(tmp_path, tables={"inference": rows})
+    page = render(data, [], {"passed": True, "items": []}, "audited here.", "0.0")
+    section = page[page.index('<section id="inference">'):page.index("</section>", page.index('id="inference"'))]
+    tokens = section[section.index("<h3>LLM token figures</h3>"):]
+    # TTFT p99 1,234 ms, TPOT p99 45.6 ms, tokens/s, and the checker's token metric, on the Server row.
+    assert ("<td>llama31_8b</td><td>Server</td><td>performance</td><td>VALID</td><td class=\"num\">2,210</td>"
+            "<td class=\"num\">2,345</td><td class=\"num\">1,234</td><td class=\"num\">45.6</td>") in tokens
+    assert "Offline</td><td>accuracy" not in tokens  # an accuracy run has no throughput to show
+    assert '<td class="num">ROUGE-1 0.3845</td>' in section
+    # The classifier's rows: samples/s and a plain top-1 accuracy, no token figure.
+    assert ("<td>resnet</td><td>Offline</td><td>performance</td><td>VALID</td><td class=\"num\"></td>"
+            "<td class=\"num\">690</td><td class=\"num\">3</td>") in section
+    assert '<td class="num">0.7646</td>' in section and "resnet" not in tokens
+    # A tree without an LLM has no token table.
+    classifier = render(_data(tmp_path, tables={"inference": rows[2:]}), [], {"passed": True}, "audited.", "0.0")
+    assert "token figures" not in classifier and "ROUGE-1" not in classifier
+
+
 def test_audit_and_report_refuse_to_write_their_default_file_inside_another_tree(tmp_path, cli_env):
     from benchpipe.report import beside
 

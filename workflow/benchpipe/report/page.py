@@ -246,24 +246,60 @@ def _ms(ns: int | None) -> str:
     return _number(None if ns is None else ns / 1e6)
 
 
+# An LLM's token figures (TTFT and TPOT are the latencies the round limits; throughput is in tokens).
+TOKEN_COLUMNS = ("ttft_p99_ns", "tpot_p99_ns", "tokens_per_second", "result_tokens_per_s")
+
+
+def _llm_benchmarks(rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Benchmarks whose runs timed tokens: their accuracy rows carry no token figure, yet are an LLM's."""
+    return {r["benchmark"] for r in rows if any(r.get(column) is not None for column in TOKEN_COLUMNS)}
+
+
+def _accuracy(row: dict[str, Any], llm: bool) -> str:
+    """An LLM's accuracy is ROUGE-1, not a classifier's top-1: the cell says which."""
+    value = _number(row["accuracy"])
+    return f"ROUGE-1 {value}" if llm and value else value
+
+
 def _inference(data: ReportData, plots: Sequence[Plot]) -> str:
     rows = data.rows("inference")
     if not rows:
         return '<section id="inference"><h2>Inference</h2><p>No inference results in this tree.</p></section>'
+    llms = _llm_benchmarks(rows)
+    ordered = sorted(rows, key=lambda r: (r["benchmark"], r["target"], r["scenario"], r["mode"]))
     table = _table(
         ("target", "benchmark", "scenario", "mode", "validity", "result latency (ms)", "result throughput (samples/s)",
          "p99 latency (ms)", "accuracy", "min duration (s)", "valid for a round"),
         [(r["target"], r["benchmark"], r["scenario"], r["mode"], r["result_validity"] or "",
           _ms(r.get("result_latency_ns")), _number(r.get("result_samples_per_s")), _ms(r["latency_p99_ns"]),
-          _number(r["accuracy"]), _number(None if r["min_duration_ms"] is None else r["min_duration_ms"] / 1000),
+          _accuracy(r, r["benchmark"] in llms),
+          _number(None if r["min_duration_ms"] is None else r["min_duration_ms"] / 1000),
           _flag(r.get("official_round_valid")))
-         for r in sorted(rows, key=lambda r: (r["benchmark"], r["target"], r["scenario"], r["mode"]))],
+         for r in ordered],
         numeric=(5, 6, 7, 8, 9))
     keys = sorted({(r["scenario"], r["result_key"]) for r in rows if r.get("result_key")})
     ranked = "; ".join(f"{scenario} by <code>{escape(key)}</code>" for scenario, key in keys)
     return ('<section id="inference"><h2>Inference</h2><p>Each scenario is ranked by one result: a latency '
             "(SingleStream, MultiStream) or a throughput (Offline, Server)"
-            + (f" ({ranked})" if ranked else "") + ".</p>" + table + _figures(plots) + "</section>")
+            + (f" ({ranked})" if ranked else "") + ".</p>" + table + _tokens(ordered, llms)
+            + _figures(plots) + "</section>")
+
+
+def _tokens(rows: Sequence[dict[str, Any]], llms: set[str]) -> str:
+    """The LLM tests' token figures, in a table of their own so that a classifier's rows keep theirs."""
+    shown = [r for r in rows if r["benchmark"] in llms and r["mode"] != "accuracy"]
+    if not shown:
+        return ""
+    table = _table(
+        ("target", "benchmark", "scenario", "mode", "validity", "result throughput (tokens/s)", "tokens/s",
+         "TTFT p99 (ms)", "TPOT p99 (ms)"),
+        [(r["target"], r["benchmark"], r["scenario"], r["mode"], r["result_validity"] or "",
+          _number(r.get("result_tokens_per_s")), _number(r.get("tokens_per_second")), _ms(r.get("ttft_p99_ns")),
+          _ms(r.get("tpot_p99_ns"))) for r in shown],
+        numeric=(5, 6, 7, 8))
+    return ("<h3>LLM token figures</h3><p>An LLM's throughput is in tokens, and its latency is held to the round's "
+            "limits on the p99 time to first token (TTFT) and time per output token (TPOT); its accuracy is "
+            "ROUGE-1.</p>" + table)
 
 
 def _reproduce(data: ReportData) -> str:
