@@ -150,7 +150,7 @@ def test_a_loadgen_test_run_again_matches_the_tree(submitted, cli_env, tmp_path)
 
 def test_a_test_needs_the_model_and_calibration_the_tree_recorded(submitted, tree, tmp_path):
     select = [Selection.parse("local-cpu/digits/Offline/accuracy")]
-    with pytest.raises(ConfigError, match=r"local-cpu/digits/Offline/accuracy: served the SavedModel with sha256 "
+    with pytest.raises(ConfigError, match=r"local-cpu/digits/Offline/accuracy: served the model with sha256 "
                                           r"[0-9a-f]{64}, which the tree does not hold: give it with --model DIR"):
         reproduce(tree, select, tmp_path / "work")
     other = tmp_path / "other-model"
@@ -202,3 +202,44 @@ def test_a_run_whose_image_is_not_here_names_its_digest_and_the_rebuild(tree, re
                                           "runtime docker in image tensorflow-cpu: another target"):
         reproduce(tree, [Selection.parse("local-cpu/digits/run_0")], tmp_path / "work",
                   target_file=repo_root / "config" / "targets" / "local-cpu.yaml")
+
+
+# --- Unit tests on hand-made rows: an LLM's test, compared by its token metric. ---------------------
+
+def _row(**fields) -> dict:
+    row = {"result_validity": "VALID", "invalid_reason": None, "result_key": "result_completed_tokens_per_second",
+           "result_latency_ns": None, "result_samples_per_s": None, "result_tokens_per_s": None}
+    return {**row, **fields}
+
+
+def test_a_test_is_compared_by_the_metric_its_row_has():
+    from benchpipe.reproduce import Comparison, _compare_test, _result
+
+    assert _result(_row(result_tokens_per_s=1500.0)) == 1500.0  # an LLM: tokens/s, samples/s null
+    assert _result(_row(result_samples_per_s=690.0)) == 690.0  # a classifier's throughput
+    # A latency scenario is compared by its latency whichever model it served.
+    assert _result(_row(result_latency_ns=2_000_000, result_tokens_per_s=10.0)) == 2_000_000.0
+
+    server = Selection.parse("local-cpu/llama31_8b/Server/performance")
+    close = Comparison(str(server))
+    _compare_test(close, server, _row(result_tokens_per_s=1000.0), _row(result_tokens_per_s=1100.0), 0.25)
+    assert close.status == "match", close.differences
+    assert close.checks[-1] == "result_completed_tokens_per_second: tree 1000, rerun 1100 (+10.0%; tolerance ±25%)"
+    far = Comparison(str(server))
+    _compare_test(far, server, _row(result_tokens_per_s=1000.0), _row(result_tokens_per_s=500.0), 0.25)
+    assert far.status == "differ" and "tree 1000, rerun 500 (-50.0%" in far.differences[0]
+
+
+def test_an_llm_test_can_be_selected_and_its_checkpoint_matched(tmp_path):
+    from benchpipe.infer.models import checkpoint_sha256
+    from benchpipe.reproduce import _model_sha256
+
+    interactive = Selection.parse("local-gpu/llama31_8b/Interactive/performance")
+    assert (interactive.scenario, interactive.job) == ("Interactive", "infer/Interactive/performance")
+    checkpoint = tmp_path / "llama"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text('{"model_type": "llama"}')
+    (checkpoint / "model.safetensors").write_bytes(b"weights")
+    assert _model_sha256(checkpoint) == checkpoint_sha256(checkpoint)  # what calibrate recorded for it
+    with pytest.raises(Exception, match="saved_model.pb"):
+        _model_sha256(tmp_path)  # neither: the SavedModel's refusal, as before

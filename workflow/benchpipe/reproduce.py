@@ -28,7 +28,7 @@ does not give the same bytes (the SavedModel's files differ from run to run even
 evaluation is identical), so the model is given with ``--model DIR`` (repeatable: each test
 serves the one whose sha256 it recorded), e.g. the run's ``model/`` in the workflow's runs/:
 
-    model      the SavedModel's sha256 is the recorded one (checked before the test runs)
+    model      the SavedModel's (an LLM: checkpoint folder's) sha256 is the recorded one (checked before the test runs)
     accuracy   accuracy mode: the same accuracy (the same answers on CPU)
     validity   performance modes (performance, TEST01, TEST04): the same result validity
     metric     the scenario's metric within ``performance_tolerance`` (PERFORMANCE_TOLERANCE,
@@ -92,17 +92,20 @@ class Selection:
 
     @classmethod
     def parse(cls, text: str) -> Selection:
+        from benchpipe.contracts.config import LLM_ONLY_SCENARIOS
         from benchpipe.infer.loadgen_run import TEST_MODES
         from benchpipe.infer.sut import SCENARIOS
 
+        # An LLM's Interactive test is in the tree like any other; infer runs it as LoadGen's Server.
+        scenarios = (*SCENARIOS, *LLM_ONLY_SCENARIOS)
         parts = text.strip("/").split("/")
         if len(parts) == 3 and parts[2].startswith("run_") and parts[2][4:].isdigit():
             return cls(parts[0], parts[1], run=int(parts[2][4:]))
-        if len(parts) == 4 and parts[2] in SCENARIOS and parts[3] in TEST_MODES:
+        if len(parts) == 4 and parts[2] in scenarios and parts[3] in TEST_MODES:
             return cls(parts[0], parts[1], scenario=parts[2], mode=parts[3])
         raise ConfigError(
             f"--select {text!r}: expected <target>/<benchmark>/run_<n>, e.g. local-cpu/digits/run_0, or "
-            f"<target>/<benchmark>/<scenario>/<mode> with a scenario of {', '.join(SCENARIOS)} and a mode of "
+            f"<target>/<benchmark>/<scenario>/<mode> with a scenario of {', '.join(scenarios)} and a mode of "
             f"{', '.join(TEST_MODES)}, e.g. local-cpu/digits/Offline/accuracy")
 
     @property
@@ -560,18 +563,26 @@ def _recorded_model_sha256(tree: Path, selection: Selection) -> str:
 
 
 def _model(context: _Context, selection: Selection, want: str) -> Path:
-    """The ``--model`` whose SavedModel sha256 is the recorded one."""
-    from benchpipe.infer.models import savedmodel_sha256
-
+    """The ``--model`` whose sha256 (a SavedModel's, or an LLM's checkpoint folder's) is the recorded one."""
     for path in context.options.models:
         if path not in context.model_hashes:
-            context.model_hashes[path] = savedmodel_sha256(path)
+            context.model_hashes[path] = _model_sha256(path)
         if context.model_hashes[path] == want:
             return path.resolve()
     given = "; ".join(f"{p} has sha256 {h}" for p, h in context.model_hashes.items())
     raise ConfigError(
-        f"{selection}: served the SavedModel with sha256 {want}, which the tree does not hold: give it with "
-        f"--model DIR (e.g. the training run's model/ in the workflow's runs/)" + (f"; {given}" if given else ""))
+        f"{selection}: served the model with sha256 {want}, which the tree does not hold: give it with "
+        f"--model DIR (e.g. the training run's model/ in the workflow's runs/, or an LLM's checkpoint folder)"
+        + (f"; {given}" if given else ""))
+
+
+def _model_sha256(path: Path) -> str:
+    """The digest calibrate recorded: an LLM serves a checkpoint folder, which has no SavedModel to hash."""
+    from benchpipe.infer.models import CHECKPOINT_CONFIG, SAVED_MODEL_PB, checkpoint_sha256, savedmodel_sha256
+
+    if not (path / SAVED_MODEL_PB).is_file() and (path / CHECKPOINT_CONFIG).is_file():
+        return checkpoint_sha256(path)
+    return savedmodel_sha256(path)
 
 
 def _calibration(context: _Context, selection: Selection, scenario_dir: Path, model: Path, sha256: str,
@@ -629,9 +640,13 @@ def _compare_test(result: Comparison, selection: Selection, recorded: dict, reru
 
 
 def _result(row: dict) -> float | None:
-    """A test's result, in the column of its scenario's unit (latency in ns, or samples/s)."""
+    """A test's result, in the column of its scenario's unit (latency in ns, tokens/s or samples/s)."""
     latency = row["result_latency_ns"]
-    return row["result_samples_per_s"] if latency is None else float(latency)
+    if latency is not None:
+        return float(latency)
+    # An LLM's throughput is the checker's token metric; its samples/s column is null.
+    tokens = row.get("result_tokens_per_s")
+    return row["result_samples_per_s"] if tokens is None else tokens
 
 
 def _rerun_provenance(out: Path) -> dict[str, Any]:
