@@ -25,8 +25,11 @@ repeats); each repeat ends with a Server search. Several LoadGen tests run in on
 allowed as long as ``TestSettings.FromConfig`` is never called. Timings are reported, never
 asserted.
 
-The LLM goals (Server tokens/s against Offline, continuous against static batching, on
-``SyntheticDecoder``, with the tiny Llama beside them) are measured by bench/llm_serving.py.
+The real models' ratios (digits, ResNet-50 at 32 px, as bench/infer_scenarios_vs_raw.py
+measures them) are measured in the same run and printed beside (``--real-models``), so that a
+GPU host settles both with this one script. The LLM goals (Server tokens/s against Offline,
+continuous against static batching, on ``SyntheticDecoder``, with the tiny Llama beside them)
+are measured by bench/llm_serving.py.
 
 Run it from the repository root, in the project's environment::
 
@@ -75,8 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=64, help="Offline batch (default 64, resnet's)")
     p.add_argument("--sample-values", type=int, default=64,
                    help="float32 values per sample (default 64: small, so that copying samples costs little)")
+    p.add_argument("--real-models", default="digits,resnet",
+                   help="real models whose ratios (infer_scenarios_vs_raw.py) are measured and printed beside: "
+                        "comma-separated of digits,resnet, or none (default digits,resnet)")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory (LoadGen's logs)")
-    return parse_with_smoke(p, argv, repeats=1, duration_ms=300, server_budget_s=4.0, server_run_ms=300)
+    return parse_with_smoke(p, argv, repeats=1, duration_ms=300, server_budget_s=4.0, server_run_ms=300,
+                            real_models="digits")
 
 
 @dataclass(frozen=True)
@@ -320,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         # would matter: runs pass an explicit one (start_test), and cwd is the work directory.
         os.chdir(work)
         sections = [measure(args, work) for measure in SECTIONS]
+        print_real = real_models(args, work)
         os.chdir(tempfile.gettempdir())  # leave the work directory before it is removed
     from importlib.metadata import version
 
@@ -333,7 +341,30 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for section in sections:
         print_section(section)
+    print_real()
     return 0
+
+
+def real_models(args: argparse.Namespace, work: Path) -> Callable[[], None]:
+    """Measure the real models' ratios as infer_scenarios_vs_raw.py does, in this run; returns
+    what prints their tables. On these cores they swing with the host's load, which the
+    synthetic figures above do not: a GPU host settles both with this one script."""
+    if args.real_models == "none":
+        return lambda: None
+    import infer_scenarios_vs_raw as real
+
+    options = ["--models", args.real_models, "--repeats", str(args.repeats), "--duration-ms", str(args.duration_ms),
+               "--server-budget-s", str(args.server_budget_s), "--server-run-ms", str(args.server_run_ms)]
+    real_args = real.parse_args(options + (["--smoke"] if args.smoke else []))
+    measured = [(subject, real.measure(subject, real_args, work)) for subject in real.subjects(real_args, work)]
+
+    def print_tables() -> None:
+        print("## Real models beside (as bench/infer_scenarios_vs_raw.py measures them)")
+        print()
+        for subject, result in measured:
+            real.table(subject, result, real_args)
+
+    return print_tables
 
 
 if __name__ == "__main__":
