@@ -145,16 +145,16 @@ def test_a_scenario_readme_says_its_user_conf_was_corrected():
 # --- the digits model through `benchpipe infer` ----------------------------------------------------
 
 
-def benchpipe(cli_env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchpipe.cli", *args], env=cli_env,
+def benchpipe(cli_env, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchpipe.cli", *args], env=cli_env, cwd=cwd,
                           capture_output=True, text=True, timeout=900)
 
 
 def infer(cli_env, data: Path, calibration: Path, out: Path, scenario: str, mode: str = "performance",
-          *extra: str) -> subprocess.CompletedProcess:
+          *extra: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return benchpipe(cli_env, "infer", "--benchmark", "digits", "--data", str(data), "--calibration",
                      str(calibration), "--scenario", scenario, "--mode", mode, "--threads", "2", "--out", str(out),
-                     *extra)
+                     *extra, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +336,8 @@ def test_the_tree_holds_the_corrected_run_whose_user_conf_the_compliance_tests_r
     wrong = miscalibrated(runs / "calibrate" / "Offline", tmp_path / "calibration", "target_qps",
                           round(calibration.offline_qps / 10, 1))
     remade = tmp_path / "Offline" / "performance"
-    proc = infer(env, workdir / "data" / "digits", wrong, remade, "Offline")
+    # In the workflow's directory, as its jobs run: the calibration names the model by its relative path.
+    proc = infer(env, workdir / "data" / "digits", wrong, remade, "Offline", cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     performance = runs / "infer" / "Offline" / "performance"
     shutil.rmtree(performance)
