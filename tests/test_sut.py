@@ -473,14 +473,19 @@ def test_server_search_finds_a_rate_whose_real_run_is_valid(model_dir, features,
     # LoadGen issuing as its user.conf asks (coalesce_queries).
     predictor = CompiledPredictor(model_dir, SHAPE, predictor_batch_sizes(calibration.batching))
     predictor.warm_up(WARM_UP_S)
-    sut = sut_for("Server", predictor, qsl, calibration.batching)
-    # Only some responses logged: logging every one would load the run more than the search's were.
-    start_test(sut, qsl, settings("Server", server_target_qps=calibration.server_target_qps,
-                                  server_target_latency_ns=bound_ns, min_duration_ms=run_ms * CONFIRM_LENGTH,
-                                  min_query_count=1001, accuracy_log_probability=0.02,
-                                  server_coalesce_queries=SERVER_COALESCE_QUERIES),
-               tmp_path, PERFORMANCE_COUNT)
-    result = check_run(tmp_path, expected, every=False)
+    # Up to three runs, as the workflow's infer rule retries (retries: 2): one stall of a shared
+    # host can sink a run at a rate the machine holds the rest of the time.
+    for attempt in range(3):
+        sut = sut_for("Server", predictor, qsl, calibration.batching)
+        # Only some responses logged: logging every one would load the run more than the search's were.
+        start_test(sut, qsl, settings("Server", server_target_qps=calibration.server_target_qps,
+                                      server_target_latency_ns=bound_ns, min_duration_ms=run_ms * CONFIRM_LENGTH,
+                                      min_query_count=1001, accuracy_log_probability=0.02,
+                                      server_coalesce_queries=SERVER_COALESCE_QUERIES),
+                   tmp_path / f"run{attempt}", PERFORMANCE_COUNT)
+        result = check_run(tmp_path / f"run{attempt}", expected, every=False)
+        if result["result_validity"] == "VALID":
+            break
     assert result["result_validity"] == "VALID", (result.get("result_invalid_reason"), tried)
     assert result["early_stopping_met"] is True
 
