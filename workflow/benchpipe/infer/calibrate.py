@@ -187,10 +187,13 @@ class RunResult:
     values: dict[str, Any]
     log: Path
 
-    def latency_ns(self, key: str) -> int:
+    def value(self, key: str) -> float:
         if key not in self.values:
             raise InferenceError(f"{self.log}: key '{key}' missing")
-        return int(self.values[key])
+        return float(self.values[key])
+
+    def latency_ns(self, key: str) -> int:
+        return int(self.value(key))
 
 
 def _loadgen_run(sut: BatchSUT | ServerSUT, qsl: SampleLibrary, settings, log_dir: Path,

@@ -22,19 +22,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchpipe.contracts.errors import BenchpipeError, InferenceError
+from benchpipe.contracts.errors import InferenceError
 from benchpipe.infer.calibrate import (
-    CUT_SHORT,
     SEARCH_LATENCY_FRACTION,
     SEARCH_MAX_DURATION_FACTOR,
     SEARCH_MAX_RUNS,
     SERVER_COALESCE_QUERIES,
     ServerOutcome,
+    _loadgen_run,
+    _Runs,
     search_server_qps,
 )
 from benchpipe.infer.decoding import Decoder, GenerationLimits
 from benchpipe.infer.llm_sut import LLMSUT, PromptLibrary
-from benchpipe.infer.sut import start_test
 
 LLM_SCENARIOS = ("Offline", "SingleStream", "Server", "Interactive")
 # Interactive is LoadGen's Server scenario under the tighter limits of the model's
@@ -104,46 +104,6 @@ def llm_settings(scenario: str, **values: Any):
     return settings
 
 
-@dataclass(frozen=True)
-class LLMRun:
-    valid: bool  # VALID, early stopping met, not cut short
-    values: dict[str, Any]
-    log: Path
-
-    def require(self, key: str) -> float:
-        if key not in self.values:
-            raise InferenceError(f"{self.log}: key '{key}' missing")
-        return float(self.values[key])
-
-
-def llm_run(sut: LLMSUT, prompts: PromptLibrary, settings, log_dir: Path, performance_count: int) -> LLMRun:
-    """One calibration run through LoadGen; LoadGen errors other than a max-duration cut fail it."""
-    from benchpipe.contracts.layout import DETAIL_LOG
-    from benchpipe.results.loadgen_parser import parse_detail_log
-
-    start_test(sut, prompts, settings, log_dir, performance_count)
-    path = log_dir / DETAIL_LOG
-    try:
-        detail = parse_detail_log(path)
-    except BenchpipeError as exc:
-        raise InferenceError(f"{path}: calibration run left no usable log: {exc}") from exc
-    errors = [error for error in detail.errors if CUT_SHORT not in error]
-    if errors:
-        raise InferenceError(f"{path}: LoadGen reported errors in a calibration run: {'; '.join(errors[:3])}")
-    valid = (detail.get("result_validity") == "VALID" and detail.get("early_stopping_met", True) is True
-             and len(errors) == len(detail.errors))
-    return LLMRun(valid, detail.values, path)
-
-
-class _Runs:
-    def __init__(self, root: Path) -> None:
-        self.root, self.count = root, 0
-
-    def next(self, label: str) -> Path:
-        self.count += 1
-        return self.root / f"{self.count:02d}-{label}"
-
-
 def measure_offline(decoder: Decoder, prompts: PromptLibrary, limits: GenerationLimits, runs: _Runs,
                     performance_count: int, policy: str = "continuous", samples: int | None = None
                     ) -> tuple[float, float]:
@@ -151,9 +111,9 @@ def measure_offline(decoder: Decoder, prompts: PromptLibrary, limits: Generation
     samples = samples or decoder.slots * OFFLINE_QUERY_SLOTS
     # A tiny expected rate: LoadGen's one query then holds min_query_count samples.
     settings = llm_settings("Offline", offline_expected_qps=1.0, min_query_count=samples, min_duration_ms=0)
-    run = llm_run(LLMSUT(decoder, prompts, limits, policy=policy), prompts, settings, runs.next("Offline"),
+    run = _loadgen_run(LLMSUT(decoder, prompts, limits, policy=policy), prompts, settings, runs.next("Offline"),
                   performance_count)
-    return run.require("result_samples_per_second"), run.require("result_tokens_per_second")
+    return run.value("result_samples_per_second"), run.value("result_tokens_per_second")
 
 
 def measure_single_stream(decoder: Decoder, prompts: PromptLibrary, limits: GenerationLimits, runs: _Runs,
@@ -162,8 +122,9 @@ def measure_single_stream(decoder: Decoder, prompts: PromptLibrary, limits: Gene
     # LoadGen generates queries from the expected latency: too high runs out before the minimum.
     settings = llm_settings("SingleStream", single_stream_expected_latency_ns=max(int(expected_ns / 10), 10_000),
                             min_query_count=SINGLE_STREAM_QUERIES, min_duration_ms=0)
-    run = llm_run(LLMSUT(decoder, prompts, limits), prompts, settings, runs.next("SingleStream"), performance_count)
-    return int(run.require("result_90.00_percentile_latency_ns"))
+    run = _loadgen_run(LLMSUT(decoder, prompts, limits), prompts, settings, runs.next("SingleStream"),
+                       performance_count)
+    return int(run.value("result_90.00_percentile_latency_ns"))
 
 
 def server_run(decoder: Decoder, prompts: PromptLibrary, limits: GenerationLimits, scenario: str, qps: float,
@@ -179,10 +140,10 @@ def server_run(decoder: Decoder, prompts: PromptLibrary, limits: GenerationLimit
         server_coalesce_queries=SERVER_COALESCE_QUERIES)
     sut = LLMSUT(decoder, prompts, limits, policy=policy, shed_after_s=token_limits.ttft_ns * 1e-9 * SHED_AFTER_TTFT)
     started = time.perf_counter()
-    run = llm_run(sut, prompts, settings, runs.next(f"{scenario}-{qps:.1f}"), performance_count)
+    run = _loadgen_run(sut, prompts, settings, runs.next(f"{scenario}-{qps:.1f}"), performance_count)
     computed = sut.stats.completed / (time.perf_counter() - started)
-    ttft = int(run.require("result_first_token_99.00_percentile_latency_ns"))
-    tpot = int(run.require("result_time_per_output_token_99.00_percentile_ns"))
+    ttft = int(run.value("result_first_token_99.00_percentile_latency_ns"))
+    tpot = int(run.value("result_time_per_output_token_99.00_percentile_ns"))
     within = (ttft <= token_limits.ttft_ns * SEARCH_LATENCY_FRACTION
               and tpot <= token_limits.tpot_ns * SEARCH_LATENCY_FRACTION)
     if record is not None:
