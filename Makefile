@@ -19,7 +19,8 @@ BASE_IMAGE := benchpipe/debian:bookworm
 # time limits, kills timed against a live run. A serial pass after the parallel one.
 ALONE := timing or engine or slurm or kill
 WORKERS ?= 2
-PYTEST := $(RUN) python -m pytest
+# The slowest tests' times in every log, so the CI budget can be read off a run.
+PYTEST := $(RUN) python -m pytest --durations=25
 # Not --dist loadgroup: xdist 3.8 marks a group in the node id the way pytest 9.2 no longer reads,
 # so groups are ignored. The workflow run behind `submitted` is shared by a lock instead (conftest).
 PARALLEL := $(PYTEST) -n $(WORKERS)
