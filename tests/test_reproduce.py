@@ -243,3 +243,51 @@ def test_an_llm_test_can_be_selected_and_its_checkpoint_matched(tmp_path):
     assert _model_sha256(checkpoint) == checkpoint_sha256(checkpoint)  # what calibrate recorded for it
     with pytest.raises(Exception, match="saved_model.pb"):
         _model_sha256(tmp_path)  # neither: the SavedModel's refusal, as before
+
+
+def _test06_log(folder: Path, outputs: list[tuple[int, list[int]]]) -> Path:
+    """A TEST06 run's accuracy log: every response, its tokens (int32), first token and count."""
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    entries = [{"seq_id": n, "qsl_idx": idx, "data": np.asarray(tokens, "<i4").tobytes().hex().upper(),
+                "token_data": np.asarray(tokens[:1], "<i4").tobytes().hex().upper(), "token_count": len(tokens)}
+               for n, (idx, tokens) in enumerate(outputs)]
+    (folder / "mlperf_log_accuracy.json").write_text(json.dumps(entries))
+    return folder
+
+
+def test_test06_is_compared_by_its_checks_and_each_samples_outputs(tmp_path):
+    from benchpipe.reproduce import Comparison, _compare_test06
+
+    eos = (2,)
+    tree = _test06_log(tmp_path / "tree", [(0, [5, 6, 2]), (3, [7, 2]), (0, [5, 6, 2])])
+    same = _test06_log(tmp_path / "same", [(3, [7, 2]), (0, [5, 6, 2]), (0, [5, 6, 2])])
+    result = Comparison("local-cpu/llama31_8b/Server/TEST06")
+    _compare_test06(result, "Server", tree, eos, same, eos)
+    assert result.status == "match", result.differences
+    assert result.checks == ["TEST06 checks: tree passed, rerun passed (3 responses rerun)",
+                             "TEST06 outputs identical for all 2 samples"]
+
+    changed = _test06_log(tmp_path / "changed", [(0, [5, 6, 2]), (3, [7, 8, 2]), (0, [5, 6, 2])])
+    result = Comparison("local-cpu/llama31_8b/Server/TEST06")
+    _compare_test06(result, "Server", tree, eos, changed, eos)
+    assert result.differences == ["TEST06 outputs: 1 of 2 samples answered differently "
+                                  "(qsl_idx 3: tree [7, 2], rerun [7, 8, 2])"]
+
+    # Two EOS at the end fail benchpipe's check on the rerun only; another sample answered too.
+    doubled = _test06_log(tmp_path / "doubled", [(0, [5, 6, 2, 2]), (4, [7, 2])])
+    result = Comparison("local-cpu/llama31_8b/Server/TEST06")
+    _compare_test06(result, "Server", tree, eos, doubled, eos)
+    assert result.status == "differ"
+    assert result.differences[0].startswith("TEST06 checks: tree passed, rerun failed: TEST06 EOS: 1 of 2 responses")
+    assert result.differences[1] == ("TEST06 samples: the tree answered 2 samples, the rerun 2; 2 in one only "
+                                     "(qsl_idx [3, 4])")
+
+
+def test_test06_is_selectable_and_a_tree_without_it_names_what_it_holds(tree, tmp_path):
+    selection = Selection.parse("local-cpu/llama31_8b/Server/TEST06")
+    assert (selection.mode, selection.job) == ("TEST06", "infer/Server/TEST06")
+    with pytest.raises(ConfigError, match=r"no LoadGen test local-cpu/digits/Offline/TEST06 \(tests in the tree: "
+                                          r"local-cpu/digits/MultiStream/TEST01"):
+        reproduce(tree, [Selection.parse("local-cpu/digits/Offline/TEST06")], tmp_path / "work")

@@ -634,11 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
                                           "and compare")
     p.add_argument("tree", type=Path)
     p.add_argument("--select", action="append", required=True, metavar="TARGET/BENCHMARK/{run_N,SCENARIO/MODE}",
-                   help="a training run (local-cpu/digits/run_0) or LoadGen test (local-cpu/digits/Offline/accuracy) "
-                        "of the tree (repeat for more)")
+                   help="a training run (local-cpu/digits/run_0) or LoadGen test (local-cpu/digits/Offline/accuracy; "
+                        "an LLM's TEST06 too) of the tree (repeat for more)")
     p.add_argument("--model", type=Path, action="append", default=[],
-                   help="a SavedModel a selected test served, checked against the sha256 the tree recorded "
-                        "(repeat for more; the tree does not hold models)")
+                   help="a SavedModel (an LLM: checkpoint folder) a selected test served, checked against the "
+                        "sha256 the tree recorded (repeat for more; the tree does not hold models)")
     p.add_argument("--data", type=Path, help="the prepared dataset (default: prepared again), checked against the tree")
     p.add_argument("--target-file", type=Path, help="the hardware target the run used (config/targets/<name>.yaml)")
     p.add_argument("--threads", type=int, default=None, help="threads for the rerun (default: every core, as the workflow)")

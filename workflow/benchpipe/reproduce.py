@@ -4,7 +4,8 @@ Selections name what the tree holds:
 
     <target>/<benchmark>/run_<n>             a training run (result_<n>.txt)
     <target>/<benchmark>/<scenario>/<mode>   a LoadGen test, e.g. local-cpu/digits/Offline/accuracy
-                                             (modes: performance, accuracy, TEST01, TEST04)
+                                             (modes: performance, accuracy, TEST01, TEST04; an LLM's
+                                             TEST06)
 
 Each rerun goes through the same ``benchpipe`` command line as the workflow's job, in a scratch
 folder, with what the tree recorded. The dataset is the one whose manifest sha256 the tree
@@ -33,6 +34,13 @@ serves the one whose sha256 it recorded), e.g. the run's ``model/`` in the workf
     validity   performance modes (performance, TEST01, TEST04): the same result validity
     metric     the scenario's metric within ``performance_tolerance`` (PERFORMANCE_TOLERANCE,
                0.25 by default) of the tree's: short development runs on a shared machine vary
+
+An LLM's TEST06 is judged by its outputs, not its timing (the tree keeps only its accuracy log,
+every response, as MLCommons' script lays it out):
+
+    verdict    benchpipe's TEST06 checks (first token, end-of-sequence, token counts) pass on the
+               rerun's log as on the tree's
+    outputs    the same samples answered, each with the same tokens (greedy decoding on CPU)
 
 Where a result was made decides where it is made again. Runs and tests of the ``local``
 runtime rerun on the host. Those made in a docker or podman image rerun in that image, through
@@ -93,20 +101,22 @@ class Selection:
     @classmethod
     def parse(cls, text: str) -> Selection:
         from benchpipe.contracts.config import LLM_ONLY_SCENARIOS
-        from benchpipe.infer.loadgen_run import TEST_MODES
+        from benchpipe.contracts.rounds import RUNNABLE_COMPLIANCE_TESTS
+        from benchpipe.infer.loadgen_run import MODES
         from benchpipe.infer.sut import SCENARIOS
 
         # An LLM's Interactive test is in the tree like any other; infer runs it as LoadGen's Server.
         scenarios = (*SCENARIOS, *LLM_ONLY_SCENARIOS)
+        modes = (*MODES, *RUNNABLE_COMPLIANCE_TESTS)
         parts = text.strip("/").split("/")
         if len(parts) == 3 and parts[2].startswith("run_") and parts[2][4:].isdigit():
             return cls(parts[0], parts[1], run=int(parts[2][4:]))
-        if len(parts) == 4 and parts[2] in scenarios and parts[3] in TEST_MODES:
+        if len(parts) == 4 and parts[2] in scenarios and parts[3] in modes:
             return cls(parts[0], parts[1], scenario=parts[2], mode=parts[3])
         raise ConfigError(
             f"--select {text!r}: expected <target>/<benchmark>/run_<n>, e.g. local-cpu/digits/run_0, or "
             f"<target>/<benchmark>/<scenario>/<mode> with a scenario of {', '.join(scenarios)} and a mode of "
-            f"{', '.join(TEST_MODES)}, e.g. local-cpu/digits/Offline/accuracy")
+            f"{', '.join(modes)}, e.g. local-cpu/digits/Offline/accuracy")
 
     @property
     def is_test(self) -> bool:
@@ -528,32 +538,81 @@ def _compare(result: Comparison, recorded, rerun, recorded_acc: list, rerun_acc:
 
 
 def _reproduce_test(context: _Context, selection: Selection, work: Path) -> Comparison:
-    from benchpipe.audit import detail_logs
     from benchpipe.contracts.layout import ACCURACY_TXT, DETAIL_LOG
     from benchpipe.results.tables import loadgen_fields
 
-    logs = detail_logs(context.tree)
-    key = (selection.target, selection.benchmark, selection.scenario, selection.mode)
-    if key not in logs:
-        known = ", ".join("/".join(k) for k in sorted(logs)) or "none"
-        raise ConfigError(f"{context.tree}: no LoadGen test {selection} (tests in the tree: {known})")
-    log = logs[key]
-    recorded = loadgen_fields(selection.scenario, selection.mode, log, log.parent / ACCURACY_TXT)
+    scenario_dir, log = _tree_test(context.tree, selection)
     result = Comparison(str(selection))
     want = _recorded_model_sha256(context.tree, selection)
     model = _model(context, selection, want)  # before any work: a wrong --model is the caller's error
     launcher = _launcher(context, selection, result, work)
     if launcher is None:
         return result
-    scenario_dir = next(p for p in log.parents if p.name == selection.scenario)
     calibration = _calibration(context, selection, scenario_dir, model, want, work / "calibration")
     out = work / "out" / "test"
     _infer(context, selection, calibration, model, out, launcher)
     result.provenance = _rerun_provenance(out)
     result.checks.append(f"model sha256 {want}, as recorded")
+    if selection.mode == "TEST06":
+        from benchpipe.infer.llm_run import read_llm_calibration
+
+        # Each run's end-of-sequence ids, as its calibration read them from the checkpoint.
+        raw = context.tree / RAW_DIR / selection.target / selection.benchmark / selection.scenario
+        _compare_test06(result, str(selection.scenario), scenario_dir / "TEST06" / "accuracy",
+                        read_llm_calibration(raw)[2].eos_token_ids, out, read_llm_calibration(out)[2].eos_token_ids)
+        return result
+    recorded = loadgen_fields(selection.scenario, selection.mode, log, log.parent / ACCURACY_TXT)
     rerun = loadgen_fields(selection.scenario, selection.mode, out / DETAIL_LOG, out / ACCURACY_TXT)
     _compare_test(result, selection, recorded, rerun, context.options.performance_tolerance)
     return result
+
+
+def _tree_test(tree: Path, selection: Selection) -> tuple[Path, Path]:
+    """(scenario folder, detail log) of ``selection`` in the tree; TEST06's folder holds no detail
+    log, so the scenario's performance run stands for it."""
+    from benchpipe.audit import detail_logs
+
+    logs = detail_logs(tree)
+    tests = {"/".join(key): log for key, log in logs.items()}
+    tests.update({f"{'/'.join(key[:3])}/TEST06": log for key, log in logs.items()
+                  if key[3] == "performance" and (log.parents[2] / "TEST06" / "accuracy").is_dir()})
+    log = tests.get(str(selection))
+    if log is None:
+        raise ConfigError(f"{tree}: no LoadGen test {selection} (tests in the tree: {', '.join(sorted(tests)) or 'none'})")
+    # <scenario>/performance/run_1/, <scenario>/accuracy/ or <scenario>/TEST0x/performance/run_1/
+    return next(p for p in log.parents if p.name == selection.scenario), log
+
+
+def _compare_test06(result: Comparison, scenario: str, tree_dir: Path, tree_eos: tuple[int, ...], out: Path,
+                    out_eos: tuple[int, ...]) -> None:
+    """TEST06's checks on the tree's accuracy log (in ``tree_dir``) and the rerun's (in ``out``), and
+    each sample's outputs, token for token."""
+    from benchpipe.contracts.layout import ACCURACY_LOG
+    from benchpipe.infer.compliance import test06_outputs, verify_test06
+
+    was = verify_test06(test_dir=tree_dir, scenario=scenario, eos_token_ids=tree_eos)
+    now = verify_test06(test_dir=out, scenario=scenario, eos_token_ids=out_eos)
+    verdicts = f"tree {'passed' if was.passed else 'failed'}, rerun {'passed' if now.passed else 'failed'}"
+    if was.passed == now.passed:
+        result.checks.append(f"TEST06 checks: {verdicts} ({int(now.figures['responses'])} responses rerun)")
+    else:
+        result.differ(f"TEST06 checks: {verdicts}: {'; '.join(was.reasons + now.reasons)}")
+    recorded, rerun = test06_outputs(tree_dir / ACCURACY_LOG), test06_outputs(out / ACCURACY_LOG)
+    if sorted(recorded) != sorted(rerun):
+        only = sorted(set(recorded) ^ set(rerun))
+        result.differ(f"TEST06 samples: the tree answered {len(recorded)} samples, the rerun {len(rerun)}; "
+                      f"{len(only)} in one only (qsl_idx {only[:5]})")
+        return
+    # A sample issued twice in one run gives one output twice; compare each run's distinct ones.
+    changed = [idx for idx in sorted(recorded)
+               if sorted(map(tuple, recorded[idx])) != sorted(map(tuple, rerun[idx]))
+               or len(set(map(tuple, rerun[idx]))) != 1]
+    if changed:
+        idx = changed[0]
+        result.differ(f"TEST06 outputs: {len(changed)} of {len(recorded)} samples answered differently "
+                      f"(qsl_idx {idx}: tree {recorded[idx][0][:8]}, rerun {rerun[idx][0][:8]})")
+    else:
+        result.checks.append(f"TEST06 outputs identical for all {len(recorded)} samples")
 
 
 def _recorded_model_sha256(tree: Path, selection: Selection) -> str:

@@ -540,6 +540,15 @@ def _test06_entries(path: Path) -> list[_Test06Entry]:
     return entries
 
 
+def test06_outputs(path: Path) -> dict[int, list[list[int]]]:
+    """qsl_idx -> the output tokens of each response to that sample, in log order, from a TEST06
+    run's accuracy log (every response logged)."""
+    outputs: dict[int, list[list[int]]] = {}
+    for entry in _test06_entries(path):
+        outputs.setdefault(entry.qsl_idx, []).append(entry.tokens)
+    return outputs
+
+
 def _trailing_eos(tokens: list[int], eos: frozenset[int]) -> int:
     count = 0
     for token in reversed(tokens):
