@@ -307,6 +307,9 @@ class Benchmark:
     # A dataset that is not train and eval Splits (an LLM's prompts): it prepares its own
     # data folder, as ``prepare_dataset(sources, out_dir, cache_dir, offline=...)`` -> manifest.
     prepare_dataset: Callable[..., dict[str, Any]] | None = None
+    # The Mobile app's dataset type (tasks.pbtxt) whose tasks its served model answers, converted
+    # to LiteRT: a classifier's top-1 runs every IMAGENET task of the app's round. None: none.
+    mobile_dataset: str | None = None
 
     @property
     def trains(self) -> bool:

@@ -65,6 +65,29 @@ class TrainingDevices:
 
 
 @dataclass(frozen=True)
+class LiteRTSettings:
+    """A backend: litert target's interpreter (target.schema.json's litert)."""
+
+    delegate: str = "cpu"
+    delegate_path: str | None = None
+    delegate_options: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class AdbDevice:
+    """An Android device of a runtime: adb target (target.schema.json's adb)."""
+
+    binary: str
+    lib_path: str
+    serial: str | None = None
+    adb: str = "adb"
+    native_lib_path: str | None = None
+    device_dir: str = "/data/local/tmp/benchpipe"
+    custom_config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Target:
     """A hardware target: how jobs run there and what the user says about the system."""
 
@@ -80,10 +103,18 @@ class Target:
     system: dict[str, str] = field(default_factory=dict)
     training: TrainingDevices = field(default_factory=TrainingDevices)
     slurm: SlurmRequest = field(default_factory=SlurmRequest)
+    backend: str = "tensorflow"
+    litert: LiteRTSettings = field(default_factory=LiteRTSettings)
+    adb: AdbDevice | None = None
 
     @property
     def containerized(self) -> bool:
-        return self.runtime != "local"
+        return self.runtime not in ("local", "adb")
+
+    @property
+    def mobile(self) -> bool:
+        """Whether it runs the Mobile app's tasks: LiteRT on this host or in an image, or a device."""
+        return self.backend == "litert" or self.runtime == "adb"
 
     @property
     def gpus(self) -> int:
@@ -118,6 +149,10 @@ def load_target(path: Path) -> Target:
     if (nodes > 1) != (distribution == "multi_worker"):
         raise ConfigError(f"{path}: slurm.nodes is {nodes} and training.distribution is {distribution}: "
                           "training across nodes is multi_worker, and multi_worker needs more than one node")
+    if data["runtime"] == "adb" and data["backend"] != "litert":
+        raise ConfigError(f"{path}: runtime adb runs the Mobile app's tasks on LiteRT: set backend: litert")
+    if data["backend"] == "litert" and data["litert"]["delegate"] == "nnapi" and data["runtime"] != "adb":
+        raise ConfigError(f"{path}: litert.delegate nnapi exists only on an Android device: use runtime adb")
     if nodes > 1 and data["runtime"] not in ("local", "apptainer"):
         raise ConfigError(f"{path}: slurm.nodes is {nodes}, but runtime {data['runtime']} cannot start one task "
                           "per GPU on every node through srun: use apptainer (or local)")
@@ -134,6 +169,9 @@ def load_target(path: Path) -> Target:
         system=dict(data["system"]),
         training=TrainingDevices(**data["training"]),
         slurm=SlurmRequest(**data["slurm"]),
+        backend=data["backend"],
+        litert=LiteRTSettings(**data["litert"]),
+        adb=AdbDevice(**data["adb"]) if "adb" in data else None,
     )
 
 
@@ -162,6 +200,70 @@ def check_config(config: dict[str, Any], base_dir: Path) -> dict[str, Target]:
             )
         targets[name] = load_target(path)
     return targets
+
+
+def _target_file(config: Mapping[str, Any], base_dir: Path, name: str, key: str) -> Path:
+    targets_dir = base_dir / config["targets_dir"]
+    path = targets_dir / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in targets_dir.glob("*.yaml"))
+        raise ConfigError(f"config key '{key}': unknown target '{name}': no file {path} "
+                          f"(available: {', '.join(available) or 'none'})")
+    return path
+
+
+def check_mobile_config(config: Mapping[str, Any], base_dir: Path, targets: Mapping[str, Target]) -> dict[str, Target]:
+    """The Mobile family's targets, by name, checked: each runs LiteRT (or is a device), no
+    training or inference target does, and the benchmarks, model source and precisions fit."""
+    for i, name in enumerate(config["targets"]):
+        if targets[name].mobile:
+            raise ConfigError(f"config key 'targets[{i}]': {name} runs LiteRT (backend litert or runtime adb): it runs "
+                              "the Mobile tasks, not training or the Inference family: list it under mobile.targets")
+    mobile = config["mobile"]
+    found = {}
+    for i, name in enumerate(mobile["targets"]):
+        target = load_target(_target_file(config, base_dir, name, f"mobile.targets[{i}]"))
+        if not target.mobile:
+            raise ConfigError(f"config key 'mobile.targets[{i}]': {name} has backend {target.backend}: a Mobile target "
+                              "serves LiteRT (backend: litert) or is an Android device (runtime: adb)")
+        found[name] = target
+    if not found:
+        return found
+    benchmarks = mobile_benchmarks(config)
+    if not benchmarks:
+        able = ", ".join(n for n in registry.names() if registry.get(n).mobile_dataset)
+        raise ConfigError(f"mobile.targets is set, but no benchmark of `benchmarks` has Mobile tasks "
+                          f"(those that do: {able})")
+    source = mobile_model_target(config)
+    if source not in config["targets"]:
+        raise ConfigError(f"mobile.model_from: {source} is not in targets ({', '.join(config['targets'])})")
+    if "int8" in mobile["precisions"] and "fp32" not in mobile["precisions"]:
+        raise ConfigError("mobile.precisions: int8 is held to the fp32 model's accuracy on the same samples: "
+                          "add fp32")
+    return found
+
+
+def mobile_benchmarks(config: Mapping[str, Any]) -> list[str]:
+    """The benchmarks whose model runs the app's tasks: ``mobile.benchmarks``, or every one that has some."""
+    chosen = config["mobile"].get("benchmarks")
+    if chosen is None:
+        return [name for name in config["benchmarks"] if registry.get(name).mobile_dataset]
+    for name in chosen:
+        if name not in config["benchmarks"]:
+            raise ConfigError(f"mobile.benchmarks: {name} is not in benchmarks")
+        if not registry.get(name).mobile_dataset:
+            raise ConfigError(f"mobile.benchmarks: {name} answers none of the Mobile app's tasks")
+    return list(chosen)
+
+
+def mobile_model_target(config: Mapping[str, Any]) -> str:
+    """The target whose served model the Mobile family converts."""
+    return config["mobile"].get("model_from") or config["targets"][0]
+
+
+def mobile_run_mode(config: Mapping[str, Any]) -> str:
+    """A submission (mobile.official) runs the app's normal mode, whatever run_mode says."""
+    return "normal" if config["mobile"]["official"] else config["mobile"]["run_mode"]
 
 
 def inference_benchmarks(config: dict[str, Any]) -> list[str]:
@@ -251,6 +353,17 @@ def inference_modes(config: Mapping[str, Any], benchmark: str | None = None) -> 
     if config["submission"]["division"] == "closed":
         modes += list(compliance_tests(config, benchmark))
     return modes
+
+
+class MobileRunSpec(NamedTuple):
+    """One Mobile app task run of the workflow: one job,
+    runs/<target>/<benchmark>/mobile/<precision>/<task>/<mode>."""
+
+    target: str
+    benchmark: str
+    precision: str
+    task: str
+    mode: str
 
 
 class InferenceTest(NamedTuple):

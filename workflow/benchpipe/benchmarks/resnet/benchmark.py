@@ -212,4 +212,5 @@ BENCHMARK = Benchmark(
     trainer=ResNetTrainer,
     dataset="imagenet",
     rulesets=("4.0.0",),
+    mobile_dataset="IMAGENET",
 )
