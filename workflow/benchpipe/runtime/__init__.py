@@ -1,4 +1,4 @@
-"""Where a job runs: local, docker, podman or apptainer, chosen by the target's `runtime`.
+"""Where a job runs: local, docker, podman, apptainer or adb, chosen by the target's `runtime`.
 
 Nothing else in benchpipe imports docker or calls podman or apptainer.
 """
@@ -31,7 +31,11 @@ def for_engine(engine: str, target: Target | None = None) -> Runtime:
         from benchpipe.runtime.apptainer import ApptainerRuntime
 
         return ApptainerRuntime()
-    raise RuntimeSetupError(f"unknown runtime '{engine}' (known: local, docker, podman, apptainer)")
+    if engine == "adb":
+        from benchpipe.runtime.adb import AdbRuntime
+
+        return AdbRuntime(target)
+    raise RuntimeSetupError(f"unknown runtime '{engine}' (known: local, docker, podman, apptainer, adb)")
 
 
 __all__ = ["ContainerRuntime", "Runtime", "for_engine", "for_target"]
