@@ -1,6 +1,6 @@
 # benchpipe: `snakemake --cores all submit` runs every stage of an MLPerf-style submission.
 # Data flow, one rule file per stage:
-#   images, datasets -> train -> infer -> parse -> package   (workflow/rules/<stage>.smk)
+#   images, datasets -> train -> infer, mobile -> parse -> package   (workflow/rules/<stage>.smk)
 #   then, on demand: audit (`snakemake --cores all audit`), report (`snakemake --cores all report`)
 
 from snakemake.utils import min_version, validate
@@ -44,6 +44,7 @@ include: "workflow/rules/images.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
+include: "workflow/rules/mobile.smk"
 include: "workflow/rules/parse.smk"
 include: "workflow/rules/package.smk"
 include: "workflow/rules/audit.smk"

@@ -61,8 +61,39 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+# The Mobile app's files (tasks.pbtxt, its proto, the result schema): the copy beside the
+# repository, or the checkout this names. Workflows fetch them at the pinned commit through
+# the download cache: tests put the copy's verified bytes there first, as an air-gapped user
+# imports them, so that no test needs the network.
+MOBILE_APP_ENV = "BENCHPIPE_MOBILE_APP"
+
+
+def mobile_app_dir() -> Path:
+    path = Path(os.environ.get(MOBILE_APP_ENV) or REPO_ROOT.parent / "shared" / "third_party" / "mlcommons-mobile")
+    if not (path / "flutter" / "assets" / "tasks.pbtxt").is_file():
+        message = f"no copy of MLCommons' Mobile app files at {path} (set {MOBILE_APP_ENV})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture(scope="session")
-def cli_env() -> dict[str, str]:
+def mobile_app() -> Path:
+    """The Mobile app's files, their bytes also in the download cache (checked against the pinned sha256)."""
+    import dataclasses
+
+    from benchpipe.datasets.fetch import cached_source, default_cache_dir
+    from benchpipe.mlcommons.mobile_app import app_sources
+
+    path = mobile_app_dir()
+    for source in app_sources((path.as_uri(),)):
+        cached_source(dataclasses.replace(source, url=source.mirrors[0], mirrors=()), default_cache_dir())
+    return path
+
+
+@pytest.fixture(scope="session")
+def cli_env(mobile_app) -> dict[str, str]:
     """Environment in which `benchpipe` and `snakemake` are this interpreter's."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"

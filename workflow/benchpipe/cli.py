@@ -228,6 +228,53 @@ def _cmd_infer(args: argparse.Namespace) -> None:
     log.info("%s %s: logs in %s", args.scenario, args.mode, args.out)
 
 
+def _cmd_mobile_app(args: argparse.Namespace) -> None:
+    from benchpipe.datasets.fetch import default_cache_dir
+    from benchpipe.mobile.app import materialize
+
+    required = []
+    for item in args.require:
+        task, sep, kind = item.partition(":")
+        if not sep or not task or not kind:
+            raise ConfigError(f"--require {item!r}: expected TASK:DATASET_TYPE, e.g. image_classification_v2:IMAGENET")
+        required.append((task, kind))
+    record = materialize(args.out, app=args.app, mirrors=tuple(args.mirror),
+                         cache_dir=args.cache_dir or default_cache_dir(), offline=args.offline, required=required)
+    log.info("the Mobile app's files (%s) and %d tasks in %s", record["origin"], len(record["tasks"]), args.out)
+
+
+def _cmd_mobile_convert(args: argparse.Namespace) -> None:
+    from benchpipe.mobile.convert import convert
+
+    served = _served_model(args)
+    record = convert(Path(served.path), served.sha256, args.data, args.precision, args.out,
+                     representative_samples=args.representative_samples, seed=args.seed)
+    log.info("%s LiteRT model of %s: %s (%d bytes, sha256 %s)", args.precision, served.path, args.out,
+             record.tflite_bytes, record.tflite_sha256)
+
+
+def _cmd_mobile_run(args: argparse.Namespace) -> None:
+    from benchpipe.contracts import registry
+    from benchpipe.mobile.run import RunRequest, run_task
+
+    request = RunRequest.from_args(args)
+    record = run_task(registry.get(request.benchmark), request)
+    log.info("%s %s %s (%s): logs in %s", record.task_id, record.run_mode, record.mode, record.precision, request.out)
+
+
+def _cmd_mobile_result(args: argparse.Namespace) -> None:
+    from benchpipe.contracts.atomic import atomic_dir
+    from benchpipe.contracts.config import load_target
+    from benchpipe.mobile.result import accelerator_description, target_result, write_result
+
+    target = load_target(args.target_file)
+    result, checks = target_result(args.app, args.runs, args.reference_runs,
+                                   accelerator_desc=accelerator_description(target), official=args.official)
+    with atomic_dir(args.out) as tmp:
+        write_result(tmp, result, checks)
+    log.info("extended result of %d task(s) in %s", len(result["results"]), args.out)
+
+
 def _cmd_model_sha256(args: argparse.Namespace) -> None:
     from benchpipe.infer.models import CHECKPOINT_CONFIG, SAVED_MODEL_PB, checkpoint_sha256, savedmodel_sha256
 
@@ -255,7 +302,8 @@ def _cmd_parse(args: argparse.Namespace) -> None:
     from benchpipe.results.tables import write_tables
 
     written = write_tables(args.runs, args.out, args.train_runs, args.tests,
-                           training_ruleset=args.training_ruleset, inference_round=args.inference_round)
+                           training_ruleset=args.training_ruleset, inference_round=args.inference_round,
+                           mobile_dirs=args.mobile_runs)
     for name, rows in written.items():
         log.info("%s: %d rows", args.out / name, rows)
 
@@ -538,6 +586,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.set_defaults(func=_cmd_stand_in_llama)
 
+    p = sub.add_parser("mobile", help="the Mobile family: LiteRT models, the Mobile app's tasks and result format")
+    mobile = p.add_subparsers(dest="mobile_command", required=True)
+    q = mobile.add_parser("app", help="the Mobile app's tasks.pbtxt, proto and result schema in one folder, "
+                                      "with its tasks resolved (tasks.json)")
+    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--app", type=Path, default=None,
+                   help="your mlcommons/mobile_app_open checkout (default: fetch the files at the pinned commit)")
+    q.add_argument("--mirror", action="append", default=[], help="a base URL holding the files at their paths")
+    q.add_argument("--cache-dir", type=Path, default=None, help=cache_help)
+    q.add_argument("--offline", action="store_true", help="use only the cache; never download")
+    q.add_argument("--require", action="append", default=[], metavar="TASK:DATASET_TYPE",
+                   help="a task the runs need, of that dataset type (checked against tasks.pbtxt)")
+    q.set_defaults(func=_cmd_mobile_app)
+    q = mobile.add_parser("convert", help="the served SavedModel as a fp32 or full-integer int8 .tflite")
+    q.add_argument("--benchmark", required=True)
+    q.add_argument("--data", type=Path, required=True, help="the prepared dataset (int8: its training split)")
+    q.add_argument("--train-runs", type=Path, nargs="*", default=[], help="the training runs the model comes from")
+    q.add_argument("--model", type=Path, default=None, help="a SavedModel instead (with --model-sha256)")
+    q.add_argument("--model-sha256", default=None)
+    q.add_argument("--precision", required=True, choices=("fp32", "int8"))
+    q.add_argument("--representative-samples", type=int, default=100)
+    q.add_argument("--seed", type=int, default=0, help="picks the representative training samples")
+    q.add_argument("--out", type=Path, required=True)
+    q.set_defaults(func=_cmd_mobile_convert)
+    q = mobile.add_parser("run", help="one Mobile app task, performance or accuracy, on a LiteRT model")
+    from benchpipe.mobile.run import RunRequest
+
+    RunRequest.add_arguments(q)
+    q.set_defaults(func=_cmd_mobile_run)
+    q = mobile.add_parser("result", help="a target's runs of one model as the app's extended result JSON")
+    q.add_argument("--app", type=Path, required=True, help="`benchpipe mobile app`'s folder (the result schema)")
+    q.add_argument("--target-file", type=Path, required=True)
+    q.add_argument("--runs", type=Path, nargs="+", required=True)
+    q.add_argument("--reference-runs", type=Path, nargs="*", default=[],
+                   help="int8: the fp32 accuracy runs its accuracy is held to")
+    q.add_argument("--official", action="store_true", help="a submission's result (the app's official flag)")
+    q.add_argument("--out", type=Path, required=True)
+    q.set_defaults(func=_cmd_mobile_result)
+
     p = sub.add_parser("model-sha256", help="the digest of a SavedModel or a Llama checkpoint folder "
                        "(inference.models.<b>.sha256)")
     p.add_argument("directory", type=Path, metavar="DIR", help="a SavedModel, or a checkpoint folder (config.json, "
@@ -557,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-runs", type=Path, nargs="*", default=[],
                    help="training run directories (none where every benchmark is inference-only)")
     p.add_argument("--tests", type=Path, nargs="*", default=[], help="LoadGen test directories")
+    p.add_argument("--mobile-runs", type=Path, nargs="*", default=[], help="Mobile app task run directories")
     p.add_argument("--training-ruleset", choices=rounds.TRAINING_RULESETS, default=rounds.TRAINING_RULESET,
                    help="the training ruleset the rows are judged under (config training.ruleset)")
     p.add_argument("--inference-round", choices=rounds.inference_rounds(), default=rounds.ROUND,

@@ -121,15 +121,17 @@ def canonical_config(settings: Any) -> bytes:
 CONFIG_SECTIONS = {
     "train": ("containers", "submission", "training"),
     "infer": ("containers", "inference", "submission"),
+    # The Mobile family's runs (mobile/<precision>/<task>/<mode>) read its own section.
+    "mobile": ("containers", "mobile", "submission"),
 }
-_KIND_OF_JOB = {"train": "train", "infer": "infer", "calibrate": "infer"}
+_KIND_OF_JOB = {"train": "train", "infer": "infer", "calibrate": "infer", "mobile": "mobile"}
 
 
 def job_kind(job: str) -> str:
-    """train/run_0 -> train; infer/Server/TEST01 and calibrate/Server -> infer."""
+    """train/run_0 -> train; infer/Server/TEST01 and calibrate/Server -> infer; mobile/int8/<task>/<mode> -> mobile."""
     kind = _KIND_OF_JOB.get(job.split("/", 1)[0])
     if kind is None:
-        raise ValueError(f"job {job!r}: not a train, calibrate or infer job")
+        raise ValueError(f"job {job!r}: not a train, calibrate, infer or mobile job")
     return kind
 
 

@@ -578,7 +578,8 @@ def _tree_test(tree: Path, selection: Selection) -> tuple[Path, Path]:
                   if key[3] == "performance" and (log.parents[2] / "TEST06" / "accuracy").is_dir()})
     log = tests.get(str(selection))
     if log is None:
-        raise ConfigError(f"{tree}: no LoadGen test {selection} (tests in the tree: {', '.join(sorted(tests)) or 'none'})")
+        known = ", ".join(sorted(tests)) or "none"
+        raise ConfigError(f"{tree}: no LoadGen test {selection} (tests in the tree: {known})")
     # <scenario>/performance/run_1/, <scenario>/accuracy/ or <scenario>/TEST0x/performance/run_1/
     return next(p for p in log.parents if p.name == selection.scenario), log
 

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from benchpipe.contracts.config import training_runs
+from benchpipe.contracts.config import mobile_model_target, mobile_run_mode, training_runs
 from benchpipe.contracts.errors import BenchpipeError
 from benchpipe.contracts.rounds import COMPLIANCE_TESTS
 from benchpipe.pipeline import options
@@ -20,7 +20,8 @@ try:
 except BenchpipeError as exc:
     raise WorkflowError(str(exc)) from None
 
-TARGET_SPECS = WORKFLOW.targets
+# Every target a job runs on: training and inference targets, and the Mobile family's.
+TARGET_SPECS = {**WORKFLOW.targets, **WORKFLOW.mobile_targets}
 SIF_SOURCE = WORKFLOW.sif_source
 SUBMISSION = config["submission"]
 BENCHMARKS = config["benchmarks"]
@@ -35,6 +36,7 @@ SUBMISSION_TREE = f"submissions/{SUBMISSION['round']}"
 # the job, so that a tree never holds results of another config than its own.
 TRAIN_CONFIG_ENV = f"{CONFIG_SHA256_ENV}={config_sha256(config, 'train')}"
 INFER_CONFIG_ENV = f"{CONFIG_SHA256_ENV}={config_sha256(config, 'infer')}"
+MOBILE_CONFIG_ENV = f"{CONFIG_SHA256_ENV}={config_sha256(config, 'mobile')}"
 # With --software-deployment-method conda every job gets the environment `make venv` builds.
 CONDA_ENV = "../../environment.yml"
 
@@ -47,6 +49,8 @@ wildcard_constraints:
     mode="|".join(MODES),
     engine="docker|podman",
     image="[a-z0-9][a-z0-9._-]*",
+    precision="fp32|int8",
+    task="[A-Za-z0-9_-]+",
 
 
 # A pattern, not a function: Snakemake fills a pattern's wildcards for far less than a call.
@@ -108,7 +112,7 @@ def image_record(wildcards):
 
 # Every image is built before any measured job starts, so that a failed build stops the
 # workflow before a run; ancient(): another target's rebuilt image reruns nothing here.
-IMAGES_FIRST = ancient(sorted({r for t in TARGETS for r in image_record_of(t)}))
+IMAGES_FIRST = ancient(sorted({r for t in TARGET_SPECS for r in image_record_of(t)}))
 # benchpipe goes into each image as a wheel built from these files.
 PACKAGE_SOURCES = sorted(
     str(p)
@@ -153,3 +157,50 @@ def performance_conf_input(wildcards):
         return []
     return [PERFORMANCE_CONF.format(target=wildcards.target, benchmark=wildcards.benchmark,
                                     scenario=wildcards.scenario)]
+
+
+# The Mobile family (mobile.smk): every app task run, and one extended result per target,
+# benchmark and precision.
+MOBILE_RUNS = WORKFLOW.mobile_runs
+MOBILE_RUN_MODE = mobile_run_mode(config)
+MOBILE_RUN_PATTERN = "runs/{target}/{benchmark}/mobile/{precision}/{task}/{mode}"
+ALL_MOBILE_RUNS = [MOBILE_RUN_PATTERN.format(**r._asdict()) for r in MOBILE_RUNS]
+ALL_MOBILE_RESULTS = sorted({f"runs/{r.target}/{r.benchmark}/mobile/{r.precision}/result" for r in MOBILE_RUNS})
+# The model the Mobile family converts: the one the inference of mobile.model_from serves.
+MOBILE_MODEL_TARGET = mobile_model_target(config)
+MOBILE_MODEL_TARGET_FILE = TARGET_FILE.replace("{target}", MOBILE_MODEL_TARGET)
+
+
+def mobile_model_input(wildcards):
+    return options.supplied_model_inputs(config, wildcards.benchmark) or train_runs_of(
+        MOBILE_MODEL_TARGET, wildcards.benchmark)
+
+
+def mobile_model_option(wildcards):
+    return options.served_model(config, wildcards.benchmark, train_runs_of(MOBILE_MODEL_TARGET, wildcards.benchmark))
+
+
+def mobile_model_image(wildcards):
+    return image_record_of(MOBILE_MODEL_TARGET)
+
+
+def _mobile_runs_of(target, benchmark, precision, mode=None):
+    return [MOBILE_RUN_PATTERN.format(**r._asdict()) for r in MOBILE_RUNS
+            if (r.target, r.benchmark, r.precision) == (target, benchmark, precision) and mode in (None, r.mode)]
+
+
+def mobile_result_runs(wildcards):
+    return _mobile_runs_of(wildcards.target, wildcards.benchmark, wildcards.precision)
+
+
+def mobile_reference_runs(wildcards):
+    """int8's reference: the fp32 model's accuracy runs on the same target."""
+    if wildcards.precision == "fp32":
+        return []
+    return _mobile_runs_of(wildcards.target, wildcards.benchmark, "fp32", "accuracy")
+
+
+# The app files and tasks the results were made with go into the tree; an Android device is
+# described by its runs (device.json), a LiteRT host like any target (describe_system).
+MOBILE_APP_INPUT = ["data/mobile_app"] if MOBILE_RUNS else []
+MOBILE_HOST_TARGETS = [t for t, spec in WORKFLOW.mobile_targets.items() if spec.runtime != "adb"]

@@ -34,6 +34,9 @@ rule package:
         systems=expand("runs/{target}/system.json", target=TARGETS),
         train=ALL_TRAIN_RUNS,
         tests=ALL_TESTS,
+        mobile=ALL_MOBILE_RESULTS,
+        mobile_app=MOBILE_APP_INPUT,
+        mobile_systems=expand("runs/{target}/system.json", target=MOBILE_HOST_TARGETS),
     output:
         # A receipt beside the tree, not a file in it: Snakemake deletes a job's outputs
         # before re-running it, and a failed re-run must leave the verified tree whole.

@@ -5,6 +5,7 @@ rule parse:
     input:
         train=ALL_TRAIN_RUNS,
         tests=ALL_TESTS,
+        mobile=ALL_MOBILE_RUNS,
     output:
         directory("tables"),
     params:
@@ -14,5 +15,5 @@ rule parse:
     log:
         "logs/parse.log",
     shell:
-        "benchpipe parse --runs runs --train-runs {input.train} --tests {input.tests}"
+        "benchpipe parse --runs runs --train-runs {input.train} --tests {input.tests} --mobile-runs {input.mobile}"
         " {params.rounds} --out {output} > {log} 2>&1"

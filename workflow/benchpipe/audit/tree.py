@@ -37,6 +37,7 @@ import pyarrow as pa
 from benchpipe.audit.claims import check_claims
 from benchpipe.audit.loadgen import crosscheck_logs
 from benchpipe.audit.logs import Seen, benchmark_of, detail_logs, training_logs
+from benchpipe.audit.mobile import check_mobile
 from benchpipe.audit.required import check_required_files
 from benchpipe.audit.verdicts import AuditReport, Item, guarded
 from benchpipe.contracts import registry
@@ -53,11 +54,12 @@ from benchpipe.contracts.layout import (
 )
 from benchpipe.contracts.schemas import validate
 
-ITEMS = ("manifest", "json", "tables", "scores", "claims", "checkers")
+ITEMS = ("manifest", "json", "tables", "scores", "claims", "mobile", "checkers")
 # Folders of copied source code: their JSON files are code, not claims about results.
 CODE_PARTS = frozenset({"implementations", "src"})
 _KEY_TRAINING = ("target", "benchmark", "run")
 _KEY_INFERENCE = ("target", "benchmark", "scenario", "mode")
+_KEY_MOBILE = ("target", "benchmark", "precision", "task_id", "mode")
 
 
 def audit_tree(tree: Path, inference_checker: Path | None = None) -> AuditReport:
@@ -69,6 +71,7 @@ def audit_tree(tree: Path, inference_checker: Path | None = None) -> AuditReport
         "tables": lambda item: _tables(tree, item, seen),
         "scores": lambda item: _scores(tree, item, seen),
         "claims": lambda item: check_claims(tree, item, seen),
+        "mobile": lambda item: check_mobile(tree, item),
         "checkers": lambda item: _checkers(tree, item, inference_checker),
     }
     # In ITEMS' order: the manifest names the root, and the scores use what the tables read.
@@ -271,8 +274,23 @@ def _tables(tree: Path, item: Item, seen: Seen) -> None:
     if "inference.parquet" in rows:
         _compare(item, "inference.parquet", _by(rows["inference.parquet"], _KEY_INFERENCE), tests,
                  (*LOADGEN_FIELDS, "inference_round"))
+    if "mobile.parquet" in rows:
+        _compare(item, "mobile.parquet", _by(rows["mobile.parquet"], _KEY_MOBILE), _mobile_rows(tree))
     if "provenance.parquet" in rows:
         _check_config_hash(tree, item, rows["provenance.parquet"])
+
+
+def _mobile_rows(tree: Path) -> dict[tuple, dict]:
+    """mobile.parquet's rows derived from the mobile/ section's logs and run records."""
+    from benchpipe.results.tables import MOBILE_RUN_JSON, mobile_row
+
+    derived = {}
+    for record in sorted(tree.glob(f"mobile/*/*/*/*/*/{MOBILE_RUN_JSON}")):
+        run_dir = record.parent
+        target, benchmark, precision, task, mode = run_dir.relative_to(tree / "mobile").parts
+        derived[(target, benchmark, precision, task, mode)] = mobile_row(target, benchmark, precision, task, mode,
+                                                                         run_dir)
+    return derived
 
 
 def _check_config_hash(tree: Path, item: Item, rows: list[dict]) -> None:

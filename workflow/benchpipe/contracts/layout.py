@@ -86,6 +86,15 @@ def identify_test(runs: Path, test_dir: Path) -> tuple[str, str, str, str]:
     return parts[0], parts[1], parts[3], parts[4]
 
 
+def identify_mobile_run(runs: Path, run_dir: Path) -> tuple[str, str, str, str, str]:
+    """(target, benchmark, precision, task, mode) of runs/<target>/<benchmark>/mobile/<precision>/<task>/<mode>."""
+    parts = _relative_parts(runs, run_dir, 6)
+    if parts[2] != "mobile":
+        raise ParseError(f"{run_dir}: not a Mobile run directory "
+                         "<runs>/<target>/<benchmark>/mobile/<precision>/<task>/<mode>")
+    return parts[0], parts[1], parts[3], parts[4], parts[5]
+
+
 def _relative_parts(runs: Path, path: Path, depth: int) -> tuple[str, ...]:
     try:
         parts = path.resolve().relative_to(runs.resolve()).parts

@@ -25,7 +25,7 @@ from benchpipe.contracts.errors import ValidationError
 from benchpipe.contracts.layout import DATASET_MANIFEST, DETAIL_LOG, MLLOG_FILE
 from benchpipe.contracts.schemas import validate
 from benchpipe.mlcommons import checkers, training
-from benchpipe.package import checks, inference
+from benchpipe.package import checks, inference, mobile
 from benchpipe.package.files import copy_code, copy_file, dump_json
 from benchpipe.package.manifest import verify_manifest, write_manifest
 from benchpipe.results.tables import TABLES, read_table, table_folder, write_partitioned
@@ -92,6 +92,19 @@ def _system_descriptions(request: PackageRequest) -> dict[str, dict[str, str]]:
             if description[key] != want:
                 raise ValidationError(f"{path}: key '{key}' is '{description[key]}', the config says '{want}'")
         systems[target] = description
+    return systems
+
+
+def _mobile_systems(request: PackageRequest) -> dict[str, Path]:
+    """The system description of each Mobile target that runs LiteRT on a host; an Android
+    device has none (its runs' device.json describe it)."""
+    systems = {}
+    for target in request.settings["mobile"]["targets"]:
+        path = layout.system_file(request.runs_dir, target)
+        if path.is_file():
+            description = json.loads(path.read_text())
+            validate(description, "system_desc.schema.json", what=str(path))
+            systems[target] = path
     return systems
 
 
@@ -265,6 +278,10 @@ def package(request: PackageRequest) -> dict[str, Any]:
         for name, dataset in dataset_names.items()
     }
     hyperparameters = hyperparameters_report(settings)
+    app_dir = request.datasets_dir / "mobile_app"
+    mobile_results = mobile.expected_results(settings, request.runs_dir, app_dir)
+    mobile_checks = mobile.check_results(settings, mobile_results, app_dir)
+    mobile_systems = _mobile_systems(request)
     with atomic_dir(request.out) as tmp:
         compliance = _write_training(tmp, request, systems, rows, hyperparameters)
         official_tools = _run_official_tools(tmp, settings["submission"]["submitter"], training_benchmarks(settings),
@@ -272,6 +289,8 @@ def package(request: PackageRequest) -> dict[str, Any]:
         inference_checks = inference.write_inference(
             tmp, request.runs_dir, settings, systems, rows["inference.parquet"]
         )
+        if mobile_results:
+            mobile.write_mobile(tmp, mobile_results, app_dir, mobile_systems)
         for name in TABLES:
             write_partitioned(pq.read_table(request.tables_dir / name, schema=TABLES[name]),
                               tmp / layout.TABLES_DIR / table_folder(name),
@@ -297,6 +316,7 @@ def package(request: PackageRequest) -> dict[str, Any]:
                                    "ttft_p99_ns", "tpot_p99_ns", "tokens_per_second", "result_tokens_per_s")}
                 for r in rows["inference.parquet"]
             ]),
+            "mobile": {"results": mobile.summary(mobile_results), "accuracy_checks": mobile_checks},
         })
         manifest = write_manifest(tmp)
         verify_manifest(tmp)

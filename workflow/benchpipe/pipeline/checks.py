@@ -21,12 +21,15 @@ from benchpipe.contracts import registry, rounds
 from benchpipe.contracts.benchmark import Source
 from benchpipe.contracts.config import (
     InferenceTest,
+    MobileRunSpec,
     Target,
     check_config,
+    check_mobile_config,
     inference_benchmarks,
     inference_modes,
     inference_tests,
     is_llm,
+    mobile_benchmarks,
     training_benchmarks,
 )
 from benchpipe.contracts.errors import ConfigError, DatasetError, RuntimeSetupError
@@ -54,6 +57,9 @@ class Workflow:
     # Every LoadGen test: the scenarios of a benchmark depend on the target's system_type.
     tests: list[InferenceTest] = field(default_factory=list)
     scenarios: list[str] = field(default_factory=list)  # every scenario some test runs
+    mobile_targets: dict[str, Target] = field(default_factory=dict)
+    # Every Mobile app task run: the tasks come from the app's tasks.pbtxt, per benchmark's kind.
+    mobile_runs: list[MobileRunSpec] = field(default_factory=list)
 
 
 def dataset_dir(benchmark: str) -> str:
@@ -226,6 +232,7 @@ def check_workflow(
     RCP checker's scipy), probes the engines, mends the SLURM plugin and takes the lock.
     """
     targets = check_config(dict(config), base_dir)
+    mobile_targets = check_mobile_config(config, base_dir, targets)
     # Before anything else of the benchmarks: their data and rules depend on the round they are in.
     check_training_ruleset(config)
     # All jobs run the `benchpipe` command line: a missing one is reported here, not per job.
@@ -237,7 +244,7 @@ def check_workflow(
     sif_source = "docker"
     if main_process:
         # Only here: images are built where Snakemake runs, and a cluster node needs no builder.
-        sif_source = preflight(list(targets.values()), config["containers"]["base_image"],
+        sif_source = preflight([*targets.values(), *mobile_targets.values()], config["containers"]["base_image"],
                                Path(config["cluster"]["images_dir"]))
     infer = inference_benchmarks(config)
     tests = inference_tests(config, {name: target.system_type for name, target in targets.items()})
@@ -246,6 +253,7 @@ def check_workflow(
         check_hyperparameters(config)
         check_inference_settings(config)
     sources = downloaded_sources(config)
+    mobile_runs = mobile_task_runs(config, mobile_targets) if mobile_targets else []
     lock = None
     if main_process:
         # A job stopped by scancel must fail the run, and a requeued job's "node" must not be
@@ -257,7 +265,20 @@ def check_workflow(
     return Workflow(
         targets, infer, _ordered(t.mode for t in tests) or inference_modes(config), sources, sif_source, lock,
         tests=tests, scenarios=_ordered(t.scenario for t in tests) or list(config["inference"]["scenarios"]),
+        mobile_targets=mobile_targets, mobile_runs=mobile_runs,
     )
+
+
+def mobile_task_runs(config: Mapping[str, Any], targets: Mapping[str, Target]) -> list[MobileRunSpec]:
+    """Every Mobile run: each target, benchmark, precision and configured app task, performance
+    and accuracy. The tasks are the config's: the app's file, fetched by the mobile_app rule,
+    is read by jobs (the rule checks that each task exists and fits each benchmark)."""
+    mobile = config["mobile"]
+    if not mobile["tasks"]:
+        raise ConfigError("mobile.targets is set, but mobile.tasks names none of the app's tasks")
+    return [MobileRunSpec(target, benchmark, precision, task, mode)
+            for target in targets for benchmark in mobile_benchmarks(config) for precision in mobile["precisions"]
+            for task in mobile["tasks"] for mode in ("performance", "accuracy")]
 
 
 def _ordered(values) -> list[str]:

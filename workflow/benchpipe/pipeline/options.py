@@ -100,3 +100,42 @@ def audit(config: Mapping[str, Any]) -> str:
     """The audit re-runs MLCommons' inference checker when the config names a checkout."""
     checker = config["inference"].get("checker")
     return shlex.join(["--inference-checker", checker]) if checker else ""
+
+
+def mobile_app(config: Mapping[str, Any]) -> str:
+    """`benchpipe mobile app` options: the user's checkout, or the mirrors and the cache to fetch from."""
+    from benchpipe.contracts import registry
+    from benchpipe.contracts.config import mobile_benchmarks
+
+    settings, datasets = config["mobile"], config["datasets"]
+    # Checked against the app's file before any run: each task exists and is of each benchmark's kind.
+    options = [f"--require={task}:{registry.get(b).mobile_dataset}" for b in mobile_benchmarks(config)
+               for task in settings["tasks"]]
+    if settings["app"]:
+        options += ["--app", settings["app"]]
+    for mirror in settings["app_mirrors"]:
+        options += ["--mirror", mirror]
+    if datasets["cache_dir"]:
+        options += ["--cache-dir", datasets["cache_dir"]]
+    if datasets["offline"]:
+        options.append("--offline")
+    return shlex.join(options)
+
+
+def mobile_delegate(target: Any, threads: int) -> str:
+    """`benchpipe mobile run` options of a target's LiteRT interpreter (target.schema.json's litert)."""
+    litert = target.litert
+    options = ["--delegate", litert.delegate, "--threads", str(litert.threads or threads)]
+    if litert.delegate_path:
+        options += ["--delegate-path", litert.delegate_path]
+    for key, value in sorted(litert.delegate_options.items()):
+        options += ["--delegate-option", f"{key}={value}"]
+    return shlex.join(options)
+
+
+def mobile_samples(config: Mapping[str, Any]) -> str:
+    """Development accuracy runs on a subset (mobile.accuracy_samples); a submission scores every sample."""
+    settings = config["mobile"]
+    if settings["official"] or not settings["accuracy_samples"]:
+        return ""
+    return shlex.join(["--accuracy-samples", str(settings["accuracy_samples"])])

@@ -5,7 +5,8 @@
     scores.parquet           one row per (target, benchmark): the olympic mean, its RCP scaling
                              factor and the score (their product, as MLCommons' result summarizer)
     inference.parquet        one row per LoadGen test (scenario x mode)
-    provenance.parquet       one row per training run and LoadGen test: runtime, image, hashes
+    provenance.parquet       one row per training run, LoadGen test and Mobile run: runtime, image, hashes
+    mobile.parquet           one row per Mobile app task run (target, benchmark, precision, task, mode)
 
 The parse stage writes each as one file. A submission tree holds them hive-partitioned, one
 folder per table (write_partitioned), so that DuckDB, pandas and pyarrow read a table of one
@@ -117,13 +118,57 @@ PROVENANCE_SCHEMA = pa.schema(
     [("target", pa.string()), ("benchmark", pa.string()), ("job", pa.string())]
     + [_provenance_column(f) for f in provenance.FIELDS]
 )
+# One Mobile app task run on LiteRT (benchpipe mobile run): the figures of the app's extended
+# result (mobile.result.derive_run), from the same logs; accuracy runs carry the accuracy.
+MOBILE_SCHEMA = pa.schema([
+    ("target", pa.string()), ("benchmark", pa.string()), ("precision", pa.string()), ("task_id", pa.string()),
+    ("scenario", pa.string()), ("mode", pa.string()), ("run_mode", pa.string()),
+    ("result_validity", pa.string()), ("query_count", pa.int64()), ("samples", pa.int64()),
+    ("latency_mean_ns", pa.int64()), ("latency_p90_ns", pa.int64()),
+    # The app's throughput: SingleStream 1 / p90 latency, Offline samples / p90 latency (per second).
+    ("throughput", pa.float64()), ("accuracy", pa.float64()), ("accuracy_samples", pa.int64()),
+    ("model_sha256", pa.string()), ("tflite_bytes", pa.int64()), ("delegate", pa.string()),
+    ("threads", pa.int32()), ("log_sha256", pa.string()),
+])
 TABLES = {
     "training_events.parquet": EVENTS_SCHEMA,
     "runs.parquet": RUNS_SCHEMA,
     "scores.parquet": SCORES_SCHEMA,
     "inference.parquet": INFERENCE_SCHEMA,
     "provenance.parquet": PROVENANCE_SCHEMA,
+    "mobile.parquet": MOBILE_SCHEMA,
 }
+MOBILE_RUN_JSON = "mobile_run.json"  # benchpipe.mobile.run.MOBILE_RUN, read here as plain JSON
+
+
+def mobile_row(target: str, benchmark: str, precision: str, task: str, mode: str, run_dir: Path) -> dict[str, Any]:
+    """One mobile.parquet row from a Mobile run folder's detail log and mobile_run.json."""
+    path = run_dir / MOBILE_RUN_JSON
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ParseError(f"{path}: cannot read the Mobile run record: {exc}") from exc
+    if (record.get("task_id"), record.get("mode"), record.get("precision")) != (task, mode, precision):
+        raise ParseError(f"{path}: records {record.get('task_id')}/{record.get('precision')}/{record.get('mode')}, "
+                         f"its folder is {task}/{precision}/{mode}")
+    detail = parse_detail_log(run_dir / DETAIL_LOG)
+    row: dict[str, Any] = {
+        "target": target, "benchmark": benchmark, "precision": precision, "task_id": task,
+        "scenario": record["scenario"], "mode": mode, "run_mode": record["run_mode"],
+        "result_validity": None, "query_count": None, "samples": None, "latency_mean_ns": None,
+        "latency_p90_ns": None, "throughput": None, "accuracy": record.get("accuracy"),
+        "accuracy_samples": record.get("accuracy_samples"), "model_sha256": record["model_sha256"],
+        "tflite_bytes": record["conversion"]["tflite_bytes"], "delegate": record["backend"]["delegate"],
+        "threads": record["backend"]["threads"], "log_sha256": sha256_file(run_dir / DETAIL_LOG),
+    }
+    if mode == "performance":
+        queries = int(detail.get("result_query_count"))
+        samples = queries * int(detail.get("generated_samples_per_query", 1))
+        p90 = int(detail.get("result_90.00_percentile_latency_ns"))
+        row.update(result_validity=detail.get("result_validity"), query_count=queries, samples=samples,
+                   latency_mean_ns=int(detail.get("result_mean_latency_ns")), latency_p90_ns=p90,
+                   throughput=(samples if record["scenario"] == "Offline" else 1) / (p90 / 1e9) if p90 else 0.0)
+    return row
 
 
 def training_log_rows(
@@ -466,6 +511,7 @@ def write_tables(
     test_dirs: list[Path],
     training_ruleset: str = TRAINING_RULESET,
     inference_round: str = ROUND,
+    mobile_dirs: list[Path] | None = None,
 ) -> dict[str, int]:
     """The tables of exactly the given run and test directories (not whatever else lies in runs/),
     their rows labelled with the rounds they are judged under.
@@ -492,6 +538,11 @@ def write_tables(
             rows["inference.parquet"].append(
                 inference_row(target, benchmark, scenario, mode, test_dir, inference_round))
             rows["provenance.parquet"].append(provenance_row(target, benchmark, f"infer/{scenario}/{mode}", test_dir))
+        for run_dir in sorted(mobile_dirs or [], key=lambda p: layout.identify_mobile_run(runs, p)):
+            target, benchmark, precision, task, mode = layout.identify_mobile_run(runs, run_dir)
+            rows["mobile.parquet"].append(mobile_row(target, benchmark, precision, task, mode, run_dir))
+            rows["provenance.parquet"].append(
+                provenance_row(target, benchmark, f"mobile/{precision}/{task}/{mode}", run_dir))
         for name, table_rows in rows.items():
             pq.write_table(pa.Table.from_pylist(table_rows, schema=TABLES[name]), tmp / name, compression="zstd")
             written[name] = len(table_rows)
