@@ -73,7 +73,8 @@ def flip_a_byte(tree: Path) -> None:
 
 def edit_table(folder: str, column: str, value) -> Callable[[Path], None]:
     def edit(tree: Path) -> None:
-        (path,) = (tree / "benchpipe" / "tables" / folder).rglob("*.parquet")
+        # local-cpu's partition: the Mobile target (local-litert) has its own.
+        (path,) = (tree / "benchpipe" / "tables" / folder).rglob("target=local-cpu/*.parquet")
         table = pq.ParquetFile(path).read()
         rows = table.to_pylist()
         rows[0][column] = value

@@ -172,7 +172,8 @@ def test_a_test_needs_the_model_and_calibration_the_tree_recorded(submitted, tre
 
 def record_image(tree: Path, job: str, **fields) -> None:
     """The provenance table says ``job`` ran in an image (a tree made on another machine, say)."""
-    (path,) = (tree / "benchpipe" / "tables" / "provenance").rglob("*.parquet")
+    # local-cpu's partition: the Mobile target (local-litert) has its own.
+    (path,) = (tree / "benchpipe" / "tables" / "provenance").rglob("target=local-cpu/*.parquet")
     table = pq.ParquetFile(path).read()
     rows = [dict(row, **fields) if row["job"] == job else row for row in table.to_pylist()]
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)

@@ -43,7 +43,8 @@ def test_shipped_targets_load():
     assert {"local-cpu", "docker-cpu", "podman-cpu", "docker-cuda", "apptainer-cuda"} <= names
     for name in names:
         target = load_target(TARGETS / f"{name}.yaml")
-        assert target.containerized == (target.runtime != "local")
+        # An Android device (runtime adb) is neither the host nor a container.
+        assert target.containerized == (target.runtime not in ("local", "adb"))
         assert (target.image is not None) == target.containerized
 
 

@@ -118,7 +118,9 @@ def test_end_to_end_on_reduced_config(repo_root, submitted, cli_env):
     assert sha256_file(tree / "benchpipe" / "datasets" / "digits" / "manifest.json") == data_manifest
     assert checks["datasets"]["digits"]["manifest_sha256"] == data_manifest
     provenance = pq.read_table(tree / "benchpipe" / "tables" / "provenance").to_pylist()
-    assert len(provenance) == 3 + 16 and {r["dataset_manifest_sha256"] for r in provenance} == {data_manifest}
+    # 3 runs, 16 LoadGen tests, and the Mobile family's 8 (2 precisions x 2 tasks x 2 modes) on local-litert.
+    assert len(provenance) == 3 + 16 + 8 and {r["dataset_manifest_sha256"] for r in provenance} == {data_manifest}
+    assert sum(r["job"].startswith("mobile/") and r["target"] == "local-litert" for r in provenance) == 8
     # ... and the code and the tools that made it.
     from importlib.metadata import version
 
@@ -158,9 +160,11 @@ def test_end_to_end_on_reduced_config(repo_root, submitted, cli_env):
     # Parquet tables with their explicit schemas, hive-partitioned by round, division and
     # target: pyarrow reads each folder as one table, the partition keys as columns.
     tables = tree / "benchpipe" / "tables"
-    assert sorted(p.relative_to(tables).as_posix() for p in tables.rglob("*.parquet")) == [
-        f"{t}/round=ci/division=closed/target=local-cpu/part-0.parquet"
-        for t in ("inference", "provenance", "runs", "scores", "training_events")]
+    assert sorted(p.relative_to(tables).as_posix() for p in tables.rglob("*.parquet")) == sorted(
+        f"{t}/round=ci/division=closed/target={target}/part-0.parquet"
+        for t, target in (("inference", "local-cpu"), ("mobile", "local-litert"), ("provenance", "local-cpu"),
+                          ("provenance", "local-litert"), ("runs", "local-cpu"), ("scores", "local-cpu"),
+                          ("training_events", "local-cpu")))
     runs = pq.read_table(tables / "runs").to_pylist()
     assert {(r["round"], r["division"], r["target"]) for r in runs} == {("ci", "closed", "local-cpu")}
     assert [r["run"] for r in runs] == [0, 1, 2]

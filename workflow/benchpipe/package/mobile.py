@@ -18,6 +18,7 @@ same samples, and a submission (mobile.official) ran the normal run mode on ever
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,10 @@ class MobileResult:
     model_dir: Path  # the conversion's folder (benchpipe mobile convert)
 
 
-def expected_results(settings: dict[str, Any], runs_dir: Path, app_dir: Path) -> list[MobileResult]:
-    """What the config asks of the Mobile family, as folders under ``runs_dir``."""
+def _results(settings: dict[str, Any], app_dir: Path,
+             where: Callable[[str, str, str], tuple[Path, Path, Path]]) -> list[MobileResult]:
+    """What the config asks of the Mobile family; ``where(target, benchmark, precision)`` gives the
+    (runs' base, result folder, conversion folder) of each result."""
     mobile = settings["mobile"]
     if not mobile["targets"]:
         return []
@@ -60,11 +63,28 @@ def expected_results(settings: dict[str, Any], runs_dir: Path, app_dir: Path) ->
         for benchmark in mobile_benchmarks(settings):
             chosen = _chosen_tasks(settings, app_dir, benchmark)
             for precision in mobile["precisions"]:
-                base = runs_dir / target / benchmark / "mobile" / precision
+                base, result_dir, model_dir = where(target, benchmark, precision)
                 runs = {(t, mode): base / t / mode for t in chosen for mode in MODES}
-                found.append(MobileResult(target, benchmark, precision, runs, base / "result",
-                                          runs_dir / "tflite" / benchmark / precision))
+                found.append(MobileResult(target, benchmark, precision, runs, result_dir, model_dir))
     return found
+
+
+def expected_results(settings: dict[str, Any], runs_dir: Path, app_dir: Path) -> list[MobileResult]:
+    """What the config asks of the Mobile family, as folders under ``runs_dir``."""
+    def where(target: str, benchmark: str, precision: str) -> tuple[Path, Path, Path]:
+        base = runs_dir / target / benchmark / "mobile" / precision
+        return base, base / "result", runs_dir / "tflite" / benchmark / precision
+
+    return _results(settings, app_dir, where)
+
+
+def tree_results(settings: dict[str, Any], tree: Path) -> list[MobileResult]:
+    """What the config asks of the Mobile family, as folders of the tree's ``mobile/`` section."""
+    def where(target: str, benchmark: str, precision: str) -> tuple[Path, Path, Path]:
+        base = tree / MOBILE_DIR / target / benchmark / precision
+        return base, base, base / "model"
+
+    return _results(settings, tree / APP_DIR, where)
 
 
 def _chosen_tasks(settings: dict[str, Any], app_dir: Path, benchmark: str) -> list[str]:
@@ -75,22 +95,6 @@ def _chosen_tasks(settings: dict[str, Any], app_dir: Path, benchmark: str) -> li
     kind = registry.get(benchmark).mobile_dataset
     check_required(tasks, [(t, str(kind)) for t in settings["mobile"]["tasks"]], app_dir / TASKS_JSON)
     return list(settings["mobile"]["tasks"])
-
-
-def tree_results(settings: dict[str, Any], tree: Path) -> list[MobileResult]:
-    """What the config asks of the Mobile family, as folders of the tree's ``mobile/`` section."""
-    mobile = settings["mobile"]
-    if not mobile["targets"]:
-        return []
-    found = []
-    for target in mobile["targets"]:
-        for benchmark in mobile_benchmarks(settings):
-            chosen = _chosen_tasks(settings, tree / APP_DIR, benchmark)
-            for precision in mobile["precisions"]:
-                base = tree / MOBILE_DIR / target / benchmark / precision
-                runs = {(t, mode): base / t / mode for t in chosen for mode in MODES}
-                found.append(MobileResult(target, benchmark, precision, runs, base, base / "model"))
-    return found
 
 
 def check_models(results: list[MobileResult]) -> None:
