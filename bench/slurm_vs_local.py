@@ -2,8 +2,8 @@
 """The reduced suite through SLURM against the same suite run locally: what a job pays to go
 through sbatch, in seconds per job, side by side in one run.
 
-Each variant runs the reduced suite of tests/test_slurm.py (digits, three training runs, Offline
-and SingleStream, open division) in a fresh directory, with the same target file (its slurm
+Each variant runs the reduced suite of tests/test_slurm.py (digits, three training runs, Offline,
+open division; before 2026-12-06 Offline and SingleStream) in a fresh directory, with the same target file (its slurm
 section asks for one CPU per job, so both variants run two jobs at a time on two cores):
 
 * local: `snakemake --profile profiles/local submit`
