@@ -300,13 +300,14 @@ def resnet_section(args: argparse.Namespace, work: Path) -> Section:
 SECTIONS: list[Callable[[argparse.Namespace, Path], Section]] = [resnet_section]
 
 
-def print_section(section: Section) -> None:
+def print_section(section: Section, measured: str = "benchpipe") -> None:
+    """``section`` as Markdown; ``measured`` heads the column of what is measured against the reference."""
     print(f"### {section.title}")
     print()
     for note in section.notes:
         print(note)
         print()
-    print("| Measure | benchpipe | Reference | Ratio | Goal | Met | Per repeat (benchpipe; reference; ratios) |")
+    print(f"| Measure | {measured} | Reference | Ratio | Goal | Met | Per repeat ({measured}; reference; ratios) |")
     print("|---|---:|---:|---:|---:|---|---|")
     for row in section.rows:
         ratio = "" if row.ratio is None else f"**{row.ratio:.3f}**"
