@@ -73,7 +73,7 @@ def main() -> int:
         quick, quick_jobs = run(work / "slurm-quick", "slurm", "--slurm-init-seconds-before-status-checks", "2")
     assert jobs in (None, quick_jobs), (jobs, quick_jobs)
     jobs = quick_jobs
-    print(f"reduced suite: {jobs} SLURM jobs (datasets, describe_system, 3 train, 2 calibrate, 4 infer); "
+    print(f"reduced suite: {jobs} SLURM jobs (datasets, describe_system, 3 train, 1 calibrate, 2 infer); "
           "bookkeeping rules local in both")
     print(f"  local                      {local:7.1f} s")
     if shipped is not None:

@@ -142,6 +142,27 @@ def test_the_tree_verifies_and_the_audit_derives_the_token_columns_again(llm_wor
     assert "PASS    tables" in proc.stdout and "audit PASSED" in proc.stdout
 
 
+def test_reproduce_reruns_an_llm_accuracy_test_with_the_same_summaries(llm_work, cli_env, tmp_path):
+    """`benchpipe reproduce` on the LLM tree, as an auditor runs it with the checkpoint the tree
+    recorded: the dataset prepared again from the config's sources, the accuracy test rerun
+    through `benchpipe infer`, the same ROUGE (greedy decoding). (This open-division tree has no
+    TEST06; tests/test_reproduce.py compares TEST06 runs.) Before the TPOT test below, which
+    removes the tree."""
+    import json
+
+    tree, report = _tree(llm_work), tmp_path / "reproduce.json"
+    selection = f"{TARGET}/llama31_8b_edge/Offline/accuracy"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchpipe.cli", "reproduce", str(tree), "--select", selection,
+         "--model", str(llm_work / "model"), "--work", str(tmp_path / "work"), "--report", str(report)],
+        env=cli_env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = json.loads(report.read_text())["runs"]
+    assert run["run"] == selection and run["status"] == "match", run
+    assert run["checks"][0].startswith("model sha256 ") and run["checks"][1].startswith("accuracy identical: ")
+    assert json.loads(report.read_text())["datasets"][0]["source"] == "prepared again"
+
+
 def test_a_server_result_with_tpot_above_the_limit_is_refused_naming_it(llm_work, cli_env, repo_root):
     """The Server run's logs say a TPOT p99 of 150 ms (both logs alike, VALID as before), parsed
     again: packaging refuses it with the round's 100 ms limit and the measured p99."""
@@ -161,23 +182,3 @@ def test_a_server_result_with_tpot_above_the_limit_is_refused_naming_it(llm_work
     assert "exceeds llama3.1-8b Server's 100 ms limit" in log
     assert not _tree(llm_work).exists()
 
-
-def test_reproduce_reruns_a_test06_and_an_accuracy_test_with_the_same_outputs(llm_work, cli_env, tmp_path):
-    """`benchpipe reproduce` on the LLM tree, as an auditor runs it with the checkpoint the tree
-    recorded: the dataset prepared again from the config's sources, TEST06 and an accuracy test
-    rerun through `benchpipe infer`, each with the tree's outputs (greedy decoding)."""
-    import json
-
-    tree, report = _tree(llm_work), tmp_path / "reproduce.json"
-    selections = [f"{TARGET}/llama31_8b/Server/TEST06", f"{TARGET}/llama31_8b_edge/Offline/accuracy"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchpipe.cli", "reproduce", str(tree), *(f"--select={s}" for s in selections),
-         "--model", str(llm_work / "model"), "--work", str(tmp_path / "work"), "--report", str(report)],
-        env=cli_env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = {r["run"]: r for r in json.loads(report.read_text())["runs"]}
-    test06, accuracy = runs[selections[0]], runs[selections[1]]
-    assert test06["status"] == "match" and accuracy["status"] == "match", runs
-    assert test06["checks"][1].startswith("TEST06 checks: tree passed, rerun passed (")
-    assert re.fullmatch(r"TEST06 outputs identical for all \d+ samples", test06["checks"][2])
-    assert accuracy["checks"][1].startswith("accuracy identical: ")
