@@ -17,7 +17,8 @@ from benchpipe.package.files import dump_json
 def recomputed(config_json: Path, kind: str) -> str:
     """The hash as the provenance docstring tells an auditor to compute it, without benchpipe."""
     data = json.loads(config_json.read_text())
-    sections = {"train": ("containers", "submission", "training"), "infer": ("containers", "inference", "submission")}
+    sections = {"train": ("containers", "submission", "training"), "infer": ("containers", "inference", "submission"),
+                "mobile": ("containers", "mobile", "submission")}
     part = {k: data.get(k) for k in sections[kind]}
     return hashlib.sha256(json.dumps(part, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -63,11 +64,11 @@ def test_a_provenance_file_without_the_hash_is_refused_by_name(tmp_path):
 def test_every_result_of_the_workflows_tree_names_its_config(submitted):
     tree = submitted / "submissions" / "ci"
     rows = pq.read_table(tree / "benchpipe" / "tables" / "provenance").to_pylist()
-    assert len(rows) == 3 + 16
+    assert len(rows) == 3 + 16 + 8  # runs, LoadGen tests, Mobile runs
     config = tree / "benchpipe" / "config.json"
     for row in rows:
         assert row["config_sha256"] == recomputed(config, row["job"].split("/")[0]), row["job"]
-    assert len({r["config_sha256"] for r in rows}) == 2  # one for training, one for inference
+    assert len({r["config_sha256"] for r in rows}) == 3  # one each for training, inference and Mobile
 
 
 def test_a_job_records_the_slurm_job_it_ran_in(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Which software produced a result: recorded by every training run and LoadGen test.
+"""Which software produced a result: recorded by every training run, LoadGen test and Mobile run.
 
 Two halves meet in `provenance.json`. `benchpipe run` knows the runtime, its version, the
 image record and the host's GPU driver, and hands them to the job in one environment
@@ -10,7 +10,8 @@ canonical JSON (``canonical_config``) of its kind's CONFIG_SECTIONS, taken from 
 config that packaging later writes to the tree's ``benchpipe/config.json``. Only those
 sections: a changed inference setting must not retrain, nor a changed dataset cache folder
 rerun anything. The workflow hands the hash to each job in CONFIG_SHA256_ENV; an auditor
-recomputes a training run's from the tree alone (``inference`` for a LoadGen test's)::
+recomputes a training run's from the tree alone (``inference`` for a LoadGen test's, ``mobile``
+for a Mobile run's)::
 
     python3 -c 'import hashlib, json, sys; c = json.load(open(sys.argv[1])); print(hashlib.sha256(json.dumps(
         {k: c.get(k) for k in ("containers", "submission", "training")}, sort_keys=True,
