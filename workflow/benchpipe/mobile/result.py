@@ -37,7 +37,7 @@ from typing import Any
 
 from benchpipe.contracts.errors import ValidationError
 from benchpipe.contracts.layout import ACCURACY_LOG, DETAIL_LOG
-from benchpipe.mobile.run import MOBILE_RUN, MobileRun, read_mobile_run
+from benchpipe.mobile.run import MobileRun, read_mobile_run
 
 RESULT_JSON = "result.json"
 DEVICE_JSON = "device.json"  # an Android device's environment_info, written by runtime adb
@@ -270,6 +270,3 @@ def target_result(app_dir: Path, run_dirs: list[Path], reference_dirs: list[Path
         checks = accuracy_checks(fp32, accuracy)
     return result, checks
 
-
-__all__ = ["MOBILE_RUN", "RESULT_JSON", "AccuracyCheck", "accuracy_checks", "build_info", "derive_run",
-           "extended_result", "linux_environment", "write_result"]

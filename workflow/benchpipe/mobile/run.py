@@ -31,16 +31,17 @@ from benchpipe.contracts.atomic import atomic_dir
 from benchpipe.contracts.errors import ConfigError, InferenceError
 from benchpipe.contracts.layout import ACCURACY_LOG, DETAIL_LOG
 from benchpipe.infer.litert import DelegateSpec, LiteRTPredictor
+from benchpipe.infer.loadgen_run import LATENCY_HEADROOM, offline_target_qps
 from benchpipe.mlcommons.mobile_app import RUN_MODES, MobileTask
-from benchpipe.mobile.convert import Conversion, check_model
+from benchpipe.mobile.convert import check_model
 
 TASKS_JSON = "tasks.json"
 MOBILE_RUN = "mobile_run.json"
 MODES = ("performance", "accuracy")
 SCENARIOS = ("SingleStream", "Offline")
-# As calibration aims a latency scenario's target below the measured latency (loadgen_run):
-# LoadGen generates min_duration / expected latency queries, and running out is INVALID.
-EXPECTED_LATENCY_HEADROOM = 0.5
+# As calibration aims a latency scenario's target below the measured latency: LoadGen
+# generates min_duration / expected latency queries, and running out is INVALID.
+EXPECTED_LATENCY_HEADROOM = LATENCY_HEADROOM
 OFFLINE_BATCH = 32
 WARM_UP_S = 0.5
 
@@ -182,7 +183,7 @@ def loadgen_settings(task: MobileTask, run_mode: str, mode: str, latency_s: floa
         settings.single_stream_expected_latency_ns = max(1000, int(latency_s * 1e9 * EXPECTED_LATENCY_HEADROOM))
     else:
         # One query of min_query_count samples; the rate only sizes it when min_duration is set.
-        settings.offline_expected_qps = max(1.0, 2.0 / max(latency_s, 1e-9) * OFFLINE_BATCH)
+        settings.offline_expected_qps = max(1.0, offline_target_qps(1.0 / max(latency_s, 1e-9)))
     return settings
 
 
@@ -240,7 +241,7 @@ def run_task(benchmark, request: RunRequest) -> MobileRun:
             benchmark=benchmark.name, task_id=task.id, task_name=task.name, scenario=task.scenario, mode=mode,
             run_mode=run_mode, precision=conversion.precision, min_query_count=task.runs[run_mode].min_query_count,
             min_duration_s=task.runs[run_mode].min_duration_s, max_duration_s=task.runs[run_mode].max_duration_s,
-            model_path=str(tflite), model_sha256=conversion.tflite_sha256, conversion=_conversion_dict(conversion),
+            model_path=str(tflite), model_sha256=conversion.tflite_sha256, conversion=asdict(conversion),
             backend=backend_record(delegate, threads, batch),
             # What was read, not the app's dataset of that type: a stand-in's samples say so.
             dataset={"name": samples.source.describe(), "type": task.dataset_type, "data_path": str(data_dir),
@@ -252,9 +253,6 @@ def run_task(benchmark, request: RunRequest) -> MobileRun:
         provenance.write(tmp, data_dir)
     return record
 
-
-def _conversion_dict(conversion: Conversion) -> dict[str, Any]:
-    return asdict(conversion)
 
 
 def backend_record(delegate: DelegateSpec, threads: int, batch: int) -> dict[str, Any]:

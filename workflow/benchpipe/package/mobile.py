@@ -29,9 +29,9 @@ from benchpipe.contracts.errors import ValidationError
 from benchpipe.contracts.layout import ACCURACY_LOG, ACCURACY_TXT, DETAIL_LOG, SUMMARY_LOG
 from benchpipe.mlcommons.mobile_app import APP_FILES
 from benchpipe.mobile.convert import CONVERSION
-from benchpipe.mobile.result import ACCURACY_CHECK, DEVICE_JSON, RESULT_JSON, accuracy_checks, target_result
+from benchpipe.mobile.result import ACCURACY_CHECK, DEVICE_JSON, RESULT_JSON, target_result
 from benchpipe.mobile.run import MOBILE_RUN, TASKS_JSON, read_mobile_run, read_tasks_json
-from benchpipe.package.files import copy_file, dump_json
+from benchpipe.package.files import copy_file
 from benchpipe.provenance import PROVENANCE_FILE
 
 MOBILE_DIR = "mobile"
@@ -199,6 +199,3 @@ def summary(results: list[MobileResult]) -> list[dict[str, Any]]:
     return [{"target": r.target, "benchmark": r.benchmark, "precision": r.precision,
              "tasks": sorted({task for task, _ in r.runs})} for r in results]
 
-
-__all__ = ["MobileResult", "accuracy_checks", "check_results", "expected_results", "summary", "write_mobile",
-           "dump_json"]
