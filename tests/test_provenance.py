@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -85,3 +87,17 @@ def test_a_job_records_the_slurm_job_it_ran_in(tmp_path, monkeypatch):
     older = {key: None for key in provenance.FIELDS if key != "slurm_job_id"}
     (tmp_path / "provenance.json").write_text(json.dumps(older))
     assert provenance.read(tmp_path)["slurm_job_id"] is None
+
+
+def test_a_job_without_tensorflow_loaded_records_the_version_tensorflow_reports():
+    # A Mobile run serves LiteRT and leaves TensorFlow unimported; its record must still say
+    # what the imported module would, on a CPU or a CUDA build alike.
+    script = ("import json, sys; from benchpipe import provenance; before = provenance._tensorflow();"
+              " loaded = 'tensorflow' in sys.modules; import tensorflow as tf;"
+              " build = tf.sysconfig.get_build_info();"
+              " print(json.dumps([before, loaded, tf.__version__, build.get('cuda_version') or None]))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, loaded, version, cuda = json.loads(proc.stdout.splitlines()[-1])
+    assert not loaded
+    assert before == {"tensorflow_version": version, "tensorflow_cuda_build": cuda}

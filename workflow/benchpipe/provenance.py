@@ -23,12 +23,15 @@ A job started by hand, outside the workflow, has no config: it records null.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
 import re
+import runpy
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -191,12 +194,21 @@ def _versions() -> dict[str, str | None]:
 
 
 def _tensorflow() -> dict[str, str | None]:
-    try:
-        import tensorflow as tf
-    except ImportError:
+    """The installed TensorFlow's version and CUDA build, read without importing it where the
+    job has not: a Mobile run serves LiteRT alone, and TensorFlow's import costs it seconds."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        build = tf.sysconfig.get_build_info()
+        return {"tensorflow_version": tf.__version__, "tensorflow_cuda_build": build.get("cuda_version") or None}
+    spec = importlib.util.find_spec("tensorflow")
+    dists = metadata.packages_distributions().get("tensorflow", [])
+    if spec is None or not spec.submodule_search_locations or not dists:
         return {"tensorflow_version": None, "tensorflow_cuda_build": None}
-    build = tf.sysconfig.get_build_info()
-    return {"tensorflow_version": tf.__version__, "tensorflow_cuda_build": build.get("cuda_version") or None}
+    # The module tf.sysconfig.get_build_info reads: generated at build time, a dict and nothing else.
+    info = Path(next(iter(spec.submodule_search_locations))) / "python" / "platform" / "build_info.py"
+    build = runpy.run_path(str(info))["build_info"] if info.is_file() else {}
+    return {"tensorflow_version": metadata.version(dists[0]),
+            "tensorflow_cuda_build": build.get("cuda_version") or None}
 
 
 def collect(dataset_dir: Path | None = None) -> dict[str, Any]:
