@@ -18,7 +18,7 @@ that takes jobs with partitions cpu and accel (.ci/slurm-cluster starts one). Ru
 repository root, in the project's environment::
 
     python bench/slurm_vs_local.py           # about 8 minutes
-    python bench/slurm_vs_local.py --smoke   # local and the 2 s status checks only: does it still run?
+    python bench/slurm_vs_local.py --smoke   # local and 2 s status checks, training only: does it run?
 """
 
 from __future__ import annotations
@@ -41,13 +41,13 @@ from benchwork import parse_with_smoke  # noqa: E402
 from test_slurm import CLUSTER_TARGET, CONFIG, TARGET, cluster_answers  # noqa: E402
 
 
-def run(work: Path, profile: str, *extra: str) -> tuple[float, int]:
+def run(work: Path, profile: str, *extra: str, targets: tuple[str, ...] = ("submit",)) -> tuple[float, int]:
     work.mkdir(parents=True)
     (work / "targets").mkdir()
     (work / "targets" / f"{TARGET}.yaml").write_text(yaml.safe_dump(CLUSTER_TARGET))
     (work / "config.yaml").write_text(yaml.safe_dump({**CONFIG, "targets_dir": str(work / "targets")}))
     argv = ["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work), "--profile",
-            str(REPO / "profiles" / profile), *extra, "submit", "--configfile", str(work / "config.yaml")]
+            str(REPO / "profiles" / profile), *extra, *targets, "--configfile", str(work / "config.yaml")]
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -61,20 +61,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # The profile as shipped waits 40 s before its first status check: the smoke leaves it out.
     parser.add_argument("--no-shipped", action="store_true", help="skip the run with the profile as shipped")
-    args = parse_with_smoke(parser, no_shipped=True)
+    # The smoke stops after training: the LoadGen jobs that follow are test_slurm.py's to run.
+    parser.add_argument("--training-only", action="store_true", help="run the suite's training runs only")
+    args = parse_with_smoke(parser, no_shipped=True, training_only=True)
     if (why := cluster_answers()) is not None:
         sys.exit(f"no SLURM cluster: {why}")
     if shutil.which("snakemake") is None:
         sys.exit("snakemake is not on PATH: activate .venv")
     with tempfile.TemporaryDirectory(prefix="bench-slurm-") as tmp:
         work = Path(tmp)
-        local, _ = run(work / "local", "local")
-        shipped, jobs = (None, None) if args.no_shipped else run(work / "slurm", "slurm")
-        quick, quick_jobs = run(work / "slurm-quick", "slurm", "--slurm-init-seconds-before-status-checks", "2")
+        targets = tuple(f"runs/{TARGET}/digits/train/run_{i}" for i in range(CONFIG["training"]["runs"])) \
+            if args.training_only else ("submit",)
+        local, _ = run(work / "local", "local", targets=targets)
+        shipped, jobs = (None, None) if args.no_shipped else run(work / "slurm", "slurm", targets=targets)
+        quick, quick_jobs = run(work / "slurm-quick", "slurm", "--slurm-init-seconds-before-status-checks", "2",
+                                targets=targets)
     assert jobs in (None, quick_jobs), (jobs, quick_jobs)
     jobs = quick_jobs
-    print(f"reduced suite: {jobs} SLURM jobs (datasets, describe_system, 3 train, 1 calibrate, 2 infer); "
-          "bookkeeping rules local in both")
+    ran = "datasets, 3 train" if args.training_only else "datasets, describe_system, 3 train, 1 calibrate, 2 infer"
+    print(f"reduced suite: {jobs} SLURM jobs ({ran}); bookkeeping rules local in both")
     print(f"  local                      {local:7.1f} s")
     if shipped is not None:
         print(f"  slurm, profile as shipped  {shipped:7.1f} s   overhead {(shipped - local) / jobs:5.1f} s per job")
