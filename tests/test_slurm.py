@@ -264,10 +264,13 @@ def test_a_job_killed_at_its_time_limit_runs_again_with_more_time(cluster, tmp_p
     # One LoadGen test (SingleStream: it lasts its min_duration, plus the job's start) outlasts its
     # target's one-minute limit: SLURM kills it (TIMEOUT), the infer rule's retry submits it
     # again with twice the time (three times on a third attempt), and the same workflow finishes.
+    # The workflow asked for that test alone: what follows it is the other tests' to check.
     workdir = workflow_dir(tmp_path / "work", slurm={"runtime_min": 1},
                            inference={"scenarios": ["SingleStream"], "min_duration_ms": 75_000})
-    proc = subprocess.run(snakemake_argv(repo_root, workdir, "slurm", *QUICK_STATUS), env=cli_env,
-                          capture_output=True, text=True, timeout=1200)
+    argv = snakemake_argv(repo_root, workdir, "slurm", *QUICK_STATUS)
+    target = f"runs/{TARGET}/digits/infer/SingleStream/performance"
+    argv[argv.index("submit")] = target
+    proc = subprocess.run(argv, env=cli_env, capture_output=True, text=True, timeout=1200)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     logs = workdir / ".snakemake" / "slurm_logs" / "rule_infer"
@@ -280,9 +283,9 @@ def test_a_job_killed_at_its_time_limit_runs_again_with_more_time(cluster, tmp_p
     # Each attempt asked for its attempt's multiple of the target's minute (sacct's Timelimit).
     limits = sacct_lines(performance, "JobID,Timelimit")
     assert sorted(limits) == sorted(f"{job}|00:0{attempt}:00" for attempt, job in enumerate(performance, 1)), limits
-    rows = {row["job"]: row["slurm_job_id"] for row in provenance_rows(workdir)}
-    assert rows["infer/SingleStream/performance"] == performance[-1]
-    assert verify_manifest(workdir / TREE) > 10
+    # The run that stands is the last attempt's, and says so.
+    assert json.loads((workdir / target / "provenance.json").read_text())["slurm_job_id"] == performance[-1]
+    assert "Result is : VALID" in (workdir / target / "mlperf_log_summary.txt").read_text()
 
 
 @pytest.mark.engine
