@@ -318,6 +318,7 @@ def test_the_workflow_runs_each_compliance_test_with_its_performance_runs_user_c
                                     for s in ("MultiStream", "Offline", "Server", "SingleStream"))
 
 
+@pytest.mark.rerun
 def test_the_tree_holds_the_corrected_run_whose_user_conf_the_compliance_tests_ran_with(
         submitted, tmp_path, cli_env, repo_root):
     """The workflow's Offline performance run made again from a tenth of the calibrated rate; then the

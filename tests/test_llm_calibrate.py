@@ -30,6 +30,7 @@ def test_offline_and_single_stream_measure_through_loadgen(tmp_path):
 
 
 @pytest.mark.timing
+@pytest.mark.llm  # a Server search of several LoadGen runs: the full tier's
 def test_server_search_judges_runs_by_ttft_and_tpot(tmp_path):
     prompts = prompt_library(64)
     limits = TokenLimits(ttft_ns=int(200e6), tpot_ns=int(20e6))
@@ -45,6 +46,7 @@ def test_server_search_judges_runs_by_ttft_and_tpot(tmp_path):
 
 
 @pytest.mark.timing
+@pytest.mark.llm
 def test_a_tpot_limit_below_the_step_time_is_never_met(tmp_path):
     # Every token takes a 2 ms step: a 1 ms TPOT limit fails at any rate.
     with pytest.raises(InferenceError, match="no Server rate tried"):

@@ -85,6 +85,7 @@ def stand_in(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.timing
+@pytest.mark.llm
 def test_an_offline_run_calibrated_far_too_low_is_corrected_and_ends_valid(stand_in, tmp_path):
     from benchpipe.infer.llm_run import calibrate_llm_scenario, run_llm_test
     from benchpipe.infer.models import checkpoint_sha256, supplied_checkpoint
