@@ -215,16 +215,16 @@ def _cmd_infer(args: argparse.Namespace) -> None:
     from benchpipe.contracts import registry
     from benchpipe.infer.loadgen_run import LoadGenTest, run_test
 
-    _limit_threads(args.threads)
     benchmark = registry.get(args.benchmark)
     if isinstance(benchmark.inference, LLMInferenceTask):
         from benchpipe.infer.llm_run import run_llm_test
 
+        _limit_threads(args.threads)
         run_llm_test(benchmark, args.data, args.scenario, args.mode, args.calibration, args.out)
         log.info("%s %s: logs in %s", args.scenario, args.mode, args.out)
         return
     test = LoadGenTest(args.scenario, args.mode)
-    run_test(registry.get(args.benchmark), args.data, test, args.calibration, args.out, conf_path=args.user_conf)
+    run_test(benchmark, args.data, test, args.calibration, args.out, conf_path=args.user_conf, threads=args.threads)
     log.info("%s %s: logs in %s", args.scenario, args.mode, args.out)
 
 

@@ -205,13 +205,16 @@ def read_calibration(directory: Path):
 
 def run_test(
     benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, out_dir: Path,
-    conf_path: Path | None = None,
+    conf_path: Path | None = None, threads: int | None = None,
 ) -> None:
     """One LoadGen test serving the calibrated model, with the scenario's user.conf.
 
     ``conf_path``: the user.conf to run with instead of the calibration's: a compliance test
     takes the one its scenario's performance run ended with. A performance run that LoadGen
     judges INVALID for a setting it names is corrected and run again (``performance_attempts``).
+    ``threads``: TensorFlow's intra- and inter-op threads where the model runs. A performance
+    run's attempts run in processes of their own, so this one then never imports TensorFlow
+    (seconds of every such job); the others run here, after TensorFlow takes the count.
     """
     read_calibration(calibration_dir)  # refused here, before any work, if unreadable
     model = read_model_record(calibration_dir)
@@ -226,8 +229,15 @@ def run_test(
     with atomic_dir(out_dir) as tmp:
         attempts = None
         if test.mode == "performance":
-            attempts = performance_attempts(benchmark, data_dir, test, calibration_dir, conf, tmp)
+            counts = (threads, threads) if threads else _thread_counts()
+
+            def attempt(text: str, log_dir: Path) -> None:
+                in_fresh_process(benchmark, data_dir, test, calibration_dir, text, log_dir, counts)
+
+            attempts = performance_attempts(benchmark, data_dir, test, calibration_dir, conf, tmp, attempt=attempt)
         else:
+            if threads:
+                _set_thread_counts(threads, threads)
             run_attempt(benchmark, data_dir, test, calibration_dir, conf, tmp)
             if test.mode in COMPLIANCE_TESTS:
                 require_valid(tmp, test)
@@ -279,7 +289,7 @@ def performance_attempts(
     """
     if attempt is None:
         def attempt(text: str, log_dir: Path) -> None:
-            in_fresh_process(benchmark, data_dir, test, calibration_dir, text, log_dir)
+            in_fresh_process(benchmark, data_dir, test, calibration_dir, text, log_dir, _thread_counts())
     key = loadgen_model or benchmark.inference.loadgen_model
     records: list[dict[str, Any]] = []
     number = 1
@@ -325,7 +335,8 @@ def _move_up(attempt_dir: Path, out: Path) -> None:
 
 
 def in_fresh_process(
-    benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, conf: str, log_dir: Path
+    benchmark: Benchmark, data_dir: Path, test: LoadGenTest, calibration_dir: Path, conf: str, log_dir: Path,
+    threads: tuple[int, int],
 ) -> None:
     """``run_attempt`` in a process of its own, started with spawn; its exception raised here.
 
@@ -333,10 +344,11 @@ def in_fresh_process(
     interpreter: the file a run leaves behind is then, byte for byte, the one LoadGen read for
     it, which setting fields on the first attempt's TestSettings would not guarantee. This
     process loads no model, so a GPU is the attempt's alone; spawn, because forking a process
-    with TensorFlow's and LoadGen's threads running is unsafe.
+    with TensorFlow's and LoadGen's threads running is unsafe. ``threads``: TensorFlow's
+    (intra-op, inter-op) thread counts in the child (0: TensorFlow's default).
     """
     spawned(_attempt_in_child, f"{test.scenario} {test.mode}", log_dir, benchmark.name, data_dir, test,
-            calibration_dir, conf, log_dir, _thread_counts())
+            calibration_dir, conf, log_dir, threads)
 
 
 def spawned(function: Callable[..., None], what: str, log_dir: Path, *args: Any) -> None:
@@ -363,17 +375,21 @@ def _thread_counts() -> tuple[int, int]:
             tf.config.threading.get_inter_op_parallelism_threads())
 
 
+def _set_thread_counts(intra: int, inter: int) -> None:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
 def _attempt_in_child(benchmark_name: str, data_dir: Path, test: LoadGenTest, calibration_dir: Path, conf: str,
                       log_dir: Path, threads: tuple[int, int]) -> None:
     from benchpipe.contracts import registry
 
     intra, inter = threads
     if intra or inter:
-        import tensorflow as tf
-
-        # Before TensorFlow runs an op, as `benchpipe infer --threads` set them in the parent.
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+        # Before TensorFlow runs an op, as `benchpipe infer --threads` asked of the parent.
+        _set_thread_counts(intra, inter)
     run_attempt(registry.get(benchmark_name), data_dir, test, calibration_dir, conf, log_dir)
 
 
