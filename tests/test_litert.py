@@ -1,5 +1,5 @@
 """The LiteRT backend (benchpipe.infer.litert): LiteRTPredictor on a tiny fp32 .tflite, input quantization,
-and the delegate a target names."""
+LiteRTOutputsPredictor's rows of outputs, and the delegate a target names."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from benchpipe.contracts.errors import ConfigError, InferenceError
 from benchpipe.infer.litert import (
     DELEGATE_NAMES,
     DelegateSpec,
+    LiteRTOutputsPredictor,
     LiteRTPredictor,
     TensorInfo,
     delegate_call,
+    dequantize,
     interpreter,
     quantize,
 )
@@ -221,3 +223,57 @@ def test_predictor_keeps_its_settings(tiny):
     p = LiteRTPredictor(str(tiny.tflite), [8, 8, 1], (1,), threads=2)
     assert isinstance(p.model_path, Path) and p.sample_shape == SHAPE
     assert (p.threads, p.delegate, p.max_batch) == (2, DelegateSpec(), 1)
+
+
+# --- LiteRTOutputsPredictor: a task scored from the outputs themselves -----------------------
+
+
+def converted(path: Path, fn, *specs) -> Path:
+    import tensorflow as tf
+
+    function = tf.function(fn, input_signature=list(specs))
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()],
+                                                                     function).convert())
+    return path
+
+
+def test_outputs_predictor_answers_every_output_row_in_the_models_order(tmp_path):
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([1, 6], tf.int32)
+    model = converted(tmp_path / "two.tflite", lambda a, b: (tf.cast(a * 2, tf.float32), tf.cast(a + b, tf.float32)),
+                      spec, spec)
+    predictor = LiteRTOutputsPredictor(model)
+    assert predictor.sample_shape == (2, 6) and predictor.response == ("<f4", (2, 6))
+    assert predictor.batch_sizes == [1] and predictor.batch_seconds[1] > 0
+    batch = np.stack([np.stack([np.arange(6), np.full(6, 10)]), np.stack([np.ones(6), np.zeros(6)])]).astype(np.int32)
+    answers = predictor(batch)
+    assert answers.dtype == np.float32 and answers.shape == (2, 2, 6)
+    np.testing.assert_array_equal(answers[0], [np.arange(6) * 2, np.arange(6) + 10])
+    np.testing.assert_array_equal(answers[1], [np.full(6, 2), np.ones(6)])
+
+
+def test_outputs_predictor_refuses_inputs_of_different_shapes_and_batches_above_one(tmp_path):
+    import tensorflow as tf
+
+    mixed = converted(tmp_path / "mixed.tflite", lambda a, b: tf.reduce_sum(a) + tf.reduce_sum(b) + tf.zeros([1, 3]),
+                      tf.TensorSpec([1, 4], tf.float32), tf.TensorSpec([1, 5], tf.float32))
+    with pytest.raises(InferenceError, match=re.escape(f"{mixed}: inputs [[4], [5]] and outputs [[3]]: each must "
+                                                       "share one shape")):
+        LiteRTOutputsPredictor(mixed)
+    batched = converted(tmp_path / "batched.tflite", lambda a: a * 2, tf.TensorSpec([2, 4], tf.float32))
+    with pytest.raises(InferenceError, match="takes batches of 2; these tasks run one sample at a time"):
+        LiteRTOutputsPredictor(batched)
+
+
+def test_dequantize_int8_outputs():
+    info = TensorInfo((3,), "int8", 0.5, -2)
+    np.testing.assert_allclose(dequantize(np.array([-2, 0, 8], np.int8), info), [0.0, 1.0, 5.0])
+    plain = TensorInfo((3,), "float32", 0.0, 0)
+    assert dequantize(np.array([1.5], np.float32), plain).dtype == np.float32
+
+
+def test_quantize_passes_token_ids_into_an_integer_input_without_quantization():
+    ids = np.array([[101, 2054, 102]], np.int32)
+    out = quantize(ids, TensorInfo((3,), "int32", 0.0, 0))
+    assert out.dtype == np.int32 and out.tolist() == ids.tolist()

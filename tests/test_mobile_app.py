@@ -142,6 +142,19 @@ def test_image_classification_online(tasks):
         lite_dataset_name="Open images subset for classification",
         model_id="MobileNetEdgeTPUv2-L", model_name="MobileNetEdgeTPUv2-L", model_offset=0,
         image_width=384, image_height=384, num_classes=1000,
+        dataset_files={
+            "full": {"input_path": "local:///mlperf_datasets/imagenet/img", "input_checksum": "",
+                     "groundtruth_path": "local:///mlperf_datasets/imagenet/imagenet_val_full.txt",
+                     "groundtruth_checksum": ""},
+            "lite": {"input_path": "https://mobile.mlcommons-storage.org/app-resources/datasets/v0_7/imagenet.zip",
+                     "input_checksum": "fdcce28e06475321dc9b1c63a5539a4e", "groundtruth_path": "",
+                     "groundtruth_checksum": ""},
+            "tiny": {"input_path": "https://mobile.mlcommons-storage.org/app-resources/datasets/v5_0/imagenet_tiny.zip",
+                     "input_checksum": "2cde6f1d741b9c1834db261ac6e43a6e",
+                     "groundtruth_path":
+                         "https://mobile.mlcommons-storage.org/app-resources/datasets/v5_0/imagenet_tiny_val.txt",
+                     "groundtruth_checksum": "086f99eff3d1b93fd41e7f35498570a7"},
+        },
     )
 
 

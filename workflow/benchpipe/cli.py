@@ -253,12 +253,20 @@ def _cmd_mobile_convert(args: argparse.Namespace) -> None:
              record.tflite_bytes, record.tflite_sha256)
 
 
+def _cmd_mobile_supply(args: argparse.Namespace) -> None:
+    from benchpipe.mobile.convert import supply
+
+    record = supply(args.tflite, args.sha256, args.precision, args.out)
+    log.info("%s LiteRT model supplied: %s (%d bytes, sha256 %s)", args.precision, args.out, record.tflite_bytes,
+             record.tflite_sha256)
+
+
 def _cmd_mobile_run(args: argparse.Namespace) -> None:
     from benchpipe.contracts import registry
     from benchpipe.mobile.run import RunRequest, run_task
 
     request = RunRequest.from_args(args)
-    record = run_task(registry.get(request.benchmark), request)
+    record = run_task(registry.get(request.benchmark) if request.benchmark else None, request)
     log.info("%s %s %s (%s): logs in %s", record.task_id, record.run_mode, record.mode, record.precision, request.out)
 
 
@@ -610,6 +618,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="picks the representative training samples")
     q.add_argument("--out", type=Path, required=True)
     q.set_defaults(func=_cmd_mobile_convert)
+    q = mobile.add_parser("supply", help="a .tflite the user supplies (MobileBERT, ...), checked and laid out as "
+                          "a conversion")
+    q.add_argument("--tflite", type=Path, required=True)
+    q.add_argument("--sha256", required=True, help="the model's sha256, as its source states it")
+    q.add_argument("--precision", required=True, choices=("fp32", "int8"))
+    q.add_argument("--out", type=Path, required=True)
+    q.set_defaults(func=_cmd_mobile_supply)
     q = mobile.add_parser("run", help="one Mobile app task, performance or accuracy, on a LiteRT model")
     from benchpipe.mobile.run import RunRequest
 

@@ -2,7 +2,8 @@
 
 The backend is the predictor, not a second harness: ``LiteRTPredictor`` answers the same calls as
 ``CompiledPredictor`` (the top-1 class of each sample of a batch), so LoadGen's SUTs, calibration
-and the Mobile tasks drive it unchanged.
+and the Mobile tasks drive it unchanged. ``LiteRTOutputsPredictor`` answers with the model's
+outputs themselves, for a task scored from them (MobileBERT's logits), through the same SUTs.
 
 A target chooses the delegate (``litert.delegate``):
 
@@ -111,9 +112,12 @@ class TensorInfo:
 
 
 def quantize(batch: np.ndarray, info: TensorInfo) -> np.ndarray:
-    """Float samples as the model's input dtype: int8/uint8 through its scale and zero point."""
+    """Samples as the model's input dtype: int8/uint8 through its scale and zero point; integers
+    into an input without quantization (MobileBERT's token ids) as they are."""
     if info.dtype == "float32":
         return np.ascontiguousarray(batch, dtype=np.float32)
+    if not info.scale and np.issubdtype(batch.dtype, np.integer):
+        return np.ascontiguousarray(batch, dtype=info.dtype)
     limits = np.iinfo(info.dtype)
     if not info.scale:
         raise InferenceError(f"a {info.dtype} input without quantization parameters cannot take float samples")
@@ -191,3 +195,75 @@ class LiteRTPredictor(Predictor):
         while time.perf_counter() < deadline:
             for size, batch in zeros.items():
                 self._invoke(size, batch)
+
+
+def dequantize(values: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """An output as float32: an int8/uint8 one through its scale and zero point."""
+    if info.dtype == "float32" or not info.scale:
+        return values.astype(np.float32, copy=False)
+    return ((values.astype(np.float32) - info.zero_point) * info.scale).astype(np.float32)
+
+
+class LiteRTOutputsPredictor(Predictor):
+    """Each sample answered with the model's outputs themselves, float32, stacked in the model's
+    output order: for tasks that score raw outputs, as the app logs MobileBERT's end and start
+    logits per sample (squad.cc ``ProcessOutput``) and scores them after the run.
+
+    A sample holds one row per model input, fed to the inputs in the model's order (the app's
+    backend feeds its dataset's inputs so): ``sample_shape`` is (inputs, *one input's shape), and
+    every input takes that shape. Batches of one only: the app's tasks that score outputs run
+    SingleStream, on models of a fixed batch of one.
+    """
+
+    def __init__(self, model_path: Path, *, threads: int = 1, delegate: DelegateSpec | None = None) -> None:
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise InferenceError(f"{self.model_path}: no such .tflite model")
+        self.delegate = delegate or DelegateSpec()
+        self.threads = threads
+        it = interpreter(self.model_path.read_bytes(), threads, self.delegate, str(self.model_path))
+        inputs, outputs = it.get_input_details(), it.get_output_details()
+        self.inputs = [TensorInfo.of(d) for d in inputs]
+        self.outputs = [TensorInfo.of(d) for d in outputs]
+        if len({info.shape for info in self.inputs}) != 1 or len({info.shape for info in self.outputs}) != 1:
+            raise InferenceError(f"{model_path}: inputs {[list(i.shape) for i in self.inputs]} and outputs "
+                                 f"{[list(o.shape) for o in self.outputs]}: each must share one shape")
+        for detail in inputs:
+            if int(detail["shape"][0]) != 1:
+                raise InferenceError(f"{model_path}: input {detail['name']} takes batches of "
+                                     f"{int(detail['shape'][0])}; these tasks run one sample at a time")
+        it.allocate_tensors()
+        self.sample_shape = (len(self.inputs), *self.inputs[0].shape)
+        self.response = ("<f4", (len(self.outputs), *self.outputs[0].shape))
+        self.batch_sizes = [1]
+        self._it = it
+        self._in = [d["index"] for d in inputs]
+        self._out = [d["index"] for d in outputs]
+        self._lock = threading.Lock()
+        zeros = np.zeros((1, *self.sample_shape), self._sample_dtype())
+        self.batch_seconds = {1: min(self._timed(zeros) for _ in range(5))}
+
+    def _sample_dtype(self) -> np.dtype:
+        return np.dtype(np.int32) if np.issubdtype(np.dtype(self.inputs[0].dtype), np.integer) else np.dtype(np.float32)
+
+    def _timed(self, batch: np.ndarray) -> float:
+        start = time.perf_counter()
+        self(batch)
+        return time.perf_counter() - start
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        answers = np.empty((len(batch), *self.response[1]), np.float32)
+        for row, sample in enumerate(batch):
+            with self._lock:  # one invoke at a time, whichever SUT thread calls
+                for index, info, values in zip(self._in, self.inputs, sample):
+                    self._it.set_tensor(index, quantize(values[None], info))
+                self._it.invoke()
+                for k, (index, info) in enumerate(zip(self._out, self.outputs)):
+                    answers[row, k] = dequantize(self._it.get_tensor(index)[0], info)
+        return answers
+
+    def warm_up(self, seconds: float) -> None:
+        deadline = time.perf_counter() + seconds
+        zeros = np.zeros((1, *self.sample_shape), self._sample_dtype())
+        while time.perf_counter() < deadline:
+            self(zeros)

@@ -26,7 +26,8 @@ class SampleSource(Protocol):
     labels: np.ndarray  # int32, one per sample
 
     def read(self, indices: np.ndarray) -> np.ndarray:
-        """float32 rows of ``indices``, in that order, as one C-contiguous array."""
+        """float32 rows of ``indices``, in that order, as one C-contiguous array (a source that
+        sets ``dtype``, such as token ids for MobileBERT, reads rows of that dtype)."""
 
     def describe(self) -> str:
         """One line for READMEs: what the samples are and how they were preprocessed."""
@@ -372,7 +373,7 @@ class SampleLibrary:
             data = self._kept[1]
         else:
             self._kept = None
-            data = np.ascontiguousarray(self.source.read(wanted), dtype=np.float32)
+            data = np.ascontiguousarray(self.source.read(wanted), dtype=getattr(self.source, "dtype", np.float32))
         self._row[self._indices] = -1
         self.loaded, self._indices = data, wanted
         self._row[wanted] = np.arange(len(wanted))

@@ -37,14 +37,19 @@ from benchpipe.contracts.errors import InferenceError
 from benchpipe.infer.samples import SampleLibrary
 
 __all__ = [
-    "RESPONSE_DTYPE", "Batching", "BatchSUT", "CompiledPredictor", "Dispatch", "Predictor", "Responses",
-    "SampleLibrary", "ServerSUT", "loadgen_handles", "powers_of_two_up_to", "predictor_batch_sizes",
-    "start_test", "sut_for",
+    "CLASS_RESPONSE", "RESPONSE_DTYPE", "Batching", "BatchSUT", "CompiledPredictor", "Dispatch", "Predictor",
+    "Responses", "ResponseFormat", "SampleLibrary", "ServerSUT", "loadgen_handles", "powers_of_two_up_to",
+    "predictor_batch_sizes", "start_test", "sut_for",
 ]
 
 # Responses carry the predicted class as one little-endian int32: the accuracy script
 # decodes exactly this from mlperf_log_accuracy.json.
 RESPONSE_DTYPE = np.dtype("<i4")
+# What a predictor answers each sample with, as LoadGen logs it: the dtype and the shape of one
+# sample's answer. A classifier answers its top-1 class; a model whose task scores its raw outputs
+# (MobileBERT's start and end logits) answers those.
+ResponseFormat = tuple[str, tuple[int, ...]]
+CLASS_RESPONSE: ResponseFormat = (RESPONSE_DTYPE.str, ())
 MULTI_STREAM_SAMPLES = 8  # LoadGen's samples per MultiStream query
 GATHER_BYTES = 4 << 20  # the most one Offline gather copies out of the QSL
 BATCHES_PER_HAND_OVER = 8  # Offline batches the responder thread is woken for at once
@@ -69,7 +74,8 @@ def _load_serve(model_dir: Path):
 
 
 class Predictor:
-    """What the SUTs and calibration call: the top-1 class (int32) of each sample of a batch.
+    """What the SUTs and calibration call: the top-1 class (int32) of each sample of a batch, or
+    what ``response`` says it answers instead.
 
     ``batch_sizes``: the sizes it runs at, ascending; ``batch_seconds``: what a batch of each
     size costs, the Server batcher's first estimate. ``CompiledPredictor`` computes with a
@@ -79,6 +85,7 @@ class Predictor:
 
     batch_sizes: list[int]
     batch_seconds: dict[int, float]
+    response: ResponseFormat = CLASS_RESPONSE
     # True where passes cannot overlap (one accelerator running one batch at a time): the
     # Server batcher then forms a batch when the running pass ends, not while it runs.
     one_pass_at_a_time: bool = False
@@ -293,21 +300,22 @@ class Responses:
     needs its own: a call reuses the objects of the one before it.
     """
 
-    _buffer: np.ndarray  # each response's data: one int32 of it
-    _pool: list[Any]  # the QuerySampleResponse objects, one per slot of _buffer
+    _buffer: np.ndarray  # each response's data: one row of it
+    _pool: list[Any]  # the QuerySampleResponse objects, one per row of _buffer
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, response: ResponseFormat = CLASS_RESPONSE) -> None:
+        self.dtype, self.shape = np.dtype(response[0]), tuple(response[1])
         self._grow(max(capacity, 1))
 
     def _grow(self, capacity: int) -> None:
         import mlperf_loadgen as lg
 
-        self._buffer = np.zeros(capacity, RESPONSE_DTYPE)
-        base, size = self._buffer.ctypes.data, RESPONSE_DTYPE.itemsize
+        self._buffer = np.zeros((capacity, *self.shape), self.dtype)
+        base, size = self._buffer.ctypes.data, self.dtype.itemsize * int(np.prod(self.shape))
         self._pool = [lg.QuerySampleResponse(0, base + k * size, size) for k in range(capacity)]
 
     def complete(self, response_ids: Sequence[int], predictions: np.ndarray) -> None:
-        """Answer each id with its int32 prediction."""
+        """Answer each id with its prediction (a row of ``predictions``)."""
         import mlperf_loadgen as lg
 
         count = len(response_ids)
@@ -406,8 +414,8 @@ class BatchSUT(_Running):
         self._answers: queue.SimpleQueue[list[tuple[Sequence[int], np.ndarray]] | None] = queue.SimpleQueue()
         self._responder: threading.Thread | None = None
         # LoadGen's issue thread answers inline, the responder thread what is handed over.
-        self._inline = Responses(batch_size)
-        self._handed = Responses(batch_size)
+        self._inline = Responses(batch_size, predictor.response)
+        self._handed = Responses(batch_size, predictor.response)
         # Offline gathers several batches at once, up to GATHER_BYTES: one gather per batch
         # cost about 6 % of digits' samples/s through LoadGen: 100 us of wall time a batch,
         # against 4 us of copying, waiting on the GIL and the scheduler between compute calls.
@@ -678,7 +686,7 @@ class ServerSUT(_Running):
         return shed
 
     def _work(self) -> None:
-        responses = Responses(self.max_batch)
+        responses = Responses(self.max_batch, self.predictor.response)
         while (taken := self._take()) is not None:
             ids, indices, dispatch = taken
             if dispatch.reason == "shed":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ RESULT_SCHEMA = "tools/extended_result_schema.json"
 APP_FILES = (TASKS_PBTXT, TASK_PROTO, RESULT_SCHEMA)
 TASK_MESSAGE = "mlperf.mobile.MLPerfConfig"
 RUN_MODES = ("normal", "quick", "rapid")
+# A task's datasets: full for accuracy runs, lite for performance runs, tiny for the app's tests.
+DATASET_SIZES = ("full", "lite", "tiny")
+DATASET_FILE_KEYS = ("input_path", "input_checksum", "groundtruth_path", "groundtruth_checksum")
 
 # Mobile app 6.0's files: mlcommons/mobile_app_open at this commit (2026-07-17).
 APP_REPOSITORY = "https://github.com/mlcommons/mobile_app_open"
@@ -81,6 +84,9 @@ class MobileTask:
     image_width: int | None
     image_height: int | None
     num_classes: int | None
+    # By dataset size (full, lite, tiny: OneDatasetConfig): its input_path, input_checksum,
+    # groundtruth_path and groundtruth_checksum (MD5), as the app downloads and checks them.
+    dataset_files: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,6 +166,8 @@ def read_tasks(app_dir: Path) -> dict[str, MobileTask]:
             image_width=model.image_width if model.HasField("image_width") else None,
             image_height=model.image_height if model.HasField("image_height") else None,
             num_classes=model.num_classes if model.HasField("num_classes") else None,
+            dataset_files={size: {key: getattr(getattr(task.datasets, size), key) for key in DATASET_FILE_KEYS}
+                           for size in DATASET_SIZES},
         )
     return tasks
 

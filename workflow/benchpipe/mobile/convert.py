@@ -13,7 +13,9 @@ quantization: a picked id the evaluation split also holds is refused, naming it.
 
 ``conversion.json`` records what a reader needs to judge the model: the converter (TensorFlow's
 version), its options, the input SavedModel's sha256 (the digest inference records for it), the
-output's sha256 and size, and the representative samples.
+output's sha256 and size, and the representative samples. A model the user supplies
+(``benchpipe mobile supply``, the app's MobileBERT and others) is laid out the same way, its
+record's converter "supplied".
 """
 
 from __future__ import annotations
@@ -151,6 +153,29 @@ def convert(model_dir: Path, model_sha256: str, data_dir: Path, precision: str, 
                             model_sha256, sha256_file(tmp / TFLITE), len(content), representative)
         record.write(tmp)
         provenance.write(tmp, data_dir)
+    return record
+
+
+def supply(tflite: Path, sha256: str, precision: str, out_dir: Path) -> Conversion:
+    """A ``.tflite`` the user supplies (MobileBERT and the app's other models: no download here),
+    checked against the sha256 they state and laid out as a conversion is, so that runs, results
+    and the tree treat it alike; its record says it was supplied, not converted."""
+    if precision not in PRECISIONS:
+        raise InferenceError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+    if not Path(tflite).is_file():
+        raise InferenceError(f"{tflite}: no such .tflite model")
+    actual = sha256_file(Path(tflite))
+    if actual != sha256.lower():
+        raise InferenceError(f"{tflite}: sha256 {actual}, the model's stated sha256 is {sha256}")
+    with atomic_dir(out_dir) as tmp:
+        content = Path(tflite).read_bytes()
+        (tmp / TFLITE).write_bytes(content)
+        record = Conversion(precision, "supplied", "", {"from": "supplied"}, str(tflite), actual,
+                            sha256_file(tmp / TFLITE), len(content), None)
+        if record.tflite_sha256 != actual:
+            raise InferenceError(f"{tflite}: changed while it was copied (sha256 {record.tflite_sha256})")
+        record.write(tmp)
+        provenance.write(tmp)
     return record
 
 

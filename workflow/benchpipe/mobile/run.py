@@ -6,10 +6,17 @@ The task's settings come from the app's tasks.pbtxt (``benchpipe mobile app`` re
 sets them (flutter/cpp/mlperf_driver.cc): min and max duration, the max enforced, the
 SingleStream expected latency, and the run mode's minimum query count (Offline: samples).
 
-The model is a converted ``.tflite`` (``benchpipe mobile convert``) served by LiteRT with the
-target's delegate and threads; the harness is benchpipe's LoadGen SUT, the same as a SavedModel's.
-A performance run that LoadGen does not judge VALID fails and keeps nothing; an accuracy run
-scores every logged answer as the app scores its task (classification: top-1).
+The model is a ``.tflite`` served by LiteRT with the target's delegate and threads: a benchpipe
+benchmark's, converted (``benchpipe mobile convert``), for the image classification tasks; one
+the user supplies (``benchpipe mobile supply``) for the others. The harness is benchpipe's
+LoadGen SUT, the same as a SavedModel's. A performance run that LoadGen does not judge VALID
+fails and keeps nothing; an accuracy run scores every logged answer as the app scores its task
+(classification: top-1; MobileBERT: SQuAD F1 from the logged logits, ``mobile.squad``).
+
+On a host, benchpipe runs the app's IMAGENET and SQUAD tasks (``SERVINGS``). Their dataset
+files are the user's, in ``--data``: a prepared benchpipe dataset for classification, and for
+the others the files tasks.pbtxt names (full for accuracy runs, lite for performance runs),
+found by their names and checked against its MD5s.
 
 The run folder holds LoadGen's logs and ``mobile_run.json``: the task, run mode and settings,
 the model (its conversion record), the backend (LiteRT's version, delegate, threads, batch), the
@@ -18,17 +25,19 @@ start time, and the accuracy an accuracy run scored.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from benchpipe import provenance
 from benchpipe.contracts.atomic import atomic_dir
-from benchpipe.contracts.errors import ConfigError, InferenceError
+from benchpipe.contracts.errors import ConfigError, DatasetError, InferenceError
 from benchpipe.contracts.layout import ACCURACY_LOG, DETAIL_LOG
 from benchpipe.infer.litert import DelegateSpec, LiteRTPredictor
 from benchpipe.infer.loadgen_run import LATENCY_HEADROOM, offline_target_qps
@@ -87,7 +96,7 @@ class RunRequest:
     """One ``benchpipe mobile run``: what the command line takes, and what a runtime that cannot
     run benchpipe itself (an Android device, runtime adb) reads back from a job's command."""
 
-    benchmark: str
+    benchmark: str | None  # None: a task whose model the user supplies (MobileBERT), not a benchpipe benchmark's
     data: Path
     tasks: Path  # tasks.json (``benchpipe mobile app``)
     task: str
@@ -98,24 +107,31 @@ class RunRequest:
     threads: int = 1
     delegate: DelegateSpec = DelegateSpec()
     accuracy_samples: int | None = None
+    stand_in_data: bool = False  # dataset files other than the app's: run, and recorded as such
 
     def argv(self) -> list[str]:
         """The ``benchpipe`` arguments that make this request."""
-        args = ["mobile", "run", "--benchmark", self.benchmark, "--data", str(self.data), "--tasks", str(self.tasks),
-                "--task", self.task, "--model", str(self.model), "--mode", self.mode, "--run-mode", self.run_mode,
-                "--out", str(self.out), "--threads", str(self.threads), "--delegate", self.delegate.kind]
+        args = ["mobile", "run", *(["--benchmark", self.benchmark] if self.benchmark else []), "--data",
+                str(self.data), "--tasks", str(self.tasks), "--task", self.task, "--model", str(self.model),
+                "--mode", self.mode, "--run-mode", self.run_mode, "--out", str(self.out), "--threads",
+                str(self.threads), "--delegate", self.delegate.kind]
         if self.delegate.path:
             args += ["--delegate-path", self.delegate.path]
         for key, value in sorted(self.delegate.options.items()):
             args += ["--delegate-option", f"{key}={value}"]
         if self.accuracy_samples is not None:
             args += ["--accuracy-samples", str(self.accuracy_samples)]
+        if self.stand_in_data:
+            args.append("--stand-in-data")
         return args
 
     @classmethod
     def add_arguments(cls, parser) -> None:
-        parser.add_argument("--benchmark", required=True)
-        parser.add_argument("--data", type=Path, required=True, help="the prepared dataset")
+        parser.add_argument("--benchmark", default=None,
+                            help="the benchpipe benchmark whose converted model serves an image classification task; "
+                                 "none for a task on a supplied model (MobileBERT)")
+        parser.add_argument("--data", type=Path, required=True,
+                            help="the prepared dataset, or the folder holding the app's dataset files of the task")
         parser.add_argument("--tasks", type=Path, required=True,
                             help="tasks.json, the app's tasks as `benchpipe mobile app` resolved them")
         parser.add_argument("--task", required=True, help="the app's task id, e.g. image_classification_v2")
@@ -129,6 +145,8 @@ class RunRequest:
         parser.add_argument("--delegate-path", default=None)
         parser.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE")
         parser.add_argument("--accuracy-samples", type=int, default=None)
+        parser.add_argument("--stand-in-data", action="store_true",
+                            help="take dataset files whose MD5 differs from tasks.pbtxt's: a run on them says so")
 
     @classmethod
     def from_args(cls, args) -> RunRequest:
@@ -139,7 +157,8 @@ class RunRequest:
                 raise ConfigError(f"--delegate-option {item!r}: expected KEY=VALUE")
             options[key] = value
         return cls(args.benchmark, args.data, args.tasks, args.task, args.model, args.mode, args.run_mode, args.out,
-                   args.threads, DelegateSpec(args.delegate, args.delegate_path, options), args.accuracy_samples)
+                   args.threads, DelegateSpec(args.delegate, args.delegate_path, options), args.accuracy_samples,
+                   args.stand_in_data)
 
     @classmethod
     def parse(cls, argv: list[str]) -> RunRequest:
@@ -194,42 +213,140 @@ def _samples(benchmark, data_dir: Path, shape: tuple[int, ...], accuracy_samples
     return sample_source(benchmark, data_dir, shape, RunKind(False, 0, accuracy_samples))
 
 
-def run_task(benchmark, request: RunRequest) -> MobileRun:
-    """One performance or accuracy run of the request's task on its LiteRT model, into ``request.out``."""
+@dataclass
+class Serving:
+    """What one task serves, and how its accuracy run is scored, by the app's dataset type."""
+
+    benchmark: str
+    samples: Any  # infer.samples.SampleLibrary
+    predictor: Any  # infer.sut.Predictor
+    batch: int
+    performance_count: int
+    dataset: dict[str, Any]  # name, type, data_path, samples (and the files' MD5 where the app names them)
+    score: Callable[[Path], tuple[float, int]]  # the run folder -> (accuracy 0..1, samples scored)
+    prepared: Path | None = None  # a prepared dataset, whose manifest provenance names
+
+
+def app_dataset_file(task: MobileTask, size: str, key: str, data_dir: Path, stand_in: bool) -> tuple[Path, bool]:
+    """The app's dataset file ``key`` (input_path, groundtruth_path) of ``size`` (full, lite), found
+    in ``data_dir`` by the name tasks.pbtxt gives it, and whether its MD5 is the one tasks.pbtxt
+    states. Nothing is downloaded: the user places the files, as they place the model."""
+    url = task.dataset_files.get(size, {}).get(key, "")
+    if not url:
+        raise ConfigError(f"{task.id}: tasks.pbtxt names no {size} dataset {key}")
+    path = Path(data_dir) / PurePosixPath(url).name
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing: the app's {size} dataset file of {task.id} ({url}); place it in "
+                           f"{data_dir}")
+    want = task.dataset_files[size].get(key.replace("_path", "_checksum"), "")
+    actual = hashlib.md5(path.read_bytes()).hexdigest()
+    if want and actual != want and not stand_in:
+        raise DatasetError(f"{path}: MD5 {actual}, tasks.pbtxt states {want}: not the app's {size} dataset of "
+                           f"{task.id} (--stand-in-data runs on it, and the run says so)")
+    return path, not want or actual == want
+
+
+def _classification(benchmark, request: RunRequest, task: MobileTask, tflite: Path) -> Serving:
     from benchpipe.infer.loadgen_run import write_accuracy
     from benchpipe.infer.samples import SampleLibrary
+
+    if benchmark is None:
+        raise ConfigError(f"{task.id} ({task.dataset_type}) serves a benchpipe benchmark's converted model: "
+                          f"name it with --benchmark")
+    if benchmark.mobile_dataset != task.dataset_type:
+        raise ConfigError(f"{benchmark.name} answers the app's {benchmark.mobile_dataset or 'no'} tasks, "
+                          f"not {task.id} ({task.dataset_type})")
+    shape = _tflite_input_shape(tflite)
+    samples = SampleLibrary(_samples(benchmark, request.data, shape, request.accuracy_samples))
+    batch = 1 if task.scenario == "SingleStream" else OFFLINE_BATCH
+    predictor = LiteRTPredictor(tflite, shape, [batch], threads=request.threads, delegate=request.delegate)
+
+    def score(run_dir: Path) -> tuple[float, int]:
+        return write_accuracy(run_dir, samples.labels), _logged_samples(run_dir / ACCURACY_LOG)
+
+    # What was read, not the app's dataset of that type: a stand-in's samples say so.
+    dataset = {"name": samples.source.describe(), "type": task.dataset_type, "data_path": str(request.data),
+               "samples": samples.total}
+    return Serving(benchmark.name, samples, predictor, batch,
+                   min(samples.total, benchmark.inference.performance_sample_count), dataset, score, request.data)
+
+
+def _language(benchmark, request: RunRequest, task: MobileTask, tflite: Path) -> Serving:
+    """MobileBERT on SQuAD v1.1: the app's sample file served as the model's three int32 inputs;
+    the accuracy run scored from the logged logits and the ground truth as the app scores it."""
+    from benchpipe.infer.litert import LiteRTOutputsPredictor
+    from benchpipe.infer.samples import SampleLibrary
+    from benchpipe.mobile import squad
+
+    if benchmark is not None:
+        raise ConfigError(f"{task.id} ({task.dataset_type}) runs the model the user supplies, not "
+                          f"{benchmark.name}'s: leave out --benchmark")
+    size = "full" if request.mode == "accuracy" else "lite"
+    input_path, input_is_apps = app_dataset_file(task, size, "input_path", request.data, request.stand_in_data)
+    source = squad.SquadSamples(input_path, squad.read_samples(input_path))
+    predictor = LiteRTOutputsPredictor(tflite, threads=request.threads, delegate=request.delegate)
+    if predictor.sample_shape != source.sample_shape or predictor.response[1][0] != 2:
+        raise InferenceError(f"{tflite}: inputs {list(predictor.sample_shape)} and outputs "
+                             f"{list(predictor.response[1])}; {task.id} feeds {list(source.sample_shape)} "
+                             f"({', '.join(squad.INPUTS)}) and scores two outputs (end and start logits)")
+    files = {"input": input_path.name}
+    truth: dict[str, squad.SquadGroundTruth] = {}
+    truth_is_apps = True
+    if request.mode == "accuracy":
+        truth_path, truth_is_apps = app_dataset_file(task, size, "groundtruth_path", request.data,
+                                                     request.stand_in_data)
+        truth = squad.read_ground_truth(truth_path)
+        files["groundtruth"] = truth_path.name
+
+    def score(run_dir: Path) -> tuple[float, int]:
+        logits = squad.logged_logits(run_dir / ACCURACY_LOG, predictor.response[1])
+        return squad.squad_f1(source.samples, truth, logits), len(logits)
+
+    name = task.dataset_name if size == "full" else task.lite_dataset_name
+    apps = input_is_apps and truth_is_apps
+    dataset = {"name": name if apps else f"stand-in for {name}: {source.describe()}", "type": task.dataset_type,
+               "data_path": str(request.data), "samples": source.total, "files": files, "app_dataset": apps}
+    return Serving(task.model_id, SampleLibrary(source), predictor, 1, source.total, dataset, score)
+
+
+# The app's dataset types benchpipe runs on a host through LiteRT (a phone runs the app's own binary).
+SERVINGS: dict[str, Callable[..., Serving]] = {"IMAGENET": _classification, "SQUAD": _language}
+
+
+def run_task(benchmark, request: RunRequest) -> MobileRun:
+    """One performance or accuracy run of the request's task on its LiteRT model, into ``request.out``.
+
+    ``benchmark``: the benchpipe benchmark whose converted model serves an image classification
+    task; None for a task on a supplied model."""
     from benchpipe.infer.sut import Batching, start_test, sut_for
     from benchpipe.results.loadgen_parser import parse_detail_log
 
-    data_dir, tasks_json, task_id, model_dir = request.data, request.tasks, request.task, request.model
-    mode, run_mode, out_dir, delegate, threads = (request.mode, request.run_mode, request.out, request.delegate,
-                                                  request.threads)
+    tasks_json, task_id, model_dir = request.tasks, request.task, request.model
+    mode, run_mode, out_dir = request.mode, request.run_mode, request.out
     if mode not in MODES:
         raise ConfigError(f"mode '{mode}' is not one of {', '.join(MODES)}")
     tasks = read_tasks_json(tasks_json)
     if task_id not in tasks:
         raise ConfigError(f"{tasks_json}: no task '{task_id}' (tasks: {', '.join(tasks)})")
     task = tasks[task_id]
-    if benchmark.mobile_dataset != task.dataset_type:
-        raise ConfigError(f"{benchmark.name} answers the app's {benchmark.mobile_dataset or 'no'} tasks, "
-                          f"not {task_id} ({task.dataset_type})")
+    serve = SERVINGS.get(task.dataset_type)
+    if serve is None:
+        raise ConfigError(f"{task_id} ({task.dataset_type}): on a host benchpipe runs the app's "
+                          f"{' and '.join(SERVINGS)} tasks; a phone (runtime adb) runs the app's binary, which has all")
     tflite, conversion = check_model(model_dir)
-    shape = _tflite_input_shape(tflite)
-    samples = SampleLibrary(_samples(benchmark, data_dir, shape, request.accuracy_samples))
-    batch = 1 if task.scenario == "SingleStream" else OFFLINE_BATCH
-    predictor = LiteRTPredictor(tflite, shape, [batch], threads=threads, delegate=delegate)
+    serving = serve(benchmark, request, task, tflite)
+    predictor, samples, batch = serving.predictor, serving.samples, serving.batch
     predictor.warm_up(WARM_UP_S)
-    performance_count = min(samples.total, benchmark.inference.performance_sample_count)
-    settings = loadgen_settings(task, run_mode, mode, predictor.batch_seconds[batch] / batch, performance_count)
-    what = f"{benchmark.name} {task_id} {run_mode} {mode} ({conversion.precision})"
+    settings = loadgen_settings(task, run_mode, mode, predictor.batch_seconds[batch] / batch,
+                                serving.performance_count)
+    what = f"{serving.benchmark} {task_id} {run_mode} {mode} ({conversion.precision})"
     with atomic_dir(out_dir) as tmp:
         start = datetime.now(timezone.utc)
         sut = sut_for(task.scenario, predictor, samples, Batching.for_scenario(task.scenario, batch))
-        start_test(sut, samples, settings, tmp, performance_count)
+        start_test(sut, samples, settings, tmp, serving.performance_count)
         accuracy = count = None
         if mode == "accuracy":
-            accuracy = write_accuracy(tmp, samples.labels)
-            count = _logged_samples(tmp / ACCURACY_LOG)
+            accuracy, count = serving.score(tmp)
         else:
             detail = parse_detail_log(tmp / DETAIL_LOG)
             if detail.get("result_validity") != "VALID":
@@ -238,21 +355,17 @@ def run_task(benchmark, request: RunRequest) -> MobileRun:
                                      f"{detail.get('result_min_queries_met')}, early stopping met "
                                      f"{detail.get('early_stopping_met')}")
         record = MobileRun(
-            benchmark=benchmark.name, task_id=task.id, task_name=task.name, scenario=task.scenario, mode=mode,
+            benchmark=serving.benchmark, task_id=task.id, task_name=task.name, scenario=task.scenario, mode=mode,
             run_mode=run_mode, precision=conversion.precision, min_query_count=task.runs[run_mode].min_query_count,
             min_duration_s=task.runs[run_mode].min_duration_s, max_duration_s=task.runs[run_mode].max_duration_s,
             model_path=str(tflite), model_sha256=conversion.tflite_sha256, conversion=asdict(conversion),
-            backend=backend_record(delegate, threads, batch),
-            # What was read, not the app's dataset of that type: a stand-in's samples say so.
-            dataset={"name": samples.source.describe(), "type": task.dataset_type, "data_path": str(data_dir),
-                     "samples": samples.total},
+            backend=backend_record(request.delegate, request.threads, batch), dataset=serving.dataset,
             start_datetime=start.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             accuracy=accuracy, accuracy_samples=count,
         )
         record.write(tmp)
-        provenance.write(tmp, data_dir)
+        provenance.write(tmp, serving.prepared)
     return record
-
 
 
 def backend_record(delegate: DelegateSpec, threads: int, batch: int) -> dict[str, Any]:
