@@ -59,6 +59,7 @@ from typing import NamedTuple
 from benchwork import parse_with_smoke, prepared_data, work_dir
 
 from benchpipe.infer.calibrate import SAFETY_MARGIN, SEARCH_LATENCY_FRACTION
+from benchpipe.infer.sut import Predictor
 from benchpipe.package.system import cpu_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -117,19 +118,12 @@ class Measured:
     offline_ceiling: float | None = None
 
 
-class InstantPredictor:
+class InstantPredictor(Predictor):
     """A CompiledPredictor's interface, answering class 0 for every sample without any work."""
 
     def __init__(self, batch_sizes: list[int]) -> None:
         self.batch_sizes = sorted(batch_sizes)
         self.batch_seconds = {size: 0.0 for size in self.batch_sizes}
-
-    @property
-    def max_batch(self) -> int:
-        return self.batch_sizes[-1]
-
-    def padded_size(self, count: int) -> int:
-        return next((size for size in self.batch_sizes if size >= count), self.batch_sizes[-1])
 
     def __call__(self, batch):
         import numpy as np
