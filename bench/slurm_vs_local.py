@@ -18,7 +18,7 @@ that takes jobs with partitions cpu and accel (.ci/slurm-cluster starts one). Ru
 repository root, in the project's environment::
 
     python bench/slurm_vs_local.py           # about 8 minutes
-    python bench/slurm_vs_local.py --smoke   # local and 2 s status checks, training only: does it run?
+    python bench/slurm_vs_local.py --smoke   # local and 2 s status checks, the dataset job only: does it run?
 """
 
 from __future__ import annotations
@@ -61,24 +61,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # The profile as shipped waits 40 s before its first status check: the smoke leaves it out.
     parser.add_argument("--no-shipped", action="store_true", help="skip the run with the profile as shipped")
-    # The smoke stops after training: the LoadGen jobs that follow are test_slurm.py's to run.
-    parser.add_argument("--training-only", action="store_true", help="run the suite's training runs only")
-    args = parse_with_smoke(parser, no_shipped=True, training_only=True)
+    # The smoke runs one job: the whole suite through sbatch and locally is test_slurm.py's to run.
+    parser.add_argument("--dataset-only", action="store_true", help="run the suite's dataset job only")
+    args = parse_with_smoke(parser, no_shipped=True, dataset_only=True)
     if (why := cluster_answers()) is not None:
         sys.exit(f"no SLURM cluster: {why}")
     if shutil.which("snakemake") is None:
         sys.exit("snakemake is not on PATH: activate .venv")
     with tempfile.TemporaryDirectory(prefix="bench-slurm-") as tmp:
         work = Path(tmp)
-        targets = tuple(f"runs/{TARGET}/digits/train/run_{i}" for i in range(CONFIG["training"]["runs"])) \
-            if args.training_only else ("submit",)
+        targets = ("data/digits",) if args.dataset_only else ("submit",)
         local, _ = run(work / "local", "local", targets=targets)
         shipped, jobs = (None, None) if args.no_shipped else run(work / "slurm", "slurm", targets=targets)
         quick, quick_jobs = run(work / "slurm-quick", "slurm", "--slurm-init-seconds-before-status-checks", "2",
                                 targets=targets)
     assert jobs in (None, quick_jobs), (jobs, quick_jobs)
     jobs = quick_jobs
-    ran = "datasets, 3 train" if args.training_only else "datasets, describe_system, 3 train, 1 calibrate, 2 infer"
+    ran = "datasets" if args.dataset_only else "datasets, describe_system, 3 train, 1 calibrate, 2 infer"
     print(f"reduced suite: {jobs} SLURM jobs ({ran}); bookkeeping rules local in both")
     print(f"  local                      {local:7.1f} s")
     if shipped is not None:
