@@ -391,7 +391,7 @@ def test_parse_devices() -> None:
 
 @pytest.mark.parametrize("dataset_type, mobile_task, flags", [
     ("SQUAD", task("natural_language_processing", "SQUAD", width=None, height=None, classes=None),
-     ["--input_file=D/datasets/squad/squad_eval.tfrecord",
+     ["--input_file=D/datasets/squad/squad_eval_mini.tfrecord",
       "--groundtruth_file=D/datasets/squad/squad_groundtruth.tfrecord"]),
     ("COCO", task("object_detection", "COCO", width=320, height=320, offset=1, classes=91),
      ["--images_directory=D/datasets/coco/img", "--groundtruth_file=D/datasets/coco/coco_val_full.pbtxt",
