@@ -213,9 +213,14 @@ class LiteRTOutputsPredictor(Predictor):
     backend feeds its dataset's inputs so): ``sample_shape`` is (inputs, *one input's shape), and
     every input takes that shape. Batches of one only: the app's tasks that score outputs run
     SingleStream, on models of a fixed batch of one.
+
+    ``answer=False``: each sample is answered empty, as the app answers a performance run of a task
+    it scores as it goes (EDSR's ``ProcessOutput``): the outputs need not share a shape then, and
+    no copy of them (EDSR's is 24 MB) lies in the timed path.
     """
 
-    def __init__(self, model_path: Path, *, threads: int = 1, delegate: DelegateSpec | None = None) -> None:
+    def __init__(self, model_path: Path, *, threads: int = 1, delegate: DelegateSpec | None = None,
+                 answer: bool = True) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise InferenceError(f"{self.model_path}: no such .tflite model")
@@ -225,7 +230,7 @@ class LiteRTOutputsPredictor(Predictor):
         inputs, outputs = it.get_input_details(), it.get_output_details()
         self.inputs = [TensorInfo.of(d) for d in inputs]
         self.outputs = [TensorInfo.of(d) for d in outputs]
-        if len({info.shape for info in self.inputs}) != 1 or len({info.shape for info in self.outputs}) != 1:
+        if len({info.shape for info in self.inputs}) != 1 or (answer and len({o.shape for o in self.outputs}) != 1):
             raise InferenceError(f"{model_path}: inputs {[list(i.shape) for i in self.inputs]} and outputs "
                                  f"{[list(o.shape) for o in self.outputs]}: each must share one shape")
         for detail in inputs:
@@ -234,17 +239,23 @@ class LiteRTOutputsPredictor(Predictor):
                                      f"{int(detail['shape'][0])}; these tasks run one sample at a time")
         it.allocate_tensors()
         self.sample_shape = (len(self.inputs), *self.inputs[0].shape)
-        self.response = ("<f4", (len(self.outputs), *self.outputs[0].shape))
+        self.answer = answer
+        self.response = ("<f4", (len(self.outputs), *self.outputs[0].shape) if answer else (0,))
         self.batch_sizes = [1]
         self._it = it
         self._in = [d["index"] for d in inputs]
         self._out = [d["index"] for d in outputs]
         self._lock = threading.Lock()
-        zeros = np.zeros((1, *self.sample_shape), self._sample_dtype())
+        zeros = np.zeros((1, *self.sample_shape), self.sample_dtype)
         self.batch_seconds = {1: min(self._timed(zeros) for _ in range(5))}
 
-    def _sample_dtype(self) -> np.dtype:
-        return np.dtype(np.int32) if np.issubdtype(np.dtype(self.inputs[0].dtype), np.integer) else np.dtype(np.float32)
+    @property
+    def sample_dtype(self) -> np.dtype:
+        """What samples hold: integers for an integer input without quantization (token ids, raw
+        pixels), which it takes as they are; float32 otherwise."""
+        first = self.inputs[0]
+        integer = np.issubdtype(np.dtype(first.dtype), np.integer) and not first.scale
+        return np.dtype(np.int32) if integer else np.dtype(np.float32)
 
     def _timed(self, batch: np.ndarray) -> float:
         start = time.perf_counter()
@@ -258,12 +269,13 @@ class LiteRTOutputsPredictor(Predictor):
                 for index, info, values in zip(self._in, self.inputs, sample):
                     self._it.set_tensor(index, quantize(values[None], info))
                 self._it.invoke()
-                for k, (index, info) in enumerate(zip(self._out, self.outputs)):
-                    answers[row, k] = dequantize(self._it.get_tensor(index)[0], info)
+                if self.answer:
+                    for k, (index, info) in enumerate(zip(self._out, self.outputs)):
+                        answers[row, k] = dequantize(self._it.get_tensor(index)[0], info)
         return answers
 
     def warm_up(self, seconds: float) -> None:
         deadline = time.perf_counter() + seconds
-        zeros = np.zeros((1, *self.sample_shape), self._sample_dtype())
+        zeros = np.zeros((1, *self.sample_shape), self.sample_dtype)
         while time.perf_counter() < deadline:
             self(zeros)

@@ -13,10 +13,12 @@ LoadGen SUT, the same as a SavedModel's. A performance run that LoadGen does not
 fails and keeps nothing; an accuracy run scores every logged answer as the app scores its task
 (classification: top-1; MobileBERT: SQuAD F1 from the logged logits, ``mobile.squad``).
 
-On a host, benchpipe runs the app's IMAGENET and SQUAD tasks (``SERVINGS``). Their dataset
-files are the user's, in ``--data``: a prepared benchpipe dataset for classification, and for
-the others the files tasks.pbtxt names (full for accuracy runs, lite for performance runs),
-found by their names and checked against its MD5s.
+On a host, benchpipe runs every task of the app's dataset types in ``SERVINGS``: a benchpipe
+benchmark's classifier on its prepared dataset; MobileBERT on the SQuAD files tasks.pbtxt names
+(full for accuracy runs, lite for performance runs), found in ``--data`` by their names and held
+to its MD5s; and the image tasks on a supplied model (MobileNetEdgeTPUv2-L, SSD-MobileDET,
+MOSAIC, EDSR), performance runs only, on the images of the folder tasks.pbtxt names
+(``mobile.images``): their accuracy is the app's binary's to score, on a phone.
 
 The run folder holds LoadGen's logs and ``mobile_run.json``: the task, run mode and settings,
 the model (its conversion record), the backend (LiteRT's version, delegate, threads, batch), the
@@ -250,9 +252,6 @@ def _classification(benchmark, request: RunRequest, task: MobileTask, tflite: Pa
     from benchpipe.infer.loadgen_run import write_accuracy
     from benchpipe.infer.samples import SampleLibrary
 
-    if benchmark is None:
-        raise ConfigError(f"{task.id} ({task.dataset_type}) serves a benchpipe benchmark's converted model: "
-                          f"name it with --benchmark")
     if benchmark.mobile_dataset != task.dataset_type:
         raise ConfigError(f"{benchmark.name} answers the app's {benchmark.mobile_dataset or 'no'} tasks, "
                           f"not {task.id} ({task.dataset_type})")
@@ -309,8 +308,52 @@ def _language(benchmark, request: RunRequest, task: MobileTask, tflite: Path) ->
     return Serving(task.model_id, SampleLibrary(source), predictor, 1, source.total, dataset, score)
 
 
+# What the app scores each image task's accuracy with: on a phone, its binary does.
+APP_METRICS = {"IMAGENET": "top-1", "COCO": "mAP", "ADE20K": "mIoU", "SNUSR": "PSNR"}
+
+
+def _image(benchmark, request: RunRequest, task: MobileTask, tflite: Path) -> Serving:
+    """An image task on a supplied model (MobileNetEdgeTPUv2-L, SSD-MobileDET, MOSAIC, EDSR):
+    its performance runs, on the images of the full dataset's folder (``mobile.images``), each
+    answered empty as the app answers a performance run."""
+    from benchpipe.infer.litert import LiteRTOutputsPredictor
+    from benchpipe.infer.samples import SampleLibrary
+    from benchpipe.mobile.images import ImageFolder
+
+    if benchmark is not None:
+        raise ConfigError(f"{task.id} ({task.dataset_type}) runs the model the user supplies, not "
+                          f"{benchmark.name}'s: leave out --benchmark")
+    if request.mode == "accuracy":
+        raise ConfigError(f"{task.id} ({task.dataset_type}): on a host benchpipe runs its performance runs only; "
+                          f"its accuracy ({APP_METRICS[task.dataset_type]}) is the app's binary's to score, on a "
+                          "phone (runtime adb)")
+    predictor = LiteRTOutputsPredictor(tflite, threads=request.threads, delegate=request.delegate, answer=False)
+    if len(predictor.inputs) != 1 or len(predictor.inputs[0].shape) != 3:
+        raise InferenceError(f"{tflite}: inputs {[list(i.shape) for i in predictor.inputs]}; {task.id} feeds one "
+                             "image (height, width, channels)")
+    height, width = predictor.inputs[0].shape[:2]
+    if task.image_height and task.image_width and (height, width) != (task.image_height, task.image_width):
+        raise InferenceError(f"{tflite}: input {height}x{width}; tasks.pbtxt sizes {task.id}'s model "
+                             f"({task.model_id}) {task.image_height}x{task.image_width}")
+    folder = Path(request.data) / PurePosixPath(task.dataset_files.get("full", {}).get("input_path", "")).name
+    source = ImageFolder(folder, predictor.inputs[0].shape, predictor.sample_dtype)
+    dataset = {"name": f"{task.dataset_name}: {source.describe()}", "type": task.dataset_type,
+               "data_path": str(request.data), "samples": source.total, "files": {"input": folder.name}}
+
+    def score(run_dir: Path) -> tuple[float, int]:
+        raise InferenceError(f"{run_dir}: {task.id} scores no accuracy on a host")
+
+    return Serving(task.model_id, SampleLibrary(source), predictor, 1, source.total, dataset, score)
+
+
+def _imagenet(benchmark, request: RunRequest, task: MobileTask, tflite: Path) -> Serving:
+    """A benchpipe benchmark's converted classifier, or the app's own (MobileNetEdgeTPUv2-L) supplied."""
+    return (_classification if benchmark is not None else _image)(benchmark, request, task, tflite)
+
+
 # The app's dataset types benchpipe runs on a host through LiteRT (a phone runs the app's own binary).
-SERVINGS: dict[str, Callable[..., Serving]] = {"IMAGENET": _classification, "SQUAD": _language}
+SERVINGS: dict[str, Callable[..., Serving]] = {"IMAGENET": _imagenet, "SQUAD": _language, "COCO": _image,
+                                               "ADE20K": _image, "SNUSR": _image}
 
 
 def run_task(benchmark, request: RunRequest) -> MobileRun:
@@ -332,7 +375,7 @@ def run_task(benchmark, request: RunRequest) -> MobileRun:
     serve = SERVINGS.get(task.dataset_type)
     if serve is None:
         raise ConfigError(f"{task_id} ({task.dataset_type}): on a host benchpipe runs the app's "
-                          f"{' and '.join(SERVINGS)} tasks; a phone (runtime adb) runs the app's binary, which has all")
+                          f"{', '.join(SERVINGS)} tasks; a phone (runtime adb) runs the app's binary, which has all")
     tflite, conversion = check_model(model_dir)
     serving = serve(benchmark, request, task, tflite)
     predictor, samples, batch = serving.predictor, serving.samples, serving.batch
