@@ -21,7 +21,7 @@ THREADS = 2  # TensorFlow's thread counts for every in-process test
 
 # The tiers (README, Makefile): `--tier fast` (`make test`) leaves out tests of these kinds
 # (markers, pyproject.toml); `--tier all` (`make test-all`, and plain pytest) runs them too.
-FULL_TIER_ONLY = ("engine", "slurm", "resnet", "llm", "kill", "bench", "rerun")
+FULL_TIER_ONLY = ("engine", "slurm", "resnet", "llm", "kill", "bench", "rerun", "mobile_tasks")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

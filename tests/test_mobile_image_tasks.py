@@ -94,6 +94,7 @@ def supplied(root: Path, task: str) -> Path:
 
 
 @pytest.mark.timing  # LoadGen must judge each run VALID
+@pytest.mark.mobile_tasks  # five LoadGen runs: the full tier's
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_each_image_task_runs_its_performance_run_on_a_model_of_its_shapes(task, app, data, tmp_path, cli_env):
     model_id, folder, size, _, outputs = TASKS[task]
