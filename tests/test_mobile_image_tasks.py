@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_mobile_language import benchpipe
 
 # task id -> (model id, the folder tasks.pbtxt names, input (height, width), input dtype, outputs)
 TASKS = {
@@ -45,12 +45,6 @@ def tiny_model(path: Path, size: tuple[int, int], dtype: str, task: str) -> Path
 
     path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], serve).convert())
     return path
-
-
-def benchpipe(env: dict, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["benchpipe", *args], env=env, capture_output=True, text=True, timeout=600)
-    assert (proc.returncode == 0) == ok, proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture(scope="module")
