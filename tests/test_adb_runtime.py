@@ -209,7 +209,7 @@ def test_accuracy_run_on_the_device(bench: Bench) -> None:
     out = bench.request.out
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "accuracy.txt", "device.json", "device.log", "mlperf_log_accuracy.json", "mlperf_log_detail.txt",
-        "mlperf_log_summary.txt", "mobile_run.json"])
+        "mlperf_log_summary.txt", "mobile_run.json", "provenance.json"])
     for name in ("mlperf_log_accuracy.json", "mlperf_log_detail.txt", "mlperf_log_summary.txt"):
         assert (out / name).read_bytes() == (bench.tmp / "canned" / name).read_bytes()
     assert "Accuracy: 97.50%" in (out / "device.log").read_text()

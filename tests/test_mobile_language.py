@@ -58,8 +58,12 @@ def padded(window, start: int, end: int):
 
 @pytest.fixture(scope="module")
 def squad_dir(tmp_path_factory) -> Path:
-    """Two questions in the app's two ZLIB TFRecord files, under the app's file names."""
-    out = tmp_path_factory.mktemp("squad")
+    return write_squad_files(tmp_path_factory.mktemp("squad"))
+
+
+def write_squad_files(out: Path) -> Path:
+    """Two questions in the app's two ZLIB TFRecord files, under the app's file names: the tiny
+    model scores F1 0.9 on them."""
     # q1: "super bowl 50" (tokens 4..6) is the answer; q2: the model picks "scored 1 , 000 points"
     # (tokens 7..11) where "1,000 points" is.
     q1 = padded(sample("q1", QUERY, ["super", "bowl", "50", "was", "won"], [0, 1, 2, 3, 4]), 4, 6)

@@ -1,6 +1,7 @@
 """The Mobile family in the reduced workflow (.test/config/config.yaml, mobile.targets [local-litert]):
-digits as fp32 and int8 LiteRT, the app's two image classification tasks in rapid mode, each result
-in the app's extended result JSON, and the tree's mobile/ section checked by the packager and the audit.
+digits as fp32 and int8 LiteRT on the app's Offline image classification task in rapid mode, a
+supplied model of MobileBERT's shape on the language task, each result in the app's extended
+result JSON, and the tree's mobile/ section checked by the packager and the audit.
 
 Every figure below is computed here again from the logs, the way the Mobile app reads them
 (flutter/lib: LoadgenInfo, _calculateThroughput), not taken from benchpipe's own code.
@@ -8,6 +9,7 @@ Every figure below is computed here again from the logs, the way the Mobile app 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -24,6 +27,11 @@ from benchpipe.results.tables import read_partitioned
 
 TASKS = {"image_classification_offline_v2": "Offline"}  # .test/config's mobile.tasks
 TARGET = "local-litert"
+# .test/config's mobile.supplied: a tiny model of MobileBERT's inputs and outputs on two SQuAD
+# questions (.test/mobile/make.py), on the language task.
+SUPPLIED, LANGUAGE = "mobilebert_tiny", "natural_language_processing"
+TEST_DATA = Path(__file__).resolve().parents[1] / ".test" / "mobile"
+SEQ = 384
 
 
 def _detail(path: Path) -> dict:
@@ -99,13 +107,74 @@ def test_int8_was_calibrated_on_training_samples_only(submitted):
 
 def test_the_mobile_table_has_a_row_per_run(submitted):
     rows = read_partitioned(submitted / "submissions" / "ci" / "benchpipe" / "tables" / "mobile").to_pylist()
-    assert len(rows) == 2 * len(TASKS) * 2  # precisions x tasks x modes
+    assert len([r for r in rows if r["benchmark"] == "digits"]) == 2 * len(TASKS) * 2  # precisions x tasks x modes
+    supplied = {r["mode"]: r for r in rows if r["benchmark"] == SUPPLIED}
+    assert sorted(supplied) == ["accuracy", "performance"] and len(rows) == 2 * len(TASKS) * 2 + 2
+    assert supplied["accuracy"]["accuracy"] == pytest.approx(0.9, abs=1e-6)
+    assert supplied["performance"]["result_validity"] == "VALID"
     result = json.loads((_mobile(submitted) / "int8" / "result.json").read_text())
     stated = {e["benchmark_id"]: e["performance_run"]["throughput"]["value"] for e in result["results"]}
     for row in rows:
         if row["precision"] == "int8" and row["mode"] == "performance":
             assert row["throughput"] == pytest.approx(stated[row["task_id"]], rel=1e-12)
             assert row["result_validity"] == "VALID" and row["delegate"] == "cpu"
+
+
+def _supplied(tree: Path) -> Path:
+    return tree / "mobile" / TARGET / SUPPLIED / "fp32"
+
+
+def _logits(path: Path) -> dict[int, np.ndarray]:
+    """Each sample's two logged output rows: end logits, then start logits."""
+    return {e["qsl_idx"]: np.frombuffer(bytes.fromhex(e["data"]), "<f4").reshape(2, SEQ)
+            for e in json.loads(path.read_text())}
+
+
+def test_a_supplied_model_states_the_f1_scored_from_its_logged_logits(submitted, mobile_app):
+    base = _supplied(submitted / "submissions" / "ci")
+    result = json.loads((base / "result.json").read_text())
+    jsonschema.Draft6Validator(json.loads((mobile_app / "tools" / "extended_result_schema.json").read_text())
+                               ).validate(result)
+    (entry,) = result["results"]
+    assert (entry["benchmark_id"], entry["loadgen_scenario"]) == (LANGUAGE, "SingleStream")
+    assert entry["performance_run"]["loadgen"]["is_result_valid"]
+    # Each window's span where the model put its highest start and end logits: q1 "super bowl 50"
+    # (tokens 4..6), q2 "scored 1 , 000 points" (7..11), as .test/mobile/make.py built them.
+    spans = {i: (int(np.argmax(rows[1])), int(np.argmax(rows[0])))
+             for i, rows in _logits(base / LANGUAGE / "accuracy" / "mlperf_log_accuracy.json").items()}
+    assert spans == {0: (4, 6), 1: (7, 11)}
+    # q1's answer exactly (F1 1); q2's "scored 1,000 points" against "1,000 points": 2 words in
+    # common, precision 2/3, recall 1, F1 0.8. The app's F1 is the mean over the questions.
+    accuracy = entry["accuracy_run"]
+    assert accuracy["accuracy"]["normalized"] == pytest.approx((1.0 + 0.8) / 2, abs=1e-6)
+    assert accuracy["measured_samples"] == 2
+    assert accuracy["dataset"]["name"].startswith("stand-in for Squad V1.1 validation set: 2 SQuAD v1.1 windows")
+    # The two files the F1 was scored on travel with the run, as the user's folder holds them.
+    kept = base / LANGUAGE / "accuracy" / "dataset"
+    for name in ("squad_eval_mini.tfrecord", "squad_groundtruth.tfrecord"):
+        assert (kept / name).read_bytes() == (TEST_DATA / "squad" / name).read_bytes()
+    conversion = json.loads((base / "model" / "conversion.json").read_text())
+    tflite = (TEST_DATA / "mobilebert_tiny.tflite").read_bytes()
+    assert conversion["converter"] == "supplied" and conversion["tflite_sha256"] == hashlib.sha256(tflite).hexdigest()
+    assert not (base / "accuracy_check.json").exists()  # fp32 alone: nothing to hold int8 to
+
+
+def test_the_f1_is_derived_from_the_kept_files_and_their_md5s(submitted, tmp_path):
+    from benchpipe.contracts.errors import BenchpipeError
+    from benchpipe.mobile.result import derive_run
+    from benchpipe.mobile.run import read_mobile_run
+
+    run = tmp_path / "accuracy"
+    shutil.copytree(_supplied(submitted / "submissions" / "ci") / LANGUAGE / "accuracy", run)
+    record = read_mobile_run(run)
+    assert derive_run(run, record)["accuracy"]["normalized"] == pytest.approx(0.9, abs=1e-6)
+    truth = run / "dataset" / "squad_groundtruth.tfrecord"
+    truth.write_bytes(truth.read_bytes() + b"\0")
+    with pytest.raises(BenchpipeError, match=rf"^{truth}: MD5 [0-9a-f]{{32}}, the run scored a file of MD5 "):
+        derive_run(run, record)
+    truth.unlink()
+    with pytest.raises(BenchpipeError, match=rf"^{truth}: missing: the groundtruth file "):
+        derive_run(run, record)
 
 
 def _audit(tree: Path, env: dict) -> tuple[int, str]:
@@ -118,18 +187,30 @@ def test_the_audit_derives_each_result_again_and_fails_a_changed_figure(submitte
     tree = tmp_path / "ci"
     shutil.copytree(submitted / "submissions" / "ci", tree)
     code, out = _audit(tree, cli_env)
-    # A result per precision, and int8's accuracy check per task.
-    assert code == 0 and re.search(rf"PASS +mobile: {2 + len(TASKS)} checked", out), out[-3000:]
+    # A result per precision of digits and one of the supplied model, and int8's accuracy check per task.
+    assert code == 0 and re.search(rf"PASS +mobile: {3 + len(TASKS)} checked", out), out[-3000:]
     path = tree / "mobile" / TARGET / "digits" / "int8" / "result.json"
     result = json.loads(path.read_text())
     result["results"][0]["performance_run"]["throughput"]["value"] *= 2
     path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    # The supplied model's q1 start logit moved one token on, to "bowl": "bowl 50" against "Super
+    # Bowl 50" scores F1 0.8, the mean 0.8; its result, record and accuracy log no longer agree.
+    log = _supplied(tree) / LANGUAGE / "accuracy" / "mlperf_log_accuracy.json"
+    entries = json.loads(log.read_text())
+    for entry in entries:
+        if entry["qsl_idx"] == 0:
+            rows = np.frombuffer(bytes.fromhex(entry["data"]), "<f4").reshape(2, SEQ).copy()
+            rows[1, 5] = 20.0
+            entry["data"] = rows.astype("<f4").tobytes().hex().upper()
+    log.write_text(json.dumps(entries))
     write_manifest(tree)
     code, out = _audit(tree, cli_env)
     assert code != 0
     assert re.search(r"FAIL +mobile", out), out[-3000:]
     assert ("differs from the result derived again from its runs' logs "
             "(/results/0/performance_run/throughput/value") in out
+    assert re.search(rf"{SUPPLIED}/fp32/{LANGUAGE}/accuracy: mobile_run.json states accuracy 0.899\d+, its logs give "
+                     r"0.800\d+", out), out[-3000:]
 
 
 def test_an_int8_model_below_the_accuracy_rule_is_refused_by_the_packager(submitted, cli_env, tmp_path):

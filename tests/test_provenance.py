@@ -66,7 +66,7 @@ def test_a_provenance_file_without_the_hash_is_refused_by_name(tmp_path):
 def test_every_result_of_the_workflows_tree_names_its_config(submitted):
     tree = submitted / "submissions" / "ci"
     rows = pq.read_table(tree / "benchpipe" / "tables" / "provenance").to_pylist()
-    assert len(rows) == 3 + 16 + 4  # runs, LoadGen tests, Mobile runs
+    assert len(rows) == 3 + 16 + 4 + 2  # runs, LoadGen tests, digits' and the supplied model's Mobile runs
     config = tree / "benchpipe" / "config.json"
     for row in rows:
         assert row["config_sha256"] == recomputed(config, row["job"].split("/")[0]), row["job"]

@@ -118,9 +118,13 @@ def test_end_to_end_on_reduced_config(repo_root, submitted, cli_env):
     assert sha256_file(tree / "benchpipe" / "datasets" / "digits" / "manifest.json") == data_manifest
     assert checks["datasets"]["digits"]["manifest_sha256"] == data_manifest
     provenance = pq.read_table(tree / "benchpipe" / "tables" / "provenance").to_pylist()
-    # 3 runs, 16 LoadGen tests, and the Mobile family's 4 (2 precisions x 1 task x 2 modes) on local-litert.
-    assert len(provenance) == 3 + 16 + 4 and {r["dataset_manifest_sha256"] for r in provenance} == {data_manifest}
-    assert sum(r["job"].startswith("mobile/") and r["target"] == "local-litert" for r in provenance) == 4
+    # 3 runs, 16 LoadGen tests, and the Mobile family's 4 (2 precisions x 1 task x 2 modes) on local-litert;
+    # the supplied model's 2 read the app's files, not a prepared dataset.
+    digits = [r for r in provenance if r["benchmark"] == "digits"]
+    assert len(digits) == 3 + 16 + 4 and {r["dataset_manifest_sha256"] for r in digits} == {data_manifest}
+    assert sum(r["job"].startswith("mobile/") and r["target"] == "local-litert" for r in digits) == 4
+    supplied = [r for r in provenance if r["benchmark"] == "mobilebert_tiny"]
+    assert len(provenance) == len(digits) + 2 and {r["dataset_manifest_sha256"] for r in supplied} == {None}
     # ... and the code and the tools that made it.
     from importlib.metadata import version
 

@@ -238,8 +238,15 @@ def _cmd_mobile_app(args: argparse.Namespace) -> None:
         if not sep or not task or not kind:
             raise ConfigError(f"--require {item!r}: expected TASK:DATASET_TYPE, e.g. image_classification_v2:IMAGENET")
         required.append((task, kind))
+    supplied = []
+    for item in args.supplied:
+        model, task, scored = (item.split(":") + [""])[:3]
+        if not model or not task or scored not in ("", "accuracy") or item.count(":") > 2:
+            raise ConfigError(f"--supplied {item!r}: expected MODEL:TASK or MODEL:TASK:accuracy")
+        supplied.append((model, task, scored == "accuracy"))
     record = materialize(args.out, app=args.app, mirrors=tuple(args.mirror),
-                         cache_dir=args.cache_dir or default_cache_dir(), offline=args.offline, required=required)
+                         cache_dir=args.cache_dir or default_cache_dir(), offline=args.offline, required=required,
+                         supplied=supplied, supplied_on_host=not args.supplied_on_phones)
     log.info("the Mobile app's files (%s) and %d tasks in %s", record["origin"], len(record["tasks"]), args.out)
 
 
@@ -606,6 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--offline", action="store_true", help="use only the cache; never download")
     q.add_argument("--require", action="append", default=[], metavar="TASK:DATASET_TYPE",
                    help="a task the runs need, of that dataset type (checked against tasks.pbtxt)")
+    q.add_argument("--supplied", action="append", default=[], metavar="MODEL:TASK[:accuracy]",
+                   help="a task a supplied model runs (mobile.supplied); ':accuracy': its accuracy is scored on a host")
+    q.add_argument("--supplied-on-phones", action="store_true",
+                   help="the supplied models run on phones only (runtime adb), whose app binary runs every task")
     q.set_defaults(func=_cmd_mobile_app)
     q = mobile.add_parser("convert", help="the served SavedModel as a fp32 or full-integer int8 .tflite")
     q.add_argument("--benchmark", required=True)

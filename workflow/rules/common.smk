@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from benchpipe.contracts.config import mobile_model_target, mobile_run_mode, training_runs
+from benchpipe.contracts.config import mobile_model_target, mobile_run_mode, supplied_models, training_runs
 from benchpipe.contracts.errors import BenchpipeError
 from benchpipe.contracts.rounds import COMPLIANCE_TESTS
 from benchpipe.pipeline import options
@@ -169,6 +169,31 @@ ALL_MOBILE_RESULTS = sorted({f"runs/{r.target}/{r.benchmark}/mobile/{r.precision
 # The model the Mobile family converts: the one the inference of mobile.model_from serves.
 MOBILE_MODEL_TARGET = mobile_model_target(config)
 MOBILE_MODEL_TARGET_FILE = TARGET_FILE.replace("{target}", MOBILE_MODEL_TARGET)
+
+
+# The app's own models the user supplies (mobile.supplied): each stands where a benchmark does.
+SUPPLIED_MODELS = supplied_models(config, Path(workflow.basedir)) if WORKFLOW.mobile_targets else {}
+
+
+def mobile_data_input(wildcards):
+    """What a Mobile run reads its samples from: a benchmark's prepared dataset, or the folder of
+    the app's dataset files a supplied model's entry names."""
+    model = SUPPLIED_MODELS.get(wildcards.benchmark)
+    return str(model.data) if model else data_input(wildcards)
+
+
+def mobile_run_model(wildcards):
+    """The .tflite folder a Mobile run serves: converted (tflite), or the user's (mobile_supply)."""
+    where = "supplied/" if wildcards.benchmark in SUPPLIED_MODELS else ""
+    return f"runs/tflite/{where}{wildcards.benchmark}/{wildcards.precision}"
+
+
+def supplied_tflite(wildcards):
+    return str(SUPPLIED_MODELS[wildcards.benchmark].tflite[wildcards.precision][0])
+
+
+def supplied_sha256(wildcards):
+    return SUPPLIED_MODELS[wildcards.benchmark].tflite[wildcards.precision][1]
 
 
 def mobile_model_input(wildcards):

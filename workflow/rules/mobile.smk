@@ -1,13 +1,14 @@
-# The Mobile family: the served model converted to LiteRT once per precision, then each of the
-# Mobile app's tasks (its tasks.pbtxt) run as the app runs it on every Mobile target, and each
-# target's runs gathered into the app's extended result JSON (docs/mobile.md).
+# The Mobile family: the served model converted to LiteRT once per precision (and the app's own
+# models the user supplies, checked), then each of the Mobile app's tasks (its tasks.pbtxt) run as
+# the app runs it on every Mobile target, and each target's runs gathered into the app's extended
+# result JSON (docs/mobile.md).
 
 
 rule mobile_app:
     output:
         directory("data/mobile_app"),
     params:
-        options=options.mobile_app(config),
+        options=options.mobile_app(config, host_targets=bool(MOBILE_HOST_TARGETS)),
     localrule: True
     conda:
         CONDA_ENV
@@ -44,11 +45,30 @@ rule tflite:
         " --representative-samples {params.samples} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
+# A model the user supplies (mobile.supplied), checked against the sha256 they state and laid out
+# as a conversion is.
+rule mobile_supply:
+    input:
+        tflite=supplied_tflite,
+    output:
+        directory("runs/tflite/supplied/{benchmark}/{precision}"),
+    params:
+        sha256=supplied_sha256,
+    localrule: True
+    conda:
+        CONDA_ENV
+    log:
+        "logs/mobile/supply/{benchmark}/{precision}.log",
+    shell:
+        "benchpipe mobile supply --tflite {input.tflite:q} --sha256 {params.sha256} --precision {wildcards.precision}"
+        " --out {output} > {log} 2>&1"
+
+
 rule mobile_run:
     input:
-        data=data_input,
+        data=mobile_data_input,
         app="data/mobile_app",
-        model="runs/tflite/{benchmark}/{precision}",
+        model=mobile_run_model,
         target=TARGET_FILE,
         image=image_record,
         images_first=IMAGES_FIRST,
@@ -58,6 +78,7 @@ rule mobile_run:
         run_mode=MOBILE_RUN_MODE,
         delegate=lambda wildcards, threads: options.mobile_delegate(TARGET_SPECS[wildcards.target], threads),
         samples=options.mobile_samples(config),
+        serving=lambda wildcards: options.mobile_serving(config, wildcards.benchmark),
         config_env=MOBILE_CONFIG_ENV,
         images=IMAGES_DIR,
     threads: target_threads
@@ -72,7 +93,7 @@ rule mobile_run:
     shell:
         "{params.config_env} benchpipe run --images {params.images:q} --target-file {input.target} --input {input.data}"
         " --input {input.app} --input {input.model} --output {output} -- benchpipe mobile run"
-        " --benchmark {wildcards.benchmark} --data {input.data} --tasks {input.app}/tasks.json"
+        " {params.serving} --data {input.data:q} --tasks {input.app}/tasks.json"
         " --task {wildcards.task} --model {input.model} --mode {wildcards.mode} --run-mode {params.run_mode}"
         " {params.delegate} {params.samples} --out {output} > {log} 2>&1"
 

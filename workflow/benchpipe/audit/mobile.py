@@ -27,13 +27,16 @@ def check_mobile(tree: Path, item: Item) -> None:
     if not settings.get("mobile", {}).get("targets"):
         item.check("config.json names no Mobile target: no mobile/ section to check", 0)
         return
+    failures: list[str] = []
     try:
         results = tree_results(settings, tree)
         check_models(results)
-        accuracy = check_results(settings, results, tree / APP_DIR)
+        accuracy = check_results(settings, results, tree / APP_DIR, failures)
     except BenchpipeError as exc:
         item.fail(str(exc))
         return
+    for failure in failures:
+        item.fail(failure)
     for result in results:
         rel = (result.result_dir / RESULT_JSON).relative_to(tree)
         item.check(f"{rel}: against the app's schema, and derived again from {len(result.runs)} runs' logs")

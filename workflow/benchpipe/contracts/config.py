@@ -227,13 +227,19 @@ def check_mobile_config(config: Mapping[str, Any], base_dir: Path, targets: Mapp
             raise ConfigError(f"config key 'mobile.targets[{i}]': {name} has backend {target.backend}: a Mobile target "
                               "serves LiteRT (backend: litert) or is an Android device (runtime: adb)")
         found[name] = target
+    supplied = supplied_models(config, base_dir)
     if not found:
+        if supplied:
+            raise ConfigError(f"mobile.supplied: {', '.join(supplied)} would run on no target: "
+                              "mobile.targets names none")
         return found
     benchmarks = mobile_benchmarks(config)
-    if not benchmarks:
+    if not benchmarks and not supplied:
         able = ", ".join(n for n in registry.names() if registry.get(n).mobile_dataset)
         raise ConfigError(f"mobile.targets is set, but no benchmark of `benchmarks` has Mobile tasks "
-                          f"(those that do: {able})")
+                          f"(those that do: {able}) and mobile.supplied names no model")
+    if benchmarks and not mobile["tasks"]:
+        raise ConfigError("mobile.targets is set, but mobile.tasks names none of the app's tasks")
     source = mobile_model_target(config)
     if source not in config["targets"]:
         raise ConfigError(f"mobile.model_from: {source} is not in targets ({', '.join(config['targets'])})")
@@ -241,6 +247,54 @@ def check_mobile_config(config: Mapping[str, Any], base_dir: Path, targets: Mapp
         raise ConfigError("mobile.precisions: int8 is held to the fp32 model's accuracy on the same samples: "
                           "add fp32")
     return found
+
+
+class SuppliedModel(NamedTuple):
+    """A model of the app's own that the user supplies (``mobile.supplied.<name>``), paths resolved."""
+
+    name: str
+    tasks: tuple[str, ...]
+    data: Path
+    stand_in_data: bool
+    modes: tuple[str, ...]
+    tflite: dict[str, tuple[Path, str]]  # precision -> (.tflite, its stated sha256)
+
+
+def supplied_models(config: Mapping[str, Any], base_dir: Path) -> dict[str, SuppliedModel]:
+    """``mobile.supplied``, checked: names apart from benchpipe's benchmarks, files present, an
+    int8 model scored against its fp32 one, and a submission's models scored at all."""
+    mobile = config["mobile"]
+    found = {}
+    for name, entry in (mobile.get("supplied") or {}).items():
+        key = f"mobile.supplied.{name}"
+        if name in registry.names():
+            raise ConfigError(f"{key}: {name} is a benchpipe benchmark's name, and the tree's "
+                              f"mobile/<target>/{name}/ holds its results: name the supplied model otherwise")
+        data = _from_base(base_dir, entry["data"])
+        if not data.is_dir():
+            raise ConfigError(f"{key}.data: {data}: no such folder (the task's dataset files, named as tasks.pbtxt "
+                              "names them)")
+        tflite = {}
+        for precision in ("fp32", "int8"):
+            if precision in entry:
+                path = _from_base(base_dir, entry[precision]["tflite"])
+                if not path.is_file():
+                    raise ConfigError(f"{key}.{precision}.tflite: {path}: no such file")
+                tflite[precision] = (path, entry[precision]["sha256"])
+        modes = tuple(entry.get("modes") or ("performance", "accuracy"))
+        if "accuracy" in modes and "int8" in tflite and "fp32" not in tflite:
+            raise ConfigError(f"{key}: int8's accuracy is held to the fp32 model's on the same samples: "
+                              "add its fp32 model, or run modes [performance]")
+        if mobile["official"] and "accuracy" not in modes:
+            raise ConfigError(f"{key}.modes: a submission (mobile.official) runs every task's accuracy too")
+        found[name] = SuppliedModel(name, tuple(entry["tasks"]), data, bool(entry.get("stand_in_data")), modes,
+                                    tflite)
+    return found
+
+
+def _from_base(base_dir: Path, path: str) -> Path:
+    """A configured path: absolute, or from the repository root (where `make submit` runs)."""
+    return Path(path) if Path(path).is_absolute() else Path(base_dir) / path
 
 
 def mobile_benchmarks(config: Mapping[str, Any]) -> list[str]:

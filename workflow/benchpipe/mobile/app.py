@@ -69,14 +69,43 @@ def check_required(tasks: dict[str, MobileTask], required: list[tuple[str, str]]
                               f"{kind} tasks: {', '.join(fitting) or 'none'}")
 
 
+def check_supplied(tasks: dict[str, MobileTask], supplied: list[tuple[str, str, bool]], where: Path | str,
+                   on_host: bool = True) -> None:
+    """Each (supplied model, task id, accuracy scored on a host) of the config is a task of the
+    app's file in a scenario benchpipe runs, of a dataset type a host runs (``on_host``: a
+    LiteRT target runs it; a phone runs the app's binary, which has them all), and one whose
+    accuracy a host scores if asked to."""
+    from benchpipe.contracts.errors import ConfigError
+    from benchpipe.mobile.run import APP_METRICS, SCENARIOS, SCORED_ON_HOST, SERVINGS
+
+    def runs(task: MobileTask) -> bool:
+        return task.scenario in SCENARIOS and (not on_host or task.dataset_type in SERVINGS)
+
+    for model, task_id, scored in supplied:
+        task = tasks.get(task_id)
+        if task is None or not runs(task):
+            found = "no such task" if task is None else f"a {task.dataset_type} task in {task.scenario}"
+            runnable = sorted(t.id for t in tasks.values() if runs(t))
+            raise ConfigError(f"mobile.supplied.{model}.tasks: {task_id} is {found} in {where}; the app's tasks "
+                              f"benchpipe runs{' on a host' if on_host else ''}: {', '.join(runnable)}")
+        if scored and task.dataset_type not in SCORED_ON_HOST:
+            raise ConfigError(f"mobile.supplied.{model}.modes: {task_id} is a {task.dataset_type} task, whose "
+                              f"accuracy ({APP_METRICS.get(task.dataset_type, '?')}) the app's binary scores on a "
+                              "phone (runtime adb), not benchpipe on a host: run modes [performance] on a host")
+
+
 def materialize(out: Path, *, app: Path | None, mirrors: tuple[str, ...], cache_dir: Path,
-                offline: bool = False, required: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+                offline: bool = False, required: list[tuple[str, str]] | None = None,
+                supplied: list[tuple[str, str, bool]] | None = None, supplied_on_host: bool = True) -> dict[str, Any]:
     """Write ``out``: the app's three files and tasks.json, once ``required`` (task id, dataset
-    type) pairs are found there. Returns tasks.json's content."""
+    type) pairs and ``supplied`` models' tasks (``check_supplied``) are found there. Returns
+    tasks.json's content."""
     with atomic_dir(out) as tmp:
         origin = _copy_app(app, mirrors, cache_dir, offline, tmp)
         tasks = read_tasks(tmp)
-        check_required(tasks, required or [], Path(app) / TASKS_PBTXT if app else f"tasks.pbtxt ({origin})")
+        where = Path(app) / TASKS_PBTXT if app else f"tasks.pbtxt ({origin})"
+        check_required(tasks, required or [], where)
+        check_supplied(tasks, supplied or [], where, supplied_on_host)
         record = {"origin": origin, "files": {rel: sha256_file(tmp / rel) for rel in APP_FILES},
                   "tasks": {task_id: task.to_dict() for task_id, task in tasks.items()}}
         (tmp / TASKS_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -13,7 +13,9 @@ LoadGen logs, as the app reads them (flutter/lib: ``LoadgenInfo`` and ``_calcula
     measured_samples             performance: queries x samples per query; accuracy: the samples
                                  the accuracy log answers
     measured_duration            LoadGen's power window (power_end - power_begin), in seconds
-    accuracy.normalized          accuracy runs: top-1 over the accuracy log (accuracy.txt's figure)
+    accuracy.normalized          accuracy runs: top-1 over the accuracy log (accuracy.txt's figure);
+                                 SQuAD: the app's F1, scored again from the accuracy log and the two
+                                 dataset files the run kept (mobile.squad)
 
 ``derive_run`` is that mapping, and ``benchpipe audit`` calls it again on the tree's logs.
 
@@ -30,17 +32,25 @@ the same samples, as MLPerf Mobile's quality targets are stated (docs/mobile.md)
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchpipe.contracts.errors import ValidationError
+from benchpipe.contracts.errors import InferenceError, ValidationError
 from benchpipe.contracts.layout import ACCURACY_LOG, DETAIL_LOG
 from benchpipe.mobile.run import MobileRun, read_mobile_run
 
 RESULT_JSON = "result.json"
 DEVICE_JSON = "device.json"  # an Android device's environment_info, written by runtime adb
+DEVICE_LOG = "device.log"  # the app's binary's output on the device (runtime adb), its accuracy line included
+# What the binary's printed accuracy is divided by to become a fraction, by the app's dataset type:
+# "76.19%" (IMAGENET) and SQuAD's F1 "90.1234" are percentages; "0.2838 mAP", "0.4567 mIoU" are
+# fractions already; SNUSR's "33.52 dB" is a PSNR, kept as printed.
+PRINTED_SCALES = {"IMAGENET": 100.0, "SQUAD": 100.0, "COCO": 1.0, "ADE20K": 1.0, "SNUSR": 1.0}
+_ACCURACY_LINE = re.compile(r"Accuracy:\s*(.*?)\s*$")
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 ACCURACY_CHECK = "accuracy_check.json"
 # MLPerf Mobile's accuracy targets as fractions of the FP32 model's accuracy, by the app's dataset
 # type: the "Accuracy run" table of the MLPerf Mobile Inference Rules (mlcommons/mobile_open,
@@ -90,7 +100,10 @@ def derive_run(run_dir: Path, record: MobileRun) -> dict[str, Any]:
     if record.mode == "accuracy":
         answered = json.loads((run_dir / ACCURACY_LOG).read_text())
         samples = len({int(e["qsl_idx"]) for e in answered})
-        accuracy = _logged_accuracy(run_dir)
+        accuracy = run_accuracy(run_dir, record)
+        if record.accuracy is not None and abs(record.accuracy - accuracy) > 1e-9:
+            raise ValidationError(f"{run_dir}: mobile_run.json states accuracy {record.accuracy}, its logs give "
+                                  f"{accuracy}")
         return {"throughput": None, "accuracy": {"normalized": accuracy, "formatted": f"{accuracy * 100:.2f}%"},
                 "accuracy2": None, "dataset": dataset, "measured_duration": duration, "measured_samples": samples,
                 "start_datetime": record.start_datetime, "loadgen": None}
@@ -101,6 +114,40 @@ def derive_run(run_dir: Path, record: MobileRun) -> dict[str, Any]:
     return {"throughput": {"value": throughput}, "accuracy": None, "accuracy2": None, "dataset": dataset,
             "measured_duration": duration, "measured_samples": samples, "start_datetime": record.start_datetime,
             "loadgen": loadgen}
+
+
+def run_accuracy(run_dir: Path, record: MobileRun) -> float:
+    """An accuracy run's figure, derived again: on a phone, what the app's binary printed in its
+    log (``device.log``); SQuAD's F1 from the accuracy log and the two dataset files a host run
+    kept (``mobile.squad``, as the app scores it); otherwise top-1 from accuracy.txt's counts."""
+    if (run_dir / DEVICE_LOG).is_file():
+        log = run_dir / DEVICE_LOG
+        return printed_accuracy(log.read_text(errors="replace"), PRINTED_SCALES[record.dataset["type"]], log)
+    if record.dataset["type"] == "SQUAD" and "md5" in record.dataset:
+        return _squad_f1(run_dir, record)
+    return _logged_accuracy(run_dir)
+
+
+def printed_accuracy(output: str, scale: float, log: Path) -> float:
+    """The figure of the app binary's last ``Accuracy: ...`` line, as a fraction: divided by
+    ``scale`` (PRINTED_SCALES), or by 100 when it is printed with a %. An error names ``log``."""
+    lines = [m.group(1) for m in map(_ACCURACY_LINE.search, output.splitlines()) if m]
+    if not lines:
+        raise InferenceError(f"{log}: the app's binary printed no 'Accuracy: ...' line in an accuracy run")
+    number = _NUMBER.search(lines[-1])
+    if number is None:
+        raise InferenceError(f"{log}: the app's binary scored nothing: 'Accuracy: {lines[-1]}'")
+    return float(number.group()) / (100.0 if lines[-1][number.end():].lstrip().startswith("%") else scale)
+
+
+def _squad_f1(run_dir: Path, record: MobileRun) -> float:
+    from benchpipe.mobile import squad
+    from benchpipe.mobile.run import kept_file
+
+    samples = squad.read_samples(kept_file(run_dir, record, "input"))
+    truth = squad.read_ground_truth(kept_file(run_dir, record, "groundtruth"))
+    logits = squad.logged_logits(run_dir / ACCURACY_LOG, (2, len(samples[0].input_ids)))
+    return squad.squad_f1(samples, truth, logits)
 
 
 def _logged_accuracy(run_dir: Path) -> float:
@@ -131,8 +178,10 @@ def accuracy_checks(fp32_runs: dict[str, tuple[Path, MobileRun]],
         required = ACCURACY_RULES.get(int8.dataset["type"])
         if required is None:
             raise ValidationError(f"{int8_dir}: no accuracy rule for the app's {int8.dataset['type']} tasks")
-        ratio = int8.accuracy / fp32.accuracy if fp32.accuracy else 0.0
-        checks.append(AccuracyCheck(task_id, int8.dataset["type"], fp32.accuracy, int8.accuracy,
+        # Both figures derived again from the runs' logs, not taken from their records.
+        fp32_accuracy, int8_accuracy = run_accuracy(fp32_dir, fp32), run_accuracy(int8_dir, int8)
+        ratio = int8_accuracy / fp32_accuracy if fp32_accuracy else 0.0
+        checks.append(AccuracyCheck(task_id, int8.dataset["type"], fp32_accuracy, int8_accuracy,
                                     int(int8.accuracy_samples or 0), ratio, required, ratio >= required,
                                     ACCURACY_RULE_SOURCE))
     return checks

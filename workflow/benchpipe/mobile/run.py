@@ -48,6 +48,7 @@ from benchpipe.mobile.convert import check_model
 
 TASKS_JSON = "tasks.json"
 MOBILE_RUN = "mobile_run.json"
+DATASET_DIR = "dataset"  # an accuracy run's copies of the dataset files it was scored on (SQuAD's two)
 MODES = ("performance", "accuracy")
 SCENARIOS = ("SingleStream", "Offline")
 # As calibration aims a latency scenario's target below the measured latency: LoadGen
@@ -227,6 +228,7 @@ class Serving:
     dataset: dict[str, Any]  # name, type, data_path, samples (and the files' MD5 where the app names them)
     score: Callable[[Path], tuple[float, int]]  # the run folder -> (accuracy 0..1, samples scored)
     prepared: Path | None = None  # a prepared dataset, whose manifest provenance names
+    kept: tuple[Path, ...] = ()  # the dataset files an accuracy run keeps in its DATASET_DIR, to be scored again
 
 
 def app_dataset_file(task: MobileTask, size: str, key: str, data_dir: Path, stand_in: bool) -> tuple[Path, bool]:
@@ -291,11 +293,14 @@ def _language(benchmark, request: RunRequest, task: MobileTask, tflite: Path) ->
     files = {"input": input_path.name}
     truth: dict[str, squad.SquadGroundTruth] = {}
     truth_is_apps = True
+    kept: tuple[Path, ...] = ()
     if request.mode == "accuracy":
         truth_path, truth_is_apps = app_dataset_file(task, size, "groundtruth_path", request.data,
                                                      request.stand_in_data)
         truth = squad.read_ground_truth(truth_path)
         files["groundtruth"] = truth_path.name
+        # The F1 is re-derived from the accuracy log and these two files, which travel with the run.
+        kept = (input_path, truth_path)
 
     def score(run_dir: Path) -> tuple[float, int]:
         logits = squad.logged_logits(run_dir / ACCURACY_LOG, predictor.response[1])
@@ -305,11 +310,16 @@ def _language(benchmark, request: RunRequest, task: MobileTask, tflite: Path) ->
     apps = input_is_apps and truth_is_apps
     dataset = {"name": name if apps else f"stand-in for {name}: {source.describe()}", "type": task.dataset_type,
                "data_path": str(request.data), "samples": source.total, "files": files, "app_dataset": apps}
-    return Serving(task.model_id, SampleLibrary(source), predictor, 1, source.total, dataset, score)
+    if kept:
+        dataset["md5"] = {key: hashlib.md5(path.read_bytes()).hexdigest() for key, path in zip(files, kept)}
+    return Serving(task.model_id, SampleLibrary(source), predictor, 1, source.total, dataset, score, kept=kept)
 
 
 # What the app scores each image task's accuracy with: on a phone, its binary does.
-APP_METRICS = {"IMAGENET": "top-1", "COCO": "mAP", "ADE20K": "mIoU", "SNUSR": "PSNR"}
+APP_METRICS = {"IMAGENET": "top-1", "COCO": "mAP", "ADE20K": "mIoU", "SNUSR": "PSNR", "SQUAD": "F1"}
+# The supplied models' tasks whose accuracy benchpipe scores on a host (mobile.squad); a
+# benchpipe classifier's top-1 is scored too, on its own prepared dataset.
+SCORED_ON_HOST = ("SQUAD",)
 
 
 def _image(benchmark, request: RunRequest, task: MobileTask, tflite: Path) -> Serving:
@@ -389,6 +399,7 @@ def run_task(benchmark, request: RunRequest) -> MobileRun:
         start_test(sut, samples, settings, tmp, serving.performance_count)
         accuracy = count = None
         if mode == "accuracy":
+            keep_files(serving.kept, tmp / DATASET_DIR)
             accuracy, count = serving.score(tmp)
         else:
             detail = parse_detail_log(tmp / DETAIL_LOG)
@@ -409,6 +420,28 @@ def run_task(benchmark, request: RunRequest) -> MobileRun:
         record.write(tmp)
         provenance.write(tmp, serving.prepared)
     return record
+
+
+def keep_files(paths: tuple[Path, ...], into: Path) -> None:
+    """Copies of the dataset files an accuracy run was scored on, under their own names."""
+    import shutil
+
+    for path in paths:
+        into.mkdir(exist_ok=True)
+        shutil.copyfile(path, into / path.name)
+
+
+def kept_file(run_dir: Path, record: MobileRun, key: str) -> Path:
+    """The dataset file ``key`` (input, groundtruth) an accuracy run kept, checked against the MD5
+    its record states of it."""
+    path = Path(run_dir) / DATASET_DIR / record.dataset["files"][key]
+    if not path.is_file():
+        raise InferenceError(f"{path}: missing: the {key} file {record.task_id}'s accuracy run was scored on")
+    want = record.dataset.get("md5", {}).get(key)
+    actual = hashlib.md5(path.read_bytes()).hexdigest()
+    if actual != want:
+        raise InferenceError(f"{path}: MD5 {actual}, the run scored a file of MD5 {want} ({run_dir / MOBILE_RUN})")
+    return path
 
 
 def backend_record(delegate: DelegateSpec, threads: int, batch: int) -> dict[str, Any]:

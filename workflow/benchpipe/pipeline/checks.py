@@ -30,6 +30,7 @@ from benchpipe.contracts.config import (
     inference_tests,
     is_llm,
     mobile_benchmarks,
+    supplied_models,
     training_benchmarks,
 )
 from benchpipe.contracts.errors import ConfigError, DatasetError, RuntimeSetupError
@@ -253,7 +254,7 @@ def check_workflow(
         check_hyperparameters(config)
         check_inference_settings(config)
     sources = downloaded_sources(config)
-    mobile_runs = mobile_task_runs(config, mobile_targets) if mobile_targets else []
+    mobile_runs = mobile_task_runs(config, mobile_targets, base_dir) if mobile_targets else []
     lock = None
     if main_process:
         # A job stopped by scancel must fail the run, and a requeued job's "node" must not be
@@ -269,16 +270,19 @@ def check_workflow(
     )
 
 
-def mobile_task_runs(config: Mapping[str, Any], targets: Mapping[str, Target]) -> list[MobileRunSpec]:
+def mobile_task_runs(config: Mapping[str, Any], targets: Mapping[str, Target], base_dir: Path) -> list[MobileRunSpec]:
     """Every Mobile run: each target, benchmark, precision and configured app task, performance
-    and accuracy. The tasks are the config's: the app's file, fetched by the mobile_app rule,
-    is read by jobs (the rule checks that each task exists and fits each benchmark)."""
+    and accuracy; and each supplied model's precisions, tasks and modes. The tasks are the
+    config's: the app's file, fetched by the mobile_app rule, is read by jobs (the rule checks
+    that each task exists and fits each benchmark, or each supplied model)."""
     mobile = config["mobile"]
-    if not mobile["tasks"]:
-        raise ConfigError("mobile.targets is set, but mobile.tasks names none of the app's tasks")
-    return [MobileRunSpec(target, benchmark, precision, task, mode)
+    runs = [MobileRunSpec(target, benchmark, precision, task, mode)
             for target in targets for benchmark in mobile_benchmarks(config) for precision in mobile["precisions"]
             for task in mobile["tasks"] for mode in ("performance", "accuracy")]
+    for model in supplied_models(config, base_dir).values():
+        runs += [MobileRunSpec(target, model.name, precision, task, mode)
+                 for target in targets for precision in model.tflite for task in model.tasks for mode in model.modes]
+    return runs
 
 
 def _ordered(values) -> list[str]:

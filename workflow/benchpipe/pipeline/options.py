@@ -102,15 +102,22 @@ def audit(config: Mapping[str, Any]) -> str:
     return shlex.join(["--inference-checker", checker]) if checker else ""
 
 
-def mobile_app(config: Mapping[str, Any]) -> str:
-    """`benchpipe mobile app` options: the user's checkout, or the mirrors and the cache to fetch from."""
+def mobile_app(config: Mapping[str, Any], host_targets: bool = True) -> str:
+    """`benchpipe mobile app` options: the user's checkout, or the mirrors and the cache to fetch from.
+    ``host_targets``: a Mobile target runs LiteRT on a host, which scores only some tasks' accuracy."""
     from benchpipe.contracts import registry
     from benchpipe.contracts.config import mobile_benchmarks
 
     settings, datasets = config["mobile"], config["datasets"]
-    # Checked against the app's file before any run: each task exists and is of each benchmark's kind.
+    # Checked against the app's file before any run: each task exists and is of each benchmark's kind,
+    # and a supplied model's accuracy runs are of tasks a host scores.
     options = [f"--require={task}:{registry.get(b).mobile_dataset}" for b in mobile_benchmarks(config)
                for task in settings["tasks"]]
+    for name, entry in (settings.get("supplied") or {}).items():
+        scored = host_targets and "accuracy" in entry.get("modes", ("accuracy",))
+        options += [f"--supplied={name}:{task}" + (":accuracy" if scored else "") for task in entry["tasks"]]
+    if settings.get("supplied") and not host_targets:
+        options.append("--supplied-on-phones")
     if settings["app"]:
         options += ["--app", settings["app"]]
     for mirror in settings["app_mirrors"]:
@@ -131,6 +138,20 @@ def mobile_delegate(target: Any, threads: int) -> str:
     for key, value in sorted(litert.delegate_options.items()):
         options += ["--delegate-option", f"{key}={value}"]
     return shlex.join(options)
+
+
+def supplied_model(config: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """``mobile.supplied.<name>``, or None for a benchpipe benchmark's converted model."""
+    return (config["mobile"].get("supplied") or {}).get(name)
+
+
+def mobile_serving(config: Mapping[str, Any], benchmark: str) -> str:
+    """`benchpipe mobile run` options naming what serves the task: a benchmark's converted model, or
+    nothing for a supplied model, whose data folder may hold stand-in files."""
+    supplied = supplied_model(config, benchmark)
+    if supplied is None:
+        return shlex.join(["--benchmark", benchmark])
+    return "--stand-in-data" if supplied.get("stand_in_data") else ""
 
 
 def mobile_samples(config: Mapping[str, Any]) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-import re
 import shlex
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchpipe import provenance
 from benchpipe.contracts.atomic import atomic_dir
 from benchpipe.contracts.config import AdbDevice, Target
 from benchpipe.contracts.errors import BenchpipeError, ConfigError, InferenceError, RuntimeSetupError
@@ -39,12 +39,12 @@ from benchpipe.contracts.layout import ACCURACY_LOG, ACCURACY_TXT, DETAIL_LOG, S
 from benchpipe.infer.litert import DELEGATE_NAMES
 from benchpipe.mlcommons.mobile_app import MobileTask
 from benchpipe.mobile.convert import Conversion, check_model
+from benchpipe.mobile.result import DEVICE_JSON, DEVICE_LOG, PRINTED_SCALES
+from benchpipe.mobile.result import printed_accuracy as read_printed_accuracy
 from benchpipe.mobile.run import MobileRun, RunRequest, read_tasks_json
 from benchpipe.runtime.base import ImageRef, Runtime, run_quiet
 from benchpipe.runtime.job import Job
 
-DEVICE_LOG = "device.log"
-DEVICE_JSON = "device.json"
 BINARY = "mlperf_main"
 LOGS = (SUMMARY_LOG, DETAIL_LOG, ACCURACY_LOG)
 NOT_A_MOBILE_RUN = "the adb runtime runs only `benchpipe mobile run` jobs"
@@ -72,33 +72,28 @@ class AppDataset:
     entries: tuple[str, ...]
     path_flags: tuple[tuple[str, str], ...]  # (flag, entry)
     task_flags: tuple[str, ...]  # offset, num_classes, num_class, image_width, image_height
-    # What the printed accuracy is divided by to become a fraction: "76.19%" (IMAGENET) and
-    # SQuAD's F1 "90.1234" are percentages; "0.2838 mAP", "0.4567 mIoU" are fractions already;
-    # SNUSR's "33.52 dB" is a PSNR, kept as printed.
-    accuracy_scale: float
+    accuracy_scale: float  # what the printed accuracy is divided by (mobile.result.PRINTED_SCALES)
 
 
 # The app's dataset layouts and flags (flutter/cpp/binary/main.cc, one case per DatasetConfig type).
 APP_DATASETS: dict[str, AppDataset] = {
     "IMAGENET": AppDataset(("img/", "imagenet_val_full.txt"),
                            (("images_directory", "img/"), ("groundtruth_file", "imagenet_val_full.txt")),
-                           ("offset", "image_width", "image_height"), 100.0),
+                           ("offset", "image_width", "image_height"), PRINTED_SCALES["IMAGENET"]),
     "SQUAD": AppDataset(("squad_eval_mini.tfrecord", "squad_groundtruth.tfrecord"),
                         (("input_file", "squad_eval_mini.tfrecord"),
                          ("groundtruth_file", "squad_groundtruth.tfrecord")),
-                        (), 100.0),
+                        (), PRINTED_SCALES["SQUAD"]),
     "COCO": AppDataset(("img/", "coco_val_full.pbtxt"),
                        (("images_directory", "img/"), ("groundtruth_file", "coco_val_full.pbtxt")),
-                       ("offset", "num_classes", "image_width", "image_height"), 1.0),
+                       ("offset", "num_classes", "image_width", "image_height"), PRINTED_SCALES["COCO"]),
     "ADE20K": AppDataset(("images/", "annotations/"),
                          (("images_directory", "images/"), ("ground_truth_directory", "annotations/")),
-                         ("num_class", "image_width", "image_height"), 1.0),
+                         ("num_class", "image_width", "image_height"), PRINTED_SCALES["ADE20K"]),
     "SNUSR": AppDataset(("lr/", "hr/"),
                         (("images_directory", "lr/"), ("ground_truth_directory", "hr/")),
-                        ("image_width", "image_height"), 1.0),
+                        ("image_width", "image_height"), PRINTED_SCALES["SNUSR"]),
 }
-_ACCURACY_LINE = re.compile(r"Accuracy:\s*(.*?)\s*$")
-_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
 class AdbRuntime(Runtime):
@@ -418,6 +413,8 @@ def run_on_device(adb: Adb, plan: DevicePlan, target: Target, request: RunReques
         (tmp / DEVICE_JSON).write_text(json.dumps(device, indent=2, sort_keys=True) + "\n")
         record = mobile_run(target, request, task, tflite, conversion, adb.serial, plan, start, accuracy, samples)
         record.write(tmp)
+        # What drove the device: this host's benchpipe, as a host run records it (the result's build_info).
+        provenance.write(tmp)
     return record
 
 
@@ -456,15 +453,9 @@ def pull_log(adb: Adb, plan: DevicePlan, name: str, into: Path) -> None:
 
 def printed_accuracy(output: str, dataset: AppDataset, log: Path) -> float:
     """The figure of the binary's last ``Accuracy: ...`` line, as a fraction (AppDataset.accuracy_scale);
-    an error names ``log``, where a failed run's output is kept."""
-    lines = [m.group(1) for m in map(_ACCURACY_LINE.search, output.splitlines()) if m]
-    if not lines:
-        raise BenchpipeError(f"{log}: the app's binary printed no 'Accuracy: ...' line in an accuracy run")
-    number = _NUMBER.search(lines[-1])
-    if number is None:
-        raise BenchpipeError(f"{log}: the app's binary scored nothing: 'Accuracy: {lines[-1]}'")
-    scale = 100.0 if lines[-1][number.end():].lstrip().startswith("%") else dataset.accuracy_scale
-    return float(number.group()) / scale
+    an error names ``log``, where a failed run's output is kept. The Mobile result reads it again
+    from the run's device.log, the same way."""
+    return read_printed_accuracy(output, dataset.accuracy_scale, log)
 
 
 def logged_samples(path: Path) -> int:
