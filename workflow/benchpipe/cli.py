@@ -394,6 +394,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_published_import(args: argparse.Namespace) -> int:
+    from benchpipe.published.summary import import_file
+    from benchpipe.published.table import write_import
+
+    # Every file is read before any is written: a bad one leaves the table as it was.
+    imported = [import_file(path, round_=args.round, skip_bad_rows=args.skip_bad_rows) for path in args.files]
+    for one in imported:
+        part = write_import(args.out, one)
+        print(f"{one.source}: {len(one.rows)} {one.family} rows of round {one.round} into {part}"
+              + (f"; {len(one.skipped)} rows left out (see {args.out}/imports)" if one.skipped else ""))
+        for skip in one.skipped:
+            print(f"  left out, {skip['at']}: {skip['reason']}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from benchpipe.report.compare import compare_tree, format_comparison
+
+    print(format_comparison(compare_tree(args.tree, args.published, args.round)))
+    return 0
+
+
 def _cmd_pack(args: argparse.Namespace) -> None:
     from benchpipe.package.archive import pack
 
@@ -772,6 +794,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the tree's audit report (default: <tree>.audit.json if it is about this tree, else audit now)")
     p.add_argument("--inference-checker", type=Path, help="an mlcommons/inference checkout, when auditing now")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("published", help="MLCommons' published results as a table (docs/published.md)")
+    published = p.add_subparsers(dest="published_command", required=True)
+    q = published.add_parser("import", help="read published summaries (the inference checker's summary.csv, the "
+                                            "training result summarizer's summary.json) into the published table")
+    q.add_argument("files", type=Path, nargs="+")
+    q.add_argument("--out", type=Path, required=True, help="the published table's folder (made or added to)")
+    q.add_argument("--round", help="the round, e.g. v5.1 (default: the CSV's version column, or the "
+                                   "training_results_v<round> folder a summary.json lies in)")
+    q.add_argument("--skip-bad-rows", action="store_true",
+                   help="leave out rows that cannot be read, each listed with its reason in the import's report, "
+                        "instead of refusing the file")
+    q.set_defaults(func=_cmd_published_import)
+
+    p = sub.add_parser("compare", help="place a tree's results among the published ones (benchpipe published "
+                                       "import)")
+    p.add_argument("tree", type=Path)
+    p.add_argument("--published", type=Path, required=True, help="the published table's folder")
+    p.add_argument("--round", help="the published round to compare with (default: the tree's inference round)")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("pack", help="write a verified submission tree as a deterministic .tar.zst")
     p.add_argument("tree", type=Path)
