@@ -76,4 +76,4 @@ lock: venv
 	$(BIN)/uv pip compile pyproject.toml --extra cuda $(IMAGE_LOCK_FLAGS) -o containers/tensorflow-cuda/requirements.lock
 
 clean:
-	rm -rf data runs tables logs images wheelhouse .snakemake
+	rm -rf data runs tables published logs images wheelhouse .snakemake

@@ -1,7 +1,8 @@
 # benchpipe: `snakemake --cores all submit` runs every stage of an MLPerf-style submission.
 # Data flow, one rule file per stage:
 #   images, datasets -> train -> infer, mobile -> parse -> package   (workflow/rules/<stage>.smk)
-#   then, on demand: audit (`snakemake --cores all audit`), report (`snakemake --cores all report`)
+#   then, on demand: audit (`snakemake --cores all audit`), report (`snakemake --cores all report`),
+#   published results and the tree's ranks among them (published.enabled, or `snakemake compare`)
 
 from snakemake.utils import min_version, validate
 
@@ -49,12 +50,15 @@ include: "workflow/rules/parse.smk"
 include: "workflow/rules/package.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/published.smk"
 
 
 rule submit:
     default_target: True
     input:
         f"{SUBMISSION_TREE}.verified",
+        # Off by default: the published results and the tree's ranks among them.
+        [f"{SUBMISSION_TREE}.compare.txt"] if config["published"]["enabled"] else [],
 
 
 # Snakemake inspects the signature of an input, param or resource function on each of its

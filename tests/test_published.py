@@ -284,3 +284,55 @@ def test_the_readmes_duckdb_query_ranks_as_compare_does(table, tmp_path, monkeyp
     for name in ("slow", "fast"):
         (placed,) = compare_tree(tmp_path / "submissions" / name, table).placements
         assert (placed.count, placed.rank) == ((1, 2) if name == "slow" else (1, 1))
+
+
+def test_known_sources_are_fetched_through_mirrors_into_the_cache_and_checked(published, tmp_path):
+    cache = tmp_path / "cache"
+    # No network here: the pinned URL fails and the mirror, a copy of the repositories, serves.
+    proc = benchpipe("published", "import", "--source", "inference-v6.1", "--out", str(tmp_path / "table"),
+                     "--mirror", PUBLISHED.as_uri(), "--cache-dir", str(cache))
+    assert "inference-v6.1 (mlcommons/inference_results_v6.1 summary.csv at 7bf15fd80896): 492 inference rows" in (
+        proc.stdout)
+    digest = hashlib.sha256(SUMMARY_CSV.read_bytes()).hexdigest()
+    assert (cache / "sha256" / digest).read_bytes() == SUMMARY_CSV.read_bytes()
+    # Offline, the cache's verified copy alone.
+    benchpipe("published", "import", "--source", "inference-v6.1", "--out", str(tmp_path / "again"), "--offline",
+              "--cache-dir", str(cache))
+    assert read_published(tmp_path / "again").num_rows == 492
+    # A mirror with other bytes is refused, and nothing is imported.
+    changed = tmp_path / "mirror" / "inference_results_v6.1" / "summary.csv"
+    changed.parent.mkdir(parents=True)
+    changed.write_text(SUMMARY_CSV.read_text().replace("10891.1", "10891.2"))
+    proc = benchpipe("published", "import", "--source", "inference-v6.1", "--out", str(tmp_path / "bad"),
+                     "--mirror", (tmp_path / "mirror").as_uri(), "--cache-dir", str(tmp_path / "cache2"), ok=False)
+    assert digest in proc.stderr and not (tmp_path / "bad").exists()
+    proc = benchpipe("published", "import", "--source", "inference-v9.9", "--out", str(tmp_path / "bad"), ok=False)
+    assert "unknown published source inference-v9.9 (known: inference-v6.1" in proc.stderr
+
+
+def test_the_workflow_ranks_the_tree_among_the_published_results_when_asked(published, submitted, cli_env,
+                                                                             tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    extra = tmp_path / "published.yaml"
+    # Only published settings change: no job of the finished workflow runs again (the sources land in
+    # the user's cache, as the Mobile app's files do).
+    extra.write_text(json.dumps({"published": {"enabled": True, "mirrors": [PUBLISHED.as_uri()]}}))
+    proc = subprocess.run(
+        ["snakemake", "-s", str(repo / "Snakefile"), "--directory", str(submitted), "--cores", "1", "compare",
+         "--configfile", str(repo / ".test" / "config" / "config.yaml"), str(extra)],
+        env=cli_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"published +1\n", proc.stdout + proc.stderr) and not re.search(r"\n(train|infer) +\d",
+                                                                                   proc.stdout + proc.stderr)
+    assert read_published(submitted / "published").num_rows == 492
+    text = (submitted / "submissions" / "ci.compare.txt").read_text()
+    assert "submissions/ci: a development tree, whose results are not comparable with published ones:" in text
+    assert "local-cpu digits Offline: " in text and "rank" not in text
+    # Unknown sources are refused before any job runs, naming the key.
+    extra.write_text(json.dumps({"published": {"enabled": True, "sources": ["inference-v0.1"]}}))
+    proc = subprocess.run(
+        ["snakemake", "-s", str(repo / "Snakefile"), "--directory", str(submitted), "--cores", "1", "-n", "compare",
+         "--configfile", str(repo / ".test" / "config" / "config.yaml"), str(extra)],
+        env=cli_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "published.sources: unknown published source inference-v0.1" in proc.stdout + proc.stderr

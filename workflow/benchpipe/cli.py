@@ -395,14 +395,25 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_published_import(args: argparse.Namespace) -> int:
+    from benchpipe.datasets.fetch import default_cache_dir
+    from benchpipe.published.sources import chosen, fetch
     from benchpipe.published.summary import import_file
     from benchpipe.published.table import write_import
 
-    # Every file is read before any is written: a bad one leaves the table as it was.
-    imported = [import_file(path, round_=args.round, skip_bad_rows=args.skip_bad_rows) for path in args.files]
-    for one in imported:
+    if not args.files and not args.source:
+        raise ConfigError("nothing to import: name summary files, or known sources with --source")
+    # Every file is fetched and read before any is written: a bad one leaves the table as it was.
+    imported = [(str(path), import_file(path, round_=args.round, skip_bad_rows=args.skip_bad_rows))
+                for path in args.files]
+    for source in chosen(args.source):
+        path = fetch(source, cache_dir=args.cache_dir or default_cache_dir(), mirrors=tuple(args.mirror),
+                     offline=args.offline)
+        what = f"{source.name} ({source.repository} {source.path} at {source.commit[:12]})"
+        imported.append((what, import_file(path, round_=source.round, skip_bad_rows=args.skip_bad_rows,
+                                           family=source.family)))
+    for what, one in imported:
         part = write_import(args.out, one)
-        print(f"{one.source}: {len(one.rows)} {one.family} rows of round {one.round} into {part}"
+        print(f"{what}: {len(one.rows)} {one.family} rows of round {one.round} into {part}"
               + (f"; {len(one.skipped)} rows left out (see {args.out}/imports)" if one.skipped else ""))
         for skip in one.skipped:
             print(f"  left out, {skip['at']}: {skip['reason']}")
@@ -798,14 +809,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("published", help="MLCommons' published results as a table (docs/published.md)")
     published = p.add_subparsers(dest="published_command", required=True)
     q = published.add_parser("import", help="read published summaries (the inference checker's summary.csv, the "
-                                            "training result summarizer's summary.json) into the published table")
-    q.add_argument("files", type=Path, nargs="+")
+                                            "training result summarizer's summary.json) into the published table: "
+                                            "files you have, or the known sources, fetched")
+    q.add_argument("files", type=Path, nargs="*")
+    q.add_argument("--source", action="append", default=[],
+                   help="a published summary benchpipe knows, pinned to a commit and a sha256, e.g. inference-v6.1 "
+                        "(repeatable), fetched into the shared cache")
     q.add_argument("--out", type=Path, required=True, help="the published table's folder (made or added to)")
-    q.add_argument("--round", help="the round, e.g. v5.1 (default: the CSV's version column, or the "
+    q.add_argument("--round", help="the round of the files, e.g. v5.1 (default: the CSV's version column, or the "
                                    "training_results_v<round> folder a summary.json lies in)")
     q.add_argument("--skip-bad-rows", action="store_true",
                    help="leave out rows that cannot be read, each listed with its reason in the import's report, "
                         "instead of refusing the file")
+    q.add_argument("--mirror", action="append", default=[],
+                   help="for --source: a base URL holding the results repositories' files under the repository's "
+                        "name, tried in order (file:///path/to/a/copy when air-gapped)")
+    q.add_argument("--cache-dir", type=Path, help="for --source: the shared download cache (default: the user's)")
+    q.add_argument("--offline", action="store_true", help="for --source: the cache's verified copies only")
     q.set_defaults(func=_cmd_published_import)
 
     p = sub.add_parser("compare", help="place a tree's results among the published ones (benchpipe published "

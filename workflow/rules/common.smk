@@ -31,6 +31,8 @@ TARGETS = config["targets"]
 SCENARIOS = WORKFLOW.scenarios
 MODES = WORKFLOW.modes
 SUBMISSION_TREE = f"submissions/{SUBMISSION['round']}"
+# MLCommons' published results, imported (published.smk): beside the trees, not in one.
+PUBLISHED_TABLE = "published"
 # Each job records the part of the config it reads (provenance config_sha256, recomputed by the
 # audit from the tree's config.json). A param of the job's rule: a change to that part reruns
 # the job, so that a tree never holds results of another config than its own.

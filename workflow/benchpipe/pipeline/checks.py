@@ -254,6 +254,7 @@ def check_workflow(
         check_hyperparameters(config)
         check_inference_settings(config)
     sources = downloaded_sources(config)
+    check_published(config)
     mobile_runs = mobile_task_runs(config, mobile_targets, base_dir) if mobile_targets else []
     lock = None
     if main_process:
@@ -268,6 +269,24 @@ def check_workflow(
         tests=tests, scenarios=_ordered(t.scenario for t in tests) or list(config["inference"]["scenarios"]),
         mobile_targets=mobile_targets, mobile_runs=mobile_runs,
     )
+
+
+def check_published(config: Mapping[str, Any]) -> None:
+    """published.sources are sources benchpipe knows, and published.files exist, when enabled."""
+    from benchpipe.published.sources import chosen
+
+    settings = config["published"]
+    if not settings["enabled"]:
+        return
+    try:
+        chosen(list(settings["sources"]))
+    except ConfigError as exc:
+        raise ConfigError(f"published.sources: {exc}") from None
+    for i, path in enumerate(settings["files"]):
+        if not Path(path).is_file():
+            raise ConfigError(f"published.files[{i}]: {path}: no such file (a published summary.csv or summary.json)")
+    if not settings["sources"] and not settings["files"]:
+        raise ConfigError("published.enabled is set, but published.sources and published.files name nothing")
 
 
 def mobile_task_runs(config: Mapping[str, Any], targets: Mapping[str, Target], base_dir: Path) -> list[MobileRunSpec]:

@@ -160,3 +160,17 @@ def mobile_samples(config: Mapping[str, Any]) -> str:
     if settings["official"] or not settings["accuracy_samples"]:
         return ""
     return shlex.join(["--accuracy-samples", str(settings["accuracy_samples"])])
+
+
+def published_sources(config: Mapping[str, Any]) -> str:
+    """`benchpipe published import` options of the known sources: which, their mirrors, the shared cache."""
+    settings, datasets = config["published"], config["datasets"]
+    if not settings["sources"]:
+        return ""
+    options = [f"--source={name}" for name in settings["sources"]]
+    options += [f"--mirror={mirror}" for mirror in settings["mirrors"]]
+    if datasets["cache_dir"]:
+        options += ["--cache-dir", datasets["cache_dir"]]
+    if datasets["offline"]:
+        options.append("--offline")
+    return shlex.join(options)

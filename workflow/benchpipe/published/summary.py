@@ -101,14 +101,17 @@ def round_from_path(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def import_file(path: Path, *, round_: str | None = None, skip_bad_rows: bool = False) -> Imported:
-    """The rows of one published summary: a summary.csv (inference) or a summary.json (training)."""
+def import_file(path: Path, *, round_: str | None = None, skip_bad_rows: bool = False,
+                family: str | None = None) -> Imported:
+    """The rows of one published summary: a summary.csv (inference) or a summary.json (training);
+    ``family`` says which where the name does not (a cache entry is named by its sha256)."""
     path = Path(path)
     if not path.is_file():
         raise ParseError(f"{path}: no such file (a published summary.csv or summary.json)")
-    if path.suffix == ".csv":
+    family = family or {".csv": "inference", ".json": "training"}.get(path.suffix)
+    if family == "inference":
         return _inference(path, round_, skip_bad_rows)
-    if path.suffix == ".json":
+    if family == "training":
         return _training(path, round_, skip_bad_rows)
     raise ParseError(f"{path}: not a published summary: expected the inference checker's summary.csv or the "
                      "training result summarizer's summary.json")
