@@ -336,3 +336,100 @@ def test_the_workflow_ranks_the_tree_among_the_published_results_when_asked(publ
         env=cli_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert "published.sources: unknown published source inference-v0.1" in proc.stdout + proc.stderr
+
+
+def _report(tree: Path, table: Path, out: Path):
+    """The tree's report with the published table, its verdicts from an audit file about this tree."""
+    from benchpipe.package.manifest import read_manifest
+    from benchpipe.report import write_report
+
+    audit = out.parent / f"{out.stem}.audit.json"
+    # The page's audit section is not what this test is about: an empty audit of this very tree.
+    audit.write_text(json.dumps({"root_sha256": read_manifest(tree)["root_sha256"], "items": [], "passed": True}))
+    return write_report(tree, out, audit_path=audit, published=table)
+
+
+def test_the_report_draws_each_result_among_the_published_ones_in_a_browser(table, tmp_path):
+    from test_report import rendered
+
+    official = fixture_tree(tmp_path / "official", benchmark="resnet", division="open", latency_ns=3_000_000,
+                            official=True)
+    page = tmp_path / "official.html"
+    written = _report(official, table, page)
+    assert written.plots == ["published-resnet-SingleStream"]
+    result = rendered(page, tmp_path)
+    assert "published" in result["sections"]
+    (figure,) = [f for f in result["figures"] if f["id"] == "published-resnet-SingleStream"]
+    assert min(figure["drawn"]) > 50 and min(figure["shown"]) > 50, figure
+    html = page.read_text()
+    assert "edge-gpu resnet SingleStream: 3 ms: rank 2 of 2 among the 1 published results" in html
+    assert "published (1)" in html and "(not comparable)" not in html  # the legend, as drawn
+
+    # A development tree: an MLPerf model's result drawn among the published ones, marked not
+    # comparable; a stand-in benchmark's listed, with no plot, since MLCommons publishes none of it.
+    development = fixture_tree(tmp_path / "development", benchmark="resnet", division="open", latency_ns=3_000_000,
+                               official=False)
+    page = tmp_path / "development.html"
+    written = _report(development, table, page)
+    assert written.plots == ["published-resnet-SingleStream"]
+    html = page.read_text()
+    assert "edge-gpu (not comparable)" in html and "rank" not in html.split('id="published"')[1]
+    assert "edge-gpu resnet SingleStream: 3 ms: not comparable: the tree is a development tree (above)" in html
+    digits = fixture_tree(tmp_path / "digits", benchmark="digits", division="open", latency_ns=3_000_000,
+                          official=False)
+    written = _report(digits, table, tmp_path / "digits.html")
+    assert written.plots == []
+    assert "not comparable: digits is not an MLPerf benchmark" in (tmp_path / "digits.html").read_text()
+    # Without a published table the page has no such section.
+    from benchpipe.report import write_report
+
+    plain = write_report(official, tmp_path / "plain.html", audit_path=tmp_path / "official.audit.json")
+    assert plain.plots == [] and 'id="published"' not in (tmp_path / "plain.html").read_text()
+
+
+def training_tree(root: Path, score_min: float, accelerators: int) -> Path:
+    """A tree with one official llama2_70b_lora score under training ruleset 5.1.0, closed."""
+    from benchpipe.package.manifest import write_manifest
+    from benchpipe.results.tables import SCORES_SCHEMA, write_partitioned
+
+    tree = root / "tree"
+    row = {name: None for name in SCORES_SCHEMA.names}
+    row.update(target="cluster", benchmark="llama2_70b_lora", runs=10, successful_runs=10, olympic_mean_min=score_min,
+               reason="", training_ruleset="5.1.0", scaling_factor=1.0, score_min=score_min)
+    write_partitioned(pa.Table.from_pylist([row], schema=SCORES_SCHEMA), tree / "benchpipe" / "tables" / "scores",
+                      "v5.1", "closed")
+    (tree / "benchpipe" / "config.json").write_text(json.dumps({
+        "submission": {"submitter": "acme", "division": "closed", "round": "v5.1", "status": "available"},
+        "training": {"ruleset": "5.1.0"}}))
+    (tree / "benchpipe" / "checks.json").write_text("{}")
+    org = tree / "training" / "acme"
+    (org / "results" / "cluster" / "llama2_70b_lora").mkdir(parents=True)
+    (org / "systems").mkdir()
+    (org / "systems" / "cluster.json").write_text(json.dumps({
+        "accelerators_per_node": str(accelerators), "number_of_nodes": "1", "accelerator_model_name": "Acme A1"}))
+    write_manifest(tree)
+    return tree
+
+
+def test_a_training_score_is_ranked_among_the_rounds_published_scores(published, tmp_path):
+    table = tmp_path / "table"
+    write_import(table, import_file(SUMMARY_JSON))
+    score = 22.0
+    tree = training_tree(tmp_path, score, accelerators=8)
+    # Independently: the summary's closed llama2_70b_lora scores, in minutes, lower is better.
+    peers = {s["system"]: (s["llama2_70b_lora"], s["accelerators_count"]) for s in json.loads(SUMMARY_JSON.read_text())
+             if s["division"] == "closed" and s["llama2_70b_lora"] is not None}
+    better = [name for name, (minutes, _) in peers.items() if minutes < score]
+    comparison = compare_tree(tree, table)
+    assert comparison.training_round == "v5.1" and comparison.development == []
+    (placed,) = comparison.placements
+    assert (placed.count, placed.rank) == (len(peers), len(better) + 1) == (2, 2)
+    assert placed.percentile == 50.0
+    assert (placed.above.system, placed.below.system) == ("D75T-7U", "D74H-7U")
+    spent = sorted(minutes * count for minutes, count in peers.values())
+    assert placed.ratio_per_accelerator == pytest.approx(score * 8 / spent[1])
+    text = format_comparison(comparison)
+    assert ("cluster llama2_70b_lora time to train: 22 minutes: rank 2 of 3 among the 2 published scores of "
+            "llama2_70b_lora, closed, training v5.1; percentile 50.0") in text
+    assert ("nearest above: Quanta_Cloud_Technology D75T-7U (8x AMD Instinct MI325X 256GB HBM3E): "
+            "21.6307 minutes") in text

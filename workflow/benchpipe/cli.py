@@ -388,7 +388,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from benchpipe.report import beside, write_report
 
     out = args.out or beside(args.tree, ".report.html", "--out")
-    written = write_report(args.tree, out, audit_path=args.audit, inference_checker=args.inference_checker)
+    written = write_report(args.tree, out, audit_path=args.audit, inference_checker=args.inference_checker,
+                           published=args.published)
     print(f"{written.path}: {len(written.plots)} plots; audit {'PASSED' if written.audit_passed else 'FAILED'} "
           f"({written.audit_source.rstrip('.')})")
     return 0
@@ -423,7 +424,7 @@ def _cmd_published_import(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from benchpipe.report.compare import compare_tree, format_comparison
 
-    print(format_comparison(compare_tree(args.tree, args.published, args.round)))
+    print(format_comparison(compare_tree(args.tree, args.published, args.round, args.training_round)))
     return 0
 
 
@@ -804,6 +805,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit", type=Path,
                    help="the tree's audit report (default: <tree>.audit.json if it is about this tree, else audit now)")
     p.add_argument("--inference-checker", type=Path, help="an mlcommons/inference checkout, when auditing now")
+    p.add_argument("--published", type=Path,
+                   help="a published table (benchpipe published import): the tree's results among those")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("published", help="MLCommons' published results as a table (docs/published.md)")
@@ -832,7 +835,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "import)")
     p.add_argument("tree", type=Path)
     p.add_argument("--published", type=Path, required=True, help="the published table's folder")
-    p.add_argument("--round", help="the published round to compare with (default: the tree's inference round)")
+    p.add_argument("--round", help="the published inference round to compare with (default: the tree's)")
+    p.add_argument("--training-round", help="the published training round to compare with, e.g. v5.1 (default: "
+                                            "the round of the tree's training ruleset)")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("pack", help="write a verified submission tree as a deterministic .tar.zst")

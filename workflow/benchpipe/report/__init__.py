@@ -105,7 +105,9 @@ def audit_for(tree: Path, root_sha256: str | None, audit_path: Path | None,
 
 
 def write_report(tree: Path, out: Path, *, audit_path: Path | None = None,
-                 inference_checker: Path | None = None) -> Written:
+                 inference_checker: Path | None = None, published: Path | None = None) -> Written:
+    """``published``: a published table's folder (benchpipe published import), whose results the
+    tree's are set among, in a section and a plot per benchmark and scenario."""
     from benchpipe import __version__
     from benchpipe.audit.foreign import foreign_kind, is_benchpipe_tree
     from benchpipe.report.data import load
@@ -116,6 +118,10 @@ def write_report(tree: Path, out: Path, *, audit_path: Path | None = None,
     if not is_benchpipe_tree(Path(tree)) and Path(tree).is_dir() and foreign_kind(Path(tree)) is not None:
         return _write_foreign(Path(tree), Path(out), audit_path, inference_checker)
     data = load(tree)
+    if published is not None:
+        from benchpipe.report.compare import compare_data
+
+        data.comparison = compare_data(data, published)
     audit, source = audit_for(tree, data.root_sha256, audit_path, inference_checker)
     plots = draw_all(data)
     _write(Path(out), render(data, plots, audit, source, __version__))

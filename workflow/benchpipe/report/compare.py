@@ -1,5 +1,7 @@
 """A tree's results among the published ones: ``benchpipe compare TREE --published DIR``.
 
+Each training score of the tree's ``scores`` table is set among the published scores of its
+benchmark, division and training round (lower is better; per accelerator, accelerator-minutes).
 Each performance result of the tree's ``inference`` table is set among the ``published`` rows
 (``benchpipe published import``) of the same MLPerf model, scenario, division and round, in the
 categories its system may submit in (system_type), and of the same kind of figure: a latency is
@@ -23,6 +25,7 @@ from typing import Any
 from benchpipe.contracts import registry
 from benchpipe.contracts.config import SYSTEM_TYPES
 from benchpipe.contracts.errors import BenchpipeError
+from benchpipe.report.data import ReportData
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Placement:
     above: Neighbour | None = None  # the nearest published result better than this one
     below: Neighbour | None = None  # the nearest as good or worse
     ratio_per_accelerator: float | None = None  # against the median published per-accelerator figure
+    # The published figures it is (or, not comparable, would be) set among, in units: drawn by the report.
+    peers: tuple[float, ...] = ()
 
 
 def _units(row: dict[str, Any]) -> tuple[str, float, bool] | None:
@@ -108,7 +113,7 @@ def place(result: dict[str, Any], published: list[dict[str, Any]], *, division: 
         reasons.append("the test states no result")
     placement = Placement(result["target"], result["benchmark"], mlperf, result["scenario"], units, value, reasons,
                           bool(development))
-    if reasons or development:
+    if reasons:
         return placement
     peers = []
     for row in published:
@@ -118,8 +123,10 @@ def place(result: dict[str, Any], published: list[dict[str, Any]], *, division: 
         theirs = _published_value(row, units)
         if theirs is not None:
             peers.append((theirs, row))
-    if not peers:
-        return Placement(**{**placement.__dict__, "count": 0})
+    values = tuple(sorted(v for v, _ in peers))
+    if development or not peers:
+        # A development result is drawn among them, but neither counted nor ranked.
+        return Placement(**{**placement.__dict__, "peers": values})
 
     def better(theirs: float) -> bool:
         return theirs > value if higher else theirs < value
@@ -132,10 +139,55 @@ def place(result: dict[str, Any], published: list[dict[str, Any]], *, division: 
     per_accelerator = sorted(r["result_per_accelerator"] for _, r in peers if r.get("result_per_accelerator"))
     if higher and accelerators and per_accelerator:
         ratio = (value / accelerators) / per_accelerator[len(per_accelerator) // 2]
-    return Placement(**{**placement.__dict__, "count": len(peers), "rank": len(ahead) + 1,
+    return Placement(**{**placement.__dict__, "peers": values, "count": len(peers), "rank": len(ahead) + 1,
                         "percentile": 100.0 * len(behind) / len(peers),
                         "above": _neighbour(nearest_above), "below": _neighbour(nearest_below),
                         "ratio_per_accelerator": ratio})
+
+
+TIME_TO_TRAIN = "time to train"  # a training score's "scenario"
+
+
+def place_score(score: dict[str, Any], published: list[dict[str, Any]], *, division: str, round_: str,
+                accelerators: int | None, development: list[str]) -> Placement:
+    """A training score (a scores table row) among the published scores of its benchmark, division
+    and round; lower is better, and per accelerator it is accelerator-minutes."""
+    from benchpipe.mlcommons.training import rulesets_with
+
+    benchmark = score["benchmark"]
+    value = score.get("score_min")
+    reasons = []
+    if not rulesets_with(benchmark):
+        reasons.append(f"{benchmark} is not an MLPerf training benchmark: no published score is of it")
+    if value is None:
+        reasons.append(f"no score: {score.get('reason') or 'too few successful runs'}")
+    placement = Placement(score["target"], benchmark, benchmark if not reasons else None, TIME_TO_TRAIN, "minutes",
+                          float("nan") if value is None else value, reasons, bool(development))
+    if reasons:
+        return placement
+    peers = [(r["score_min"], r) for r in published
+             if (r["family"], r["benchmark"], r["division"], r["round"]) == ("training", benchmark, division, round_)
+             and r.get("score_min") is not None]
+    values = tuple(sorted(v for v, _ in peers))
+    if development or not peers:
+        return Placement(**{**placement.__dict__, "peers": values})
+    ahead = [(v, r) for v, r in peers if v < value]
+    behind = [(v, r) for v, r in peers if v >= value]
+    ratio = None
+    spent = sorted(v * r["total_accelerators"] for v, r in peers if r.get("total_accelerators"))
+    if accelerators and spent:
+        ratio = (value * accelerators) / spent[len(spent) // 2]
+    return Placement(**{**placement.__dict__, "peers": values, "count": len(peers), "rank": len(ahead) + 1,
+                        "percentile": 100.0 * len(behind) / len(peers),
+                        "above": _neighbour(max(ahead, key=lambda p: p[0]) if ahead else None),
+                        "below": _neighbour(min(behind, key=lambda p: p[0]) if behind else None),
+                        "ratio_per_accelerator": ratio})
+
+
+def training_round(ruleset: str) -> str:
+    """The published training round of a ruleset: 5.1.0 -> v5.1."""
+    major, _, rest = str(ruleset).partition(".")
+    return f"v{major}.{rest.partition('.')[0]}" if rest else ""
 
 
 def _neighbour(found: tuple[float, dict[str, Any]] | None) -> Neighbour | None:
@@ -149,18 +201,28 @@ def _neighbour(found: tuple[float, dict[str, Any]] | None) -> Neighbour | None:
 class Comparison:
     tree: Path
     division: str
-    round: str
+    round: str  # the inference round compared with
     development: list[str]  # why the tree is a development tree, whose results none are comparable
     placements: list[Placement]
+    training_round: str = ""  # the training round compared with (from the tree's ruleset)
 
 
-def compare_tree(tree: Path, published_dir: Path, round_: str | None = None) -> Comparison:
-    """Every performance result of ``tree`` placed among the published results in ``published_dir``."""
-    from benchpipe.published.table import read_published
+def compare_tree(tree: Path, published_dir: Path, round_: str | None = None,
+                 training_round_: str | None = None) -> Comparison:
+    """Every performance result and training score of ``tree`` placed among the published results
+    in ``published_dir``: inference in ``round_`` (default: the tree's inference round), training
+    in ``training_round_`` (default: the round of the tree's training ruleset)."""
     from benchpipe.report.data import load
+
+    return compare_data(load(tree), published_dir, round_, training_round_)
+
+
+def compare_data(data: ReportData, published_dir: Path, round_: str | None = None,
+                 training_round_: str | None = None) -> Comparison:
+    """``compare_tree`` on a tree already loaded (report.data.ReportData)."""
+    from benchpipe.published.table import read_published
     from benchpipe.report.development import development_reasons
 
-    data = load(tree)
     published = read_published(published_dir).to_pylist()
     division = (data.config.get("submission") or {}).get("division", "")
     round_ = round_ or (data.config.get("inference") or {}).get("round", "")
@@ -174,11 +236,34 @@ def compare_tree(tree: Path, published_dir: Path, round_: str | None = None) -> 
         categories = SYSTEM_TYPES.get(str(system.get("system_type", "")), ())
         placements.append(place(row, published, division=division, round_=round_, categories=categories,
                                 accelerators=_accelerators(system), development=development))
-    return Comparison(Path(tree), division, round_, development, placements)
+    training = training_round_ or training_round((data.config.get("training") or {}).get("ruleset", ""))
+    for row in sorted(data.rows("scores"), key=lambda r: (r["target"], r["benchmark"])):
+        placements.append(place_score(row, published, division=division, round_=training,
+                                      accelerators=_accelerators(systems.get(row["target"], {})),
+                                      development=development))
+    return Comparison(Path(data.tree), division, round_, development, placements, training)
 
 
 def _figure(value: float, units: str) -> str:
     return f"{value:,.6g} {units.replace('Latency ', '').strip('()') if units.startswith('Latency') else units}"
+
+
+def among(p: Placement, comparison: Comparison) -> str:
+    if p.scenario == TIME_TO_TRAIN:
+        return f"{p.mlperf_name}, {comparison.division}, training {comparison.training_round}"
+    return f"{p.mlperf_name} {p.scenario}, {comparison.division}, {comparison.round}"
+
+
+def verdict(p: Placement, comparison: Comparison) -> str:
+    """One line: where the result ranks, or why it does not."""
+    head = f"{p.target} {p.benchmark} {p.scenario}: {_figure(p.value, p.units)}"
+    if p.not_comparable or p.in_development_tree:
+        return f"{head}: not comparable: {'; '.join(p.not_comparable) or 'the tree is a development tree (above)'}"
+    if p.count == 0:
+        return f"{head}: no published result of {among(p, comparison)} in its categories"
+    kind = "scores" if p.scenario == TIME_TO_TRAIN else "results"
+    return (f"{head}: rank {p.rank} of {p.count + 1} among the {p.count} published {kind} of "
+            f"{among(p, comparison)}; percentile {p.percentile:.1f}")
 
 
 def format_comparison(comparison: Comparison) -> str:
@@ -188,23 +273,16 @@ def format_comparison(comparison: Comparison) -> str:
         lines.append(f"{comparison.tree}: a development tree, whose results are not comparable with published ones:")
         lines += [f"  - {reason}" for reason in comparison.development]
     if not comparison.placements:
-        lines.append(f"{comparison.tree}: no inference performance result to compare")
+        lines.append(f"{comparison.tree}: no inference performance result or training score to compare")
     for p in comparison.placements:
-        head = f"{p.target} {p.benchmark} {p.scenario}: {_figure(p.value, p.units)}"
-        if p.not_comparable or p.in_development_tree:
-            lines.append(f"{head}: not comparable: "
-                         f"{'; '.join(p.not_comparable) or 'the tree is a development tree (above)'}")
+        lines.append(verdict(p, comparison))
+        if p.rank is None:
             continue
-        among = f"{p.mlperf_name} {p.scenario}, {comparison.division}, {comparison.round}"
-        if p.count == 0:
-            lines.append(f"{head}: no published result of {among} in its categories")
-            continue
-        lines.append(f"{head}: rank {p.rank} of {p.count + 1} among the {p.count} published results of {among}; "
-                     f"percentile {p.percentile:.1f}")
         for label, n in (("above", p.above), ("below", p.below)):
             if n is not None:
                 gear = f" ({n.accelerators})" if n.accelerators else ""
                 lines.append(f"  nearest {label}: {n.submitter} {n.system}{gear}: {_figure(n.value, p.units)}")
         if p.ratio_per_accelerator is not None:
-            lines.append(f"  per accelerator: {p.ratio_per_accelerator:.3f} x the published median")
+            what = "accelerator-minutes" if p.scenario == TIME_TO_TRAIN else "per accelerator"
+            lines.append(f"  {what}: {p.ratio_per_accelerator:.3f} x the published median")
     return "\n".join(lines)

@@ -91,6 +91,8 @@ class ReportData:
     # ("benchpipe/training", "benchpipe/inference"), which hold benchmarks MLPerf does not have.
     sections: dict[str, set[str]] = field(default_factory=dict)
     reproduction: Reproduction | None = None
+    # The tree's results among MLCommons' published ones (report.compare.Comparison), when asked for.
+    comparison: Any = None
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         return self.tables.get(table, [])

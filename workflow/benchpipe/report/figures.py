@@ -41,6 +41,7 @@ def draw_all(data: ReportData) -> list[Plot]:
             *eval_accuracy(data),
             *latency_distributions(data),
             *throughput(data),
+            *published_comparison(data),
         ]
 
 
@@ -259,3 +260,55 @@ def throughput_figure(runs: list[PerformanceRun]):
     ax.set_ylabel("samples/s")
     ax.legend(title="target", fontsize=7)
     return figure
+
+
+def published_comparison(data: ReportData) -> list[Plot]:
+    """Per benchmark and scenario with published results of its model: the published figures as
+    dots, each target's result as a line across them; a result that is not comparable is drawn
+    grey and dashed, and the caption says why."""
+    comparison = data.comparison
+    if comparison is None:
+        return []
+    from benchpipe.report.compare import verdict
+
+    groups: dict[tuple[str, str], list] = defaultdict(list)
+    for placement in comparison.placements:
+        if placement.peers:
+            groups[(placement.benchmark, placement.scenario)].append(placement)
+    plots = []
+    for (benchmark, scenario), placements in sorted(groups.items()):
+        peers = placements[0].peers
+        units = placements[0].units
+        figure, ax = _figure()
+        figure.set_figheight(2.2)
+        # The published figures spread along the axis, stacked where they coincide.
+        ax.scatter(peers, [0] * len(peers), s=28, color="#4c72b0", alpha=0.7, label=f"published ({len(peers)})",
+                   zorder=2)
+        colours = _colours(sorted({p.target for p in placements}))
+        for p in sorted(placements, key=lambda p: p.target):
+            comparable = not (p.not_comparable or p.in_development_tree)
+            ax.axvline(p.value, color=colours[p.target] if comparable else "grey", linewidth=2,
+                       linestyle="-" if comparable else "--",
+                       label=f"{p.target}" + ("" if comparable else " (not comparable)"), zorder=3)
+        values = [*peers, *(p.value for p in placements)]
+        if min(values) > 0 and max(values) / min(values) > 20:
+            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_tick_formatter())
+        ax.set_yticks([])
+        lower = units.startswith("Latency") or units == "minutes"  # a latency, or a time to train
+        ax.set_xlabel(units + (" (lower is better)" if lower else " (higher is better)"))
+        round_ = comparison.training_round if lower and units == "minutes" else comparison.round
+        ax.set_title(f"{benchmark} {scenario} among the published results of "
+                     f"{placements[0].mlperf_name} ({comparison.division}, {round_})")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        plot_id = f"published-{benchmark}-{scenario.replace(' ', '-')}"
+        note = " ".join(verdict(p, comparison) + "." for p in placements)
+        plots.append(Plot(plot_id, "published", f"{benchmark} {scenario}: among the published results",
+                          _svg(figure, plot_id), note=note))
+    return plots
+
+
+def _tick_formatter():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(_plain)

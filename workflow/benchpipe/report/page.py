@@ -36,7 +36,8 @@ figcaption { color: #555; font-size: 12px; } dl { display: grid; grid-template-c
 dt { color: #555; } dd { margin: 0; }
 """
 SECTIONS = (("development", "what the tree is"), ("audit", "audit"), ("system", "system"), ("training", "training"),
-            ("inference", "inference"), ("reproduce", "reproduction"), ("provenance", "provenance"))
+            ("inference", "inference"), ("published", "among the published"), ("reproduce", "reproduction"),
+            ("provenance", "provenance"))
 
 
 def render(data: ReportData, plots: Sequence[Plot], audit: dict[str, Any], audit_source: str, version: str) -> str:
@@ -47,6 +48,7 @@ def render(data: ReportData, plots: Sequence[Plot], audit: dict[str, Any], audit
         "system": _system(data),
         "training": _training(data, [p for p in plots if p.section == "training"]),
         "inference": _inference(data, [p for p in plots if p.section == "inference"]),
+        "published": _published(data, [p for p in plots if p.section == "published"]),
         "reproduce": _reproduce(data),
         "provenance": _provenance(data),
     }
@@ -283,6 +285,23 @@ def _inference(data: ReportData, plots: Sequence[Plot]) -> str:
             "(SingleStream, MultiStream) or a throughput (Offline, Server)"
             + (f" ({ranked})" if ranked else "") + ".</p>" + table + _tokens(ordered, llms)
             + _figures(plots) + "</section>")
+
+
+def _published(data: ReportData, plots: Sequence[Plot]) -> str:
+    """The tree's results among MLCommons' published ones (benchpipe compare), when asked for."""
+    comparison = data.comparison
+    if comparison is None:
+        return ""
+    from benchpipe.report.compare import verdict
+
+    lines = [verdict(p, comparison) for p in comparison.placements]
+    why = ("<p>A development tree: none of its results is comparable with published ones (the reasons "
+           "are at the top of the page).</p>" if comparison.development else "")
+    listed = "".join(f"<li>{escape(line)}</li>" for line in lines) or "<li>No inference performance result.</li>"
+    return ('<section id="published"><h2>Among the published results</h2><p>Each performance result among '
+            "MLCommons' published results of the same MLPerf model, scenario, division and round "
+            f"({escape(comparison.round)}), in its system's categories (docs/published.md).</p>" + why
+            + f"<ul>{listed}</ul>" + _figures(plots) + "</section>")
 
 
 def _tokens(rows: Sequence[dict[str, Any]], llms: set[str]) -> str:
