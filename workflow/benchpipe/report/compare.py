@@ -18,6 +18,7 @@ tests not valid for a round, stand-in models) is named.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class Placement:
     ratio_per_accelerator: float | None = None  # against the median published per-accelerator figure
     # The published figures it is (or, not comparable, would be) set among, in units: drawn by the report.
     peers: tuple[float, ...] = ()
+    elsewhere: str = ""  # with no peers: where the round has results of the model and scenario ("open edge: 1")
 
 
 def _units(row: dict[str, Any]) -> tuple[str, float, bool] | None:
@@ -124,7 +126,13 @@ def place(result: dict[str, Any], published: list[dict[str, Any]], *, division: 
         if theirs is not None:
             peers.append((theirs, row))
     values = tuple(sorted(v for v, _ in peers))
-    if development or not peers:
+    if not peers:
+        found = Counter(f"{r['division']} {r['category']}" for r in published
+                        if (r["family"], r["benchmark"], r["scenario"], r["round"]) == (
+                            "inference", mlperf, result["scenario"], round_))
+        elsewhere = ", ".join(f"{key}: {count}" for key, count in sorted(found.items()))
+        return Placement(**{**placement.__dict__, "elsewhere": elsewhere})
+    if development:
         # A development result is drawn among them, but neither counted nor ranked.
         return Placement(**{**placement.__dict__, "peers": values})
 
@@ -260,7 +268,8 @@ def verdict(p: Placement, comparison: Comparison) -> str:
     if p.not_comparable or p.in_development_tree:
         return f"{head}: not comparable: {'; '.join(p.not_comparable) or 'the tree is a development tree (above)'}"
     if p.count == 0:
-        return f"{head}: no published result of {among(p, comparison)} in its categories"
+        return (f"{head}: no published result of {among(p, comparison)} in its categories"
+                + (f" (the round has them in {p.elsewhere})" if p.elsewhere else ""))
     kind = "scores" if p.scenario == TIME_TO_TRAIN else "results"
     return (f"{head}: rank {p.rank} of {p.count + 1} among the {p.count} published {kind} of "
             f"{among(p, comparison)}; percentile {p.percentile:.1f}")
