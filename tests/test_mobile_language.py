@@ -166,7 +166,12 @@ def test_a_benchmark_for_a_supplied_model_and_a_hosts_image_task_accuracy_are_re
                 "--benchmark", "digits", ok=False)
     assert f"{TASK} (SQUAD) runs the model the user supplies, not digits's: leave out --benchmark" in named.stderr
     unnamed = benchpipe(cli_env, "mobile", "run", "--data", str(squad_dir), "--tasks", str(app / "tasks.json"),
-                        "--task", "image_classification_v2", "--model", str(supplied), "--mode", "accuracy",
+                        "--task", "object_detection", "--model", str(supplied), "--mode", "accuracy",
                         "--run-mode", "rapid", "--out", str(tmp_path / "out"), ok=False)
-    assert ("image_classification_v2 (IMAGENET): on a host benchpipe runs its performance runs only; its accuracy "
-            "(top-1) is the app's binary's to score, on a phone (runtime adb)") in unnamed.stderr
+    assert ("object_detection (COCO): on a host benchpipe runs its performance runs only; its accuracy "
+            "(mAP) is the app's binary's to score, on a phone (runtime adb)") in unnamed.stderr
+    # MobileBERT's three inputs are no image classifier's.
+    inputs = benchpipe(cli_env, "mobile", "run", "--data", str(squad_dir), "--tasks", str(app / "tasks.json"),
+                       "--task", "image_classification_v2", "--model", str(supplied), "--mode", "accuracy",
+                       "--run-mode", "rapid", "--out", str(tmp_path / "out"), ok=False)
+    assert f"{supplied / 'model.tflite'}: 3 inputs; the Mobile app's image tasks serve models of one" in inputs.stderr

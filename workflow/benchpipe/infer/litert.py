@@ -113,10 +113,12 @@ class TensorInfo:
 
 def quantize(batch: np.ndarray, info: TensorInfo) -> np.ndarray:
     """Samples as the model's input dtype: int8/uint8 through its scale and zero point; integers
-    into an input without quantization (MobileBERT's token ids) as they are."""
+    into an input without quantization (MobileBERT's token ids), and samples already of the input's
+    dtype, as they are."""
     if info.dtype == "float32":
         return np.ascontiguousarray(batch, dtype=np.float32)
-    if not info.scale and np.issubdtype(batch.dtype, np.integer):
+    if (not info.scale and np.issubdtype(batch.dtype, np.integer)) or batch.dtype == np.dtype(info.dtype):
+        # Token ids, or samples already in the input's type (the app feeds an int8 model pixel - 128).
         return np.ascontiguousarray(batch, dtype=info.dtype)
     limits = np.iinfo(info.dtype)
     if not info.scale:
@@ -168,7 +170,7 @@ class LiteRTPredictor(Predictor):
             return it.get_tensor(out)
 
     def _time(self, size: int, calls: int = 5) -> float:
-        zeros = np.zeros((size, *self.sample_shape), np.float32)
+        zeros = np.zeros((size, *self.sample_shape), self.input.dtype)  # as the input takes them, unconverted
         best = float("inf")
         for _ in range(calls):
             start = time.perf_counter()
@@ -191,7 +193,7 @@ class LiteRTPredictor(Predictor):
 
     def warm_up(self, seconds: float) -> None:
         deadline = time.perf_counter() + seconds
-        zeros = {size: np.zeros((size, *self.sample_shape), np.float32) for size in self.batch_sizes}
+        zeros = {size: np.zeros((size, *self.sample_shape), self.input.dtype) for size in self.batch_sizes}
         while time.perf_counter() < deadline:
             for size, batch in zeros.items():
                 self._invoke(size, batch)

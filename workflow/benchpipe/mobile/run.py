@@ -16,9 +16,10 @@ fails and keeps nothing; an accuracy run scores every logged answer as the app s
 On a host, benchpipe runs every task of the app's dataset types in ``SERVINGS``: a benchpipe
 benchmark's classifier on its prepared dataset; MobileBERT on the SQuAD files tasks.pbtxt names
 (full for accuracy runs, lite for performance runs), found in ``--data`` by their names and held
-to its MD5s; and the image tasks on a supplied model (MobileNetEdgeTPUv2-L, SSD-MobileDET,
-MOSAIC, EDSR), performance runs only, on the images of the folder tasks.pbtxt names
-(``mobile.images``): their accuracy is the app's binary's to score, on a phone.
+to its MD5s; MobileNetEdgeTPUv2-L supplied, on the app's ImageNet folder preprocessed as the app
+does, its top-1 scored against imagenet_val_full.txt; and the other image tasks on a supplied
+model (SSD-MobileDET, MOSAIC, EDSR), performance runs only, on the images of the folder
+tasks.pbtxt names (``mobile.images``): their accuracy is the app's binary's to score, on a phone.
 
 The run folder holds LoadGen's logs and ``mobile_run.json``: the task, run mode and settings,
 the model (its conversion record), the backend (LiteRT's version, delegate, threads, batch), the
@@ -317,13 +318,13 @@ def _language(benchmark, request: RunRequest, task: MobileTask, tflite: Path) ->
 
 # What the app scores each image task's accuracy with: on a phone, its binary does.
 APP_METRICS = {"IMAGENET": "top-1", "COCO": "mAP", "ADE20K": "mIoU", "SNUSR": "PSNR", "SQUAD": "F1"}
-# The supplied models' tasks whose accuracy benchpipe scores on a host (mobile.squad); a
-# benchpipe classifier's top-1 is scored too, on its own prepared dataset.
-SCORED_ON_HOST = ("SQUAD",)
+# The supplied models' tasks whose accuracy benchpipe scores on a host: SQuAD's F1 (mobile.squad) and
+# ImageNet's top-1 (mobile.images); a benchpipe classifier's top-1 is scored too, on its own data.
+SCORED_ON_HOST = ("SQUAD", "IMAGENET")
 
 
 def _image(benchmark, request: RunRequest, task: MobileTask, tflite: Path) -> Serving:
-    """An image task on a supplied model (MobileNetEdgeTPUv2-L, SSD-MobileDET, MOSAIC, EDSR):
+    """An image task on a supplied model (SSD-MobileDET, MOSAIC, EDSR):
     its performance runs, on the images of the full dataset's folder (``mobile.images``), each
     answered empty as the app answers a performance run."""
     from benchpipe.infer.litert import LiteRTOutputsPredictor
@@ -341,10 +342,7 @@ def _image(benchmark, request: RunRequest, task: MobileTask, tflite: Path) -> Se
     if len(predictor.inputs) != 1 or len(predictor.inputs[0].shape) != 3:
         raise InferenceError(f"{tflite}: inputs {[list(i.shape) for i in predictor.inputs]}; {task.id} feeds one "
                              "image (height, width, channels)")
-    height, width = predictor.inputs[0].shape[:2]
-    if task.image_height and task.image_width and (height, width) != (task.image_height, task.image_width):
-        raise InferenceError(f"{tflite}: input {height}x{width}; tasks.pbtxt sizes {task.id}'s model "
-                             f"({task.model_id}) {task.image_height}x{task.image_width}")
+    _check_size(tflite, task, predictor.inputs[0].shape)
     folder = Path(request.data) / PurePosixPath(task.dataset_files.get("full", {}).get("input_path", "")).name
     source = ImageFolder(folder, predictor.inputs[0].shape, predictor.sample_dtype)
     dataset = {"name": f"{task.dataset_name}: {source.describe()}", "type": task.dataset_type,
@@ -356,9 +354,50 @@ def _image(benchmark, request: RunRequest, task: MobileTask, tflite: Path) -> Se
     return Serving(task.model_id, SampleLibrary(source), predictor, 1, source.total, dataset, score)
 
 
+def _check_size(tflite: Path, task: MobileTask, shape: tuple[int, ...]) -> None:
+    """The model takes images of the size tasks.pbtxt gives the task's model."""
+    height, width = shape[:2]
+    if task.image_height and task.image_width and (height, width) != (task.image_height, task.image_width):
+        raise InferenceError(f"{tflite}: input {height}x{width}; tasks.pbtxt sizes {task.id}'s model "
+                             f"({task.model_id}) {task.image_height}x{task.image_width}")
+
+
+def _app_imagenet(benchmark, request: RunRequest, task: MobileTask, tflite: Path) -> Serving:
+    """The app's own classifier (MobileNetEdgeTPUv2-L) supplied, on the app's ImageNet folder
+    preprocessed as the app does (``mobile.images.imagenet_preprocess``), answering its top-1 class;
+    an accuracy run scored as the app scores it (imagenet.cc: the top-1 less the task's offset
+    against each image's line of imagenet_val_full.txt)."""
+    from benchpipe.infer.loadgen_run import write_accuracy
+    from benchpipe.infer.samples import SampleLibrary
+    from benchpipe.mobile.images import AppImageNet
+
+    shape, dtype = _tflite_input(tflite)
+    if len(shape) != 3:
+        raise InferenceError(f"{tflite}: input {list(shape)}; {task.id} feeds one image (height, width, channels)")
+    _check_size(tflite, task, shape)
+    folder = Path(request.data) / PurePosixPath(task.dataset_files.get("full", {}).get("input_path", "")).name
+    files = {"input": folder.name}
+    labels_file = None
+    if request.mode == "accuracy":
+        labels_file, _ = app_dataset_file(task, "full", "groundtruth_path", request.data, request.stand_in_data)
+        files["groundtruth"] = labels_file.name
+    source = AppImageNet(folder, shape, dtype, labels_file)
+    samples = SampleLibrary(source)
+    predictor = LiteRTPredictor(tflite, shape, [1], threads=request.threads, delegate=request.delegate)
+    offset = int(task.model_offset or 0)
+
+    def score(run_dir: Path) -> tuple[float, int]:
+        # The model's class k is the dataset's k - offset (a background class first, in 1001-class models).
+        return write_accuracy(run_dir, source.labels + offset), _logged_samples(run_dir / ACCURACY_LOG)
+
+    dataset = {"name": f"{task.dataset_name}: {source.describe()}", "type": task.dataset_type,
+               "data_path": str(request.data), "samples": source.total, "files": files}
+    return Serving(task.model_id, samples, predictor, 1, source.total, dataset, score)
+
+
 def _imagenet(benchmark, request: RunRequest, task: MobileTask, tflite: Path) -> Serving:
     """A benchpipe benchmark's converted classifier, or the app's own (MobileNetEdgeTPUv2-L) supplied."""
-    return (_classification if benchmark is not None else _image)(benchmark, request, task, tflite)
+    return (_classification if benchmark is not None else _app_imagenet)(benchmark, request, task, tflite)
 
 
 # The app's dataset types benchpipe runs on a host through LiteRT (a phone runs the app's own binary).
@@ -454,13 +493,17 @@ def backend_record(delegate: DelegateSpec, threads: int, batch: int) -> dict[str
 
 def _tflite_input_shape(tflite: Path) -> tuple[int, ...]:
     """The model's per-sample input shape, as the interpreter reads it."""
+    return _tflite_input(tflite)[0]
+
+
+def _tflite_input(tflite: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The model's per-sample input shape and its dtype, as the interpreter reads them."""
     from ai_edge_litert.interpreter import Interpreter
 
-    try:
-        (detail,) = Interpreter(model_path=str(tflite)).get_input_details()
-    except ValueError as exc:
-        raise InferenceError(f"{tflite}: the Mobile tasks serve models of one input: {exc}") from exc
-    return tuple(int(d) for d in detail["shape"][1:])
+    details = Interpreter(model_path=str(tflite)).get_input_details()
+    if len(details) != 1:
+        raise InferenceError(f"{tflite}: {len(details)} inputs; the Mobile app's image tasks serve models of one")
+    return tuple(int(d) for d in details[0]["shape"][1:]), np.dtype(details[0]["dtype"])
 
 
 def _logged_samples(path: Path) -> int:
