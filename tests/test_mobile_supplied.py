@@ -194,3 +194,13 @@ def test_a_phone_target_runs_a_supplied_model_through_the_workflow(tmp_path, cli
     # What drove the phone: this host's benchpipe (build_info), recorded by each run.
     for mode in ("performance", "accuracy"):
         assert (work / result).parent.joinpath(LANGUAGE_TASK, mode, "provenance.json").is_file()
+
+
+def test_a_config_without_mobile_targets_checks_no_mobile_result(tmp_path):
+    """No Mobile target, no app files fetched: the packager's and the audit's Mobile checks have
+    nothing to read, and must not look for the app's tasks.json."""
+    from benchpipe.package.mobile import check_results, expected_results
+
+    settings = config({}, targets=[])
+    results = expected_results(settings, tmp_path / "runs", tmp_path / "no_app")
+    assert results == [] and check_results(settings, results, tmp_path / "no_app") == []

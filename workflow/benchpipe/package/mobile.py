@@ -125,6 +125,8 @@ def check_results(settings: dict[str, Any], results: list[MobileResult], app_dir
                   failures: list[str] | None = None) -> list[dict[str, Any]]:
     """Every check of the module docstring; the accuracy checks, for checks.json. The first
     failure raises, unless ``failures`` collects each result's first (the audit reports them all)."""
+    if not results:
+        return []  # no Mobile target: no app files were fetched either
     tasks = read_tasks_json(app_dir / TASKS_JSON)
     by_key = {(r.target, r.benchmark, r.precision): r for r in results}
     checks: list[dict[str, Any]] = []
