@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from benchpipe.contracts.config import mobile_model_target, mobile_run_mode, supplied_models, training_runs
+from benchpipe.contracts.config import mobile_model_target, mobile_run_mode, training_runs
 from benchpipe.contracts.errors import BenchpipeError
 from benchpipe.contracts.rounds import COMPLIANCE_TESTS
 from benchpipe.pipeline import options
@@ -174,7 +174,7 @@ MOBILE_MODEL_TARGET_FILE = TARGET_FILE.replace("{target}", MOBILE_MODEL_TARGET)
 
 
 # The app's own models the user supplies (mobile.supplied): each stands where a benchmark does.
-SUPPLIED_MODELS = supplied_models(config, Path(workflow.basedir)) if WORKFLOW.mobile_targets else {}
+SUPPLIED_MODELS = WORKFLOW.supplied
 
 
 def mobile_data_input(wildcards):

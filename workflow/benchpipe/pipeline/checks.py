@@ -22,6 +22,7 @@ from benchpipe.contracts.benchmark import Source
 from benchpipe.contracts.config import (
     InferenceTest,
     MobileRunSpec,
+    SuppliedModel,
     Target,
     check_config,
     check_mobile_config,
@@ -61,6 +62,8 @@ class Workflow:
     mobile_targets: dict[str, Target] = field(default_factory=dict)
     # Every Mobile app task run: the tasks come from the app's tasks.pbtxt, per benchmark's kind.
     mobile_runs: list[MobileRunSpec] = field(default_factory=list)
+    # The app's own models the user supplies (mobile.supplied), paths resolved: only with Mobile targets.
+    supplied: dict[str, SuppliedModel] = field(default_factory=dict)
 
 
 def dataset_dir(benchmark: str) -> str:
@@ -256,6 +259,7 @@ def check_workflow(
     sources = downloaded_sources(config)
     check_published(config)
     mobile_runs = mobile_task_runs(config, mobile_targets, base_dir) if mobile_targets else []
+    supplied = supplied_models(config, base_dir) if mobile_targets else {}
     lock = None
     if main_process:
         # A job stopped by scancel must fail the run, and a requeued job's "node" must not be
@@ -267,7 +271,7 @@ def check_workflow(
     return Workflow(
         targets, infer, _ordered(t.mode for t in tests) or inference_modes(config), sources, sif_source, lock,
         tests=tests, scenarios=_ordered(t.scenario for t in tests) or list(config["inference"]["scenarios"]),
-        mobile_targets=mobile_targets, mobile_runs=mobile_runs,
+        mobile_targets=mobile_targets, mobile_runs=mobile_runs, supplied=supplied,
     )
 
 

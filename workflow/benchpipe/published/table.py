@@ -11,13 +11,12 @@ folder as one hive-partitioned dataset (``read_parquet('<table>/*/*.parquet', hi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchpipe.contracts.atomic import atomic_file
 from benchpipe.contracts.errors import ParseError
 from benchpipe.published.summary import Imported
 
@@ -60,20 +59,11 @@ def write_import(table_dir: Path, imported: Imported) -> Path:
     rows = pa.Table.from_pylist(imported.rows, schema=PUBLISHED_SCHEMA).drop_columns(["round"])
     part = Path(table_dir) / f"round={imported.round}" / f"{file_name(imported)}.parquet"
     report = Path(table_dir) / IMPORTS_DIR / f"{imported.family}-{imported.round}-{imported.sha256[:16]}.json"
-    _replace(part, lambda tmp: pq.write_table(rows, tmp, compression="zstd"))
-    _replace(report, lambda tmp: Path(tmp).write_text(json.dumps(imported.report(), indent=2) + "\n"))
+    with atomic_file(part, "wb") as f:
+        pq.write_table(rows, f, compression="zstd")
+    with atomic_file(report) as f:
+        f.write(json.dumps(imported.report(), indent=2) + "\n")
     return part
-
-
-def _replace(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def read_published(table_dir: Path) -> pa.Table:

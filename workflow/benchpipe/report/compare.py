@@ -136,19 +136,23 @@ def place(result: dict[str, Any], published: list[dict[str, Any]], *, division: 
         # A development result is drawn among them, but neither counted nor ranked.
         return Placement(**{**placement.__dict__, "peers": values})
 
-    def better(theirs: float) -> bool:
-        return theirs > value if higher else theirs < value
-
-    ahead = [(v, r) for v, r in peers if better(v)]
-    behind = [(v, r) for v, r in peers if not better(v)]
-    nearest_above = min(ahead, key=lambda p: abs(p[0] - value)) if ahead else None
-    nearest_below = min(behind, key=lambda p: abs(p[0] - value)) if behind else None
     ratio = None
     per_accelerator = sorted(r["result_per_accelerator"] for _, r in peers if r.get("result_per_accelerator"))
     if higher and accelerators and per_accelerator:
         ratio = (value / accelerators) / per_accelerator[len(per_accelerator) // 2]
-    return Placement(**{**placement.__dict__, "peers": values, "count": len(peers), "rank": len(ahead) + 1,
-                        "percentile": 100.0 * len(behind) / len(peers),
+    return _ranked(placement, peers, higher, ratio)
+
+
+def _ranked(placement: Placement, peers: list[tuple[float, dict[str, Any]]], higher: bool,
+            ratio: float | None) -> Placement:
+    """``placement`` ranked among ``peers`` ((value, published row) of the same kind of figure)."""
+    value = placement.value
+    ahead = [(v, r) for v, r in peers if (v > value if higher else v < value)]
+    behind = [(v, r) for v, r in peers if not (v > value if higher else v < value)]
+    nearest_above = min(ahead, key=lambda p: abs(p[0] - value)) if ahead else None
+    nearest_below = min(behind, key=lambda p: abs(p[0] - value)) if behind else None
+    return Placement(**{**placement.__dict__, "peers": tuple(sorted(v for v, _ in peers)), "count": len(peers),
+                        "rank": len(ahead) + 1, "percentile": 100.0 * len(behind) / len(peers),
                         "above": _neighbour(nearest_above), "below": _neighbour(nearest_below),
                         "ratio_per_accelerator": ratio})
 
@@ -179,17 +183,11 @@ def place_score(score: dict[str, Any], published: list[dict[str, Any]], *, divis
     values = tuple(sorted(v for v, _ in peers))
     if development or not peers:
         return Placement(**{**placement.__dict__, "peers": values})
-    ahead = [(v, r) for v, r in peers if v < value]
-    behind = [(v, r) for v, r in peers if v >= value]
     ratio = None
     spent = sorted(v * r["total_accelerators"] for v, r in peers if r.get("total_accelerators"))
     if accelerators and spent:
         ratio = (value * accelerators) / spent[len(spent) // 2]
-    return Placement(**{**placement.__dict__, "peers": values, "count": len(peers), "rank": len(ahead) + 1,
-                        "percentile": 100.0 * len(behind) / len(peers),
-                        "above": _neighbour(max(ahead, key=lambda p: p[0]) if ahead else None),
-                        "below": _neighbour(min(behind, key=lambda p: p[0]) if behind else None),
-                        "ratio_per_accelerator": ratio})
+    return _ranked(placement, peers, False, ratio)
 
 
 def training_round(ruleset: str) -> str:
